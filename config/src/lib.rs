@@ -1,0 +1,11 @@
+//! The cluster configuration shared by every Tandem binary.
+//!
+//! One YAML file, identical on every node (see "Configuration" in DESIGN.md). It is read in
+//! two steps: a raw serde shape that rejects unknown keys, then a validated, typed
+//! [`ClusterConfig`] built while collecting *every* error, each naming file, line, column and
+//! key path and saying what would be valid.
+#![forbid(unsafe_code)]
+
+mod types;
+
+pub use types::*;

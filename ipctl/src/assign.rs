@@ -1,0 +1,9 @@
+//! ipctl assign (being written).
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_cli: &crate::Cli, _args: &Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("ipctl assign is not available in this build yet")
+}

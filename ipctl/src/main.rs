@@ -1,0 +1,54 @@
+//! ipctl: the operator's tool for a Tandem cluster.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod assign;
+mod check_config;
+mod import_heartbeat;
+mod keygen;
+
+#[derive(Debug, Parser)]
+#[command(name = "ipctl", version, about = "Operate a Tandem high-availability cluster")]
+pub struct Cli {
+    /// Cluster configuration file.
+    #[arg(long, global = true, env = "TANDEM_CONFIG", default_value = tandem_config::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Directory holding the daemons' sockets (membership.sock, agent.sock).
+    #[arg(long, global = true, env = "TANDEM_RUN_DIR", default_value = tandem_config::DEFAULT_RUN_DIR)]
+    pub run_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a cluster configuration and print a summary, or every error.
+    CheckConfig(check_config::Args),
+    /// Generate a new random cluster key (mode 0600).
+    Keygen(keygen::Args),
+    /// Translate a Linux-HA Heartbeat /etc/ha.d into a Tandem cluster.yaml.
+    ImportHeartbeat(import_heartbeat::Args),
+    /// Move a reserved IP to a droplet now (the drop-in for DigitalOcean's assign-ip).
+    Assign(assign::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::CheckConfig(ref args) => check_config::run(&cli, args),
+        Command::Keygen(ref args) => keygen::run(args),
+        Command::ImportHeartbeat(ref args) => import_heartbeat::run(args),
+        Command::Assign(ref args) => assign::run(&cli, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ipctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! Tandem resource agent: placement (pure), handover, and the agents it runs.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! Tandem's test kit.
+#![forbid(unsafe_code)]
