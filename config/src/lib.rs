@@ -6,6 +6,8 @@
 //! key path and saying what would be valid.
 #![forbid(unsafe_code)]
 
+pub mod secret;
 mod types;
 
+pub use secret::{Secret, SecretError, credential_path, read_secret_file};
 pub use types::*;

@@ -1,2 +1,4 @@
 //! Tandem resource agent: placement (pure), handover, and the agents it runs.
 #![forbid(unsafe_code)]
+
+pub mod provider;

@@ -1,0 +1,1 @@
+//! Reserved-IP providers behind one trait: DigitalOcean, Hetzner Cloud, Vultr.
