@@ -1,4 +1,5 @@
 //! Tandem resource agent: placement (pure), handover, and the agents it runs.
 #![forbid(unsafe_code)]
 
+pub mod placement;
 pub mod provider;
