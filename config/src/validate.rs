@@ -190,15 +190,21 @@ fn split_expected(msg: &str) -> (String, Option<String>) {
     }
 }
 
-/// The closest valid name, when it is close enough to be a likely typo.
+/// The closest valid name, when it is close enough to be a likely typo: few edits
+/// (transpositions count as one, so `lbs` finds `lsb`) or a high Jaro-Winkler similarity.
 pub(crate) fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let word = word.to_ascii_lowercase();
     candidates
         .iter()
-        .map(|c| (strsim::jaro_winkler(&word, c), *c))
-        .filter(|(score, _)| *score >= 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
+        .map(|c| {
+            let edits = strsim::damerau_levenshtein(&word, c);
+            let close = (edits <= 2 && edits < c.len().div_ceil(2))
+                || strsim::jaro_winkler(&word, c) >= 0.85;
+            (close, edits, *c)
+        })
+        .filter(|(close, _, _)| *close)
+        .min_by_key(|(_, edits, _)| *edits)
+        .map(|(_, _, c)| c)
 }
 
 fn short(v: &Value) -> String {
@@ -530,13 +536,13 @@ fn nodes(cx: &mut Ctx<'_>, path: &KeyPath, v: Option<&[Value]>) -> Vec<NodeConfi
                 Role::Member
             }
         };
-        if let Some(name) = name {
-            out.push(NodeConfig {
-                name,
-                addresses,
-                role,
-            });
-        }
+        // A node whose name is wrong still counts as a voter, so the quorum checks do not add
+        // a second, misleading error; its empty name never reaches a valid config.
+        out.push(NodeConfig {
+            name: name.unwrap_or_default(),
+            addresses,
+            role,
+        });
     }
     out
 }
@@ -880,7 +886,7 @@ fn resources(
         if let Some(pname) = &prefer {
             let member_names: Vec<&str> = nodes
                 .iter()
-                .filter(|n| n.role == Role::Member)
+                .filter(|n| n.role == Role::Member && !n.name.is_empty())
                 .map(|n| n.name.as_str())
                 .collect();
             match nodes.iter().find(|n| &n.name == pname) {
@@ -1271,10 +1277,18 @@ fn reserved_ip(
             "droplet_ids (one id per node, for a config shared by every node) or droplet_id, not both",
         );
     }
-    let known: HashSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    let known: HashSet<&str> = nodes
+        .iter()
+        .map(|n| n.name.as_str())
+        .filter(|n| !n.is_empty())
+        .collect();
     for name in droplet_ids.keys() {
         if !known.contains(name.as_str()) {
-            let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+            let names: Vec<&str> = nodes
+                .iter()
+                .map(|n| n.name.as_str())
+                .filter(|n| !n.is_empty())
+                .collect();
             cx.push(
                 ErrorKind::Inconsistent,
                 &path.key("droplet_ids").key(name),
