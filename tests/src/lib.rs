@@ -1,2 +1,4 @@
 //! Tandem's test kit.
 #![forbid(unsafe_code)]
+
+pub mod emulator;

@@ -1,0 +1,169 @@
+//! The emulator's configuration: a small YAML file or the same built in code by tests.
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// ```yaml
+/// droplets:
+///   - { id: 1001, name: primary, region: nyc3, web: "127.0.0.1:8081" }
+///   - { id: 1002, name: secondary, region: nyc3 }
+/// reserved_ips:
+///   - { ip: 127.0.0.100, region: nyc3, holder: 1001 }
+/// tokens:
+///   - { token: "full-access-token" }
+///   - { token: "read-only-token", scopes: ["reserved_ip:read", "droplet:read", "actions:read"] }
+/// action_delay: 200ms
+/// rate_limit: { limit: 250, window: 60s }
+/// audit_log: /tmp/emulator-audit.jsonl
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmulatorConfig {
+    #[serde(default)]
+    pub droplets: Vec<DropletConfig>,
+    #[serde(default)]
+    pub reserved_ips: Vec<ReservedIpConfig>,
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// Time from an accepted action (201 in-progress) to its completion. Default 200ms.
+    #[serde(default = "default_action_delay", with = "humantime_serde")]
+    pub action_delay: Duration,
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    /// JSON-lines file of every request and every change of holder.
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            droplets: Vec::new(),
+            reserved_ips: Vec::new(),
+            tokens: Vec::new(),
+            action_delay: default_action_delay(),
+            rate_limit: RateLimitConfig::default(),
+            audit_log: None,
+        }
+    }
+}
+
+fn default_action_delay() -> Duration {
+    Duration::from_millis(200)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropletConfig {
+    pub id: u64,
+    pub name: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// `host:port` of this droplet's web server, for the HTTP front.
+    #[serde(default)]
+    pub web: Option<String>,
+    /// Shown by the metadata service; default a loopback address.
+    #[serde(default)]
+    pub public_ipv4: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReservedIpConfig {
+    pub ip: IpAddr,
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default)]
+    pub holder: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub token: String,
+    /// DigitalOcean custom-scope names (`reserved_ip:update`, ...); absent = full access.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+}
+
+/// DigitalOcean allows 250 requests a minute (and 5000 an hour) per token; the emulator keeps
+/// one fixed window shared by all tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub limit: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            limit: 250,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+fn default_region() -> String {
+    "nyc3".into()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl EmulatorConfig {
+    pub fn from_yaml_file(path: &std::path::Path) -> Result<EmulatorConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let cfg: EmulatorConfig = serde_yaml::from_str(&text).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks cross references, collecting every problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errors = Vec::new();
+        let mut ids = BTreeSet::new();
+        for d in &self.droplets {
+            if !ids.insert(d.id) {
+                errors.push(format!("droplets: id {} appears twice", d.id));
+            }
+        }
+        let mut ips = BTreeSet::new();
+        for r in &self.reserved_ips {
+            if !ips.insert(r.ip) {
+                errors.push(format!("reserved_ips: {} appears twice", r.ip));
+            }
+            if let Some(h) = r.holder
+                && !ids.contains(&h)
+            {
+                errors.push(format!(
+                    "reserved_ips: {} is held by droplet {h}, which is not in droplets",
+                    r.ip
+                ));
+            }
+        }
+        if self.rate_limit.limit == 0 || self.rate_limit.window.is_zero() {
+            errors.push("rate_limit: limit and window must be positive".into());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(errors.join("; ")))
+        }
+    }
+}

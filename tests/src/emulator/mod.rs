@@ -1,0 +1,169 @@
+//! A DigitalOcean-compatible API emulator for tests and the demo.
+//!
+//! [`Emulator::start`] binds everything on `127.0.0.1:0` and returns the bound addresses:
+//! - the API (`/v2/...` as DigitalOcean; `/_admin/...` for tests: state, faults, tokens),
+//! - one metadata service per droplet (`/metadata/v1/id`, ...),
+//! - one HTTP front per reserved IP, forwarding GETs to the holder's web server.
+//!
+//! Behaviour follows DigitalOcean's public OpenAPI description (reserved IPs, floating-IP
+//! aliases, actions, droplets, error bodies, rate-limit headers); see `digitalocean.rs`.
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub mod config;
+pub mod digitalocean;
+pub mod server;
+pub mod sidecars;
+pub mod state;
+
+pub use config::{DropletConfig, EmulatorConfig, RateLimitConfig, ReservedIpConfig, TokenConfig};
+pub use state::{Faults, World};
+
+/// Where everything listens; printed as one JSON line by the binary.
+#[derive(Debug, Clone, Serialize)]
+pub struct Addresses {
+    /// Base URL of the DigitalOcean API (`api_url`).
+    pub api: String,
+    /// Base URL of the admin routes.
+    pub admin: String,
+    /// Metadata base URL (`metadata_url`) per droplet id.
+    pub metadata: BTreeMap<u64, String>,
+    /// HTTP front base URL per reserved IP.
+    pub fronts: BTreeMap<IpAddr, String>,
+    pub audit_log: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot bind {what}: {source}")]
+    Bind {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the audit log {path}: {source}")]
+    Audit {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A running emulator. Dropping it stops every listener.
+pub struct Emulator {
+    pub addresses: Addresses,
+    pub world: World,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn bind(what: String) -> Result<(TcpListener, SocketAddr), StartError> {
+    let l = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|source| StartError::Bind {
+            what: what.clone(),
+            source,
+        })?;
+    let a = l
+        .local_addr()
+        .map_err(|source| StartError::Bind { what, source })?;
+    Ok((l, a))
+}
+
+impl Emulator {
+    pub async fn start(config: EmulatorConfig) -> Result<Emulator, StartError> {
+        config.validate()?;
+        let start = tokio::time::Instant::now();
+        let audit = state::Audit::open(config.audit_log.as_deref(), start).map_err(|source| {
+            StartError::Audit {
+                path: config.audit_log.clone().unwrap_or_default(),
+                source,
+            }
+        })?;
+        let world = World::new(&config, audit);
+        let (shutdown, rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        let (api_l, api_a) = bind("the API listener".into()).await?;
+        let svc = Arc::new(server::ApiService {
+            world: world.clone(),
+            api: digitalocean::router(world.clone()),
+            admin: sidecars::admin_router(world.clone()),
+        });
+        tasks.push(tokio::spawn(server::serve_api(api_l, svc, rx.clone())));
+
+        let mut metadata = BTreeMap::new();
+        for d in &config.droplets {
+            let (l, a) = bind(format!("the metadata listener of droplet {}", d.id)).await?;
+            tasks.push(serve_router(
+                l,
+                sidecars::metadata_router(world.clone(), d.id),
+                rx.clone(),
+            ));
+            metadata.insert(d.id, format!("http://{a}"));
+        }
+        let mut fronts = BTreeMap::new();
+        for r in &config.reserved_ips {
+            let (l, a) = bind(format!("the front of {}", r.ip)).await?;
+            tasks.push(serve_router(
+                l,
+                sidecars::front_router(world.clone(), r.ip),
+                rx.clone(),
+            ));
+            fronts.insert(r.ip, format!("http://{a}"));
+        }
+        let addresses = Addresses {
+            api: format!("http://{api_a}"),
+            admin: format!("http://{api_a}/_admin"),
+            metadata,
+            fronts,
+            audit_log: config.audit_log.clone(),
+        };
+        world.audit(serde_json::json!({"event": "started", "addresses": addresses}));
+        tracing::info!(api = %addresses.api, "emulator started");
+        Ok(Emulator {
+            addresses,
+            world,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops every listener and waits for them.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for t in std::mem::take(&mut self.tasks) {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+fn serve_router(
+    listener: TcpListener,
+    router: axum::Router,
+    mut rx: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let r = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = rx.changed().await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "listener failed");
+        }
+    })
+}

@@ -1,0 +1,546 @@
+//! The emulator's world: droplets, reserved IPs, actions, tokens, faults, rate limit, audit log.
+//!
+//! One `std::sync::Mutex` guards it; it is never held across an `.await`.
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::config::{EmulatorConfig, TokenConfig};
+
+/// A server (DigitalOcean droplet, Hetzner server, Vultr instance).
+#[derive(Debug, Clone)]
+pub struct Droplet {
+    pub id: u64,
+    pub name: String,
+    pub region: String,
+    /// Where the HTTP front forwards while this droplet holds an IP (`host:port`).
+    pub web: Option<String>,
+    pub public_ipv4: String,
+    pub created_at: SystemTime,
+}
+
+impl Droplet {
+    /// Vultr identifies instances by UUID; the emulator derives a stable one from the id.
+    pub fn vultr_id(&self) -> String {
+        vultr_uuid(0x1757_0000, self.id)
+    }
+}
+
+/// A reserved (floating) IP.
+#[derive(Debug, Clone)]
+pub struct ReservedIp {
+    pub ip: IpAddr,
+    pub region: String,
+    pub holder: Option<u64>,
+    /// The action in progress on this IP (DigitalOcean: "locked").
+    pub pending: Option<u64>,
+    /// Numeric id (Hetzner identifies floating IPs by number).
+    pub num_id: u64,
+}
+
+impl ReservedIp {
+    pub fn vultr_id(&self) -> String {
+        vultr_uuid(0x0e5e_0000, self.num_id)
+    }
+}
+
+fn vultr_uuid(prefix: u32, n: u64) -> String {
+    format!(
+        "{prefix:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        (n >> 48) & 0xffff,
+        (n >> 36) & 0xfff,
+        (n >> 24) & 0xfff,
+        n & 0xff_ffff_ffff
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    Assign,
+    Unassign,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionStatus {
+    InProgress,
+    Completed,
+    Errored,
+}
+
+impl ActionStatus {
+    pub fn as_do_str(self) -> &'static str {
+        match self {
+            ActionStatus::InProgress => "in-progress",
+            ActionStatus::Completed => "completed",
+            ActionStatus::Errored => "errored",
+        }
+    }
+    pub fn as_hetzner_str(self) -> &'static str {
+        match self {
+            ActionStatus::InProgress => "running",
+            ActionStatus::Completed => "success",
+            ActionStatus::Errored => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Action {
+    pub id: u64,
+    pub kind: ActionKind,
+    pub ip: IpAddr,
+    pub droplet: Option<u64>,
+    pub status: ActionStatus,
+    pub started_at: SystemTime,
+    pub completed_at: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Token {
+    /// `None`: every scope (a full-access token).
+    pub scopes: Option<Vec<String>>,
+    pub revoked: bool,
+}
+
+/// Faults injected at run time through `POST /_admin/faults`. Every field is optional in the
+/// JSON; the posted object replaces the current set, so `{}` clears all faults.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Added to every API request before it is handled.
+    pub latency_ms: u64,
+    /// Share (0.0..=1.0) of API requests answered with `error_status`.
+    pub error_rate: f64,
+    /// Status used by `error_rate` (default 500).
+    pub error_status: Option<u16>,
+    /// The next N API requests get 429 with a reset `rate_limit_reset_secs` ahead.
+    pub rate_limit_burst: u32,
+    pub rate_limit_reset_secs: Option<u64>,
+    /// The next N API requests never get an answer (the connection stays open).
+    pub hang_next: u32,
+    /// The next N API requests have their connection closed without an answer.
+    pub drop_next: u32,
+    /// For this many seconds from now every API connection is closed without an answer.
+    pub outage_secs: u64,
+    /// The next N actions end `errored` instead of `completed` (the holder does not change).
+    pub error_actions: u32,
+}
+
+/// What the fault layer decided for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultVerdict {
+    Pass,
+    Drop,
+    Hang,
+    Status(u16),
+    RateLimited { reset_secs: u64 },
+}
+
+#[derive(Debug)]
+pub struct RateWindow {
+    pub limit: u32,
+    pub window: Duration,
+    pub start: Instant,
+    pub count: u32,
+    pub start_wall: SystemTime,
+}
+
+#[derive(Debug)]
+pub struct Inner {
+    pub droplets: BTreeMap<u64, Droplet>,
+    pub ips: BTreeMap<IpAddr, ReservedIp>,
+    pub actions: BTreeMap<u64, Action>,
+    pub next_action_id: u64,
+    pub tokens: HashMap<String, Token>,
+    pub faults: Faults,
+    pub outage_until: Option<Instant>,
+    pub rate: RateWindow,
+    pub requests: u64,
+    pub action_delay: Duration,
+}
+
+/// Rate-limit numbers for the response headers.
+#[derive(Debug, Clone, Copy)]
+pub struct RateInfo {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Unix epoch seconds.
+    pub reset: u64,
+    pub exceeded: bool,
+}
+
+pub struct Audit {
+    file: Option<std::fs::File>,
+    start: Instant,
+}
+
+impl Audit {
+    pub fn open(path: Option<&Path>, start: Instant) -> std::io::Result<Audit> {
+        let file = match path {
+            Some(p) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
+            ),
+            None => None,
+        };
+        Ok(Audit { file, start })
+    }
+
+    /// Appends one JSON line with both clocks: `mono_ms` orders events, `time` relates them to
+    /// other logs.
+    pub fn record(&mut self, mut event: Value) {
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        if let Value::Object(map) = &mut event {
+            map.insert(
+                "mono_ms".into(),
+                json!(self.start.elapsed().as_secs_f64() * 1000.0),
+            );
+            map.insert("time".into(), json!(rfc3339_millis(SystemTime::now())));
+        }
+        let mut line = event.to_string();
+        line.push('\n');
+        // One write per line so concurrent readers never see half a line.
+        if let Err(e) = file.write_all(line.as_bytes()) {
+            tracing::warn!(error = %e, "audit log write failed");
+        }
+    }
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+pub fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Shared handle to the world.
+#[derive(Clone)]
+pub struct World {
+    inner: Arc<Mutex<Inner>>,
+    audit: Arc<Mutex<Audit>>,
+}
+
+impl World {
+    pub fn new(cfg: &EmulatorConfig, audit: Audit) -> World {
+        let now = SystemTime::now();
+        let droplets = cfg
+            .droplets
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let public = d.public_ipv4.clone().unwrap_or_else(|| {
+                    // Loopback addresses only: the emulator never names a real host.
+                    format!("127.0.{}.{}", 1 + i / 250, 1 + i % 250)
+                });
+                (
+                    d.id,
+                    Droplet {
+                        id: d.id,
+                        name: d.name.clone(),
+                        region: d.region.clone(),
+                        web: d.web.clone(),
+                        public_ipv4: public,
+                        created_at: now,
+                    },
+                )
+            })
+            .collect();
+        let ips = cfg
+            .reserved_ips
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                (
+                    r.ip,
+                    ReservedIp {
+                        ip: r.ip,
+                        region: r.region.clone(),
+                        holder: r.holder,
+                        pending: None,
+                        num_id: 4_700_000 + i as u64,
+                    },
+                )
+            })
+            .collect();
+        let tokens = cfg
+            .tokens
+            .iter()
+            .map(|t: &TokenConfig| {
+                (
+                    t.token.clone(),
+                    Token {
+                        scopes: t.scopes.clone(),
+                        revoked: false,
+                    },
+                )
+            })
+            .collect();
+        World {
+            inner: Arc::new(Mutex::new(Inner {
+                droplets,
+                ips,
+                actions: BTreeMap::new(),
+                next_action_id: 2_000_000_001,
+                tokens,
+                faults: Faults::default(),
+                outage_until: None,
+                rate: RateWindow {
+                    limit: cfg.rate_limit.limit,
+                    window: cfg.rate_limit.window,
+                    start: Instant::now(),
+                    count: 0,
+                    start_wall: now,
+                },
+                requests: 0,
+                action_delay: cfg.action_delay,
+            })),
+            audit: Arc::new(Mutex::new(audit)),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock is a bug in the emulator; keep serving what is left.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn audit(&self, event: Value) {
+        self.audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(event);
+    }
+
+    /// Decides the fault for one API request (consuming one-shot counters).
+    pub fn fault_verdict(&self) -> (FaultVerdict, Duration) {
+        let mut g = self.lock();
+        let latency = Duration::from_millis(g.faults.latency_ms);
+        if g.outage_until.is_some_and(|t| Instant::now() < t) {
+            return (FaultVerdict::Drop, latency);
+        }
+        let f = &mut g.faults;
+        let verdict = if f.drop_next > 0 {
+            f.drop_next -= 1;
+            FaultVerdict::Drop
+        } else if f.hang_next > 0 {
+            f.hang_next -= 1;
+            FaultVerdict::Hang
+        } else if f.rate_limit_burst > 0 {
+            f.rate_limit_burst -= 1;
+            FaultVerdict::RateLimited {
+                reset_secs: f.rate_limit_reset_secs.unwrap_or(1),
+            }
+        } else if f.error_rate > 0.0 && rand::random::<f64>() < f.error_rate {
+            FaultVerdict::Status(f.error_status.unwrap_or(500))
+        } else {
+            FaultVerdict::Pass
+        };
+        (verdict, latency)
+    }
+
+    /// Counts one request against the fixed window and returns the header values.
+    pub fn take_rate(&self) -> RateInfo {
+        let mut g = self.lock();
+        g.requests += 1;
+        let now = Instant::now();
+        let r = &mut g.rate;
+        if now.duration_since(r.start) >= r.window {
+            let periods = now.duration_since(r.start).as_nanos() / r.window.as_nanos().max(1);
+            let advance = r.window * u32::try_from(periods).unwrap_or(u32::MAX);
+            r.start += advance;
+            r.start_wall += advance;
+            r.count = 0;
+        }
+        r.count = r.count.saturating_add(1);
+        let reset = unix_secs(r.start_wall + r.window).max(unix_secs(SystemTime::now()) + 1);
+        RateInfo {
+            limit: r.limit,
+            remaining: r.limit.saturating_sub(r.count),
+            reset,
+            exceeded: r.count > r.limit,
+        }
+    }
+
+    /// Sets the holder of `ip`, recording the change in the audit log.
+    pub fn set_holder(&self, ip: IpAddr, to: Option<u64>, cause: &str, action: Option<u64>) {
+        let from = {
+            let mut g = self.lock();
+            let Some(r) = g.ips.get_mut(&ip) else {
+                return;
+            };
+            let from = r.holder;
+            r.holder = to;
+            from
+        };
+        if from != to {
+            tracing::info!(%ip, ?from, ?to, cause, "holder changed");
+            self.audit(json!({
+                "event": "holder", "ip": ip.to_string(), "from": from, "to": to,
+                "cause": cause, "action_id": action,
+            }));
+        }
+    }
+
+    /// Finishes an action: applies it (or marks it errored) and unlocks the IP.
+    pub fn complete_action(&self, id: u64) {
+        let (ip, kind, droplet, errored) = {
+            let mut g = self.lock();
+            let errored = if g.faults.error_actions > 0 {
+                g.faults.error_actions -= 1;
+                true
+            } else {
+                false
+            };
+            let Some(a) = g.actions.get_mut(&id) else {
+                return;
+            };
+            if a.status != ActionStatus::InProgress {
+                return;
+            }
+            a.status = if errored {
+                ActionStatus::Errored
+            } else {
+                ActionStatus::Completed
+            };
+            a.completed_at = Some(SystemTime::now());
+            let (ip, kind, droplet) = (a.ip, a.kind, a.droplet);
+            if let Some(r) = g.ips.get_mut(&ip)
+                && r.pending == Some(id)
+            {
+                r.pending = None;
+            }
+            (ip, kind, droplet, errored)
+        };
+        self.audit(json!({
+            "event": "action", "action_id": id, "ip": ip.to_string(), "type": kind,
+            "droplet_id": droplet, "status": if errored { "errored" } else { "completed" },
+        }));
+        if !errored {
+            let to = match kind {
+                ActionKind::Assign => droplet,
+                ActionKind::Unassign => None,
+            };
+            self.set_holder(ip, to, "action", Some(id));
+        }
+    }
+
+    /// Starts an action on `ip` (the caller checked it is not locked); completes it after the
+    /// configured delay, at once when the delay is zero.
+    pub fn start_action(&self, ip: IpAddr, kind: ActionKind, droplet: Option<u64>) -> Action {
+        let (action, delay) = {
+            let mut g = self.lock();
+            let id = g.next_action_id;
+            g.next_action_id += 1;
+            let action = Action {
+                id,
+                kind,
+                ip,
+                droplet,
+                status: ActionStatus::InProgress,
+                started_at: SystemTime::now(),
+                completed_at: None,
+            };
+            g.actions.insert(id, action.clone());
+            if let Some(r) = g.ips.get_mut(&ip) {
+                r.pending = Some(id);
+            }
+            (action, g.action_delay)
+        };
+        self.audit(json!({
+            "event": "action", "action_id": action.id, "ip": ip.to_string(), "type": kind,
+            "droplet_id": droplet, "status": "in-progress",
+        }));
+        if delay.is_zero() {
+            self.complete_action(action.id);
+            return self.lock().actions[&action.id].clone();
+        }
+        let world = self.clone();
+        let id = action.id;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            world.complete_action(id);
+        });
+        action
+    }
+
+    /// Why an action on `ip` cannot start, if it cannot (DigitalOcean's wording where known).
+    pub fn check_action(
+        &self,
+        ip: IpAddr,
+        kind: ActionKind,
+        droplet: Option<u64>,
+    ) -> Result<(), ActionRefusal> {
+        let g = self.lock();
+        let Some(r) = g.ips.get(&ip) else {
+            return Err(ActionRefusal::UnknownIp);
+        };
+        if r.pending.is_some() {
+            return Err(ActionRefusal::Pending);
+        }
+        match kind {
+            ActionKind::Assign => {
+                let Some(id) = droplet else {
+                    return Err(ActionRefusal::Invalid("droplet_id is required".into()));
+                };
+                let Some(d) = g.droplets.get(&id) else {
+                    return Err(ActionRefusal::UnknownDroplet(id));
+                };
+                if d.region != r.region {
+                    return Err(ActionRefusal::Invalid(format!(
+                        "Droplet {id} is in region {}, the reserved IP in {}.",
+                        d.region, r.region
+                    )));
+                }
+            }
+            ActionKind::Unassign => {
+                if r.holder.is_none() {
+                    return Err(ActionRefusal::Invalid(
+                        "The reserved IP is not assigned to a Droplet.".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A JSON summary for `GET /_admin/state`.
+    pub fn snapshot(&self) -> Value {
+        let g = self.lock();
+        json!({
+            "reserved_ips": g.ips.values().map(|r| json!({
+                "ip": r.ip.to_string(), "region": r.region, "holder": r.holder,
+                "locked": r.pending.is_some(), "pending_action": r.pending,
+            })).collect::<Vec<_>>(),
+            "actions": g.actions.values().map(|a| json!({
+                "id": a.id, "ip": a.ip.to_string(), "type": a.kind, "droplet_id": a.droplet,
+                "status": a.status.as_do_str(),
+            })).collect::<Vec<_>>(),
+            "requests": g.requests,
+            "faults": g.faults,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionRefusal {
+    UnknownIp,
+    UnknownDroplet(u64),
+    Pending,
+    Invalid(String),
+}
