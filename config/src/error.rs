@@ -19,6 +19,8 @@ pub enum ErrorKind {
     Inconsistent,
     /// A secret file that does not exist.
     FileMissing,
+    /// A secret file that exists but this user may not read (it belongs to a daemon's user).
+    FileNoAccess,
     /// A secret file that exists but cannot be used (mode, size, unreadable).
     FileInvalid,
 }

@@ -123,16 +123,22 @@ pub(crate) fn secret_error(file: &Path, key_path: &str, e: SecretError) -> Confi
     const KEYGEN: &str = "a key made with `ipctl keygen --out FILE` (mode 0600, 64 hex characters)";
     let (kind, message, expected) = match e {
         SecretError::Unreadable { reason, .. } => {
-            let missing = !file.exists() && file.symlink_metadata().is_err();
-            let kind = if missing {
-                ErrorKind::FileMissing
-            } else {
-                ErrorKind::FileInvalid
-            };
-            let msg = if missing {
-                "key file does not exist".to_owned()
-            } else {
-                format!("cannot read key file: {reason}")
+            let (kind, msg) = match std::fs::symlink_metadata(file) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    (ErrorKind::FileMissing, "key file does not exist".to_owned())
+                }
+                _ if std::fs::File::open(file)
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied) =>
+                {
+                    (
+                        ErrorKind::FileNoAccess,
+                        "key file exists but this user may not read it".to_owned(),
+                    )
+                }
+                _ => (
+                    ErrorKind::FileInvalid,
+                    format!("cannot read key file: {reason}"),
+                ),
             };
             (kind, msg, KEYGEN.to_owned())
         }

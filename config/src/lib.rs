@@ -77,3 +77,8 @@ impl ClusterConfig {
         })
     }
 }
+
+/// A duration as the configuration writes it (`100ms`, `1s`, `1m 30s`).
+pub fn format_duration(d: std::time::Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
