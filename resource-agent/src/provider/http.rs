@@ -1,0 +1,347 @@
+//! The HTTP layer every provider shares: one warm `reqwest` client, bearer auth with the
+//! header marked sensitive, per-request timeouts, and the retry loop (transient failures with
+//! backon's capped jittered backoff; 429 until the rate-limit reset) bounded by a deadline.
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use backon::BackoffBuilder;
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tandem_config::Secret;
+use tokio::time::Instant;
+
+use super::{Options, Progress, ProviderError};
+
+/// Longest wait accepted for a rate-limit reset; past it the reset value is treated as bogus.
+const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(120);
+/// Extra wait after a 429's reset so the first request after it lands in the new window.
+const RATE_LIMIT_SLACK: Duration = Duration::from_millis(100);
+
+/// One answer the provider logic has to interpret (everything but transient failures).
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The provider's error code and message, in whichever shape the provider uses.
+    pub fn error_parts(&self) -> (String, String) {
+        let b = &self.body;
+        let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
+        if let Some(e) = b.get("error").filter(|e| e.is_object()) {
+            (s(e.get("code")), s(e.get("message")))
+        } else if let Some(m) = b.get("error").and_then(Value::as_str) {
+            (self.status.as_str().to_owned(), m.to_owned())
+        } else {
+            (s(b.get("id")), s(b.get("message")))
+        }
+    }
+}
+
+pub(crate) struct Api {
+    pub provider: &'static str,
+    client: reqwest::Client,
+    base: String,
+    auth: HeaderValue,
+    opts: Options,
+    calls: AtomicU64,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("provider", &self.provider)
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Api {
+    pub fn new(
+        provider: &'static str,
+        default_base: &str,
+        token: &Secret,
+        opts: Options,
+    ) -> Result<Api, ProviderError> {
+        let token = token.expose_str().ok_or_else(|| {
+            ProviderError::Config(format!("{provider}: the API token is not UTF-8 text"))
+        })?;
+        let mut auth = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            ProviderError::Config(format!(
+                "{provider}: the API token holds characters an HTTP header cannot carry"
+            ))
+        })?;
+        // Keeps it out of HTTP/2 header tables and reqwest's Debug output.
+        auth.set_sensitive(true);
+        let client = reqwest::Client::builder()
+            .connect_timeout(opts.request_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("tandem/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                ProviderError::Config(format!("{provider}: cannot build the HTTP client: {e}"))
+            })?;
+        let base = opts
+            .api_url
+            .clone()
+            .unwrap_or_else(|| default_base.to_owned())
+            .trim_end_matches('/')
+            .to_owned();
+        Ok(Api {
+            provider,
+            client,
+            base,
+            auth,
+            opts,
+            calls: AtomicU64::new(0),
+        })
+    }
+
+    pub fn opts(&self) -> &Options {
+        &self.opts
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    pub fn progress(&self, p: Progress) {
+        if let Some(f) = &self.opts.progress {
+            f(&p);
+        }
+    }
+
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.opts.deadline
+    }
+
+    pub fn gave_up(
+        &self,
+        what: &str,
+        started: Instant,
+        last: String,
+        state_may_have_changed: bool,
+    ) -> ProviderError {
+        ProviderError::GaveUp {
+            provider: self.provider,
+            what: what.to_owned(),
+            elapsed: started.elapsed(),
+            last,
+            state_may_have_changed,
+        }
+    }
+
+    /// Sleeps `d`, or fails when that would pass the deadline.
+    pub async fn sleep_within(
+        &self,
+        d: Duration,
+        deadline: Instant,
+        what: &str,
+        started: Instant,
+        last: &str,
+        changed: bool,
+    ) -> Result<(), ProviderError> {
+        if Instant::now() + d >= deadline {
+            return Err(self.gave_up(what, started, last.to_owned(), changed));
+        }
+        tokio::time::sleep(d).await;
+        Ok(())
+    }
+
+    /// Sends one API request, retrying transient failures until `deadline`, and returns the
+    /// first non-transient answer. `mutating` says whether a lost answer may have changed state.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        what: &str,
+        mutating: bool,
+        deadline: Instant,
+    ) -> Result<Reply, ProviderError> {
+        let started = Instant::now();
+        let url = format!("{}{}", self.base, path);
+        let mut backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(self.opts.retry_min)
+            .with_max_delay(self.opts.retry_max)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        // A request whose answer was lost may have been applied.
+        let mut maybe_applied = false;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(self.gave_up(what, started, "deadline reached".into(), maybe_applied));
+            }
+            let timeout = self.opts.request_timeout.min(deadline - now);
+            let mut req = self
+                .client
+                .request(method.clone(), &url)
+                .header(AUTHORIZATION, self.auth.clone())
+                .timeout(timeout);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let failure = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let reset = header_u64(&resp, "ratelimit-reset");
+                    let retry_after = header_u64(&resp, "retry-after");
+                    let text = resp.text().await;
+                    match text {
+                        Ok(text) if status == StatusCode::TOO_MANY_REQUESTS => {
+                            let wait = rate_limit_wait(reset, retry_after);
+                            tracing::warn!(provider = self.provider, what, wait = ?wait, "rate limited");
+                            self.progress(Progress::RateLimited { wait });
+                            let _ = text;
+                            self.sleep_within(
+                                wait,
+                                deadline,
+                                what,
+                                started,
+                                "rate limited past the deadline (429)",
+                                maybe_applied,
+                            )
+                            .await?;
+                            continue;
+                        }
+                        Ok(text) if status.is_server_error() => {
+                            maybe_applied |= mutating;
+                            format!("{status} from the API: {}", snippet(&text))
+                        }
+                        Ok(text) => {
+                            let body = if text.trim().is_empty() {
+                                Value::Null
+                            } else {
+                                serde_json::from_str(&text).unwrap_or(Value::String(snippet(&text)))
+                            };
+                            return Ok(Reply { status, body });
+                        }
+                        Err(e) => {
+                            maybe_applied |= mutating;
+                            format!("reading the answer failed: {}", describe(&e))
+                        }
+                    }
+                }
+                Err(e) => {
+                    // A connect failure means the request never left; anything later may
+                    // have reached the provider.
+                    maybe_applied |= mutating && !e.is_connect();
+                    describe(&e)
+                }
+            };
+            let wait = backoff.next().unwrap_or(self.opts.retry_max);
+            tracing::debug!(provider = self.provider, what, error = %failure, wait = ?wait, "transient failure, retrying");
+            self.progress(Progress::Retrying {
+                reason: failure.clone(),
+                wait,
+            });
+            self.sleep_within(wait, deadline, what, started, &failure, maybe_applied)
+                .await?;
+        }
+    }
+
+    /// A plain-text GET on the metadata service (no token: it is a link-local service).
+    pub async fn metadata(
+        &self,
+        base: &str,
+        path: &str,
+        deadline: Instant,
+    ) -> Result<String, ProviderError> {
+        let url = format!("{}{}", base.trim_end_matches('/'), path);
+        let mut backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(self.opts.retry_min)
+            .with_max_delay(self.opts.retry_max)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        loop {
+            let timeout = self
+                .opts
+                .request_timeout
+                .min(deadline.saturating_duration_since(Instant::now()));
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let reason = match self.client.get(&url).timeout(timeout).send().await {
+                Ok(r) if r.status().is_success() => match r.text().await {
+                    Ok(t) => return Ok(t.trim().to_owned()),
+                    Err(e) => describe(&e),
+                },
+                Ok(r) if r.status().is_client_error() => {
+                    return Err(ProviderError::Metadata {
+                        url,
+                        reason: format!("answered {}", r.status()),
+                    });
+                }
+                Ok(r) => format!("answered {}", r.status()),
+                Err(e) => describe(&e),
+            };
+            let wait = backoff.next().unwrap_or(self.opts.retry_max);
+            if Instant::now() + wait >= deadline {
+                return Err(ProviderError::Metadata { url, reason });
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+fn header_u64(resp: &reqwest::Response, name: &str) -> Option<u64> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// How long to wait after a 429. `ratelimit-reset` is Unix epoch seconds (DigitalOcean,
+/// Hetzner); `retry-after` is seconds. Without either, one second.
+fn rate_limit_wait(reset: Option<u64>, retry_after: Option<u64>) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let wait = match (reset, retry_after) {
+        (Some(r), _) => Duration::from_secs(r).saturating_sub(now),
+        (None, Some(s)) => Duration::from_secs(s),
+        (None, None) => Duration::from_secs(1),
+    };
+    let jitter = Duration::from_millis(rand::random_range(0..100));
+    wait.min(MAX_RATE_LIMIT_WAIT) + RATE_LIMIT_SLACK + jitter
+}
+
+/// A transport error in words, without the URL's query or anything else from the request.
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "broken answer"
+    } else {
+        "request failed"
+    };
+    // The source chain says "connection reset", "connection refused", ...
+    let mut detail = String::new();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        detail = s.to_string();
+        src = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+/// The first bytes of an error body, for messages.
+fn snippet(text: &str) -> String {
+    let t = text.trim();
+    let mut end = t.len().min(200);
+    while !t.is_char_boundary(end) {
+        end -= 1;
+    }
+    t[..end].to_owned()
+}
