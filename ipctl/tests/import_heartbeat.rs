@@ -1,0 +1,372 @@
+//! `ipctl import-heartbeat` on realistic Heartbeat directories: the output must pass the real
+//! `ipctl check-config`, keep what maps, and report everything else with file:line.
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tandem_config::{AgentConfig, Failback, HealthProbe, QuorumPolicy};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .join("ha.d")
+}
+
+fn ipctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ipctl"))
+        .args(args)
+        .env_remove("TANDEM_CONFIG")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .expect("run ipctl")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+struct Imported {
+    yaml: String,
+    stderr: String,
+    config: tandem_config::ClusterConfig,
+    _dir: tempfile::TempDir,
+    file: PathBuf,
+}
+
+/// Runs the import, then the real `ipctl check-config` on its output (which must pass).
+fn import(dir: &Path, extra: &[&str], node: &str) -> Imported {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args = vec!["import-heartbeat", dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = ipctl(&args);
+    let (yaml, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "import failed:\n{stderr}");
+    let file = tmp.path().join("cluster.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let check = ipctl(&["check-config", file.to_str().unwrap(), "--node", node]);
+    assert!(
+        check.status.success(),
+        "check-config refused the import:\n{yaml}\n{}",
+        text(&check.stderr)
+    );
+    let config = tandem_config::parse(&yaml, Path::new("imported.yaml")).unwrap();
+    Imported {
+        yaml,
+        stderr,
+        config,
+        _dir: tmp,
+        file,
+    }
+}
+
+fn addrs(c: &tandem_config::ClusterConfig, node: &str) -> Vec<String> {
+    c.node(node)
+        .unwrap()
+        .addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn tutorial_shared_ha_cf_maps_completely() {
+    let key_dir = tempfile::tempdir().unwrap();
+    let key = key_dir.path().join("authkey");
+    let i = import(
+        &fixture("tutorial-shared"),
+        &["--key-out", key.to_str().unwrap(), "--cluster", "web"],
+        "primary",
+    );
+    let c = &i.config;
+    assert_eq!(c.cluster, "web");
+    assert_eq!(addrs(c, "primary"), ["104.236.6.11:694"]);
+    assert_eq!(addrs(c, "secondary"), ["104.236.6.22:694"]);
+    assert_eq!(c.quorum, QuorumPolicy::TwoNode);
+    let secs = |s| std::time::Duration::from_secs(s);
+    assert_eq!(
+        (
+            c.timing.interval,
+            c.timing.warn_after,
+            c.timing.dead_after,
+            c.timing.init_dead
+        ),
+        (secs(2), secs(5), secs(15), secs(60))
+    );
+    assert_eq!(c.auth.key_file, key);
+    let g = &c.resources[0];
+    assert_eq!(
+        (g.name.as_str(), g.prefer.as_deref(), g.failback),
+        ("floatip", Some("primary"), Failback::Auto)
+    );
+    let AgentConfig::ReservedIp(r) = &g.agents[0] else {
+        panic!("{:?}", g.agents)
+    };
+    assert_eq!(r.ip.to_string(), "45.55.96.8");
+    assert_eq!(r.provider, tandem_config::Provider::DigitalOcean);
+    assert_eq!(r.token_file, Path::new("do-token"));
+
+    // a new key, private, not the old sha1 key
+    let meta = std::fs::metadata(&key).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let k = std::fs::read_to_string(&key).unwrap();
+    assert_eq!(k.trim().len(), 64);
+    assert!(!k.contains("4f3c2a1b0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b"));
+    assert!(
+        i.stderr.contains("authkeys:2: sha1: not reused"),
+        "{}",
+        i.stderr
+    );
+    // the key check passes with the new key in place
+    let check = ipctl(&[
+        "check-config",
+        i.file.to_str().unwrap(),
+        "--node",
+        "primary",
+    ]);
+    assert!(text(&check.stderr).is_empty(), "{}", text(&check.stderr));
+
+    // secrets of the old setup appear nowhere
+    for secret in [
+        "4f3c2a1b0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b",
+        "example-token-not-a-real-one",
+    ] {
+        assert!(
+            !i.yaml.contains(secret) && !i.stderr.contains(secret),
+            "{secret} leaked"
+        );
+    }
+    assert!(
+        i.stderr
+            .contains("holds an API token in clear text: it was not copied"),
+        "{}",
+        i.stderr
+    );
+    assert!(
+        i.stderr
+            .contains("haresources:1: floatip: mapped to the built-in reserved-ip agent"),
+        "{}",
+        i.stderr
+    );
+    assert!(!i.yaml.contains("FILL IN"), "{}", i.yaml);
+}
+
+#[test]
+fn tutorial_per_node_ha_cf_matches_the_other_node_and_asks_for_our_address() {
+    let i = import(
+        &fixture("tutorial-primary"),
+        &["--node", "primary"],
+        "primary",
+    );
+    assert_eq!(addrs(&i.config, "secondary"), ["104.236.6.22:694"]);
+    assert_eq!(addrs(&i.config, "primary"), ["192.0.2.2:694"]);
+    assert!(
+        i.yaml.contains("\"192.0.2.2:694\"    # FILL IN"),
+        "{}",
+        i.yaml
+    );
+    assert!(
+        i.stderr.contains("node primary: no address in the files"),
+        "{}",
+        i.stderr
+    );
+    assert!(i.stderr.contains("--address primary=IP"), "{}", i.stderr);
+    // without --key-out the operator is told how to make the key
+    assert!(
+        i.stderr
+            .contains("pass --key-out FILE, or run `ipctl keygen"),
+        "{}",
+        i.stderr
+    );
+
+    let i = import(
+        &fixture("tutorial-primary"),
+        &["--node", "primary", "--address", "primary=104.236.6.11"],
+        "primary",
+    );
+    assert_eq!(addrs(&i.config, "primary"), ["104.236.6.11:694"]);
+    assert!(!i.yaml.contains("FILL IN"), "{}", i.yaml);
+}
+
+#[test]
+fn per_node_ha_cf_from_an_unknown_host_reports_the_ucast() {
+    let i = import(
+        &fixture("tutorial-primary"),
+        &["--node", "somewhere-else"],
+        "primary",
+    );
+    assert!(
+        i.stderr
+            .contains("ha.cf:6: ucast eth0 104.236.6.22: cannot tell which node it belongs to"),
+        "{}",
+        i.stderr
+    );
+    assert!(i.stderr.contains("pass --node NAME"), "{}", i.stderr);
+}
+
+#[test]
+fn complex_setup_maps_links_groups_and_reports_the_rest() {
+    let i = import(
+        &fixture("complex"),
+        &["--cluster", "web", "--node", "web1"],
+        "web1",
+    );
+    let c = &i.config;
+    assert_eq!(c.nodes.len(), 3);
+    assert_eq!(addrs(c, "web2"), ["10.0.0.2:6940", "192.168.50.2:6940"]);
+    assert_eq!(c.quorum, QuorumPolicy::Majority);
+    assert_eq!(c.timing.interval, std::time::Duration::from_millis(500));
+    assert_eq!(c.timing.init_dead, std::time::Duration::from_secs(60));
+    assert_eq!(
+        c.health.iter().map(|h| h.probe.clone()).collect::<Vec<_>>(),
+        [
+            HealthProbe::Exec("ping -c1 -W1 10.0.0.254".into()),
+            HealthProbe::Exec("ping -c1 -W1 8.8.8.8 || ping -c1 -W1 1.1.1.1".into()),
+        ]
+    );
+    let names: Vec<&str> = c.resources.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["ip-10-0-0-100", "ip-10-0-0-101", "MailTo", "memcached"]
+    );
+    assert!(c.resources.iter().all(|g| g.failback == Failback::Manual));
+    assert_eq!(c.resources[3].prefer, None);
+
+    let g = &c.resources[0];
+    let AgentConfig::Exec(e) = &g.agents[0] else {
+        panic!()
+    };
+    assert_eq!(e.start, "ip addr add 10.0.0.100/24 dev eth0");
+    assert_eq!(e.stop, "ip addr del 10.0.0.100/24 dev eth0");
+    let AgentConfig::Lsb(l) = &g.agents[1] else {
+        panic!()
+    };
+    assert_eq!(l.script, "apache2");
+    // continuation line joined: four resources in the second group
+    let g = &c.resources[1];
+    assert_eq!(g.agents.len(), 4);
+    let AgentConfig::Exec(e) = &g.agents[1] else {
+        panic!()
+    };
+    assert!(
+        e.start
+            .ends_with("complex/ha.d/resource.d/drbddisk r0 start"),
+        "{}",
+        e.start
+    );
+    let AgentConfig::Exec(e) = &g.agents[2] else {
+        panic!()
+    };
+    assert!(
+        e.monitor
+            .as_deref()
+            .unwrap()
+            .ends_with("resource.d/Filesystem /dev/drbd0 /srv ext4 status")
+    );
+
+    let ha = fixture("complex");
+    for (file, line, what) in [
+        ("ha.cf", 2, "logfacility: not mapped"),
+        ("ha.cf", 3, "logfile: not mapped"),
+        ("ha.cf", 12, "bcast: not mapped: Tandem sends unicast"),
+        ("ha.cf", 25, "respawn: not mapped"),
+        ("ha.cf", 26, "compression: not mapped: no Tandem equivalent"),
+        (
+            "ha.cf",
+            23,
+            "ping 10.0.0.254: mapped to an exec health check",
+        ),
+        (
+            "haresources",
+            2,
+            "IPaddr::10.0.0.100/24/eth0: a local IP alias is not a cloud reserved IP",
+        ),
+        (
+            "haresources",
+            3,
+            "IPaddr2::10.0.0.101: no netmask given; /32 assumed",
+        ),
+        (
+            "haresources",
+            3,
+            "Filesystem: the `resource-agents` package has an OCF agent",
+        ),
+        ("haresources", 6, "\"web9\" is not a node in ha.cf"),
+        ("authkeys", 3, "crc: this is no authentication at all"),
+    ] {
+        let want = format!("{}:{line}: {what}", ha.join(file).display());
+        assert!(i.stderr.contains(&want), "{want:?} not in:\n{}", i.stderr);
+    }
+    assert!(!i.stderr.contains("old-md5-secret") && !i.yaml.contains("old-md5-secret"));
+}
+
+#[test]
+fn floatip_without_an_ip_gets_a_documentation_address_and_a_report() {
+    let d = tempfile::tempdir().unwrap();
+    let ha = d.path().join("ha.d");
+    std::fs::create_dir(&ha).unwrap();
+    std::fs::write(
+        ha.join("ha.cf"),
+        "keepalive 1\ndeadtime 10\nnode a\nnode b\nucast eth1 10.17.0.28\nucast eth1 10.17.0.29\n",
+    )
+    .unwrap();
+    std::fs::write(ha.join("haresources"), "b floatip nginx\n").unwrap();
+    let i = import(&ha, &["--node", "a"], "a");
+    let AgentConfig::ReservedIp(r) = &i.config.resources[0].agents[0] else {
+        panic!()
+    };
+    assert_eq!(r.ip.to_string(), "192.0.2.1");
+    assert!(
+        i.yaml
+            .contains("ip: 192.0.2.1            # FILL IN: your reserved IP"),
+        "{}",
+        i.yaml
+    );
+    assert!(
+        i.stderr.contains(
+            "haresources:1: floatip: no floatip script was found: the reserved IP is needed"
+        ),
+        "{}",
+        i.stderr
+    );
+    assert!(i.stderr.contains("authkeys: not found"), "{}", i.stderr);
+    // keepalive 1 / deadtime 10 without warntime: a consistent warn_after is derived
+    let t = i.config.timing;
+    assert!(
+        t.interval < t.warn_after && t.warn_after < t.dead_after,
+        "{t:?}"
+    );
+    assert_eq!(i.config.resources[0].prefer.as_deref(), Some("b"));
+}
+
+#[test]
+fn a_directory_without_ha_cf_is_an_error() {
+    let d = tempfile::tempdir().unwrap();
+    let out = ipctl(&["import-heartbeat", d.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("has no ha.cf"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn key_out_never_overwrites_an_existing_file() {
+    let d = tempfile::tempdir().unwrap();
+    let key = d.path().join("authkey");
+    std::fs::write(&key, "keep me").unwrap();
+    let out = ipctl(&[
+        "import-heartbeat",
+        fixture("tutorial-shared").to_str().unwrap(),
+        "--key-out",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), "keep me");
+}
