@@ -1,7 +1,9 @@
 //! A DigitalOcean-compatible API emulator for tests and the demo.
 //!
 //! [`Emulator::start`] binds everything on `127.0.0.1:0` and returns the bound addresses:
-//! - the API (`/v2/...` as DigitalOcean; `/_admin/...` for tests: state, faults, tokens),
+//! - the API (`/v2/...` as DigitalOcean, `/hetzner/v1/...` as Hetzner Cloud, `/vultr/v2/...`
+//!   as Vultr, all on the same reserved IPs and servers; `/_admin/...` for tests: state,
+//!   faults, tokens),
 //! - one metadata service per droplet (`/metadata/v1/id`, ...),
 //! - one HTTP front per reserved IP, forwarding GETs to the holder's web server.
 //!
@@ -19,9 +21,12 @@ use tokio::task::JoinHandle;
 
 pub mod config;
 pub mod digitalocean;
+pub mod hetzner;
 pub mod server;
 pub mod sidecars;
 pub mod state;
+pub mod testkit;
+pub mod vultr;
 
 pub use config::{DropletConfig, EmulatorConfig, RateLimitConfig, ReservedIpConfig, TokenConfig};
 pub use state::{Faults, World};
@@ -31,6 +36,10 @@ pub use state::{Faults, World};
 pub struct Addresses {
     /// Base URL of the DigitalOcean API (`api_url`).
     pub api: String,
+    /// Base URL of the Hetzner Cloud routes (`api_url` for provider hetzner).
+    pub hetzner: String,
+    /// Base URL of the Vultr routes (`api_url` for provider vultr).
+    pub vultr: String,
     /// Base URL of the admin routes.
     pub admin: String,
     /// Metadata base URL (`metadata_url`) per droplet id.
@@ -94,7 +103,9 @@ impl Emulator {
         let (api_l, api_a) = bind("the API listener".into()).await?;
         let svc = Arc::new(server::ApiService {
             world: world.clone(),
-            api: digitalocean::router(world.clone()),
+            api: digitalocean::router(world.clone())
+                .merge(hetzner::router(world.clone()))
+                .merge(vultr::router(world.clone())),
             admin: sidecars::admin_router(world.clone()),
         });
         tasks.push(tokio::spawn(server::serve_api(api_l, svc, rx.clone())));
@@ -121,6 +132,8 @@ impl Emulator {
         }
         let addresses = Addresses {
             api: format!("http://{api_a}"),
+            hetzner: format!("http://{api_a}/hetzner"),
+            vultr: format!("http://{api_a}/vultr"),
             admin: format!("http://{api_a}/_admin"),
             metadata,
             fronts,

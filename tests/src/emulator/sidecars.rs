@@ -22,7 +22,7 @@ struct MetaCtx {
 }
 
 /// The metadata service as seen from one droplet (DigitalOcean paths, plus Hetzner's
-/// `/hetzner/v1/metadata/instance-id` and Vultr's `/v1/instance-v2-id`).
+/// `/hetzner/v1/metadata/instance-id` and Vultr's `/v1.json`).
 pub fn metadata_router(world: World, droplet: u64) -> Router {
     Router::new()
         .route("/metadata/v1/id", get(meta_id))
@@ -44,7 +44,7 @@ pub fn metadata_router(world: World, droplet: u64) -> Router {
         )
         .route("/hetzner/v1/metadata/instance-id", get(meta_id))
         .route("/hetzner/v1/metadata/hostname", get(meta_hostname))
-        .route("/v1/instance-v2-id", get(meta_vultr_id))
+        .route("/v1.json", get(meta_vultr_json))
         .with_state(MetaCtx { world, droplet })
 }
 
@@ -71,8 +71,15 @@ async fn meta_region(State(c): State<MetaCtx>) -> Response {
 async fn meta_public_ipv4(State(c): State<MetaCtx>) -> Response {
     droplet_field(&c, |d| d.public_ipv4.clone())
 }
-async fn meta_vultr_id(State(c): State<MetaCtx>) -> Response {
-    droplet_field(&c, |d| d.vultr_id())
+async fn meta_vultr_json(State(c): State<MetaCtx>) -> Response {
+    match c.world.lock().droplets.get(&c.droplet) {
+        Some(d) => Json(json!({
+            "hostname": d.name, "instanceid": format!("{:x}", d.id),
+            "instance-v2-id": d.vultr_id(), "region": {"regioncode": d.region},
+        }))
+        .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 fn held_ip(c: &MetaCtx) -> Option<IpAddr> {

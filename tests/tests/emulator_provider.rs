@@ -1,0 +1,432 @@
+//! The reserved-IP providers (tandem-resource-agent) against the emulator, on every path:
+//! success, idempotence, auth failures, 404/422, pending events, 429, 5xx, hangs, dropped
+//! connections, outages, errored actions, metadata, release and probe.
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tandem_config::Secret;
+use tandem_resource_agent::provider::{
+    DigitalOcean, Hetzner, Options, PollSchedule, ProviderError, ReservedIpProvider, ServerId,
+    Vultr,
+};
+use tandem_tests::emulator::testkit::{
+    self, FARAWAY, PRIMARY, READ_ONLY_TOKEN, SECONDARY, TOKEN, fixture, ip,
+};
+use tandem_tests::emulator::{Emulator, EmulatorConfig};
+
+/// Fast schedules so the suite runs in seconds; deadlines stay generous for a loaded machine.
+fn opts(emu: &Emulator, droplet: u64) -> Options {
+    Options {
+        api_url: Some(emu.addresses.api.clone()),
+        metadata_url: Some(emu.addresses.metadata[&droplet].clone()),
+        server_id: None,
+        deadline: Duration::from_secs(15),
+        request_timeout: Duration::from_secs(5),
+        retry_min: Duration::from_millis(10),
+        retry_max: Duration::from_millis(100),
+        poll: PollSchedule {
+            first: Duration::from_millis(10),
+            factor: 1.5,
+            max: Duration::from_millis(100),
+        },
+        progress: None,
+    }
+}
+
+fn client(emu: &Emulator, droplet: u64, token: &str) -> DigitalOcean {
+    DigitalOcean::new(
+        ip(),
+        Secret::new(token.as_bytes().to_vec()),
+        opts(emu, droplet),
+    )
+    .expect("client builds")
+}
+
+async fn start(delay_ms: u64) -> Emulator {
+    Emulator::start(fixture(Duration::from_millis(delay_ms)))
+        .await
+        .expect("emulator starts")
+}
+
+#[tokio::test]
+async fn assign_moves_the_ip_and_a_second_assign_posts_nothing() {
+    let emu = start(50).await;
+    let c = client(&emu, SECONDARY, TOKEN);
+    let out = c.assign().await.expect("assign");
+    assert!(!out.already_held);
+    assert_eq!(out.previous, Some(ServerId::Numeric(PRIMARY)));
+    assert!(out.action_id.is_some());
+    assert_eq!(emu.holder(ip()), Some(SECONDARY));
+    assert_eq!(emu.action_count(), 1);
+
+    let again = c.assign().await.expect("second assign");
+    assert!(again.already_held);
+    assert_eq!(
+        emu.action_count(),
+        1,
+        "an IP already ours must not be posted"
+    );
+    let h = c.holder().await.unwrap();
+    assert!(h.ours && !h.locked);
+}
+
+#[tokio::test]
+async fn droplet_id_comes_from_the_metadata_service_or_the_config() {
+    let emu = start(0).await;
+    let c = client(&emu, SECONDARY, TOKEN);
+    assert_eq!(c.server_id().await.unwrap(), ServerId::Numeric(SECONDARY));
+
+    let mut o = opts(&emu, SECONDARY);
+    o.server_id = Some(ServerId::Numeric(PRIMARY));
+    o.metadata_url = Some("http://127.0.0.1:9".into());
+    let c = DigitalOcean::new(ip(), Secret::new(TOKEN.into()), o).unwrap();
+    assert_eq!(c.server_id().await.unwrap(), ServerId::Numeric(PRIMARY));
+}
+
+#[tokio::test]
+async fn unreachable_metadata_is_a_clear_error() {
+    let emu = start(0).await;
+    let mut o = opts(&emu, SECONDARY);
+    o.metadata_url = Some("http://127.0.0.1:9".into());
+    o.deadline = Duration::from_millis(500);
+    let c = DigitalOcean::new(ip(), Secret::new(TOKEN.into()), o).unwrap();
+    let e = c.assign().await.unwrap_err();
+    assert!(matches!(e, ProviderError::Metadata { .. }), "{e}");
+    assert!(e.to_string().contains("127.0.0.1:9"), "{e}");
+}
+
+#[tokio::test]
+async fn unknown_token_is_fatal_and_changes_nothing() {
+    let emu = start(0).await;
+    let c = client(&emu, SECONDARY, "dop_v1_not_a_token_at_all_0000");
+    let e = c.assign().await.unwrap_err();
+    assert!(matches!(e, ProviderError::Unauthorized { .. }), "{e}");
+    assert!(e.is_fatal() && !e.state_may_have_changed());
+    assert_eq!(emu.holder(ip()), Some(PRIMARY));
+    assert_eq!(emu.action_count(), 0);
+}
+
+#[tokio::test]
+async fn read_only_token_reads_but_assign_names_the_missing_scope() {
+    let emu = start(0).await;
+    let c = client(&emu, SECONDARY, READ_ONLY_TOKEN);
+    let h = c.holder().await.expect("read scope suffices");
+    assert_eq!(h.server, Some(ServerId::Numeric(PRIMARY)));
+    let e = c.assign().await.unwrap_err();
+    match &e {
+        ProviderError::Forbidden { scope, .. } => assert_eq!(*scope, "reserved_ip:update"),
+        other => panic!("expected Forbidden, got {other}"),
+    }
+    assert!(e.to_string().contains("reserved_ip:update"));
+    assert_eq!(emu.holder(ip()), Some(PRIMARY));
+}
+
+#[tokio::test]
+async fn a_token_revoked_at_run_time_is_refused() {
+    let emu = start(0).await;
+    let c = client(&emu, SECONDARY, TOKEN);
+    c.holder().await.expect("token works at first");
+    emu.revoke(TOKEN).await;
+    let e = c.holder().await.unwrap_err();
+    assert!(matches!(e, ProviderError::Unauthorized { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn unknown_ip_is_not_found() {
+    let emu = start(0).await;
+    let c = DigitalOcean::new(
+        "127.0.0.201".parse().unwrap(),
+        Secret::new(TOKEN.into()),
+        opts(&emu, SECONDARY),
+    )
+    .unwrap();
+    let e = c.assign().await.unwrap_err();
+    assert!(matches!(e, ProviderError::NotFound { .. }), "{e}");
+    assert!(e.to_string().contains("127.0.0.201"), "{e}");
+}
+
+#[tokio::test]
+async fn unknown_or_faraway_droplet_is_refused_with_422() {
+    let emu = start(0).await;
+    for id in [4242, FARAWAY] {
+        let mut o = opts(&emu, SECONDARY);
+        o.server_id = Some(ServerId::Numeric(id));
+        let c = DigitalOcean::new(ip(), Secret::new(TOKEN.into()), o).unwrap();
+        let e = c.assign().await.unwrap_err();
+        match &e {
+            ProviderError::Refused { status, .. } => assert_eq!(*status, 422),
+            other => panic!("droplet {id}: expected Refused, got {other}"),
+        }
+        assert!(!e.state_may_have_changed());
+    }
+    assert_eq!(emu.holder(ip()), Some(PRIMARY));
+}
+
+#[tokio::test]
+async fn pending_event_is_waited_out_then_the_ip_is_taken() {
+    let emu = start(400).await;
+    // Another party starts an unassign that runs for 400ms.
+    let other = client(&emu, PRIMARY, TOKEN);
+    let o2 = tokio::spawn(async move { other.release().await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(emu.running_actions(), 1);
+    let c = client(&emu, SECONDARY, TOKEN);
+    let out = c.assign().await.expect("assign after the pending event");
+    assert!(!out.already_held);
+    assert_eq!(emu.holder(ip()), Some(SECONDARY));
+    assert!(o2.await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn two_clients_assigning_at_once_end_with_one_holder_and_no_stuck_action() {
+    let emu = start(100).await;
+    let a = Arc::new(client(&emu, PRIMARY, TOKEN));
+    let b = Arc::new(client(&emu, SECONDARY, TOKEN));
+    // Unassign first so both race for a free IP.
+    a.release().await.expect("release");
+    assert_eq!(emu.holder(ip()), None);
+    let (ra, rb) = tokio::join!(a.assign(), b.assign());
+    assert!(ra.is_ok(), "{ra:?}");
+    assert!(rb.is_ok(), "{rb:?}");
+    let holder = emu.holder(ip());
+    assert!(holder == Some(PRIMARY) || holder == Some(SECONDARY));
+    assert!(
+        emu.settle(Duration::from_secs(2)).await,
+        "an action is stuck"
+    );
+    let state = emu.world.snapshot();
+    assert_eq!(state["reserved_ips"][0]["locked"], json!(false));
+}
+
+#[tokio::test]
+async fn rate_limit_burst_waits_for_the_reset() {
+    let emu = start(0).await;
+    emu.set_faults(json!({"rate_limit_burst": 2, "rate_limit_reset_secs": 1}))
+        .await;
+    let c = client(&emu, SECONDARY, TOKEN);
+    let t = tokio::time::Instant::now();
+    c.assign().await.expect("assign after the 429s");
+    assert_eq!(emu.holder(ip()), Some(SECONDARY));
+    // The reset is a whole second in epoch time: at least the slack was waited.
+    assert!(
+        t.elapsed() >= Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn configured_rate_limit_answers_429_with_headers_and_the_client_recovers() {
+    let mut cfg: EmulatorConfig = fixture(Duration::ZERO);
+    cfg.rate_limit.limit = 3;
+    cfg.rate_limit.window = Duration::from_secs(1);
+    let emu = Emulator::start(cfg).await.unwrap();
+    let http = reqwest::Client::new();
+    let mut saw_429 = false;
+    for _ in 0..5 {
+        let r = http
+            .get(format!("{}/v2/reserved_ips", emu.addresses.api))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        for h in ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"] {
+            assert!(r.headers().contains_key(h), "missing {h}");
+        }
+        if r.status() == 429 {
+            saw_429 = true;
+            assert_eq!(r.headers()["ratelimit-remaining"], "0");
+        }
+    }
+    assert!(saw_429);
+    let c = client(&emu, SECONDARY, TOKEN);
+    c.assign().await.expect("assign once the window resets");
+    assert_eq!(emu.holder(ip()), Some(SECONDARY));
+}
+
+#[tokio::test]
+async fn server_errors_are_retried() {
+    let emu = start(20).await;
+    emu.set_faults(json!({"error_rate": 0.5, "error_status": 503}))
+        .await;
+    let c = client(&emu, SECONDARY, TOKEN);
+    c.assign().await.expect("assign through 5xx");
+    assert_eq!(emu.holder(ip()), Some(SECONDARY));
+}
+
+#[tokio::test]
+async fn persistent_server_errors_give_up_at_the_deadline() {
+    let emu = start(0).await;
+    emu.set_faults(json!({"error_rate": 1.0})).await;
+    let mut o = opts(&emu, SECONDARY);
+    o.deadline = Duration::from_millis(600);
+    let c = DigitalOcean::new(ip(), Secret::new(TOKEN.into()), o).unwrap();
+    let t = tokio::time::Instant::now();
+    let e = c.assign().await.unwrap_err();
+    assert!(matches!(e, ProviderError::GaveUp { .. }), "{e}");
+    assert!(e.to_string().contains("500"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(!e.is_fatal());
+}
+
+#[tokio::test]
+async fn hung_requests_time_out_and_are_retried() {
+    let emu = start(0).await;
+    emu.set_faults(json!({"hang_next": 2})).await;
+    let mut o = opts(&emu, SECONDARY);
+    o.request_timeout = Duration::from_millis(200);
+    let c = DigitalOcean::new(ip(), Secret::new(TOKEN.into()), o).unwrap();
+    let t = tokio::time::Instant::now();
+    c.assign().await.expect("assign after two hangs");
+    assert!(
+        t.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(emu.holder(ip()), Some(SECONDARY));
+}
+
+#[tokio::test]
+async fn dropped_connections_are_retried() {
+    let emu = start(0).await;
+    emu.set_faults(json!({"drop_next": 3})).await;
+    let c = client(&emu, SECONDARY, TOKEN);
+    c.assign().await.expect("assign after dropped connections");
+    assert_eq!(emu.holder(ip()), Some(SECONDARY));
+}
+
+#[tokio::test]
+async fn an_outage_is_ridden_out() {
+    let emu = start(0).await;
+    emu.set_faults(json!({"outage_secs": 1})).await;
+    let c = client(&emu, SECONDARY, TOKEN);
+    let t = tokio::time::Instant::now();
+    c.assign().await.expect("assign after the outage");
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(emu.holder(ip()), Some(SECONDARY));
+}
+
+#[tokio::test]
+async fn an_errored_action_is_reported_and_the_holder_is_unchanged() {
+    let emu = start(30).await;
+    emu.set_faults(json!({"error_actions": 1})).await;
+    let c = client(&emu, SECONDARY, TOKEN);
+    let e = c.assign().await.unwrap_err();
+    assert!(matches!(e, ProviderError::ActionErrored { .. }), "{e}");
+    assert_eq!(emu.holder(ip()), Some(PRIMARY));
+    // The next try works.
+    c.assign().await.expect("second try");
+    assert_eq!(emu.holder(ip()), Some(SECONDARY));
+}
+
+#[tokio::test]
+async fn release_unassigns_only_when_ours() {
+    let emu = start(20).await;
+    let not_ours = client(&emu, SECONDARY, TOKEN).release().await.unwrap();
+    assert!(not_ours.not_held);
+    assert_eq!(emu.action_count(), 0);
+    let ours = client(&emu, PRIMARY, TOKEN).release().await.unwrap();
+    assert!(!ours.not_held);
+    assert_eq!(emu.holder(ip()), None);
+}
+
+#[tokio::test]
+async fn probe_reports_ids_and_regions_without_changing_anything() {
+    let emu = start(0).await;
+    let r = client(&emu, SECONDARY, TOKEN).probe().await.unwrap();
+    assert_eq!(r.server_id, ServerId::Numeric(SECONDARY));
+    assert_eq!(r.region.as_deref(), Some("nyc3"));
+    assert_eq!(r.server_region.as_deref(), Some("nyc3"));
+    assert_eq!(r.holder.server, Some(ServerId::Numeric(PRIMARY)));
+    assert!(!r.holder.ours);
+    let r = client(&emu, FARAWAY, TOKEN).probe().await.unwrap();
+    assert_eq!(r.server_region.as_deref(), Some("sfo3"));
+    assert_eq!(emu.action_count(), 0);
+}
+
+#[tokio::test]
+async fn hetzner_assign_waits_out_a_locked_ip_and_polls_the_action() {
+    let emu = start(150).await;
+    let mk = |id| {
+        let mut o = opts(&emu, id);
+        o.api_url = Some(emu.addresses.hetzner.clone());
+        Hetzner::new(ip(), Secret::new(TOKEN.into()), o).unwrap()
+    };
+    let (p, s) = (mk(PRIMARY), mk(SECONDARY));
+    assert_eq!(s.server_id().await.unwrap(), ServerId::Numeric(SECONDARY));
+    assert!(s.holder().await.unwrap().server == Some(ServerId::Numeric(PRIMARY)));
+    let (rp, rs) = tokio::join!(p.release(), async {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        s.assign().await
+    });
+    assert!(rp.is_ok(), "{rp:?}");
+    let out = rs.expect("assign after the lock");
+    assert!(!out.already_held);
+    assert_eq!(emu.holder(ip()), Some(SECONDARY));
+    assert!(s.assign().await.unwrap().already_held);
+    let r = s.probe().await.unwrap();
+    assert_eq!(r.region.as_deref(), Some("nyc3"));
+
+    let mut o = opts(&emu, SECONDARY);
+    o.api_url = Some(emu.addresses.hetzner.clone());
+    let ro = Hetzner::new(ip(), Secret::new(READ_ONLY_TOKEN.into()), o).unwrap();
+    let e = ro.release().await.unwrap_err();
+    assert!(matches!(e, ProviderError::Forbidden { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn vultr_attach_detaches_the_other_instance_first() {
+    let emu = start(0).await;
+    let mut o = opts(&emu, SECONDARY);
+    o.api_url = Some(emu.addresses.vultr.clone());
+    let v = Vultr::new(ip(), Secret::new(TOKEN.into()), o).unwrap();
+    let me = v.server_id().await.unwrap();
+    assert!(
+        matches!(me, ServerId::Text(ref s) if s.len() == 36),
+        "{me:?}"
+    );
+    let out = v.assign().await.expect("attach");
+    assert!(!out.already_held);
+    assert_eq!(emu.holder(ip()), Some(SECONDARY));
+    assert!(v.assign().await.unwrap().already_held);
+    let r = v.probe().await.unwrap();
+    assert_eq!(r.server_region.as_deref(), Some("nyc3"));
+    assert!(!v.release().await.unwrap().not_held);
+    assert_eq!(emu.holder(ip()), None);
+
+    let mut o = opts(&emu, SECONDARY);
+    o.api_url = Some(emu.addresses.vultr.clone());
+    let bad = Vultr::new(ip(), Secret::new(b"wrong-token-000".to_vec()), o).unwrap();
+    assert!(matches!(
+        bad.holder().await.unwrap_err(),
+        ProviderError::Unauthorized { .. }
+    ));
+}
+
+#[tokio::test]
+async fn audit_log_records_requests_and_holder_changes_with_both_clocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = fixture(Duration::from_millis(10));
+    cfg.audit_log = Some(dir.path().join("audit.jsonl"));
+    let emu = Emulator::start(cfg).await.unwrap();
+    client(&emu, SECONDARY, TOKEN).assign().await.unwrap();
+    let lines = testkit::read_audit(&dir.path().join("audit.jsonl"));
+    let holder: Vec<_> = lines.iter().filter(|l| l["event"] == "holder").collect();
+    assert_eq!(holder.len(), 1, "{lines:?}");
+    assert_eq!(holder[0]["from"], json!(PRIMARY));
+    assert_eq!(holder[0]["to"], json!(SECONDARY));
+    assert_eq!(holder[0]["ip"], json!(testkit::IP));
+    assert!(holder[0]["mono_ms"].is_number() && holder[0]["time"].is_string());
+    let posts = lines
+        .iter()
+        .filter(|l| l["event"] == "request" && l["method"] == "POST")
+        .count();
+    assert_eq!(posts, 1);
+    let text = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(!text.contains(TOKEN), "the audit log must not hold tokens");
+}
