@@ -1,5 +1,6 @@
 //! Tandem resource agent: placement (pure), handover, and the agents it runs.
 #![forbid(unsafe_code)]
 
+pub mod handover;
 pub mod placement;
 pub mod provider;

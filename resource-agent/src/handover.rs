@@ -1,0 +1,1092 @@
+//! The handover state machine of one node: sans-IO, fed `now` and inputs, returning actions.
+//!
+//! Inputs: membership view changes, announcements from the other nodes' agents (carried by
+//! membership's `Send`/`Subscribe` on [`TOPIC`]), results of local agent actions, health,
+//! and operator commands. Outputs: start/stop a group, messages to send, persist standby.
+//!
+//! Protocol (one message kind does most of the work: a full, idempotent *announcement* of
+//! the sender's state, so a lost or reordered message is repaired by the next one):
+//! - Every node announces its standby flag, health, the groups it holds (from the moment it
+//!   starts them until they are fully stopped), the groups it *claims* (wants to start), the
+//!   groups it will not take (released or failed here) and, per peer, the newest
+//!   announcement of that peer it has seen. Announcements are numbered by
+//!   (agent incarnation, sequence); older ones are ignored.
+//! - Placement ([`crate::placement`]) runs on every node with the same inputs.
+//! - The holder stops a group when placement moves it away and keeps announcing it as held
+//!   until the stop has finished; only then may another node start it.
+//! - The desired node first *claims* the group and starts it only once every live peer has
+//!   acknowledged the claim (its announcement shows it saw ours) without holding the group
+//!   or claiming it from an earlier position in the configuration. Of two simultaneous
+//!   claims the node earlier in configuration order wins and the other withdraws, so two
+//!   nodes deciding at once still end with one holder.
+//! - The groups of a node are free only once membership declares the node dead.
+//! - While disconnected from membership a node keeps what it holds and starts nothing.
+//!
+//! The window in which two nodes can both run a group: a peer that has not announced
+//! anything for [`Timers::peer_stale_after`] is not waited for (its agent is presumed gone,
+//! though whatever it announced as held still blocks), and a peer that membership declares
+//! dead while it actually runs (a partition under `two_node`) is not known to run. Both are
+//! bounded by membership's detection and the agents' announcement period.
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tandem_config::{ClusterConfig, Failback, Role};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::placement::{self, GroupView, NodeView};
+
+/// The membership topic the resource agents talk on.
+pub const TOPIC: &str = "tandem.agent.v1";
+/// Version of the message encoding; messages of another version are rejected and counted.
+pub const MESSAGE_VERSION: u32 = 1;
+/// Largest payload membership carries (membership.proto, `Send`).
+pub const MAX_PAYLOAD: usize = 900;
+
+/// Timers of the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    /// Period of the full announcement (repairs anything lost).
+    pub announce_interval: Duration,
+    /// While claiming, re-announce this often so a lost acknowledgement is asked again.
+    pub claim_retry: Duration,
+    /// A peer silent for this long is not waited for (its agent is presumed gone).
+    pub peer_stale_after: Duration,
+    /// After start, wait this long to hear the others before claiming anything. A member
+    /// peer that comes up is waited for until it announces itself or for
+    /// `peer_stale_after` (a rebooting peer must learn what is held before it claims, and
+    /// we must learn what it holds); a witness, which may run no agent, for `settle`.
+    pub settle: Duration,
+    /// First delay before retrying a failed stop; doubles up to `stop_retry_max`.
+    pub stop_retry: Duration,
+    pub stop_retry_max: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            announce_interval: Duration::from_secs(2),
+            claim_retry: Duration::from_millis(250),
+            peer_stale_after: Duration::from_secs(10),
+            settle: Duration::from_secs(2),
+            stop_retry: Duration::from_secs(1),
+            stop_retry_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A resource group as the handover needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSpec {
+    pub name: String,
+    pub prefer: Option<String>,
+    pub failback: Failback,
+}
+
+/// What the handover machine is built from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandoverConfig {
+    pub local: String,
+    /// Every node, in configuration order.
+    pub nodes: Vec<(String, Role)>,
+    pub groups: Vec<GroupSpec>,
+    pub timers: Timers,
+}
+
+impl HandoverConfig {
+    pub fn from_cluster(cfg: &ClusterConfig, local: &str, timers: Timers) -> Self {
+        HandoverConfig {
+            local: local.to_owned(),
+            nodes: cfg.nodes.iter().map(|n| (n.name.clone(), n.role)).collect(),
+            groups: cfg
+                .resources
+                .iter()
+                .map(|g| GroupSpec {
+                    name: g.name.clone(),
+                    prefer: g.prefer.clone(),
+                    failback: g.failback,
+                })
+                .collect(),
+            timers,
+        }
+    }
+}
+
+/// One node's announcement of its own state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Announce {
+    /// The sender agent's incarnation (increases on every agent start).
+    pub inc: u64,
+    pub seq: u64,
+    #[serde(default)]
+    pub standby: bool,
+    #[serde(default)]
+    pub healthy: bool,
+    #[serde(default)]
+    pub holds: BTreeSet<String>,
+    #[serde(default)]
+    pub claims: BTreeSet<String>,
+    /// Groups this node will not take (released by an operator, or failed here).
+    #[serde(default)]
+    pub avoid: BTreeSet<String>,
+    /// Groups an operator moved to this node (takeover).
+    #[serde(default)]
+    pub pins: BTreeSet<String>,
+    /// Newest (incarnation, seq) seen from each peer: the acknowledgement of claims.
+    #[serde(default)]
+    pub seen: BTreeMap<String, (u64, u64)>,
+}
+
+/// Messages on [`TOPIC`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Message {
+    State(Announce),
+    /// Ask `node` to go to standby (`on`) or online.
+    Standby {
+        node: String,
+        on: bool,
+    },
+}
+
+#[derive(Serialize)]
+struct EnvelopeOut<'a> {
+    v: u32,
+    #[serde(flatten)]
+    msg: &'a Message,
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: u32,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CodecError {
+    #[error("message of {0} bytes is larger than the {MAX_PAYLOAD}-byte limit")]
+    TooLarge(usize),
+    #[error("unsupported message version {0} (this agent speaks {MESSAGE_VERSION})")]
+    Version(u32),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+impl Message {
+    pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
+        let bytes = serde_json::to_vec(&EnvelopeOut {
+            v: MESSAGE_VERSION,
+            msg: self,
+        })
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+        if bytes.len() > MAX_PAYLOAD {
+            return Err(CodecError::TooLarge(bytes.len()));
+        }
+        Ok(bytes)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Message, CodecError> {
+        if bytes.len() > MAX_PAYLOAD {
+            return Err(CodecError::TooLarge(bytes.len()));
+        }
+        let v: VersionOnly =
+            serde_json::from_slice(bytes).map_err(|e| CodecError::Malformed(e.to_string()))?;
+        if v.v != MESSAGE_VERSION {
+            return Err(CodecError::Version(v.v));
+        }
+        serde_json::from_slice(bytes).map_err(|e| CodecError::Malformed(e.to_string()))
+    }
+}
+
+/// One node in the membership view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberNode {
+    pub name: String,
+    /// UP or LATE.
+    pub alive: bool,
+    pub generation: u64,
+}
+
+/// The membership view as the handover needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipView {
+    pub quorate: bool,
+    pub nodes: Vec<MemberNode>,
+}
+
+/// Result of a group action run by the local agents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentOutcome {
+    Started,
+    /// The start failed; `clean` when everything already started was stopped again.
+    StartFailed {
+        clean: bool,
+        reason: String,
+    },
+    Stopped,
+    StopFailed {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// The membership view after a change (also the first snapshot after connecting).
+    View(MembershipView),
+    /// The membership socket is gone.
+    Disconnected,
+    /// A message on [`TOPIC`]; `generation` is the sender's membership generation
+    /// (`ClusterMessage.from_generation`).
+    Message {
+        from: String,
+        generation: u64,
+        payload: Vec<u8>,
+    },
+    Agent {
+        group: String,
+        outcome: AgentOutcome,
+    },
+    /// Local health (all checks pass).
+    Health(bool),
+    /// Monitors failed more often than allowed: give the group up on this node.
+    MonitorGaveUp { group: String, reason: String },
+    /// A deadline passed.
+    Tick,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `None` = this node.
+    Standby(Option<String>),
+    Online(Option<String>),
+    Takeover(String),
+    Release(String),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CommandError {
+    #[error("unknown node {0:?}")]
+    UnknownNode(String),
+    #[error("unknown group {0:?}")]
+    UnknownGroup(String),
+    #[error("this node is not a candidate: {0}")]
+    NotCandidate(String),
+    #[error("group {0:?} is not held by this node")]
+    NotHeld(String),
+    #[error("no other node could take group {0:?}; it stays here")]
+    NoOtherCandidate(String),
+    #[error("node {0:?} is not reachable")]
+    Unreachable(String),
+    #[error("cannot encode the request: {0}")]
+    Codec(#[from] CodecError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Start(String),
+    Stop(String),
+    /// Send on [`TOPIC`]; `to: None` = every other node.
+    Send {
+        to: Option<String>,
+        payload: Vec<u8>,
+    },
+    PersistStandby(bool),
+}
+
+/// State of a group on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalState {
+    Stopped,
+    /// Claimed; waiting for acknowledgements (or for the holder to release).
+    Waiting,
+    Starting,
+    Running,
+    Stopping,
+    /// A stop failed; still counted as held; the stop is retried.
+    Failed,
+}
+
+impl LocalState {
+    fn holds(self) -> bool {
+        matches!(
+            self,
+            LocalState::Starting | LocalState::Running | LocalState::Stopping | LocalState::Failed
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+struct LocalGroup {
+    state: LocalState,
+    claim_seq: u64,
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
+    avoid: Option<String>,
+    pinned: bool,
+    last_error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    state: Announce,
+    /// Membership generation of the sender when it sent `state`.
+    generation: u64,
+    last_heard: Instant,
+}
+
+/// Status of one group as seen from this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub name: String,
+    pub state: LocalState,
+    pub desired: Option<String>,
+    pub holder: Option<String>,
+    pub not_candidate_reason: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// Flags of one node as known here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub name: String,
+    pub alive: bool,
+    /// Its agent has announced itself.
+    pub announced: bool,
+    pub standby: bool,
+    pub healthy: bool,
+    pub holds: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub connected: bool,
+    pub quorate: bool,
+    pub standby: bool,
+    pub healthy: bool,
+    pub nodes: Vec<NodeStatus>,
+    pub groups: Vec<GroupStatus>,
+    /// Messages rejected (malformed, wrong version, from unknown nodes).
+    pub bad_messages: u64,
+}
+
+/// The per-node handover state machine.
+#[derive(Debug)]
+pub struct Handover {
+    cfg: HandoverConfig,
+    local_idx: usize,
+    inc: u64,
+    seq: u64,
+    connected: bool,
+    quorate: bool,
+    standby: bool,
+    healthy: bool,
+    started_at: Instant,
+    /// Alive nodes (membership) with their generation and since when.
+    alive: BTreeMap<String, (u64, Instant)>,
+    /// Latest announcement of every node not declared dead since. A node's announcement
+    /// counts for safety (what it holds or claims, acknowledgements) even before membership
+    /// reports it up: the Watch and Subscribe streams are not ordered with each other.
+    peers: BTreeMap<String, Peer>,
+    /// The generation at which membership last declared each node dead; messages of that
+    /// incarnation or older still in flight are ignored.
+    dead_gen: BTreeMap<String, u64>,
+    groups: Vec<LocalGroup>,
+    outputs: Vec<Output>,
+    next_announce: Instant,
+    reply_to: BTreeSet<String>,
+    dirty: bool,
+    bad_messages: u64,
+}
+
+impl Handover {
+    /// `incarnation` must increase on every start of the agent; `running` are the groups
+    /// that probing found running here; `standby` is the persisted flag.
+    pub fn new(
+        cfg: HandoverConfig,
+        incarnation: u64,
+        running: &[String],
+        standby: bool,
+        now: Instant,
+    ) -> Result<Self, CommandError> {
+        let local_idx = cfg
+            .nodes
+            .iter()
+            .position(|(n, _)| *n == cfg.local)
+            .ok_or_else(|| CommandError::UnknownNode(cfg.local.clone()))?;
+        if let Some(g) = running
+            .iter()
+            .find(|g| !cfg.groups.iter().any(|s| &s.name == *g))
+        {
+            return Err(CommandError::UnknownGroup(g.clone()));
+        }
+        let groups = cfg
+            .groups
+            .iter()
+            .map(|g| LocalGroup {
+                state: if running.contains(&g.name) {
+                    LocalState::Running
+                } else {
+                    LocalState::Stopped
+                },
+                claim_seq: 0,
+                retry_at: None,
+                retry_delay: cfg.timers.stop_retry,
+                avoid: None,
+                pinned: false,
+                last_error: None,
+            })
+            .collect();
+        Ok(Handover {
+            local_idx,
+            inc: incarnation,
+            seq: 0,
+            connected: false,
+            quorate: false,
+            standby,
+            healthy: true,
+            started_at: now,
+            alive: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            dead_gen: BTreeMap::new(),
+            groups,
+            outputs: Vec::new(),
+            next_announce: now,
+            reply_to: BTreeSet::new(),
+            dirty: false,
+            bad_messages: 0,
+            cfg,
+        })
+    }
+
+    pub fn local(&self) -> &str {
+        &self.cfg.local
+    }
+
+    /// Everything the machine wants done since the last call.
+    pub fn drain_outputs(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.outputs)
+    }
+
+    /// When [`Input::Tick`] should be fed next.
+    pub fn next_deadline(&self) -> Instant {
+        let mut d = self.next_announce;
+        for g in &self.groups {
+            if let Some(r) = g.retry_at {
+                d = d.min(r);
+            }
+        }
+        d
+    }
+
+    pub fn state_of(&self, group: &str) -> Option<LocalState> {
+        self.group_idx(group).map(|i| self.groups[i].state)
+    }
+
+    fn group_idx(&self, group: &str) -> Option<usize> {
+        self.cfg.groups.iter().position(|g| g.name == group)
+    }
+
+    fn node_idx(&self, node: &str) -> Option<usize> {
+        self.cfg.nodes.iter().position(|(n, _)| n == node)
+    }
+
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::View(view) => self.on_view(now, view),
+            Input::Disconnected => {
+                if self.connected {
+                    warn!("membership disconnected: keeping what is held, starting nothing");
+                }
+                self.connected = false;
+            }
+            Input::Message {
+                from,
+                generation,
+                payload,
+            } => self.on_message(now, &from, generation, &payload),
+            Input::Agent { group, outcome } => self.on_agent(now, &group, outcome),
+            Input::Health(h) => {
+                if h != self.healthy {
+                    info!(healthy = h, "local health changed");
+                    self.healthy = h;
+                    self.dirty = true;
+                }
+            }
+            Input::MonitorGaveUp { group, reason } => {
+                if let Some(i) = self.group_idx(&group) {
+                    warn!(group = %group, reason = %reason, "monitor gave up; releasing the group");
+                    let g = &mut self.groups[i];
+                    g.avoid = Some(format!("monitor failed: {reason}"));
+                    g.last_error = Some(reason);
+                    g.pinned = false;
+                    self.dirty = true;
+                }
+            }
+            Input::Tick => {}
+        }
+        self.step(now);
+    }
+
+    pub fn command(&mut self, now: Instant, cmd: Command) -> Result<String, CommandError> {
+        let result = self.apply_command(now, cmd);
+        self.step(now);
+        result
+    }
+
+    fn apply_command(&mut self, now: Instant, cmd: Command) -> Result<String, CommandError> {
+        match cmd {
+            Command::Standby(node) => self.set_standby(node, true),
+            Command::Online(node) => self.set_standby(node, false),
+            Command::Takeover(group) => {
+                let gi = self
+                    .group_idx(&group)
+                    .ok_or_else(|| CommandError::UnknownGroup(group.clone()))?;
+                let me = NodeView {
+                    name: &self.cfg.local,
+                    role: self.cfg.nodes[self.local_idx].1,
+                    up: self.connected,
+                    standby: self.standby,
+                    healthy: self.healthy,
+                };
+                if let Some(reason) =
+                    placement::not_candidate_reason(&me, self.connected && self.quorate)
+                {
+                    return Err(CommandError::NotCandidate(reason.to_owned()));
+                }
+                let g = &mut self.groups[gi];
+                // An explicit request forgives an earlier failure or release here.
+                g.avoid = None;
+                g.pinned = true;
+                self.dirty = true;
+                info!(group = %group, "takeover requested");
+                Ok(if g.state.holds() {
+                    format!("{group} already runs here; it stays here")
+                } else {
+                    format!("taking {group} over; the current holder releases it first")
+                })
+            }
+            Command::Release(group) => {
+                let gi = self
+                    .group_idx(&group)
+                    .ok_or_else(|| CommandError::UnknownGroup(group.clone()))?;
+                let state = self.groups[gi].state;
+                if !state.holds() && state != LocalState::Waiting {
+                    return Err(CommandError::NotHeld(group));
+                }
+                let nodes = self.node_views(gi, now);
+                let quorate = self.connected && self.quorate;
+                let other = nodes.iter().enumerate().any(|(i, n)| {
+                    i != self.local_idx && placement::not_candidate_reason(n, quorate).is_none()
+                });
+                if !other {
+                    return Err(CommandError::NoOtherCandidate(group));
+                }
+                let g = &mut self.groups[gi];
+                g.avoid = Some("released by an operator".to_owned());
+                g.pinned = false;
+                self.dirty = true;
+                info!(group = %group, "release requested");
+                Ok(format!("releasing {group}; the next candidate takes it"))
+            }
+        }
+    }
+
+    fn set_standby(&mut self, node: Option<String>, on: bool) -> Result<String, CommandError> {
+        let word = if on { "standby" } else { "online" };
+        let node = node
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| self.cfg.local.clone());
+        if self.node_idx(&node).is_none() {
+            return Err(CommandError::UnknownNode(node));
+        }
+        if node == self.cfg.local {
+            self.set_local_standby(on);
+            return Ok(format!("{node} is {word}"));
+        }
+        if !self.connected || !self.alive.contains_key(&node) {
+            return Err(CommandError::Unreachable(node));
+        }
+        let payload = Message::Standby {
+            node: node.clone(),
+            on,
+        }
+        .encode()?;
+        self.outputs.push(Output::Send {
+            to: Some(node.clone()),
+            payload,
+        });
+        Ok(format!("asked {node} to go {word}"))
+    }
+
+    fn set_local_standby(&mut self, on: bool) {
+        if on != self.standby {
+            info!(standby = on, "standby changed");
+            self.standby = on;
+            self.outputs.push(Output::PersistStandby(on));
+            self.dirty = true;
+        }
+        if !on {
+            // Bringing a node online also forgives its failed or released groups.
+            for g in &mut self.groups {
+                if g.avoid.take().is_some() {
+                    self.dirty = true;
+                }
+            }
+        }
+    }
+
+    fn on_view(&mut self, now: Instant, view: MembershipView) {
+        if !self.connected {
+            info!(quorate = view.quorate, "membership view received");
+            self.dirty = true;
+        }
+        self.connected = true;
+        if self.quorate != view.quorate {
+            info!(quorate = view.quorate, "quorum changed");
+            self.quorate = view.quorate;
+        }
+        for n in view.nodes {
+            if n.name == self.cfg.local || self.node_idx(&n.name).is_none() {
+                continue;
+            }
+            if n.alive {
+                match self.alive.get(&n.name) {
+                    Some((g, _)) if *g == n.generation => {}
+                    known => {
+                        info!(node = %n.name, generation = n.generation, new_incarnation = known.is_some(), "node up");
+                        self.alive.insert(n.name.clone(), (n.generation, now));
+                        // Membership's stream to a new incarnation starts empty: tell it.
+                        self.reply_to.insert(n.name);
+                    }
+                }
+            } else {
+                let was_alive = self.alive.remove(&n.name).is_some();
+                // Only membership's verdict frees what a node held.
+                let freed = self
+                    .peers
+                    .get(&n.name)
+                    .is_some_and(|p| p.generation <= n.generation);
+                if freed {
+                    self.peers.remove(&n.name);
+                }
+                let dead = self.dead_gen.entry(n.name.clone()).or_default();
+                *dead = (*dead).max(n.generation);
+                if was_alive || freed {
+                    info!(node = %n.name, generation = n.generation, "node dead; its groups are free");
+                    self.dirty = true;
+                }
+            }
+        }
+    }
+
+    fn reject(&mut self, from: &str, why: &dyn std::fmt::Display) {
+        self.bad_messages += 1;
+        // Rate-limited: the first and then every 100th.
+        if self.bad_messages % 100 == 1 {
+            warn!(from = %from, error = %why, rejected = self.bad_messages, "message rejected");
+        }
+    }
+
+    fn on_message(&mut self, now: Instant, from: &str, generation: u64, payload: &[u8]) {
+        if from == self.cfg.local || self.node_idx(from).is_none() {
+            self.reject(from, &"unknown sender");
+            return;
+        }
+        if self.dead_gen.get(from).is_some_and(|d| generation <= *d) {
+            debug!(from = %from, generation, "message of a dead incarnation ignored");
+            return;
+        }
+        let msg = match Message::decode(payload) {
+            Ok(m) => m,
+            Err(e) => return self.reject(from, &e),
+        };
+        match msg {
+            Message::State(a) => {
+                let prev = self.peers.get(from);
+                if prev.is_some_and(|p| (a.inc, a.seq) <= (p.state.inc, p.state.seq)) {
+                    debug!(from = %from, seq = a.seq, "old announcement ignored");
+                    return;
+                }
+                let first_of_inc = prev.is_none_or(|p| p.state.inc != a.inc);
+                let new_pins: Vec<String> = a
+                    .pins
+                    .iter()
+                    .filter(|g| prev.is_none_or(|p| !p.state.pins.contains(*g)))
+                    .cloned()
+                    .collect();
+                if first_of_inc || !a.claims.is_empty() {
+                    self.reply_to.insert(from.to_owned());
+                }
+                self.peers.insert(
+                    from.to_owned(),
+                    Peer {
+                        state: a,
+                        generation,
+                        last_heard: now,
+                    },
+                );
+                // The newer takeover request wins.
+                for g in new_pins {
+                    if let Some(gi) = self.group_idx(&g)
+                        && std::mem::take(&mut self.groups[gi].pinned)
+                    {
+                        info!(group = %g, by = %from, "takeover by another node supersedes ours");
+                        self.dirty = true;
+                    }
+                }
+            }
+            Message::Standby { node, on } => {
+                if node == self.cfg.local {
+                    info!(from = %from, standby = on, "standby requested by a peer");
+                    self.set_local_standby(on);
+                } else {
+                    self.reject(from, &"standby request for another node");
+                }
+            }
+        }
+    }
+
+    fn on_agent(&mut self, now: Instant, group: &str, outcome: AgentOutcome) {
+        let Some(gi) = self.group_idx(group) else {
+            warn!(group = %group, "result for an unknown group ignored");
+            return;
+        };
+        let max = self.cfg.timers.stop_retry_max;
+        let first_delay = self.cfg.timers.stop_retry;
+        let g = &mut self.groups[gi];
+        match (g.state, outcome) {
+            (LocalState::Starting, AgentOutcome::Started) => {
+                info!(group = %group, "group running");
+                g.state = LocalState::Running;
+                g.last_error = None;
+            }
+            (LocalState::Starting, AgentOutcome::StartFailed { clean, reason }) => {
+                warn!(group = %group, clean, reason = %reason, "group failed to start; giving it up here");
+                g.avoid = Some(format!("start failed: {reason}"));
+                g.pinned = false;
+                g.last_error = Some(reason);
+                if clean {
+                    g.state = LocalState::Stopped;
+                } else {
+                    g.state = LocalState::Failed;
+                    g.retry_at = Some(now + g.retry_delay);
+                }
+            }
+            (LocalState::Stopping | LocalState::Failed, AgentOutcome::Stopped) => {
+                info!(group = %group, "group stopped");
+                g.state = LocalState::Stopped;
+                g.retry_at = None;
+                g.retry_delay = first_delay;
+            }
+            (LocalState::Stopping | LocalState::Failed, AgentOutcome::StopFailed { reason }) => {
+                warn!(group = %group, reason = %reason, retry_in = ?g.retry_delay, "group failed to stop; still held, retrying");
+                g.state = LocalState::Failed;
+                g.last_error = Some(reason);
+                g.retry_at = Some(now + g.retry_delay);
+                g.retry_delay = (g.retry_delay * 2).min(max);
+            }
+            (state, outcome) => {
+                warn!(group = %group, ?state, ?outcome, "unexpected agent result ignored");
+                return;
+            }
+        }
+        self.dirty = true;
+    }
+
+    fn stale(&self, p: &Peer, now: Instant) -> bool {
+        now >= p.last_heard + self.cfg.timers.peer_stale_after
+    }
+
+    /// A peer whose flags and claims count: alive, announced, not silent for too long.
+    fn live_peer(&self, name: &str, now: Instant) -> Option<&Peer> {
+        self.alive.get(name)?;
+        self.peers.get(name).filter(|p| !self.stale(p, now))
+    }
+
+    fn node_views(&self, gi: usize, now: Instant) -> Vec<NodeView<'_>> {
+        let group = &self.cfg.groups[gi].name;
+        self.cfg
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (name, role))| {
+                if i == self.local_idx {
+                    NodeView {
+                        name,
+                        role: *role,
+                        up: self.connected,
+                        standby: self.standby || self.groups[gi].avoid.is_some(),
+                        healthy: self.healthy,
+                    }
+                } else {
+                    let p = self.live_peer(name, now);
+                    NodeView {
+                        name,
+                        role: *role,
+                        up: p.is_some(),
+                        // Avoiding a group is standby for that group alone.
+                        standby: p.is_none_or(|p| p.state.standby || p.state.avoid.contains(group)),
+                        healthy: p.is_some_and(|p| p.state.healthy),
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// The first node in configuration order that holds the group, as known here.
+    fn holder(&self, gi: usize, now: Instant) -> Option<usize> {
+        let group = &self.cfg.groups[gi].name;
+        (0..self.cfg.nodes.len()).find(|&i| {
+            if i == self.local_idx {
+                self.groups[gi].state.holds()
+            } else {
+                self.live_peer(&self.cfg.nodes[i].0, now)
+                    .is_some_and(|p| p.state.holds.contains(group))
+            }
+        })
+    }
+
+    fn pinned(&self, gi: usize, now: Instant) -> Option<usize> {
+        let group = &self.cfg.groups[gi].name;
+        (0..self.cfg.nodes.len()).find(|&i| {
+            if i == self.local_idx {
+                self.groups[gi].pinned
+            } else {
+                self.live_peer(&self.cfg.nodes[i].0, now)
+                    .is_some_and(|p| p.state.pins.contains(group))
+            }
+        })
+    }
+
+    fn desired(&self, gi: usize, now: Instant) -> Option<usize> {
+        let nodes = self.node_views(gi, now);
+        let spec = &self.cfg.groups[gi];
+        let pin = self.pinned(gi, now).map(|i| self.cfg.nodes[i].0.as_str());
+        let view = GroupView {
+            // A takeover is a preference with automatic failback until the group moves away.
+            prefer: pin.or(spec.prefer.as_deref()),
+            failback: if pin.is_some() {
+                Failback::Auto
+            } else {
+                spec.failback
+            },
+            holder: self.holder(gi, now).map(|i| self.cfg.nodes[i].0.as_str()),
+        };
+        placement::desired_holder(&nodes, self.connected && self.quorate, &view)
+    }
+
+    /// When claiming may begin: after our own start and after every alive peer that has not
+    /// announced itself yet had its chance to. `None` when settled.
+    fn settle_until(&self, now: Instant) -> Option<Instant> {
+        let settle = self.cfg.timers.settle;
+        std::iter::once(self.started_at + settle)
+            .chain(
+                self.alive
+                    .iter()
+                    .filter(|(n, _)| !self.peers.contains_key(*n))
+                    .map(
+                        |(n, (_, since))| match self.node_idx(n).map(|i| self.cfg.nodes[i].1) {
+                            Some(Role::Member) => *since + self.cfg.timers.peer_stale_after,
+                            _ => *since + settle,
+                        },
+                    ),
+            )
+            .filter(|t| *t > now)
+            .min()
+    }
+
+    fn acked(&self, gi: usize, now: Instant) -> bool {
+        let mine = (self.inc, self.groups[gi].claim_seq);
+        self.peers
+            .values()
+            .filter(|p| !self.stale(p, now))
+            .all(|p| {
+                p.state
+                    .seen
+                    .get(&self.cfg.local)
+                    .is_some_and(|s| *s >= mine)
+            })
+    }
+
+    fn reconcile(&mut self, now: Instant) {
+        let settled = self.settle_until(now).is_none();
+        for gi in 0..self.groups.len() {
+            let local_wanted = self.desired(gi, now) == Some(self.local_idx);
+            let name = &self.cfg.groups[gi].name;
+            let others_hold = self.peers.values().any(|p| p.state.holds.contains(name));
+            let earlier_claim = self.cfg.nodes[..self.local_idx].iter().any(|(n, _)| {
+                self.peers
+                    .get(n)
+                    .is_some_and(|p| !self.stale(p, now) && p.state.claims.contains(name))
+            });
+            let state = self.groups[gi].state;
+            let next = match state {
+                LocalState::Stopped
+                    if self.connected
+                        && local_wanted
+                        && settled
+                        && !others_hold
+                        && !earlier_claim =>
+                {
+                    self.groups[gi].claim_seq = self.seq + 1;
+                    LocalState::Waiting
+                }
+                LocalState::Waiting
+                    if !self.connected || !local_wanted || others_hold || earlier_claim =>
+                {
+                    LocalState::Stopped
+                }
+                LocalState::Waiting if self.acked(gi, now) => {
+                    self.outputs.push(Output::Start(name.clone()));
+                    LocalState::Starting
+                }
+                LocalState::Running if self.connected && !local_wanted => {
+                    self.outputs.push(Output::Stop(name.clone()));
+                    self.groups[gi].pinned = false;
+                    LocalState::Stopping
+                }
+                s => s,
+            };
+            if next != state {
+                info!(group = %name, from = ?state, to = ?next, "group state");
+                self.groups[gi].state = next;
+                self.dirty = true;
+            }
+        }
+    }
+
+    fn step(&mut self, now: Instant) {
+        for (gi, g) in self.groups.iter_mut().enumerate() {
+            if g.state == LocalState::Failed && g.retry_at.is_some_and(|t| t <= now) {
+                g.retry_at = None;
+                g.state = LocalState::Stopping;
+                self.outputs
+                    .push(Output::Stop(self.cfg.groups[gi].name.clone()));
+            }
+        }
+        self.reconcile(now);
+        if now >= self.next_announce {
+            self.dirty = true;
+        }
+        if std::mem::take(&mut self.dirty) {
+            self.reply_to.clear();
+            self.announce(None);
+            let waiting = self.groups.iter().any(|g| g.state == LocalState::Waiting);
+            let t = &self.cfg.timers;
+            self.next_announce = now
+                + if waiting {
+                    t.claim_retry
+                } else {
+                    t.announce_interval
+                };
+        } else {
+            for to in std::mem::take(&mut self.reply_to) {
+                self.announce(Some(to));
+            }
+        }
+        if let Some(t) = self.settle_until(now) {
+            self.next_announce = self.next_announce.min(t);
+        }
+    }
+
+    fn announcement(&self) -> Announce {
+        let names = |f: &dyn Fn(&LocalGroup) -> bool| -> BTreeSet<String> {
+            self.groups
+                .iter()
+                .zip(&self.cfg.groups)
+                .filter(|(g, _)| f(g))
+                .map(|(_, s)| s.name.clone())
+                .collect()
+        };
+        Announce {
+            inc: self.inc,
+            seq: self.seq,
+            standby: self.standby,
+            healthy: self.healthy,
+            holds: names(&|g| g.state.holds()),
+            claims: names(&|g| g.state == LocalState::Waiting),
+            avoid: names(&|g| g.avoid.is_some()),
+            pins: names(&|g| g.pinned),
+            seen: self
+                .peers
+                .iter()
+                .map(|(n, p)| (n.clone(), (p.state.inc, p.state.seq)))
+                .collect(),
+        }
+    }
+
+    fn announce(&mut self, to: Option<String>) {
+        if !self.connected {
+            return;
+        }
+        self.seq += 1;
+        match Message::State(self.announcement()).encode() {
+            Ok(payload) => self.outputs.push(Output::Send { to, payload }),
+            // Only a configuration with very many or very long group names gets here.
+            Err(e) => warn!(error = %e, "cannot announce this node's state"),
+        }
+    }
+
+    pub fn status(&self, now: Instant) -> Status {
+        let quorate = self.connected && self.quorate;
+        let groups = (0..self.groups.len())
+            .map(|gi| {
+                let nodes = self.node_views(gi, now);
+                let g = &self.groups[gi];
+                let name = |i: usize| self.cfg.nodes[i].0.clone();
+                GroupStatus {
+                    name: self.cfg.groups[gi].name.clone(),
+                    state: g.state,
+                    desired: self.desired(gi, now).map(name),
+                    holder: self.holder(gi, now).map(name),
+                    not_candidate_reason: match &g.avoid {
+                        Some(why) if self.connected && !self.standby => Some(why.clone()),
+                        _ => placement::not_candidate_reason(&nodes[self.local_idx], quorate)
+                            .map(str::to_owned),
+                    },
+                    last_error: g.last_error.clone(),
+                }
+            })
+            .collect();
+        let nodes = self
+            .cfg
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| {
+                if i == self.local_idx {
+                    let a = self.announcement();
+                    NodeStatus {
+                        name: name.clone(),
+                        alive: self.connected,
+                        announced: true,
+                        standby: a.standby,
+                        healthy: a.healthy,
+                        holds: a.holds.into_iter().collect(),
+                    }
+                } else {
+                    let p = self.peers.get(name);
+                    NodeStatus {
+                        name: name.clone(),
+                        alive: self.alive.contains_key(name),
+                        announced: p.is_some(),
+                        standby: p.is_some_and(|p| p.state.standby),
+                        healthy: p.is_some_and(|p| p.state.healthy),
+                        holds: p
+                            .map(|p| p.state.holds.iter().cloned().collect())
+                            .unwrap_or_default(),
+                    }
+                }
+            })
+            .collect();
+        Status {
+            connected: self.connected,
+            quorate: self.quorate,
+            standby: self.standby,
+            healthy: self.healthy,
+            nodes,
+            groups,
+            bad_messages: self.bad_messages,
+        }
+    }
+}
