@@ -20,6 +20,8 @@ const HEARTBEAT_PORT: u16 = 694;
 /// Heartbeat's defaults when ha.cf leaves a timing directive out (ha.cf(5)).
 const HB_KEEPALIVE: Duration = Duration::from_secs(2);
 const HB_DEADTIME: Duration = Duration::from_secs(30);
+/// Longer timings than this are certainly typos (and would overflow arithmetic).
+const MAX_HB_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// RFC 5737 documentation addresses: valid syntax, never routed, obviously placeholders.
 const PLACEHOLDER_NET: [u8; 3] = [192, 0, 2];
 /// DigitalOcean's metadata service, which floatip scripts query: never the reserved IP.
@@ -196,7 +198,10 @@ fn hb_duration(s: &str) -> Option<Duration> {
         (s, 1.0)
     };
     let v: f64 = num.parse().ok()?;
-    (v.is_finite() && v > 0.0).then(|| Duration::from_secs_f64(v * scale))
+    // try_from: a huge value in a hand-edited ha.cf must be reported, not panic
+    Duration::try_from_secs_f64(v * scale)
+        .ok()
+        .filter(|d| !d.is_zero() && *d <= MAX_HB_DURATION)
 }
 
 fn dur(d: Duration) -> String {
@@ -1019,6 +1024,9 @@ mod tests {
         assert_eq!(hb_duration("1.5"), Some(Duration::from_millis(1500)));
         assert_eq!(hb_duration("0"), None);
         assert_eq!(hb_duration("soon"), None);
+        assert_eq!(hb_duration("1e30"), None);
+        assert_eq!(hb_duration("-1"), None);
+        assert_eq!(hb_duration("NaN"), None);
     }
 
     #[test]
