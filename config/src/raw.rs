@@ -44,13 +44,15 @@ impl<'de> Deserialize<'de> for Text {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTop {
-    pub cluster: Option<Text>,
+    // Each section is deserialized on its own, so one malformed section does not hide the
+    // errors of the others.
+    pub cluster: Option<serde_yaml::Value>,
     pub auth: Option<serde_yaml::Value>,
     pub timing: Option<serde_yaml::Value>,
-    pub quorum: Option<Text>,
-    pub nodes: Option<Vec<serde_yaml::Value>>,
-    pub health: Option<Vec<serde_yaml::Value>>,
-    pub resources: Option<Vec<serde_yaml::Value>>,
+    pub quorum: Option<serde_yaml::Value>,
+    pub nodes: Option<serde_yaml::Value>,
+    pub health: Option<serde_yaml::Value>,
+    pub resources: Option<serde_yaml::Value>,
     pub membership: Option<serde_yaml::Value>,
     pub agent: Option<serde_yaml::Value>,
 }

@@ -29,6 +29,8 @@ pub(crate) struct Ctx<'a> {
     text: &'a str,
     source: &'a Path,
     errors: Vec<ConfigError>,
+    /// The node list could not be read: checks that refer to nodes would only add noise.
+    nodes_unknown: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -123,10 +125,35 @@ impl<'a> Ctx<'a> {
                     }
                 }
                 let msg = e.into_inner().to_string();
-                let (msg, expected) = split_expected(&msg);
+                let (msg, mut expected) = split_expected(&msg);
+                if expected.as_deref() == Some("a sequence") {
+                    expected = Some("a list (`- item` lines, or `[a, b]`)".to_owned());
+                }
+                // serde names our private raw structs; say what the file should contain instead
+                if expected
+                    .as_deref()
+                    .is_some_and(|x| x.starts_with("struct Raw"))
+                {
+                    expected = Some(format!(
+                        "a mapping with the keys {}",
+                        fields_of::<T>().join(", ")
+                    ));
+                }
                 self.push(ErrorKind::Invalid, &full, false, msg, expected);
                 None
             }
+        }
+    }
+
+    /// A top-level section: `Ok(None)` when absent, `Err(())` when malformed (already reported).
+    fn section<T: DeserializeOwned + Default>(
+        &mut self,
+        v: &Option<Value>,
+        path: &KeyPath,
+    ) -> Result<Option<T>, ()> {
+        match v {
+            None => Ok(None),
+            Some(v) => self.raw::<T>(v, path).map(Some).ok_or(()),
         }
     }
 
@@ -218,6 +245,7 @@ pub(crate) fn parse(text: &str, source: &Path) -> Result<ClusterConfig, ConfigEr
         text,
         source,
         errors: Vec::new(),
+        nodes_unknown: false,
     };
     let doc: Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
@@ -285,19 +313,36 @@ impl Ctx<'_> {
 
 fn build(cx: &mut Ctx<'_>, top: RawTop) -> ClusterConfig {
     let root = KeyPath::root();
-    let cluster = cluster_name(cx, &root.key("cluster"), &top.cluster);
+    let cluster = match cx.section::<Text>(&top.cluster, &root.key("cluster")) {
+        Ok(t) => cluster_name(cx, &root.key("cluster"), &t),
+        Err(()) => String::new(),
+    };
     let auth = auth(cx, &root.key("auth"), top.auth.as_ref());
     let timing = timing(cx, &root.key("timing"), top.timing.as_ref());
-    let nodes = nodes(cx, &root.key("nodes"), top.nodes.as_deref());
-    let quorum = quorum(cx, &root.key("quorum"), &top.quorum, &nodes);
-    let health = top
-        .health
-        .iter()
+    let node_items = cx.section::<Vec<Value>>(&top.nodes, &root.key("nodes"));
+    // Missing, empty or malformed: that is reported once; checks against it would only echo it.
+    cx.nodes_unknown = !matches!(&node_items, Ok(Some(v)) if !v.is_empty());
+    let nodes = match node_items {
+        Ok(items) => nodes(cx, &root.key("nodes"), items.as_deref()),
+        Err(()) => Vec::new(),
+    };
+    let quorum = match cx.section::<Text>(&top.quorum, &root.key("quorum")) {
+        Ok(q) => quorum(cx, &root.key("quorum"), &q, &nodes),
+        Err(()) => QuorumPolicy::Majority,
+    };
+    let health = cx
+        .section::<Vec<Value>>(&top.health, &root.key("health"))
+        .ok()
         .flatten()
+        .unwrap_or_default()
+        .iter()
         .enumerate()
         .filter_map(|(i, v)| health_check(cx, &root.key("health").index(i), v))
         .collect();
-    let resources = resources(cx, &root.key("resources"), top.resources.as_deref(), &nodes);
+    let resources = match cx.section::<Vec<Value>>(&top.resources, &root.key("resources")) {
+        Ok(items) => resources(cx, &root.key("resources"), items.as_deref(), &nodes),
+        Err(()) => Vec::new(),
+    };
     let membership = match top.membership.as_ref() {
         None => MembershipSettings::default(),
         Some(v) => {
@@ -477,6 +522,12 @@ fn nodes(cx: &mut Ctx<'_>, path: &KeyPath, v: Option<&[Value]>) -> Vec<NodeConfi
     for (i, v) in items.iter().enumerate() {
         let p = path.index(i);
         let Some(raw) = cx.raw::<RawNode>(v, &p) else {
+            // still a voter: the quorum checks must not add a misleading second error
+            out.push(NodeConfig {
+                name: String::new(),
+                addresses: Vec::new(),
+                role: Role::Member,
+            });
             continue;
         };
         let name = node_name(cx, &p.key("name"), &raw.name);
@@ -583,6 +634,9 @@ fn quorum(
             };
         }
     };
+    if cx.nodes_unknown {
+        return policy.unwrap_or(QuorumPolicy::Majority);
+    }
     match (voters, policy) {
         (2, Some(QuorumPolicy::TwoNode)) => QuorumPolicy::TwoNode,
         (2, p) => {
@@ -883,7 +937,9 @@ fn resources(
             }
         }
         let prefer = raw.prefer.as_ref().map(|t| t.0.trim().to_owned());
-        if let Some(pname) = &prefer {
+        if let Some(pname) = &prefer
+            && !cx.nodes_unknown
+        {
             let member_names: Vec<&str> = nodes
                 .iter()
                 .filter(|n| n.role == Role::Member && !n.name.is_empty())
@@ -893,12 +949,12 @@ fn resources(
                 None => cx.inconsistent(
                     &p.key("prefer"),
                     format!("names no configured node: {pname:?}"),
-                    format!("one of: {}", member_names.join(", ")),
+                    one_of_members(&member_names),
                 ),
                 Some(n) if n.role == Role::Witness => cx.inconsistent(
                     &p.key("prefer"),
                     format!("{pname:?} is a witness, which never holds resources"),
-                    format!("one of: {}", member_names.join(", ")),
+                    one_of_members(&member_names),
                 ),
                 Some(_) => {}
             }
@@ -944,6 +1000,14 @@ fn resources(
         }
     }
     out
+}
+
+fn one_of_members(names: &[&str]) -> String {
+    if names.is_empty() {
+        "the name of a configured member node".to_owned()
+    } else {
+        format!("one of: {}", names.join(", "))
+    }
 }
 
 fn agent(cx: &mut Ctx<'_>, path: &KeyPath, v: &Value, nodes: &[NodeConfig]) -> Option<AgentConfig> {
@@ -1012,7 +1076,7 @@ fn agent(cx: &mut Ctx<'_>, path: &KeyPath, v: &Value, nodes: &[NodeConfig]) -> O
             let raw = match body {
                 Value::Mapping(_) => cx.raw::<RawLsb>(body, &kp)?,
                 _ => RawLsb {
-                    script: cx.raw::<Text>(body, &kp),
+                    script: Some(cx.raw::<Text>(body, &kp)?),
                     ..RawLsb::default()
                 },
             };
@@ -1049,7 +1113,7 @@ fn agent(cx: &mut Ctx<'_>, path: &KeyPath, v: &Value, nodes: &[NodeConfig]) -> O
             let raw = match body {
                 Value::Mapping(_) => cx.raw::<RawOcf>(body, &kp)?,
                 _ => RawOcf {
-                    agent: cx.raw::<Text>(body, &kp),
+                    agent: Some(cx.raw::<Text>(body, &kp)?),
                     ..RawOcf::default()
                 },
             };
@@ -1282,7 +1346,8 @@ fn reserved_ip(
         .map(|n| n.name.as_str())
         .filter(|n| !n.is_empty())
         .collect();
-    for name in droplet_ids.keys() {
+    let check_names = !cx.nodes_unknown;
+    for name in droplet_ids.keys().filter(|_| check_names) {
         if !known.contains(name.as_str()) {
             let names: Vec<&str> = nodes
                 .iter()

@@ -642,3 +642,51 @@ fn load_reads_a_file_and_names_it() {
     std::fs::write(&p, GOOD).unwrap();
     assert_eq!(load(&p).unwrap().source, p);
 }
+
+#[test]
+fn a_malformed_section_does_not_hide_the_others() {
+    let text = GOOD
+        .replace(
+            "auth:\n  key_file: /etc/tandem/authkey\n",
+            "auth: /etc/tandem/authkey\n",
+        )
+        .replace("provider: digitalocean", "provider: aws");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 2, "{}", errs.join("\n"));
+    assert_eq!(
+        errs[0],
+        "cluster.yaml:2:7: auth: invalid type: string \"/etc/tandem/authkey\" (expected a mapping with the keys key_file, accept_key_files)"
+    );
+    assert!(errs[1].contains("unknown provider \"aws\""), "{}", errs[1]);
+}
+
+#[test]
+fn a_malformed_node_list_is_reported_once() {
+    let text = "cluster: web\nauth: { key_file: /k }\nquorum: two_node\nnodes: primary\nresources:\n  - { name: g, prefer: primary, agents: [ { lsb: x } ] }\n";
+    let errs = errors(text);
+    assert_eq!(
+        errs,
+        [
+            "cluster.yaml:4:8: nodes: invalid type: string \"primary\" (expected a list (`- item` lines, or `[a, b]`))"
+        ]
+    );
+    let errs = errors("cluster: web\nauth: { key_file: /k }\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+}
+
+#[test]
+fn internal_type_names_never_reach_the_operator() {
+    for text in [
+        GOOD.replace("timing", "x")
+            .replace("quorum: two_node", "quorum: two_node\ntiming: 5"),
+        GOOD.replace(
+            "  - name: secondary\n    addresses: [\"104.236.6.22:694\", \"10.17.0.29:694\"]\n",
+            "  - secondary\n",
+        ),
+        GOOD.replace("      - lsb: nginx", "      - lsb: [nginx]"),
+    ] {
+        for e in errors(&text) {
+            assert!(!e.contains("Raw") && !e.contains("struct"), "{e}");
+        }
+    }
+}
