@@ -1,6 +1,7 @@
 //! Tandem resource agent: placement (pure), handover, and the agents it runs.
 #![forbid(unsafe_code)]
 
+pub mod agents;
 pub mod handover;
 pub mod placement;
 pub mod provider;

@@ -1,0 +1,266 @@
+//! Runs the agents of one resource group: start in order, stop in reverse, a failed start
+//! stops what already started; keeps the per-agent status the Agent service reports.
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::{Action, Agent, AgentError, Kind, RunState};
+
+/// Extra time beyond an agent's own limit before the runner gives up on it: agents enforce
+/// their limits themselves; this only guards against one that does not.
+const BACKSTOP: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentState {
+    Unknown,
+    Stopped,
+    Starting,
+    Running,
+    Stopping,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastAction {
+    pub action: Action,
+    pub ok: bool,
+    pub timed_out: bool,
+    pub started_at: SystemTime,
+    pub took: Duration,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    pub name: String,
+    pub kind: Kind,
+    pub state: AgentState,
+    pub last_action: Option<LastAction>,
+    /// Failed actions since the last [`GroupRunner::reset_failures`].
+    pub failures: u32,
+    pub detail: String,
+}
+
+/// A start that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{agent}: {error}{}", if *.clean { "" } else { "; stopping what had started also failed" })]
+pub struct StartError {
+    pub agent: String,
+    pub error: AgentError,
+    /// Everything that had started was stopped again.
+    pub clean: bool,
+}
+
+/// A stop that failed for at least one agent (the others were still stopped).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .failures.iter().map(|(a, e)| format!("{a}: {e}")).collect::<Vec<_>>().join("; "))]
+pub struct StopError {
+    pub failures: Vec<(String, AgentError)>,
+}
+
+/// A monitor that found an agent not running or failing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{agent}: {reason}")]
+pub struct MonitorFailure {
+    pub agent: String,
+    pub reason: String,
+}
+
+#[derive(Debug)]
+pub struct GroupRunner {
+    name: String,
+    agents: Vec<Box<dyn Agent>>,
+    records: Mutex<Vec<AgentRecord>>,
+}
+
+impl GroupRunner {
+    pub fn new(name: &str, agents: Vec<Box<dyn Agent>>) -> Self {
+        let records = agents
+            .iter()
+            .map(|a| AgentRecord {
+                name: a.name(),
+                kind: a.kind(),
+                state: AgentState::Unknown,
+                last_action: None,
+                failures: 0,
+                detail: String::new(),
+            })
+            .collect();
+        GroupRunner {
+            name: name.to_owned(),
+            agents,
+            records: Mutex::new(records),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The shortest monitor interval of the group's agents.
+    pub fn monitor_interval(&self) -> Duration {
+        self.agents
+            .iter()
+            .map(|a| a.monitor_interval())
+            .min()
+            .unwrap_or(Duration::from_secs(10))
+    }
+
+    pub fn records(&self) -> Vec<AgentRecord> {
+        self.lock().clone()
+    }
+
+    pub fn reset_failures(&self) {
+        for r in self.lock().iter_mut() {
+            r.failures = 0;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<AgentRecord>> {
+        // A panic elsewhere cannot leave these records half-written; keep serving them.
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_state(&self, i: usize, state: AgentState) {
+        self.lock()[i].state = state;
+    }
+
+    async fn act(&self, i: usize, action: Action) -> Result<RunState, AgentError> {
+        let agent = &self.agents[i];
+        let started_at = SystemTime::now();
+        let t0 = Instant::now();
+        let limit = agent.timeout() + BACKSTOP;
+        let fut = async {
+            match action {
+                Action::Start => agent.start().await.map(|()| RunState::Running),
+                Action::Stop => agent
+                    .stop()
+                    .await
+                    .map(|()| RunState::Stopped { detail: None }),
+                Action::Monitor => agent.monitor().await,
+            }
+        };
+        let result = match tokio::time::timeout(limit, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(AgentError::Timeout {
+                action,
+                after: limit,
+                detail: String::new(),
+            }),
+        };
+        let took = t0.elapsed();
+        let mut records = self.lock();
+        let rec = &mut records[i];
+        let message = match &result {
+            Ok(RunState::Stopped { detail: Some(d) }) => d.clone(),
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        };
+        rec.last_action = Some(LastAction {
+            action,
+            ok: result.is_ok(),
+            timed_out: result.as_ref().err().is_some_and(AgentError::is_timeout),
+            started_at,
+            took,
+            message: message.clone(),
+        });
+        rec.detail = message;
+        match &result {
+            Ok(RunState::Running) => rec.state = AgentState::Running,
+            Ok(RunState::Stopped { .. }) => rec.state = AgentState::Stopped,
+            Ok(RunState::Unknown) => {}
+            Err(_) => {
+                rec.failures += 1;
+                rec.state = AgentState::Failed;
+            }
+        }
+        drop(records);
+        if let Err(e) = &result {
+            warn!(group = %self.name, agent = %self.agents[i].name(), %action, error = %e, "agent action failed");
+        }
+        result
+    }
+
+    /// Starts every agent in order. On a failure, stops (in reverse) the failed agent and
+    /// every one started before it.
+    pub async fn start(&self) -> Result<(), StartError> {
+        for i in 0..self.agents.len() {
+            self.set_state(i, AgentState::Starting);
+            if let Err(error) = self.act(i, Action::Start).await {
+                let mut clean = true;
+                for j in (0..=i).rev() {
+                    self.set_state(j, AgentState::Stopping);
+                    clean &= self.act(j, Action::Stop).await.is_ok();
+                }
+                if !clean {
+                    // Leave the failed start's record visible on the agent that caused it.
+                    self.set_state(i, AgentState::Failed);
+                }
+                return Err(StartError {
+                    agent: self.agents[i].name(),
+                    error,
+                    clean,
+                });
+            }
+        }
+        info!(group = %self.name, "group started");
+        Ok(())
+    }
+
+    /// Stops every agent in reverse order; a failing stop does not keep the others running.
+    pub async fn stop(&self) -> Result<(), StopError> {
+        let mut failures = Vec::new();
+        for i in (0..self.agents.len()).rev() {
+            self.set_state(i, AgentState::Stopping);
+            if let Err(e) = self.act(i, Action::Stop).await {
+                failures.push((self.agents[i].name(), e));
+            }
+        }
+        if failures.is_empty() {
+            info!(group = %self.name, "group stopped");
+            Ok(())
+        } else {
+            Err(StopError { failures })
+        }
+    }
+
+    /// Monitors every agent; the first that is not running (or fails) is reported.
+    pub async fn monitor(&self) -> Result<(), MonitorFailure> {
+        for i in 0..self.agents.len() {
+            let agent = self.agents[i].name();
+            match self.act(i, Action::Monitor).await {
+                Ok(RunState::Running | RunState::Unknown) => {}
+                Ok(RunState::Stopped { detail }) => {
+                    self.lock()[i].failures += 1;
+                    let reason =
+                        detail.map_or("not running".to_owned(), |d| format!("not running: {d}"));
+                    return Err(MonitorFailure { agent, reason });
+                }
+                Err(e) => {
+                    return Err(MonitorFailure {
+                        agent,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks every agent for the real state (at startup, before acting). Returns whether any
+    /// agent runs here: a partly running group counts as running, so that it is either
+    /// kept (and repaired by the monitor) or stopped cleanly.
+    pub async fn probe(&self) -> bool {
+        let mut any = false;
+        for i in 0..self.agents.len() {
+            if let Ok(RunState::Running) = self.act(i, Action::Monitor).await {
+                any = true;
+            }
+        }
+        // A probe finding things stopped is not a failure.
+        self.reset_failures();
+        any
+    }
+}

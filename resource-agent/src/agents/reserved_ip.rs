@@ -1,0 +1,124 @@
+//! The built-in `reserved-ip` agent on top of a [`ReservedIpProvider`].
+//!
+//! start = assign the IP here (atomic at the provider: it moves from the old holder).
+//! stop = nothing, unless `unassign_on_stop`: an unassign only opens a window without a
+//! holder and races the next holder's assign (DESIGN.md). monitor = the provider says the
+//! IP is ours.
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tandem_config::ActionSettings;
+use tracing::info;
+
+use super::{Action, Agent, AgentError, Kind, RunState};
+use crate::provider::{ProviderError, ReservedIpProvider};
+
+#[derive(Debug)]
+pub struct ReservedIp {
+    provider: Box<dyn ReservedIpProvider>,
+    unassign_on_stop: bool,
+    settings: ActionSettings,
+}
+
+impl ReservedIp {
+    pub fn new(
+        provider: Box<dyn ReservedIpProvider>,
+        unassign_on_stop: bool,
+        settings: ActionSettings,
+    ) -> Self {
+        ReservedIp {
+            provider,
+            unassign_on_stop,
+            settings,
+        }
+    }
+
+    fn error(&self, action: Action, e: ProviderError) -> AgentError {
+        if e.is_fatal() {
+            AgentError::Unusable {
+                action,
+                reason: e.to_string(),
+            }
+        } else {
+            AgentError::Failed {
+                action,
+                reason: e.to_string(),
+                detail: String::new(),
+            }
+        }
+    }
+
+    /// The provider has its own deadline; this one guards against it being ignored.
+    async fn limit<T>(
+        &self,
+        action: Action,
+        f: BoxFuture<'_, Result<T, ProviderError>>,
+    ) -> Result<T, AgentError> {
+        match tokio::time::timeout(self.settings.timeout, f).await {
+            Ok(r) => r.map_err(|e| self.error(action, e)),
+            Err(_) => Err(AgentError::Timeout {
+                action,
+                after: self.settings.timeout,
+                detail: String::new(),
+            }),
+        }
+    }
+}
+
+impl Agent for ReservedIp {
+    fn name(&self) -> String {
+        format!("reserved-ip {}", self.provider.ip())
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::ReservedIp
+    }
+
+    fn timeout(&self) -> Duration {
+        self.settings.timeout
+    }
+
+    fn monitor_interval(&self) -> Duration {
+        self.settings.monitor_interval
+    }
+
+    fn start(&self) -> BoxFuture<'_, Result<(), AgentError>> {
+        Box::pin(async move {
+            let out = self.limit(Action::Start, self.provider.assign()).await?;
+            info!(
+                ip = %self.provider.ip(),
+                already_held = out.already_held,
+                previous = ?out.previous.as_ref().map(ToString::to_string),
+                took = ?out.elapsed,
+                "reserved IP assigned here"
+            );
+            Ok(())
+        })
+    }
+
+    fn stop(&self) -> BoxFuture<'_, Result<(), AgentError>> {
+        Box::pin(async move {
+            if self.unassign_on_stop {
+                let out = self.limit(Action::Stop, self.provider.release()).await?;
+                info!(ip = %self.provider.ip(), not_held = out.not_held, "reserved IP unassigned");
+            }
+            Ok(())
+        })
+    }
+
+    fn monitor(&self) -> BoxFuture<'_, Result<RunState, AgentError>> {
+        Box::pin(async move {
+            let holder = self.limit(Action::Monitor, self.provider.holder()).await?;
+            Ok(if holder.ours {
+                RunState::Running
+            } else {
+                RunState::Stopped {
+                    detail: Some(match holder.server {
+                        Some(s) => format!("held by server {s}"),
+                        None => "not assigned to any server".to_owned(),
+                    }),
+                }
+            })
+        })
+    }
+}

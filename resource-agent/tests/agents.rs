@@ -1,0 +1,561 @@
+//! The agents against real programs: LSB scripts written to a temp dir, the real
+//! `ocf:heartbeat:Dummy` from the resource-agents package, `sh -c` commands; time limits
+//! that kill a whole process group; the group runner's ordering.
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tandem_config::{ActionSettings, ExecAgent, LsbAgent, OcfAgent, Provider};
+use tandem_resource_agent::agents::exec::Exec;
+use tandem_resource_agent::agents::group::AgentState;
+use tandem_resource_agent::agents::lsb::Lsb;
+use tandem_resource_agent::agents::ocf::Ocf;
+use tandem_resource_agent::agents::reserved_ip::ReservedIp;
+use tandem_resource_agent::agents::{Agent, AgentError, GroupRunner, RunState};
+use tandem_resource_agent::provider::{
+    AssignOutcome, Holder, ProviderError, Readiness, ReleaseOutcome, ReservedIpProvider, ServerId,
+};
+
+fn settings(timeout_ms: u64) -> ActionSettings {
+    ActionSettings {
+        timeout: Duration::from_millis(timeout_ms),
+        monitor_interval: Duration::from_secs(1),
+    }
+}
+
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// An init script keeping its state in a file, like a real service would with a pid file.
+fn lsb_service(dir: &Path) -> PathBuf {
+    let state = dir.join("running");
+    script(
+        dir,
+        "svc",
+        &format!(
+            r#"case "$1" in
+  start) touch {s}; echo started ;;
+  stop) rm -f {s}; echo stopped ;;
+  status) [ -e {s} ] && exit 0; [ -e {s}.pid ] && exit 1; exit 3 ;;
+  *) exit 2 ;;
+esac"#,
+            s = state.display()
+        ),
+    )
+}
+
+#[tokio::test]
+async fn lsb_script_starts_reports_status_and_stops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = lsb_service(dir.path());
+    let lsb = Lsb::new(&LsbAgent {
+        script: path.display().to_string(),
+        settings: settings(5000),
+    });
+    assert_eq!(lsb.monitor().await, Ok(RunState::Stopped { detail: None }));
+    lsb.start().await.expect("start");
+    assert_eq!(lsb.monitor().await, Ok(RunState::Running));
+    lsb.stop().await.expect("stop");
+    assert_eq!(lsb.monitor().await, Ok(RunState::Stopped { detail: None }));
+    // Status 1: dead but a pid file is left.
+    std::fs::write(dir.path().join("running.pid"), "1").expect("pid file");
+    match lsb.monitor().await {
+        Ok(RunState::Stopped { detail: Some(d) }) => assert!(d.contains("pid file"), "{d}"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn lsb_exit_codes_are_explained() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = script(dir.path(), "broken", r#"echo "no binary" >&2; exit 5"#);
+    let lsb = Lsb::new(&LsbAgent {
+        script: path.display().to_string(),
+        settings: settings(5000),
+    });
+    let e = lsb.start().await.expect_err("must fail");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("exit 5") && msg.contains("not installed") && msg.contains("no binary"),
+        "{msg}"
+    );
+    // status 4 = unknown: an error, not a guess.
+    assert!(lsb.monitor().await.is_err());
+    let missing = Lsb::new(&LsbAgent {
+        script: dir.path().join("nope").display().to_string(),
+        settings: settings(500),
+    });
+    assert!(matches!(
+        missing.start().await,
+        Err(AgentError::Unusable { .. })
+    ));
+}
+
+#[test]
+fn lsb_names_without_a_slash_live_in_etc_init_d() {
+    let lsb = Lsb::new(&LsbAgent {
+        script: "nginx".into(),
+        settings: settings(500),
+    });
+    assert_eq!(lsb.name(), "lsb /etc/init.d/nginx");
+}
+
+fn pid_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // A zombie waiting for its reaper is dead too.
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+async fn wait_gone(pid: i32) -> bool {
+    for _ in 0..100 {
+        if pid_gone(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_hanging_action_times_out_and_its_whole_process_group_is_killed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pidfile = dir.path().join("child.pid");
+    let path = script(
+        dir.path(),
+        "hang",
+        &format!(
+            "sleep 1000 >/dev/null 2>&1 &\necho $! > {}\necho hanging\nsleep 1000",
+            pidfile.display()
+        ),
+    );
+    let lsb = Lsb::new(&LsbAgent {
+        script: path.display().to_string(),
+        settings: settings(300),
+    });
+    let t0 = tokio::time::Instant::now();
+    let e = lsb.start().await.expect_err("must time out");
+    assert!(e.is_timeout(), "{e}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(e.to_string().contains("hanging"), "{e}");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("number");
+    assert!(
+        wait_gone(pid).await,
+        "background child {pid} survived the timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_daemon_keeping_the_output_open_does_not_hold_the_action() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pidfile = dir.path().join("daemon.pid");
+    // The "daemon" inherits stdout and stderr and outlives the script.
+    let path = script(
+        dir.path(),
+        "daemon",
+        &format!("sleep 30 &\necho $! > {}\nexit 0", pidfile.display()),
+    );
+    let exec = Exec::new(&ExecAgent {
+        start: path.display().to_string(),
+        stop: "true".into(),
+        monitor: None,
+        settings: settings(10_000),
+    });
+    let t0 = tokio::time::Instant::now();
+    exec.start().await.expect("start");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("number");
+    // A successful start leaves what it started running; this test started it, so it ends it.
+    assert!(!pid_gone(pid));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+}
+
+#[tokio::test]
+async fn exec_monitor_codes_map_to_states() {
+    let mk = |monitor: Option<&str>| {
+        Exec::new(&ExecAgent {
+            start: "true".into(),
+            stop: "exit 1".into(),
+            monitor: monitor.map(Into::into),
+            settings: settings(5000),
+        })
+    };
+    assert_eq!(mk(Some("exit 0")).monitor().await, Ok(RunState::Running));
+    assert_eq!(
+        mk(Some("exit 7")).monitor().await,
+        Ok(RunState::Stopped { detail: None })
+    );
+    assert_eq!(
+        mk(Some("exit 3")).monitor().await,
+        Ok(RunState::Stopped { detail: None })
+    );
+    assert!(mk(Some("echo broken; exit 1")).monitor().await.is_err());
+    assert_eq!(mk(None).monitor().await, Ok(RunState::Unknown));
+    assert!(mk(None).start().await.is_ok());
+    assert!(mk(None).stop().await.is_err());
+}
+
+#[tokio::test]
+async fn agents_do_not_inherit_the_daemon_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("env");
+    // HOME is set for any test process; the agent must not see it.
+    let exec = Exec::new(&ExecAgent {
+        start: format!("env > {}", out.display()),
+        stop: "true".into(),
+        monitor: None,
+        settings: settings(5000),
+    });
+    exec.start().await.expect("start");
+    let env = std::fs::read_to_string(&out).expect("env");
+    assert!(env.contains("PATH=") && !env.contains("HOME="), "{env}");
+}
+
+const DUMMY: &str = "/usr/lib/ocf/resource.d/heartbeat/Dummy";
+
+fn dummy(state: &Path, root: &str) -> Ocf {
+    let mut params = BTreeMap::new();
+    params.insert("state".to_owned(), state.display().to_string());
+    Ocf::new(
+        &OcfAgent {
+            provider: "heartbeat".into(),
+            kind: "Dummy".into(),
+            params,
+            ocf_root: PathBuf::from(root),
+            settings: settings(20_000),
+        },
+        "floatip-1",
+    )
+}
+
+#[tokio::test]
+async fn real_ocf_dummy_agent_starts_monitors_and_stops() {
+    if !Path::new(DUMMY).exists() {
+        eprintln!("SKIPPED: {DUMMY} is absent (apt-get install resource-agents)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("dummy.state");
+    let ocf = dummy(&state, "/usr/lib/ocf");
+    assert_eq!(ocf.name(), "ocf heartbeat:Dummy");
+    assert_eq!(ocf.monitor().await, Ok(RunState::Stopped { detail: None }));
+    ocf.start().await.expect("start");
+    assert!(
+        state.exists(),
+        "Dummy keeps its state in the OCF_RESKEY_state file"
+    );
+    assert_eq!(ocf.monitor().await, Ok(RunState::Running));
+    ocf.stop().await.expect("stop");
+    assert!(!state.exists());
+    assert_eq!(ocf.monitor().await, Ok(RunState::Stopped { detail: None }));
+    // Stopping a stopped resource succeeds.
+    ocf.stop().await.expect("stop again");
+}
+
+#[tokio::test]
+async fn ocf_agent_missing_or_escaping_resource_d_is_unusable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ocf = dummy(&dir.path().join("s"), &dir.path().display().to_string());
+    match ocf.start().await {
+        Err(AgentError::Unusable { reason, .. }) => {
+            assert!(reason.contains("resource-agents"), "{reason}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let evil = Ocf::new(
+        &OcfAgent {
+            provider: "..".into(),
+            kind: "Dummy".into(),
+            params: BTreeMap::new(),
+            ocf_root: "/usr/lib/ocf".into(),
+            settings: settings(500),
+        },
+        "x",
+    );
+    assert!(matches!(
+        evil.start().await,
+        Err(AgentError::Unusable { .. })
+    ));
+}
+
+#[tokio::test]
+async fn ocf_environment_follows_the_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent_dir = dir.path().join("resource.d/acme");
+    std::fs::create_dir_all(&agent_dir).expect("mkdir");
+    let out = dir.path().join("env");
+    script(
+        &agent_dir,
+        "Probe",
+        &format!("env | grep ^OCF_ | sort > {}\nexit 0", out.display()),
+    );
+    let mut params = BTreeMap::new();
+    params.insert("ip".to_owned(), "192.0.2.1".to_owned());
+    let ocf = Ocf::new(
+        &OcfAgent {
+            provider: "acme".into(),
+            kind: "Probe".into(),
+            params,
+            ocf_root: dir.path().to_owned(),
+            settings: settings(5000),
+        },
+        "web-0",
+    );
+    ocf.start().await.expect("start");
+    let env = std::fs::read_to_string(&out).expect("env");
+    for want in [
+        format!("OCF_ROOT={}", dir.path().display()),
+        "OCF_RESKEY_ip=192.0.2.1".to_owned(),
+        "OCF_RESOURCE_INSTANCE=web-0".to_owned(),
+        "OCF_RESOURCE_TYPE=Probe".to_owned(),
+        "OCF_RA_VERSION_MAJOR=1".to_owned(),
+    ] {
+        assert!(env.lines().any(|l| l == want), "missing {want} in {env}");
+    }
+}
+
+fn logging_exec(log: &Path, name: &str, fail_start: bool) -> Box<dyn Agent> {
+    let l = log.display();
+    Box::new(Exec::new(&ExecAgent {
+        start: if fail_start {
+            format!("echo start-{name} >> {l}; exit 1")
+        } else {
+            format!("echo start-{name} >> {l}")
+        },
+        stop: format!("echo stop-{name} >> {l}"),
+        monitor: Some(format!("grep -q start-{name} {l} || exit 7")),
+        settings: settings(5000),
+    }))
+}
+
+fn log_lines(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn group_starts_in_order_and_stops_in_reverse() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("log");
+    let g = GroupRunner::new(
+        "web",
+        vec![
+            logging_exec(&log, "a", false),
+            logging_exec(&log, "b", false),
+            logging_exec(&log, "c", false),
+        ],
+    );
+    assert!(!g.probe().await);
+    g.start().await.expect("start");
+    g.monitor().await.expect("monitor");
+    assert!(g.probe().await);
+    g.stop().await.expect("stop");
+    assert_eq!(
+        log_lines(&log),
+        [
+            "start-a", "start-b", "start-c", "stop-c", "stop-b", "stop-a"
+        ]
+    );
+    assert!(g.records().iter().all(|r| r.state == AgentState::Stopped));
+}
+
+#[tokio::test]
+async fn a_failed_start_stops_what_had_started() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("log");
+    let g = GroupRunner::new(
+        "web",
+        vec![
+            logging_exec(&log, "a", false),
+            logging_exec(&log, "b", true),
+            logging_exec(&log, "c", false),
+        ],
+    );
+    let e = g.start().await.expect_err("b fails");
+    assert!(e.clean);
+    assert!(e.agent.contains("start-b"), "{}", e.agent);
+    assert_eq!(log_lines(&log), ["start-a", "start-b", "stop-b", "stop-a"]);
+    let recs = g.records();
+    assert_eq!(recs[1].failures, 1);
+    assert!(
+        recs[1]
+            .last_action
+            .as_ref()
+            .is_some_and(|a| a.action.to_string() == "stop")
+    );
+}
+
+#[tokio::test]
+async fn a_monitor_names_the_agent_that_is_not_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("log");
+    let g = GroupRunner::new(
+        "web",
+        vec![
+            logging_exec(&log, "a", false),
+            logging_exec(&log, "b", false),
+        ],
+    );
+    g.start().await.expect("start");
+    std::fs::write(&log, "start-a\n").expect("rewrite");
+    let e = g.monitor().await.expect_err("b is gone");
+    assert!(
+        e.agent.contains("start-b") && e.reason.contains("not running"),
+        "{e}"
+    );
+    assert_eq!(g.records()[1].state, AgentState::Stopped);
+}
+
+/// A scriptable provider: the external API behind the trait, recording what it was asked.
+#[derive(Debug)]
+struct ScriptedProvider {
+    holder: Mutex<Option<u64>>,
+    me: u64,
+    calls: Arc<Mutex<Vec<&'static str>>>,
+    fail_assign: bool,
+}
+
+impl ReservedIpProvider for ScriptedProvider {
+    fn provider(&self) -> Provider {
+        Provider::DigitalOcean
+    }
+    fn ip(&self) -> IpAddr {
+        "127.0.0.42".parse().expect("ip")
+    }
+    fn server_id(&self) -> BoxFuture<'_, Result<ServerId, ProviderError>> {
+        Box::pin(async move { Ok(ServerId::Numeric(self.me)) })
+    }
+    fn holder(&self) -> BoxFuture<'_, Result<Holder, ProviderError>> {
+        Box::pin(async move {
+            self.calls.lock().expect("lock").push("holder");
+            let h = *self.holder.lock().expect("lock");
+            Ok(Holder {
+                server: h.map(ServerId::Numeric),
+                ours: h == Some(self.me),
+                locked: false,
+            })
+        })
+    }
+    fn assign(&self) -> BoxFuture<'_, Result<AssignOutcome, ProviderError>> {
+        Box::pin(async move {
+            self.calls.lock().expect("lock").push("assign");
+            if self.fail_assign {
+                return Err(ProviderError::Unauthorized {
+                    provider: "digitalocean",
+                    what: "assign".into(),
+                });
+            }
+            let previous = self
+                .holder
+                .lock()
+                .expect("lock")
+                .replace(self.me)
+                .map(ServerId::Numeric);
+            Ok(AssignOutcome {
+                already_held: previous == Some(ServerId::Numeric(self.me)),
+                previous,
+                action_id: Some("1".into()),
+                elapsed: Duration::ZERO,
+                api_calls: 1,
+            })
+        })
+    }
+    fn release(&self) -> BoxFuture<'_, Result<ReleaseOutcome, ProviderError>> {
+        Box::pin(async move {
+            self.calls.lock().expect("lock").push("release");
+            *self.holder.lock().expect("lock") = None;
+            Ok(ReleaseOutcome {
+                not_held: false,
+                action_id: Some("2".into()),
+                elapsed: Duration::ZERO,
+            })
+        })
+    }
+    fn probe(&self) -> BoxFuture<'_, Result<Readiness, ProviderError>> {
+        Box::pin(async move { Err(ProviderError::Config("not scripted".into())) })
+    }
+}
+
+fn reserved(unassign: bool, fail_assign: bool) -> (ReservedIp, Arc<Mutex<Vec<&'static str>>>) {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let p = ScriptedProvider {
+        holder: Mutex::new(Some(7)),
+        me: 3,
+        calls: calls.clone(),
+        fail_assign,
+    };
+    (
+        ReservedIp::new(Box::new(p), unassign, settings(5000)),
+        calls,
+    )
+}
+
+#[tokio::test]
+async fn reserved_ip_start_assigns_monitor_checks_and_stop_leaves_the_ip() {
+    let (agent, calls) = reserved(false, false);
+    assert_eq!(agent.name(), "reserved-ip 127.0.0.42");
+    assert_eq!(
+        agent.monitor().await,
+        Ok(RunState::Stopped {
+            detail: Some("held by server 7".into())
+        })
+    );
+    agent.start().await.expect("start");
+    assert_eq!(agent.monitor().await, Ok(RunState::Running));
+    agent.stop().await.expect("stop");
+    // Stopping does not unassign: the next holder's assign moves it atomically.
+    assert_eq!(agent.monitor().await, Ok(RunState::Running));
+    assert_eq!(
+        *calls.lock().expect("lock"),
+        ["holder", "assign", "holder", "holder"]
+    );
+
+    let (agent, calls) = reserved(true, false);
+    agent.start().await.expect("start");
+    agent.stop().await.expect("stop");
+    assert_eq!(*calls.lock().expect("lock"), ["assign", "release"]);
+}
+
+#[tokio::test]
+async fn reserved_ip_token_rejection_is_unusable_not_retried() {
+    let (agent, _) = reserved(false, true);
+    match agent.start().await {
+        Err(AgentError::Unusable { reason, .. }) => assert!(reason.contains("401"), "{reason}"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
