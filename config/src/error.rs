@@ -6,6 +6,7 @@ use std::path::PathBuf;
 /// What sort of problem an error is. Callers use it to tell "not installed yet" (a key file
 /// that does not exist) from "wrong" (a key file others can read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// The file cannot be read or is not YAML.
     Syntax,

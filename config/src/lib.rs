@@ -15,6 +15,7 @@ pub mod keys;
 mod locate;
 mod raw;
 pub mod secret;
+mod summary;
 mod types;
 mod validate;
 

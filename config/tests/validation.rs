@@ -690,3 +690,28 @@ fn internal_type_names_never_reach_the_operator() {
         }
     }
 }
+
+#[test]
+fn summary_says_what_the_cluster_does() {
+    let s = ok(GOOD).summary(Some("secondary"));
+    for want in [
+        "cluster  web\n",
+        "secondary  member   104.236.6.22:694, 10.17.0.29:694  (this node)\n",
+        "quorum   two_node:",
+        "dead after 1s (10 beats)",
+        "resource floatip: prefers primary, failback auto",
+        "  1. reserved-ip 45.55.96.8 at digitalocean (token do-token) [timeout 1m, monitor every 10s]\n",
+        "  2. lsb nginx [timeout 20s, monitor every 10s]\n",
+    ] {
+        assert!(s.contains(want), "{want:?} not in:\n{s}");
+    }
+    let three = ok(&replace("health:", WITNESS).replace("quorum: two_node\n", "")).summary(None);
+    assert!(
+        three.contains("majority: a node needs 2 of 3 voters"),
+        "{three}"
+    );
+    assert!(
+        three.contains("  witness    witness  104.236.6.33:694\n"),
+        "{three}"
+    );
+}

@@ -64,6 +64,14 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             args.dir.display()
         )
     })?;
+    if args.cluster.is_empty()
+        || !args
+            .cluster
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        anyhow::bail!("--cluster {:?}: use letters, digits and '-'", args.cluster);
+    }
     let mut extra = BTreeMap::new();
     for spec in &args.addresses {
         let (name, ip) = spec
