@@ -173,6 +173,9 @@ pub(crate) fn secret_error(file: &Path, key_path: &str, e: SecretError) -> Confi
 
 /// A new random key: [`GENERATED_KEY_BYTES`] bytes from the system's CSPRNG, as lowercase hex.
 /// (Text, so the file can be copied between nodes with any tool without mangling bytes.)
+///
+/// # Panics
+/// Only if the operating system's random source fails (getrandom), where no safe key exists.
 pub fn generate_key() -> String {
     let mut bytes = [0u8; GENERATED_KEY_BYTES];
     ring::rand::SystemRandom::new()
