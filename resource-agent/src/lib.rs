@@ -3,5 +3,6 @@
 
 pub mod agents;
 pub mod handover;
+pub mod health;
 pub mod placement;
 pub mod provider;
