@@ -1,9 +1,190 @@
-//! ipctl assign (being written).
+//! `ipctl assign`: move a reserved IP to a droplet now, as DigitalOcean's `assign-ip` script
+//! does, but waiting for the action to finish, retrying transient failures and saying why it
+//! failed. Progress goes to stderr (one line redrawn in place on a terminal, plain lines
+//! otherwise); the result goes to stdout.
+use std::io::{IsTerminal, Write};
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use tandem_config::{Provider, Secret};
+use tandem_resource_agent::provider::{
+    DigitalOcean, Hetzner, Options, Progress, ReservedIpProvider, ServerId, Vultr, load_token,
+};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ProviderArg {
+    Digitalocean,
+    Hetzner,
+    Vultr,
+}
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The reserved IP to move.
+    pub ip: IpAddr,
+    /// The droplet (server) to move it to; default: this machine, from the metadata service.
+    #[arg(long)]
+    pub droplet: Option<u64>,
+    #[arg(long, value_enum, default_value = "digitalocean")]
+    pub provider: ProviderArg,
+    /// API base URL (default: the provider's).
+    #[arg(long)]
+    pub api_url: Option<String>,
+    /// Metadata service base URL (default http://169.254.169.254).
+    #[arg(long)]
+    pub metadata_url: Option<String>,
+    /// File holding the API token (mode 0600 or stricter); default: the DO_TOKEN variable.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout: f64,
+}
 
-pub fn run(_cli: &crate::Cli, _args: &Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("ipctl assign is not available in this build yet")
+/// The variable `ipctl assign` reads the token from when no `--token-file` is given (the name
+/// DigitalOcean's own `assign-ip` script uses).
+const TOKEN_ENV: &str = "DO_TOKEN";
+
+fn token(args: &Args) -> anyhow::Result<Secret> {
+    if let Some(f) = &args.token_file {
+        return Ok(load_token(f)?);
+    }
+    match std::env::var(TOKEN_ENV) {
+        Ok(t) if !t.trim().is_empty() => Ok(Secret::new(t.trim().as_bytes().to_vec())),
+        _ => anyhow::bail!("no API token: pass --token-file FILE or set {TOKEN_ENV}"),
+    }
+}
+
+/// Renders progress events on stderr.
+struct ProgressLine {
+    tty: bool,
+    drawn: bool,
+    ip: IpAddr,
+    started: tokio::time::Instant,
+}
+
+impl ProgressLine {
+    fn show(&mut self, p: &Progress) {
+        let t = self.started.elapsed().as_secs_f64();
+        let text = match p {
+            Progress::Holder(h) => match &h.server {
+                Some(s) if h.ours => format!("{} is held by the target droplet {s}", self.ip),
+                Some(s) => format!("{} is held by droplet {s}", self.ip),
+                None => format!("{} is not assigned", self.ip),
+            },
+            Progress::WaitingForPendingAction => {
+                "another action on the IP is running; waiting for it".to_owned()
+            }
+            Progress::Posted { action_id } => format!("action {action_id} accepted"),
+            Progress::Polling { action_id, .. } => format!("action {action_id} in progress"),
+            Progress::Retrying { reason, wait } => {
+                format!("{reason}; retrying in {:.1}s", wait.as_secs_f64())
+            }
+            Progress::RateLimited { wait } => {
+                format!("rate limited; waiting {:.1}s", wait.as_secs_f64())
+            }
+        };
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            // Redraw one line: carriage return, clear to end of line.
+            let _ = write!(err, "\r\x1b[K[{t:5.1}s] {text}");
+            self.drawn = true;
+        } else {
+            let _ = writeln!(err, "[{t:5.1}s] {text}");
+        }
+        let _ = err.flush();
+    }
+
+    fn finish(&mut self) {
+        if self.drawn {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[K");
+            let _ = err.flush();
+            self.drawn = false;
+        }
+    }
+}
+
+pub fn run(_cli: &crate::Cli, args: &Args) -> anyhow::Result<ExitCode> {
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        anyhow::bail!("--timeout must be a positive number of seconds");
+    }
+    let token = token(args)?;
+    let started = tokio::time::Instant::now();
+    let line = Arc::new(Mutex::new(ProgressLine {
+        tty: std::io::stderr().is_terminal(),
+        drawn: false,
+        ip: args.ip,
+        started,
+    }));
+    let sink = line.clone();
+    let opts = Options {
+        api_url: args.api_url.clone(),
+        metadata_url: args.metadata_url.clone(),
+        server_id: args.droplet.map(ServerId::Numeric),
+        deadline: Duration::from_secs_f64(args.timeout),
+        progress: Some(Arc::new(move |p: &Progress| {
+            if let Ok(mut l) = sink.lock() {
+                l.show(p);
+            }
+        })),
+        ..Options::default()
+    };
+    let provider: Box<dyn ReservedIpProvider> = match args.provider {
+        ProviderArg::Digitalocean => Box::new(DigitalOcean::new(args.ip, token, opts)?),
+        ProviderArg::Hetzner => Box::new(Hetzner::new(args.ip, token, opts)?),
+        ProviderArg::Vultr => Box::new(Vultr::new(args.ip, token, opts)?),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = rt.block_on(async {
+        let target = provider.server_id().await?;
+        let outcome = provider.assign().await?;
+        Ok::<_, tandem_resource_agent::provider::ProviderError>((target, outcome))
+    });
+    if let Ok(mut l) = line.lock() {
+        l.finish();
+    }
+    let kind = match provider.provider() {
+        Provider::DigitalOcean => "droplet",
+        Provider::Hetzner => "server",
+        Provider::Vultr => "instance",
+    };
+    match result {
+        Ok((target, o)) if o.already_held => {
+            println!(
+                "{} is already held by {kind} {target}; nothing to do ({:.2}s, API calls: {})",
+                args.ip,
+                o.elapsed.as_secs_f64(),
+                o.api_calls
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok((target, o)) => {
+            let was = o
+                .previous
+                .map_or_else(|| "unassigned".to_owned(), |p| format!("{kind} {p}"));
+            println!(
+                "{} is now held by {kind} {target} (was {was}); took {:.2}s, API calls: {}",
+                args.ip,
+                o.elapsed.as_secs_f64(),
+                o.api_calls
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let hint = if e.state_may_have_changed() {
+                "; run `ipctl assign` again to see who holds it"
+            } else {
+                ""
+            };
+            Err(anyhow::anyhow!("{e}{hint}"))
+        }
+    }
 }

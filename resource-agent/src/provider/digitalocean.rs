@@ -262,10 +262,12 @@ impl DigitalOcean {
                 return Err(mark_changed(self.refusal(&r, what, Need::Read, true), true));
             }
             state = self.action_of(&r, what)?.1;
-            self.api.progress(Progress::Polling {
-                action_id: id.to_string(),
-                elapsed: started.elapsed(),
-            });
+            if state == ActionState::Running {
+                self.api.progress(Progress::Polling {
+                    action_id: id.to_string(),
+                    elapsed: started.elapsed(),
+                });
+            }
         }
         if state == ActionState::Errored {
             return Err(ProviderError::ActionErrored {

@@ -254,10 +254,12 @@ impl Hetzner {
                 return Err(self.refusal(&r, what, false));
             }
             status = action_of(&r.body).map(|a| a.1).unwrap_or_default();
-            self.api.progress(Progress::Polling {
-                action_id: action_id.to_string(),
-                elapsed: started.elapsed(),
-            });
+            if status == "running" {
+                self.api.progress(Progress::Polling {
+                    action_id: action_id.to_string(),
+                    elapsed: started.elapsed(),
+                });
+            }
         }
         if status != "success" {
             return Err(ProviderError::ActionErrored {

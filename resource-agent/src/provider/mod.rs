@@ -198,7 +198,7 @@ impl fmt::Debug for Options {
 pub enum ProviderError {
     #[error(
         "{provider}: the API token was rejected (401 unauthorized) on {what}; \
-         check the token file (nothing was changed)"
+         check the token (nothing was changed)"
     )]
     Unauthorized {
         provider: &'static str,

@@ -1,0 +1,175 @@
+//! `ipctl assign` end to end: the real binary against the emulator.
+//!
+//! ipctl lives in another package, so `CARGO_BIN_EXE_ipctl` does not exist here. The test
+//! builds it with the same cargo (`$CARGO`, set by `cargo test`) into the same target
+//! directory (found from this test binary's path: `<target>/<profile>/deps/<test>`), then
+//! runs `<target>/<profile>/ipctl`. The build is a no-op when ipctl is up to date.
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tandem_tests::emulator::Emulator;
+use tandem_tests::emulator::testkit::{IP, PRIMARY, SECONDARY, TOKEN, fixture, ip};
+
+fn ipctl() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test binary path");
+        let profile_dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("<target>/<profile>/deps/<test>");
+        let target = profile_dir.parent().expect("<target>");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "ipctl",
+            "--bin",
+            "ipctl",
+            "--target-dir",
+        ])
+        .arg(target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo runs");
+        assert!(status.success(), "building ipctl failed");
+        let bin = profile_dir.join("ipctl");
+        assert!(bin.exists(), "{} missing after the build", bin.display());
+        bin
+    })
+}
+
+async fn run(args: &[&str], token: Option<&str>) -> Output {
+    let mut cmd = tokio::process::Command::new(ipctl());
+    cmd.args(args).env_remove("DO_TOKEN").kill_on_drop(true);
+    if let Some(t) = token {
+        cmd.env("DO_TOKEN", t);
+    }
+    tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("ipctl finished in time")
+        .expect("ipctl ran")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn ipctl_assign_moves_the_ip_and_reports_progress_and_result() {
+    let emu = Emulator::start(fixture(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    let api = emu.addresses.api.clone();
+    let meta = emu.addresses.metadata[&SECONDARY].clone();
+    let o = run(
+        &["assign", IP, "--api-url", &api, "--metadata-url", &meta],
+        Some(TOKEN),
+    )
+    .await;
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "stdout: {out}\nstderr: {err}");
+    assert!(
+        out.contains(&format!(
+            "{IP} is now held by droplet {SECONDARY} (was droplet {PRIMARY})"
+        )),
+        "{out}"
+    );
+    // Not a terminal: plain progress lines.
+    assert!(
+        err.contains("accepted") && err.contains("in progress"),
+        "{err}"
+    );
+    assert!(
+        !err.contains('\r'),
+        "no redraw when stderr is not a terminal"
+    );
+    assert_eq!(emu.holder(ip()), Some(SECONDARY));
+
+    let o = run(
+        &[
+            "assign",
+            IP,
+            "--api-url",
+            &api,
+            "--droplet",
+            &SECONDARY.to_string(),
+        ],
+        Some(TOKEN),
+    )
+    .await;
+    let (out, _) = text(&o);
+    assert!(o.status.success());
+    assert!(out.contains("already held"), "{out}");
+    assert_eq!(emu.action_count(), 1);
+}
+
+#[tokio::test]
+async fn ipctl_assign_fails_clearly_without_leaking_the_token() {
+    let emu = Emulator::start(fixture(Duration::ZERO)).await.unwrap();
+    let api = emu.addresses.api.clone();
+    let bad = "dop_v1_wrong_token_for_ipctl_test_0000";
+    let o = run(
+        &["assign", IP, "--api-url", &api, "--droplet", "1002"],
+        Some(bad),
+    )
+    .await;
+    let (out, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("401"), "{err}");
+    assert!(!out.contains(bad) && !err.contains(bad));
+
+    let o = run(
+        &["assign", IP, "--api-url", &api, "--droplet", "4242"],
+        Some(TOKEN),
+    )
+    .await;
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("422") && err.contains("4242"), "{err}");
+
+    let o = run(
+        &["assign", IP, "--api-url", &api, "--droplet", "1002"],
+        None,
+    )
+    .await;
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("DO_TOKEN"), "{err}");
+
+    // A token file others can read is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("token");
+    std::fs::write(&f, TOKEN).unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let fs = f.to_str().unwrap();
+    let args = [
+        "assign",
+        IP,
+        "--api-url",
+        &api,
+        "--droplet",
+        "1002",
+        "--token-file",
+        fs,
+    ];
+    let o = run(&args, None).await;
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("chmod 600"), "{err}");
+    assert!(!err.contains(TOKEN));
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = run(&args, None).await;
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(emu.holder(ip()), Some(SECONDARY));
+}
