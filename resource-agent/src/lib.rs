@@ -4,5 +4,6 @@
 pub mod agents;
 pub mod handover;
 pub mod health;
+pub mod monitor;
 pub mod placement;
 pub mod provider;

@@ -1,0 +1,170 @@
+//! What to do when a running group's monitor fails: restart it here a few times (with a
+//! growing delay), and when it keeps failing within the window, give the group up so that
+//! another node takes it. Sans-IO: fed `now`.
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Local restarts allowed within [`RestartPolicy::window`] before the group is released.
+pub const DEFAULT_MAX_RESTARTS: u32 = 3;
+/// Pacemaker's `failure-timeout` plays the same role; 10 minutes forgets a failure that
+/// happened once while still catching a service that crashes every few minutes.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(600);
+/// Delay before the first restart; doubles per restart in the window.
+pub const DEFAULT_FIRST_DELAY: Duration = Duration::from_secs(1);
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    pub max_restarts: u32,
+    pub window: Duration,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            max_restarts: DEFAULT_MAX_RESTARTS,
+            window: DEFAULT_WINDOW,
+            first_delay: DEFAULT_FIRST_DELAY,
+            max_delay: DEFAULT_MAX_DELAY,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Stop and start the group here after `after`.
+    Restart { after: Duration, attempt: u32 },
+    /// Too many failures in the window: release the group.
+    GiveUp { restarts: u32 },
+}
+
+/// Restart bookkeeping of one group.
+#[derive(Debug, Clone)]
+pub struct RestartTracker {
+    policy: RestartPolicy,
+    restarts: VecDeque<Instant>,
+}
+
+impl RestartTracker {
+    pub fn new(policy: RestartPolicy) -> Self {
+        RestartTracker {
+            policy,
+            restarts: VecDeque::new(),
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while self
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.policy.window)
+        {
+            self.restarts.pop_front();
+        }
+    }
+
+    /// A monitor failed at `now`.
+    pub fn on_failure(&mut self, now: Instant) -> Decision {
+        self.expire(now);
+        let done = self.restarts.len() as u32;
+        if done >= self.policy.max_restarts {
+            return Decision::GiveUp { restarts: done };
+        }
+        self.restarts.push_back(now);
+        let after = self
+            .policy
+            .first_delay
+            .saturating_mul(1u32 << done.min(16))
+            .min(self.policy.max_delay);
+        Decision::Restart {
+            after,
+            attempt: done + 1,
+        }
+    }
+
+    /// Restarts within the window at `now` (shown in status).
+    pub fn restarts(&mut self, now: Instant) -> u32 {
+        self.expire(now);
+        self.restarts.len() as u32
+    }
+
+    /// Forget past failures (the group moved away, or an operator intervened).
+    pub fn reset(&mut self) {
+        self.restarts.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RestartPolicy {
+        RestartPolicy {
+            max_restarts: 3,
+            window: Duration::from_secs(60),
+            first_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(3),
+        }
+    }
+
+    #[test]
+    fn restarts_with_growing_delay_then_gives_up() {
+        let t0 = Instant::now();
+        let mut t = RestartTracker::new(policy());
+        let s = Duration::from_secs;
+        assert_eq!(
+            t.on_failure(t0),
+            Decision::Restart {
+                after: s(1),
+                attempt: 1
+            }
+        );
+        assert_eq!(
+            t.on_failure(t0 + s(5)),
+            Decision::Restart {
+                after: s(2),
+                attempt: 2
+            }
+        );
+        assert_eq!(
+            t.on_failure(t0 + s(10)),
+            Decision::Restart {
+                after: s(3),
+                attempt: 3
+            }
+        );
+        assert_eq!(t.on_failure(t0 + s(15)), Decision::GiveUp { restarts: 3 });
+        assert_eq!(t.restarts(t0 + s(15)), 3);
+    }
+
+    #[test]
+    fn failures_outside_the_window_are_forgotten() {
+        let t0 = Instant::now();
+        let mut t = RestartTracker::new(policy());
+        let s = Duration::from_secs;
+        for i in 0..3 {
+            assert!(matches!(t.on_failure(t0 + s(i)), Decision::Restart { .. }));
+        }
+        // The first restart leaves the window at t0+60s.
+        assert_eq!(t.restarts(t0 + s(60)), 2);
+        assert_eq!(
+            t.on_failure(t0 + s(60)),
+            Decision::Restart {
+                after: s(3),
+                attempt: 3
+            }
+        );
+        t.reset();
+        assert_eq!(
+            t.on_failure(t0 + s(61)),
+            Decision::Restart {
+                after: s(1),
+                attempt: 1
+            }
+        );
+    }
+}
