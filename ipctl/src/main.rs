@@ -8,11 +8,20 @@ use clap::{Parser, Subcommand};
 
 mod assign;
 mod check_config;
+mod control;
 mod import_heartbeat;
 mod keygen;
+mod man;
+mod render;
+mod status;
+mod watch;
 
 #[derive(Debug, Parser)]
-#[command(name = "ipctl", version, about = "Operate a Tandem high-availability cluster")]
+#[command(
+    name = "ipctl",
+    version,
+    about = "Operate a Tandem high-availability cluster"
+)]
 pub struct Cli {
     /// Cluster configuration file.
     #[arg(long, global = true, env = "TANDEM_CONFIG", default_value = tandem_config::DEFAULT_CONFIG)]
@@ -34,6 +43,22 @@ pub enum Command {
     ImportHeartbeat(import_heartbeat::Args),
     /// Move a reserved IP to a droplet now (the drop-in for DigitalOcean's assign-ip).
     Assign(assign::Args),
+    /// Show nodes, links, quorum and resource groups from both daemons.
+    Status(status::Args),
+    /// Follow membership events live.
+    Watch(watch::Args),
+    /// Put a node in standby: it hands over what it holds and takes nothing new.
+    Standby(control::NodeArgs),
+    /// Make a node a candidate again after standby.
+    Online(control::NodeArgs),
+    /// Move a resource group to this node now (the holder releases it first).
+    Takeover(control::GroupArgs),
+    /// Give a resource group up from this node; the next candidate takes it.
+    Release(control::GroupArgs),
+    /// Write ipctl's man pages (ipctl.1 and one per subcommand) into a directory.
+    Man(man::ManArgs),
+    /// Print a shell completion script for ipctl.
+    Completions(man::CompletionArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +68,14 @@ fn main() -> ExitCode {
         Command::Keygen(ref args) => keygen::run(args),
         Command::ImportHeartbeat(ref args) => import_heartbeat::run(args),
         Command::Assign(ref args) => assign::run(&cli, args),
+        Command::Status(ref args) => status::run(&cli, args),
+        Command::Watch(ref args) => watch::run(&cli, args),
+        Command::Standby(ref a) => control::run(&cli, &control::Change::Standby(a.node.as_deref())),
+        Command::Online(ref a) => control::run(&cli, &control::Change::Online(a.node.as_deref())),
+        Command::Takeover(ref a) => control::run(&cli, &control::Change::Takeover(&a.group)),
+        Command::Release(ref a) => control::run(&cli, &control::Change::Release(&a.group)),
+        Command::Man(ref args) => man::man(args),
+        Command::Completions(ref args) => man::completions(args),
     };
     match result {
         Ok(code) => code,

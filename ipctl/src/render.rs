@@ -1,0 +1,475 @@
+//! Text rendering of `ipctl status` and `ipctl watch`, from plain data only (the report
+//! structs), so that every layout is testable without a daemon.
+use std::fmt::Write;
+
+use crate::status::{
+    ActionReport, AgentReport, GroupReport, LinkReport, MembershipReport, NodeFlagsReport,
+    NodeReport, StatusReport,
+};
+
+/// Whether to colour: only for a terminal, and never when NO_COLOR is set to anything
+/// non-empty (https://no-color.org).
+pub fn colour_wanted(is_tty: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    is_tty && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[derive(Clone, Copy)]
+enum Tone {
+    Good,
+    Warn,
+    Bad,
+    Bold,
+    Dim,
+}
+
+struct Paint(bool);
+
+impl Paint {
+    fn p(&self, tone: Tone, s: &str) -> String {
+        if !self.0 {
+            return s.to_owned();
+        }
+        let code = match tone {
+            Tone::Good => "32",
+            Tone::Warn => "33",
+            Tone::Bad => "31;1",
+            Tone::Bold => "1",
+            Tone::Dim => "2",
+        };
+        format!("\x1b[{code}m{s}\x1b[0m")
+    }
+}
+
+/// Daemon-supplied text is printed as-is except control characters, which could otherwise
+/// rewrite the operator's terminal.
+pub fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// A duration given in milliseconds, short and human: 0.42ms, 450ms, 1.2s, 3m12s, 2h03m, 4d02h.
+pub fn human_ms(ms: f64) -> String {
+    if !ms.is_finite() || ms < 0.0 {
+        return "?".to_owned();
+    }
+    if ms < 1.0 {
+        return format!("{ms:.2}ms");
+    }
+    if ms < 1000.0 {
+        return format!("{ms:.0}ms");
+    }
+    let s = ms / 1000.0;
+    if s < 60.0 {
+        return format!("{s:.1}s");
+    }
+    let secs = s as u64;
+    if secs < 3600 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else if secs < 86_400 {
+        format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60)
+    } else {
+        format!("{}d{:02}h", secs / 86_400, (secs % 86_400) / 3600)
+    }
+}
+
+fn state_tone(state: &str) -> Tone {
+    match state {
+        "up" | "running" | "ok" => Tone::Good,
+        "dead" | "failed" | "timeout" | "down" => Tone::Bad,
+        _ => Tone::Warn,
+    }
+}
+
+pub fn status_text(r: &StatusReport, colour: bool) -> String {
+    let paint = Paint(colour);
+    let mut out = String::new();
+    let cluster = r.cluster.as_deref().map_or("?".to_owned(), clean);
+    let node = r.node.as_deref().map_or("?".to_owned(), clean);
+    let _ = writeln!(
+        out,
+        "{} {cluster}, seen from {node}",
+        paint.p(Tone::Bold, "Cluster")
+    );
+    match (&r.membership.data, &r.membership.error) {
+        (Some(m), _) => {
+            let _ = writeln!(
+                out,
+                "  membership {} (generation {}, up {}), view {}",
+                clean(&m.version),
+                m.generation,
+                human_ms(m.uptime_ms),
+                m.view_id
+            );
+        }
+        (None, Some(p)) => {
+            let _ = writeln!(
+                out,
+                "  membership: {}",
+                paint.p(Tone::Bad, &clean(&p.message))
+            );
+            if let Some(h) = &p.hint {
+                let _ = writeln!(out, "    -> {}", clean(h));
+            }
+        }
+        (None, None) => {}
+    }
+    match (&r.agent.data, &r.agent.error) {
+        (Some(a), _) => {
+            let conn = if a.membership_connected {
+                "connected to membership".to_owned()
+            } else {
+                let lost = a
+                    .membership_disconnected_for_ms
+                    .map(|ms| format!(" for {}", human_ms(ms)))
+                    .unwrap_or_default();
+                paint.p(
+                    Tone::Bad,
+                    &format!(
+                        "cannot reach membership{lost}: keeps what it holds, starts nothing new"
+                    ),
+                )
+            };
+            let _ = writeln!(out, "  resource agent {}, {conn}", clean(&a.version));
+        }
+        (None, Some(p)) => {
+            let _ = writeln!(
+                out,
+                "  resource agent: {}",
+                paint.p(Tone::Bad, &clean(&p.message))
+            );
+            if let Some(h) = &p.hint {
+                let _ = writeln!(out, "    -> {}", clean(h));
+            }
+        }
+        (None, None) => {}
+    }
+    quorum_line(&mut out, &paint, r);
+    nodes(&mut out, &paint, r);
+    if let Some(a) = &r.agent.data {
+        health(&mut out, &paint, a);
+        groups(&mut out, &paint, a);
+    }
+    if let Some(m) = &r.membership.data {
+        rejected(&mut out, &paint, m);
+    }
+    out
+}
+
+fn quorum_line(out: &mut String, paint: &Paint, r: &StatusReport) {
+    if let Some(q) = r.membership.data.as_ref().and_then(|m| m.quorum.as_ref()) {
+        let verdict = if q.quorate {
+            paint.p(Tone::Good, "yes")
+        } else {
+            paint.p(Tone::Bad, "NO (resources here are released)")
+        };
+        let _ = writeln!(
+            out,
+            "{} {verdict} (policy {}: {} of {} voters alive, {} needed)",
+            paint.p(Tone::Bold, "Quorum:"),
+            q.policy,
+            q.alive,
+            q.voters,
+            q.needed
+        );
+    } else if let Some(a) = &r.agent.data {
+        let verdict = if a.quorate {
+            paint.p(Tone::Good, "yes")
+        } else {
+            paint.p(Tone::Bad, "NO")
+        };
+        let _ = writeln!(
+            out,
+            "{} {verdict} (as the resource agent last heard)",
+            paint.p(Tone::Bold, "Quorum:")
+        );
+    }
+}
+
+fn nodes(out: &mut String, paint: &Paint, r: &StatusReport) {
+    let flags: &[NodeFlagsReport] = r.agent.data.as_ref().map_or(&[], |a| &a.nodes);
+    let members: &[NodeReport] = r.membership.data.as_ref().map_or(&[], |m| &m.nodes);
+    if members.is_empty() && flags.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{}", paint.p(Tone::Bold, "Nodes"));
+    let width = members
+        .iter()
+        .map(|n| n.name.len() + if n.local { 8 } else { 0 })
+        .chain(flags.iter().map(|f| f.name.len()))
+        .max()
+        .unwrap_or(0);
+    for n in members {
+        let name = if n.local {
+            format!("{} (local)", clean(&n.name))
+        } else {
+            clean(&n.name)
+        };
+        let state = n.state.to_uppercase();
+        let mut line = format!(
+            "  {name:width$}  {:7}  {}",
+            n.role,
+            paint.p(state_tone(n.state), &format!("{state:7}"))
+        );
+        if n.generation > 0 {
+            let _ = write!(line, "  gen {}", n.generation);
+        }
+        if let Some(age) = n.state_age_ms {
+            let _ = write!(line, "  for {}", human_ms(age));
+        }
+        if let Some(since) = &n.since {
+            let _ = write!(line, " (since {since})");
+        }
+        if let Some(f) = flags.iter().find(|f| f.name == n.name) {
+            let _ = write!(line, "  {}", node_flags(paint, f));
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+        for l in &n.links {
+            let _ = writeln!(out, "      {}", link(paint, n.local, l));
+        }
+    }
+    // Nodes the agent knows but membership did not report (membership down).
+    for f in flags
+        .iter()
+        .filter(|f| !members.iter().any(|n| n.name == f.name))
+    {
+        let _ = writeln!(out, "  {:width$}  {}", clean(&f.name), node_flags(paint, f));
+    }
+}
+
+fn node_flags(paint: &Paint, f: &NodeFlagsReport) -> String {
+    let mut parts = vec![
+        if f.standby {
+            paint.p(Tone::Warn, "standby")
+        } else {
+            "online".to_owned()
+        },
+        if f.healthy {
+            "healthy".to_owned()
+        } else {
+            paint.p(Tone::Bad, "unhealthy")
+        },
+    ];
+    if !f.holds.is_empty() {
+        let holds: Vec<String> = f.holds.iter().map(|h| clean(h)).collect();
+        parts.push(format!("holds {}", holds.join(", ")));
+    }
+    parts.join(", ")
+}
+
+fn link(paint: &Paint, local: bool, l: &LinkReport) -> String {
+    let addr = clean(&l.address);
+    if local {
+        return format!("link {} {addr} (bound here)", l.index);
+    }
+    let mut s = format!(
+        "link {} {addr}  {}",
+        l.index,
+        paint.p(state_tone(l.state), l.state)
+    );
+    match l.last_heard_ms {
+        Some(ms) => {
+            let _ = write!(s, "  heard {} ago", human_ms(ms));
+        }
+        None => s.push_str("  never heard"),
+    }
+    if let Some(rtt) = l.rtt_ms {
+        let _ = write!(s, "  rtt {}", human_ms(rtt));
+    }
+    let loss = format!("loss {:.0}%", l.loss * 100.0);
+    let tone = if l.loss >= 0.5 {
+        Tone::Bad
+    } else if l.loss >= 0.05 {
+        Tone::Warn
+    } else {
+        Tone::Dim
+    };
+    let _ = write!(s, "  {}  received {}", paint.p(tone, &loss), l.received);
+    s
+}
+
+fn health(out: &mut String, paint: &Paint, a: &AgentReport) {
+    if a.health.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n{}",
+        paint.p(Tone::Bold, "Health checks (this node)")
+    );
+    for h in &a.health {
+        let mut line = if h.healthy {
+            format!("  {}    {}", paint.p(Tone::Good, "ok"), clean(&h.name))
+        } else {
+            format!("  {}  {}", paint.p(Tone::Bad, "FAIL"), clean(&h.name))
+        };
+        if h.consecutive_failures > 0 {
+            let _ = write!(line, "  ({} failed in a row", h.consecutive_failures);
+            if let Some(e) = &h.last_error {
+                let _ = write!(line, ": {}", clean(e));
+            }
+            line.push(')');
+        }
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+fn action(a: &ActionReport) -> String {
+    let mut s = format!("{} {}", clean(&a.action), a.result);
+    if let Some(d) = a.duration_ms {
+        let _ = write!(s, " in {}", human_ms(d));
+    }
+    if let Some(t) = &a.started_at {
+        let _ = write!(s, " at {t}");
+    }
+    if let Some(m) = &a.message {
+        let _ = write!(s, ": {}", clean(m));
+    }
+    s
+}
+
+fn groups(out: &mut String, paint: &Paint, a: &AgentReport) {
+    if a.groups.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{}", paint.p(Tone::Bold, "Resource groups"));
+    for g in &a.groups {
+        group(out, paint, g);
+    }
+}
+
+fn group(out: &mut String, paint: &Paint, g: &GroupReport) {
+    let holder = g
+        .holder
+        .as_deref()
+        .map_or_else(|| paint.p(Tone::Warn, "nobody"), clean);
+    let desired = g
+        .desired_holder
+        .as_deref()
+        .map_or_else(|| paint.p(Tone::Bad, "nowhere (no candidate)"), clean);
+    let moving = if g.holder != g.desired_holder {
+        paint.p(Tone::Warn, "  (moving)")
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "  {}: held by {holder}, should run on {desired}{moving}",
+        paint.p(Tone::Bold, &clean(&g.name))
+    );
+    let mut policy = format!("failback {}", clean(&g.failback));
+    if let Some(p) = &g.prefer {
+        policy = format!("prefer {}, {policy}", clean(p));
+    }
+    let _ = writeln!(
+        out,
+        "    here: {}  ({policy}{})",
+        paint.p(state_tone(g.state), g.state),
+        if g.restarts > 0 {
+            format!(", {} restarts", g.restarts)
+        } else {
+            String::new()
+        }
+    );
+    match g.ready {
+        Some(true) => {
+            let _ = writeln!(
+                out,
+                "    {} (this node could take it over now)",
+                paint.p(Tone::Good, "ready")
+            );
+        }
+        Some(false) => {
+            let _ = writeln!(out, "    {}", paint.p(Tone::Bad, "NOT READY:"));
+            for p in &g.problems {
+                let _ = writeln!(out, "      - {}", clean(p));
+            }
+        }
+        None => {}
+    }
+    if let Some(why) = &g.not_candidate_reason {
+        let _ = writeln!(
+            out,
+            "    {} {}",
+            paint.p(Tone::Warn, "not a candidate:"),
+            clean(why)
+        );
+    }
+    if let Some(a) = &g.last_action {
+        let _ = writeln!(out, "    last action: {}", action(a));
+    }
+    for ag in &g.agents {
+        let mut line = format!(
+            "    - {} {}",
+            paint.p(state_tone(ag.state), &format!("{:8}", ag.state)),
+            clean(&ag.name)
+        );
+        if let Some(d) = &ag.detail {
+            let _ = write!(line, "  {}", clean(d));
+        }
+        if ag.failures > 0 {
+            let _ = write!(
+                line,
+                "  {}",
+                paint.p(Tone::Bad, &format!("{} failures", ag.failures))
+            );
+        }
+        let _ = writeln!(out, "{line}");
+        if let Some(a) = &ag.last_action {
+            let _ = writeln!(out, "        last: {}", action(a));
+        }
+    }
+}
+
+fn rejected(out: &mut String, paint: &Paint, m: &MembershipReport) {
+    let bad: Vec<String> = m
+        .rejected
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{} {n}", clean(k)))
+        .collect();
+    if !bad.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{} {}",
+            paint.p(Tone::Warn, "Rejected datagrams:"),
+            bad.join(", ")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_short() {
+        assert_eq!(human_ms(0.42), "0.42ms");
+        assert_eq!(human_ms(450.0), "450ms");
+        assert_eq!(human_ms(1234.0), "1.2s");
+        assert_eq!(human_ms(192_000.0), "3m12s");
+        assert_eq!(human_ms(7_380_000.0), "2h03m");
+        assert_eq!(human_ms(3.0 * 86_400_000.0 + 7_200_000.0), "3d02h");
+        assert_eq!(human_ms(f64::NAN), "?");
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colour_wanted(true, None));
+        assert!(colour_wanted(true, Some(OsStr::new(""))));
+        assert!(!colour_wanted(true, Some(OsStr::new("1"))));
+        assert!(!colour_wanted(false, None));
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        assert_eq!(clean("ok\x1b[2J\nx"), "ok?[2J?x");
+    }
+
+    #[test]
+    fn paint_adds_escapes_only_when_on() {
+        assert_eq!(Paint(false).p(Tone::Bad, "DEAD"), "DEAD");
+        assert_eq!(Paint(true).p(Tone::Bad, "DEAD"), "\x1b[31;1mDEAD\x1b[0m");
+    }
+}
