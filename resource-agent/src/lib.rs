@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agents;
+pub mod daemon;
 pub mod handover;
 pub mod health;
 pub mod monitor;

@@ -1,1 +1,90 @@
-fn main() {}
+//! tandem-resource-agent: decides where each resource group runs and runs its agents.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tandem_resource_agent::daemon::{self, Options};
+use tandem_resource_agent::handover::Timers;
+use tandem_resource_agent::monitor::RestartPolicy;
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Tandem resource agent: placement, handover and the agents it runs"
+)]
+struct Args {
+    /// The cluster configuration.
+    #[arg(long, default_value = tandem_config::DEFAULT_CONFIG, env = "TANDEM_CONFIG")]
+    config: PathBuf,
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    node: Option<String>,
+    /// Directory of the Unix sockets (membership.sock is read, agent.sock served).
+    #[arg(long, default_value = tandem_config::DEFAULT_RUN_DIR)]
+    run_dir: PathBuf,
+    /// Directory of persistent state (incarnation counter, standby flag).
+    #[arg(long, default_value = tandem_config::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Check the configuration and the agents' files (token files included), then exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match tandem_config::load(&args.config) {
+        Ok(c) => c,
+        Err(errors) => anyhow::bail!("{errors}"),
+    };
+    let node = args.node.unwrap_or_else(tandem_config::default_node_name);
+    if let Err(errors) = config.local_node(&node) {
+        anyhow::bail!("{errors}");
+    }
+    if args.check {
+        daemon::build_runners(&config, &node).context("checking the agents")?;
+        println!("{}", config.summary(Some(&node)));
+        println!("agents: ok");
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(async move {
+        let opts = Options {
+            config,
+            node,
+            run_dir: args.run_dir,
+            state_dir: args.state_dir,
+            timers: Timers::default(),
+            restart: RestartPolicy::default(),
+        };
+        daemon::run(opts, shutdown_signal())
+            .await
+            .context("resource agent")
+    })
+}
+
+/// SIGTERM (systemd) or SIGINT (a terminal).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            // Without signal handlers, only Ctrl-C via tokio's portable handler remains.
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,1149 @@
+//! The daemon: a thin shell around the handover core.
+//!
+//! Tasks, all talking to one driver through a bounded inbox ([`EVENT_QUEUE`]):
+//! - membership: `Watch` + `Subscribe` on `<run-dir>/membership.sock`, reconnecting with
+//!   backoff; while disconnected the core keeps what it holds and starts nothing;
+//! - sender: `Send` of the core's announcements ([`SEND_QUEUE`] deep; a full queue drops,
+//!   the periodic re-announcement repairs it);
+//! - one worker per group: start/stop/restart actions and the monitor on its interval;
+//! - health checks;
+//! - the gRPC Agent service on `<run-dir>/agent.sock` (mutating calls: root, the daemon's
+//!   own user, or members of `agent.admin_group`).
+//!
+//! The driver owns the core ([`Handover`]) and the restart bookkeeping; it feeds inputs,
+//! dispatches outputs and wakes at the core's deadline. Groups keep running when the daemon
+//! stops: a restarted daemon probes them and carries on without moving anything.
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tandem_config::{AgentConfig, ClusterConfig, Failback};
+use tandem_proto::agent::v1 as pb;
+use tandem_proto::membership::v1 as mpb;
+use tandem_proto::membership::v1::membership_client::MembershipClient;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use tracing::{debug, error, info, warn};
+
+use crate::agents::group::{AgentState, GroupRunner};
+use crate::agents::{self, Kind};
+use crate::handover::{
+    AgentOutcome, Command, CommandError, Handover, HandoverConfig, Input, LocalState, MemberNode,
+    MembershipView, Output, TOPIC, Timers,
+};
+use crate::health::{self, Health};
+use crate::monitor::{Decision, RestartPolicy, RestartTracker};
+use crate::provider::{self, ProviderError};
+
+/// Depth of the driver's inbox. Membership events, messages and action results are small
+/// and handled in microseconds; 1024 absorbs a burst (a whole snapshot's worth of events).
+pub const EVENT_QUEUE: usize = 1024;
+/// Depth of the outgoing message queue (membership accepts 256 unacknowledged per peer).
+pub const SEND_QUEUE: usize = 256;
+/// Reconnect backoff towards membership: first and largest delay (jittered).
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// File names in the state dir.
+const INCARNATION_FILE: &str = "agent-incarnation";
+const STANDBY_FILE: &str = "standby";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{path}: {source}")]
+    State {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(String),
+    #[error("group {group}: {source}")]
+    Agent {
+        group: String,
+        source: ProviderError,
+    },
+    #[error(transparent)]
+    Bind(#[from] tandem_proto::uds::BindError),
+    #[error("agent socket: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Everything the daemon needs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: ClusterConfig,
+    pub node: String,
+    pub run_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub timers: Timers,
+    pub restart: RestartPolicy,
+}
+
+/// The next agent incarnation, persisted so that it increases across restarts.
+pub fn next_incarnation(state_dir: &Path) -> Result<u64, DaemonError> {
+    let path = state_dir.join(INCARNATION_FILE);
+    let err = |source| DaemonError::State {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(state_dir).map_err(|source| DaemonError::State {
+        path: state_dir.to_owned(),
+        source,
+    })?;
+    let previous = match std::fs::read_to_string(&path) {
+        Ok(s) => s
+            .trim()
+            .parse::<u64>()
+            .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(err(e)),
+    };
+    let next = previous + 1;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{next}\n")).map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)?;
+    Ok(next)
+}
+
+pub fn read_standby(state_dir: &Path) -> bool {
+    state_dir.join(STANDBY_FILE).exists()
+}
+
+fn write_standby(state_dir: &Path, on: bool) -> std::io::Result<()> {
+    let path = state_dir.join(STANDBY_FILE);
+    if on {
+        std::fs::write(path, "standby\n")
+    } else {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Builds the runners of every group (reading token files): also what `--check` verifies.
+pub fn build_runners(
+    cfg: &ClusterConfig,
+    node: &str,
+) -> Result<Vec<Arc<GroupRunner>>, DaemonError> {
+    cfg.resources
+        .iter()
+        .map(|g| {
+            let agents = agents::from_config(g, node).map_err(|source| DaemonError::Agent {
+                group: g.name.clone(),
+                source,
+            })?;
+            Ok(Arc::new(GroupRunner::new(&g.name, agents)))
+        })
+        .collect()
+}
+
+#[derive(Debug)]
+enum Event {
+    View(MembershipView),
+    Disconnected(String),
+    Message {
+        from: String,
+        generation: u64,
+        payload: Vec<u8>,
+    },
+    Group {
+        group: usize,
+        result: GroupResult,
+    },
+    Health(Box<Health>),
+    Status(oneshot::Sender<pb::StatusResponse>),
+    Command(Command, oneshot::Sender<Result<String, CommandError>>),
+}
+
+#[derive(Debug)]
+enum GroupResult {
+    Outcome(AgentOutcome),
+    MonitorFailed(String),
+    Restarted(Result<(), String>),
+}
+
+#[derive(Debug)]
+enum GroupCmd {
+    Start,
+    Stop,
+    Restart(Duration),
+}
+
+/// Runs the daemon until `shutdown` completes.
+pub async fn run(
+    opts: Options,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), DaemonError> {
+    let cfg = Arc::new(opts.config.clone());
+    if cfg.node(&opts.node).is_none() {
+        return Err(DaemonError::Config(format!(
+            "this node, {:?}, is not in the configuration",
+            opts.node
+        )));
+    }
+    let incarnation = next_incarnation(&opts.state_dir)?;
+    let standby = read_standby(&opts.state_dir);
+    let runners = build_runners(&cfg, &opts.node)?;
+
+    let gid = match &cfg.agent.socket_group {
+        Some(g) => Some(lookup_gid(g)?),
+        None => None,
+    };
+    let sock = opts.run_dir.join(tandem_config::AGENT_SOCKET);
+    let listener = tandem_proto::uds::bind(&sock, 0o660, gid).await?;
+
+    // The real state first: what runs here already is kept, not started again.
+    let probes = futures::future::join_all(runners.iter().map(|r| r.probe())).await;
+    let running: Vec<String> = runners
+        .iter()
+        .zip(&probes)
+        .filter(|(_, up)| **up)
+        .map(|(r, _)| r.name().to_owned())
+        .collect();
+    info!(node = %opts.node, incarnation, standby, running = ?running, "resource agent starting");
+
+    let now = Instant::now();
+    let hcfg = HandoverConfig::from_cluster(&cfg, &opts.node, opts.timers);
+    let hv = Handover::new(hcfg, incarnation, &running, standby, now)
+        .map_err(|e| DaemonError::Config(e.to_string()))?;
+
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    let (send_tx, send_rx) = mpsc::channel(SEND_QUEUE);
+    let (client_tx, client_rx) = watch::channel(None);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+
+    let msock = opts.run_dir.join(tandem_config::MEMBERSHIP_SOCKET);
+    tasks.spawn(membership_task(msock, tx.clone(), client_tx));
+    tasks.spawn(sender_task(send_rx, client_rx));
+
+    let mut cmds = Vec::new();
+    for (gi, (runner, up)) in runners.iter().zip(&probes).enumerate() {
+        let (ctx, crx) = mpsc::unbounded_channel();
+        cmds.push(ctx);
+        tasks.spawn(group_worker(gi, runner.clone(), crx, tx.clone(), *up));
+    }
+
+    let (health_tx, mut health_rx) = watch::channel(Health::new(&cfg.health, now));
+    let health_now = health_rx.borrow().clone();
+    let mut stop_health = stop_rx.clone();
+    tasks.spawn(health::run(cfg.health.clone(), health_tx, async move {
+        let _ = stop_health.wait_for(|s| *s).await;
+    }));
+    let health_fwd = tx.clone();
+    tasks.spawn(async move {
+        while health_rx.changed().await.is_ok() {
+            let h = health_rx.borrow_and_update().clone();
+            if health_fwd.send(Event::Health(Box::new(h))).await.is_err() {
+                return;
+            }
+        }
+    });
+
+    let svc = AgentService {
+        tx: tx.clone(),
+        cfg: cfg.clone(),
+        node: opts.node.clone(),
+        own_uid: nix::unistd::getuid().as_raw(),
+    };
+    let routes = tonic::service::Routes::new(pb::agent_server::AgentServer::new(svc));
+    let (routes, _health_reporter) =
+        tandem_proto::uds::standard_routes(routes, tandem_proto::AGENT_SERVICE).await;
+    let mut stop_server = stop_rx.clone();
+    let server = tokio::spawn(tandem_proto::uds::serve(listener, routes, async move {
+        let _ = stop_server.wait_for(|s| *s).await;
+    }));
+
+    let mut driver = Driver {
+        cfg: cfg.clone(),
+        node: opts.node.clone(),
+        hv,
+        runners,
+        cmds,
+        trackers: cfg
+            .resources
+            .iter()
+            .map(|_| RestartTracker::new(opts.restart))
+            .collect(),
+        healthy: health_now.healthy(),
+        health: health_now,
+        send_tx,
+        state_dir: opts.state_dir.clone(),
+        disconnected_since: Some(now),
+        sends_dropped: 0,
+    };
+    let h = driver.healthy;
+    driver.hv.handle(now, Input::Health(h));
+    driver.dispatch();
+
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("probed; waiting for membership"),
+    ]);
+    driver.run(rx, shutdown).await;
+    notify(&[sd_notify::NotifyState::Stopping]);
+    info!("resource agent stopping; groups keep running");
+    let _ = stop_tx.send(true);
+    tasks.abort_all();
+    match server.await {
+        Ok(r) => r?,
+        Err(e) => warn!(error = %e, "agent socket task ended abnormally"),
+    }
+    let _ = std::fs::remove_file(&sock);
+    Ok(())
+}
+
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    // Outside systemd there is no NOTIFY_SOCKET and this does nothing.
+    if let Err(e) = sd_notify::notify(state) {
+        debug!(error = %e, "sd_notify failed");
+    }
+}
+
+fn lookup_gid(name: &str) -> Result<u32, DaemonError> {
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(DaemonError::Config(format!(
+            "agent.socket_group: no group named {name:?}"
+        ))),
+        Err(e) => Err(DaemonError::Config(format!(
+            "agent.socket_group {name:?}: {e}"
+        ))),
+    }
+}
+
+struct Driver {
+    cfg: Arc<ClusterConfig>,
+    node: String,
+    hv: Handover,
+    runners: Vec<Arc<GroupRunner>>,
+    cmds: Vec<mpsc::UnboundedSender<GroupCmd>>,
+    trackers: Vec<RestartTracker>,
+    health: Health,
+    healthy: bool,
+    send_tx: mpsc::Sender<(Option<String>, Vec<u8>)>,
+    state_dir: PathBuf,
+    disconnected_since: Option<Instant>,
+    sends_dropped: u64,
+}
+
+impl Driver {
+    async fn run(&mut self, mut rx: mpsc::Receiver<Event>, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        // Ping the watchdog at half its period, from the loop itself: a stuck driver stops it.
+        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+        let mut next_ping = Instant::now();
+        loop {
+            let deadline = self.hv.next_deadline();
+            let ping_at = watchdog.map(|_| next_ping);
+            tokio::select! {
+                () = &mut shutdown => return,
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.on_event(ev),
+                    None => return,
+                },
+                () = tokio::time::sleep_until(deadline) => self.hv.handle(Instant::now(), Input::Tick),
+                () = sleep_until_opt(ping_at) => {
+                    notify(&[sd_notify::NotifyState::Watchdog]);
+                    next_ping = Instant::now() + watchdog.unwrap_or(Duration::from_secs(1));
+                }
+            }
+            self.dispatch();
+        }
+    }
+
+    fn group_idx(&self, name: &str) -> Option<usize> {
+        self.runners.iter().position(|r| r.name() == name)
+    }
+
+    fn dispatch(&mut self) {
+        for out in self.hv.drain_outputs() {
+            match out {
+                Output::Start(g) | Output::Stop(g) if self.group_idx(&g).is_none() => {
+                    error!(group = %g, "the core named an unknown group");
+                }
+                Output::Start(g) => {
+                    let gi = self.group_idx(&g).unwrap_or_default();
+                    let _ = self.cmds[gi].send(GroupCmd::Start);
+                }
+                Output::Stop(g) => {
+                    let gi = self.group_idx(&g).unwrap_or_default();
+                    let _ = self.cmds[gi].send(GroupCmd::Stop);
+                }
+                Output::Send { to, payload } => {
+                    if self.send_tx.try_send((to, payload)).is_err() {
+                        self.sends_dropped += 1;
+                        if self.sends_dropped % 100 == 1 {
+                            warn!(
+                                dropped = self.sends_dropped,
+                                "outgoing message queue full; dropping"
+                            );
+                        }
+                    }
+                }
+                Output::PersistStandby(on) => {
+                    if let Err(e) = write_standby(&self.state_dir, on) {
+                        error!(error = %e, standby = on, "cannot persist the standby flag; it holds until restart");
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        let now = Instant::now();
+        match ev {
+            Event::View(v) => {
+                if self.disconnected_since.take().is_some() {
+                    info!("membership connected");
+                }
+                self.hv.handle(now, Input::View(v));
+            }
+            Event::Disconnected(why) => {
+                if self.disconnected_since.is_none() {
+                    warn!(reason = %why, "membership disconnected; keeping what is held, starting nothing");
+                    self.disconnected_since = Some(now);
+                }
+                self.hv.handle(now, Input::Disconnected);
+            }
+            Event::Message {
+                from,
+                generation,
+                payload,
+            } => {
+                self.hv.handle(
+                    now,
+                    Input::Message {
+                        from,
+                        generation,
+                        payload,
+                    },
+                );
+            }
+            Event::Group { group, result } => self.on_group(now, group, result),
+            Event::Health(h) => {
+                self.health = *h;
+                let healthy = self.health.healthy();
+                if healthy != self.healthy {
+                    self.healthy = healthy;
+                    self.hv.handle(now, Input::Health(healthy));
+                }
+            }
+            Event::Status(reply) => {
+                let _ = reply.send(self.status(now));
+            }
+            Event::Command(cmd, reply) => {
+                let forgive: Vec<usize> = match &cmd {
+                    Command::Online(None) => (0..self.trackers.len()).collect(),
+                    Command::Online(Some(n)) if *n == self.node => {
+                        (0..self.trackers.len()).collect()
+                    }
+                    Command::Takeover(g) => self.group_idx(g).into_iter().collect(),
+                    _ => Vec::new(),
+                };
+                let result = self.hv.command(now, cmd);
+                if result.is_ok() {
+                    for gi in forgive {
+                        self.trackers[gi].reset();
+                        self.runners[gi].reset_failures();
+                    }
+                }
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn on_group(&mut self, now: Instant, gi: usize, result: GroupResult) {
+        let name = self.runners[gi].name().to_owned();
+        match result {
+            GroupResult::Outcome(outcome) => {
+                if outcome == AgentOutcome::Stopped {
+                    self.trackers[gi].reset();
+                }
+                self.hv.handle(
+                    now,
+                    Input::Agent {
+                        group: name,
+                        outcome,
+                    },
+                );
+            }
+            GroupResult::MonitorFailed(reason) => {
+                if self.hv.state_of(&name) != Some(LocalState::Running) {
+                    debug!(group = %name, "monitor failure of a group no longer running here ignored");
+                    return;
+                }
+                // Another live node announcing the group means it moved: never take it back.
+                let status = self.hv.status(now);
+                let elsewhere = status
+                    .nodes
+                    .iter()
+                    .find(|n| n.name != self.node && n.alive && n.holds.contains(&name))
+                    .map(|n| n.name.clone());
+                let (decision, reason) = match elsewhere {
+                    Some(node) => (
+                        Decision::GiveUp { restarts: 0 },
+                        format!("{reason}; {node} holds it"),
+                    ),
+                    None => (self.trackers[gi].on_failure(now), reason),
+                };
+                match decision {
+                    Decision::Restart { after, attempt } => {
+                        warn!(group = %name, reason = %reason, attempt, after = ?after, "monitor failed; restarting here");
+                        let _ = self.cmds[gi].send(GroupCmd::Restart(after));
+                    }
+                    Decision::GiveUp { restarts } => {
+                        warn!(group = %name, reason = %reason, restarts, "monitor failed; releasing the group");
+                        self.hv.handle(
+                            now,
+                            Input::MonitorGaveUp {
+                                group: name,
+                                reason,
+                            },
+                        );
+                    }
+                }
+            }
+            GroupResult::Restarted(Ok(())) => info!(group = %name, "group restarted here"),
+            GroupResult::Restarted(Err(e)) => {
+                if self.hv.state_of(&name) == Some(LocalState::Running) {
+                    self.hv.handle(
+                        now,
+                        Input::MonitorGaveUp {
+                            group: name,
+                            reason: format!("restart failed: {e}"),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn status(&mut self, now: Instant) -> pb::StatusResponse {
+        let st = self.hv.status(now);
+        let groups = st
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(gi, g)| {
+                let spec = &self.cfg.resources[gi];
+                let agents: Vec<pb::AgentStatus> = self.runners[gi]
+                    .records()
+                    .into_iter()
+                    .map(agent_status)
+                    .collect();
+                let last_action = agents
+                    .iter()
+                    .filter_map(|a| a.last_action.clone())
+                    .max_by_key(|a| a.started_at.as_ref().map(|t| (t.seconds, t.nanos)));
+                pb::GroupStatus {
+                    name: g.name.clone(),
+                    prefer: spec.prefer.clone().unwrap_or_default(),
+                    failback: match spec.failback {
+                        Failback::Auto => "auto".into(),
+                        Failback::Manual => "manual".into(),
+                    },
+                    desired_holder: g.desired.clone().unwrap_or_default(),
+                    holder: g.holder.clone().unwrap_or_default(),
+                    state: group_state(g.state) as i32,
+                    agents,
+                    restarts: self.trackers[gi].restarts(now),
+                    last_action,
+                    readiness: None,
+                    not_candidate_reason: g.not_candidate_reason.clone().unwrap_or_default(),
+                }
+            })
+            .collect();
+        pb::StatusResponse {
+            node: self.node.clone(),
+            cluster: self.cfg.cluster.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            membership_connected: st.connected,
+            membership_disconnected_for: self
+                .disconnected_since
+                .map(|t| tandem_proto::time::duration(now.duration_since(t))),
+            quorate: st.quorate,
+            health: self
+                .health
+                .checks
+                .iter()
+                .map(|c| pb::HealthCheck {
+                    name: c.name(),
+                    healthy: c.healthy == Some(true),
+                    consecutive_failures: c.consecutive_failures,
+                    consecutive_successes: c.consecutive_successes,
+                    last_error: c.last_error.clone().unwrap_or_default(),
+                    last_checked: c.last_checked.map(tandem_proto::time::timestamp),
+                })
+                .collect(),
+            nodes: st
+                .nodes
+                .iter()
+                .map(|n| pb::NodeFlags {
+                    name: n.name.clone(),
+                    standby: n.standby,
+                    healthy: n.healthy,
+                    holds: n.holds.clone(),
+                })
+                .collect(),
+            groups,
+        }
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn group_state(s: LocalState) -> pb::GroupState {
+    match s {
+        LocalState::Stopped => pb::GroupState::Stopped,
+        LocalState::Waiting => pb::GroupState::Waiting,
+        LocalState::Starting => pb::GroupState::Starting,
+        LocalState::Running => pb::GroupState::Running,
+        LocalState::Stopping => pb::GroupState::Stopping,
+        LocalState::Failed => pb::GroupState::Failed,
+    }
+}
+
+fn agent_status(r: crate::agents::group::AgentRecord) -> pb::AgentStatus {
+    pb::AgentStatus {
+        name: r.name,
+        kind: match r.kind {
+            Kind::ReservedIp => pb::AgentKind::ReservedIp,
+            Kind::Lsb => pb::AgentKind::Lsb,
+            Kind::Ocf => pb::AgentKind::Ocf,
+            Kind::Exec => pb::AgentKind::Exec,
+        } as i32,
+        state: match r.state {
+            AgentState::Unknown => pb::AgentState::Unknown,
+            AgentState::Stopped => pb::AgentState::Stopped,
+            AgentState::Starting => pb::AgentState::Starting,
+            AgentState::Running => pb::AgentState::Running,
+            AgentState::Stopping => pb::AgentState::Stopping,
+            AgentState::Failed => pb::AgentState::Failed,
+        } as i32,
+        last_action: r.last_action.map(|a| pb::LastAction {
+            action: a.action.to_string(),
+            result: if a.ok {
+                pb::ActionResult::Ok
+            } else if a.timed_out {
+                pb::ActionResult::Timeout
+            } else {
+                pb::ActionResult::Failed
+            } as i32,
+            started_at: Some(tandem_proto::time::timestamp(a.started_at)),
+            duration: Some(tandem_proto::time::duration(a.took)),
+            message: a.message,
+        }),
+        failures: r.failures,
+        detail: r.detail,
+    }
+}
+
+async fn group_worker(
+    gi: usize,
+    runner: Arc<GroupRunner>,
+    mut rx: mpsc::UnboundedReceiver<GroupCmd>,
+    tx: mpsc::Sender<Event>,
+    mut monitoring: bool,
+) {
+    let interval = runner.monitor_interval();
+    let mut next = Instant::now() + interval;
+    loop {
+        let result = tokio::select! {
+            cmd = rx.recv() => {
+                let Some(cmd) = cmd else { return };
+                let r = match cmd {
+                    GroupCmd::Start => match runner.start().await {
+                        Ok(()) => {
+                            monitoring = true;
+                            GroupResult::Outcome(AgentOutcome::Started)
+                        }
+                        Err(e) => {
+                            monitoring = false;
+                            GroupResult::Outcome(AgentOutcome::StartFailed { clean: e.clean, reason: e.to_string() })
+                        }
+                    },
+                    GroupCmd::Stop => {
+                        monitoring = false;
+                        match runner.stop().await {
+                            Ok(()) => GroupResult::Outcome(AgentOutcome::Stopped),
+                            Err(e) => GroupResult::Outcome(AgentOutcome::StopFailed { reason: e.to_string() }),
+                        }
+                    }
+                    GroupCmd::Restart(after) => {
+                        tokio::time::sleep(after).await;
+                        let r = match runner.stop().await {
+                            Ok(()) => runner.start().await.map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        monitoring = r.is_ok();
+                        GroupResult::Restarted(r)
+                    }
+                };
+                next = Instant::now() + interval;
+                Some(r)
+            }
+            () = tokio::time::sleep_until(next), if monitoring => {
+                next = Instant::now() + interval;
+                match runner.monitor().await {
+                    Ok(()) => None,
+                    Err(f) => {
+                        // Paused until the driver decides (restart or release).
+                        monitoring = false;
+                        Some(GroupResult::MonitorFailed(f.to_string()))
+                    }
+                }
+            }
+        };
+        if let Some(result) = result
+            && tx.send(Event::Group { group: gi, result }).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn member_view(v: &mpb::View) -> MembershipView {
+    MembershipView {
+        quorate: v.quorum.as_ref().is_some_and(|q| q.quorate),
+        nodes: v
+            .nodes
+            .iter()
+            .map(|n| MemberNode {
+                name: n.name.clone(),
+                alive: matches!(
+                    mpb::NodeState::try_from(n.state),
+                    Ok(mpb::NodeState::Up | mpb::NodeState::Late)
+                ),
+                generation: n.generation,
+            })
+            .collect(),
+    }
+}
+
+/// Folds one event into the view; `Err` on a gap in the sequence (resubscribe for a fresh
+/// snapshot). Returns whether the view changed in a way the core cares about.
+fn apply_event(view: &mut mpb::View, last_seq: &mut u64, e: mpb::Event) -> Result<bool, String> {
+    if e.seq != *last_seq + 1 {
+        return Err(format!(
+            "watch event {} after {}: events were lost",
+            e.seq, last_seq
+        ));
+    }
+    *last_seq = e.seq;
+    view.view_id = e.view_id;
+    use mpb::event::Kind as K;
+    let mut set = |name: &str, state: mpb::NodeState, generation: Option<u64>| {
+        if let Some(n) = view.nodes.iter_mut().find(|n| n.name == name) {
+            n.state = state as i32;
+            if let Some(g) = generation {
+                n.generation = g;
+            }
+        }
+    };
+    Ok(match e.kind {
+        Some(K::NodeUp(u)) => {
+            set(&u.node, mpb::NodeState::Up, Some(u.generation));
+            true
+        }
+        Some(K::NodeLate(l)) => {
+            set(&l.node, mpb::NodeState::Late, None);
+            false
+        }
+        Some(K::NodeDead(d)) => {
+            set(&d.node, mpb::NodeState::Dead, Some(d.generation));
+            true
+        }
+        Some(K::QuorumChanged(q)) => {
+            view.quorum = q.quorum;
+            true
+        }
+        Some(K::LinkUp(_) | K::LinkDown(_)) | None => false,
+    })
+}
+
+async fn membership_session(
+    path: &Path,
+    tx: &mpsc::Sender<Event>,
+    client_tx: &watch::Sender<Option<MembershipClient<Channel>>>,
+) -> Result<(), String> {
+    let channel = tandem_proto::uds::connect(path)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut client = MembershipClient::new(channel);
+    let mut watch_stream = client
+        .watch(mpb::WatchRequest {})
+        .await
+        .map_err(|s| format!("watch: {}", s.message()))?
+        .into_inner();
+    let mut sub = client
+        .subscribe(mpb::SubscribeRequest {
+            topics: vec![TOPIC.into()],
+        })
+        .await
+        .map_err(|s| format!("subscribe: {}", s.message()))?
+        .into_inner();
+    client_tx.send_replace(Some(client));
+    let mut view: Option<mpb::View> = None;
+    let mut seq = 0;
+    loop {
+        tokio::select! {
+            m = watch_stream.message() => {
+                let resp = m.map_err(|s| format!("watch: {}", s.message()))?.ok_or("watch stream ended")?;
+                let changed = match resp.kind {
+                    Some(mpb::watch_response::Kind::Snapshot(v)) => {
+                        seq = resp.snapshot_seq;
+                        view = Some(v);
+                        true
+                    }
+                    Some(mpb::watch_response::Kind::Event(e)) => {
+                        let v = view.as_mut().ok_or("watch stream began without a snapshot")?;
+                        apply_event(v, &mut seq, e)?
+                    }
+                    None => false,
+                };
+                if let (true, Some(v)) = (changed, &view) {
+                    tx.send(Event::View(member_view(v))).await.map_err(|_| "shutting down")?;
+                }
+            }
+            m = sub.message() => {
+                let msg = m.map_err(|s| format!("subscribe: {}", s.message()))?.ok_or("subscribe stream ended")?;
+                tx.send(Event::Message { from: msg.from, generation: msg.from_generation, payload: msg.payload })
+                    .await
+                    .map_err(|_| "shutting down")?;
+            }
+        }
+    }
+}
+
+async fn membership_task(
+    path: PathBuf,
+    tx: mpsc::Sender<Event>,
+    client_tx: watch::Sender<Option<MembershipClient<Channel>>>,
+) {
+    let mut delay = RECONNECT_MIN;
+    loop {
+        let started = Instant::now();
+        let why = match membership_session(&path, &tx, &client_tx).await {
+            Ok(()) => "session ended".to_owned(),
+            Err(e) => e,
+        };
+        client_tx.send_replace(None);
+        if tx.send(Event::Disconnected(why)).await.is_err() {
+            return;
+        }
+        // A session that lasted resets the backoff; repeated failures grow it.
+        if started.elapsed() > RECONNECT_MAX {
+            delay = RECONNECT_MIN;
+        }
+        let jitter = rand::rng().random_range(0.5..1.0);
+        tokio::time::sleep(delay.mul_f64(jitter)).await;
+        delay = (delay * 2).min(RECONNECT_MAX);
+    }
+}
+
+async fn sender_task(
+    mut rx: mpsc::Receiver<(Option<String>, Vec<u8>)>,
+    client_rx: watch::Receiver<Option<MembershipClient<Channel>>>,
+) {
+    while let Some((to, payload)) = rx.recv().await {
+        let client = client_rx.borrow().clone();
+        // Disconnected: dropped; the core re-announces periodically and on reconnect.
+        let Some(mut client) = client else { continue };
+        let req = mpb::SendRequest {
+            to: to.unwrap_or_default(),
+            topic: TOPIC.into(),
+            payload,
+        };
+        if let Err(s) = client.send(req).await {
+            debug!(code = ?s.code(), error = %s.message(), "send to membership failed");
+        }
+    }
+}
+
+/// The gRPC Agent service: asks the driver, checks the caller for mutating calls.
+struct AgentService {
+    tx: mpsc::Sender<Event>,
+    cfg: Arc<ClusterConfig>,
+    node: String,
+    own_uid: u32,
+}
+
+impl AgentService {
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let cred = req
+            .extensions()
+            .get::<tonic::transport::server::UdsConnectInfo>()
+            .and_then(|i| i.peer_cred);
+        let Some(cred) = cred else {
+            return Err(Status::permission_denied(
+                "cannot identify the caller (no peer credentials)",
+            ));
+        };
+        if cred.uid() == 0 || cred.uid() == self.own_uid {
+            return Ok(());
+        }
+        if let Some(group) = &self.cfg.agent.admin_group
+            && let Ok(Some(g)) = nix::unistd::Group::from_name(group)
+        {
+            if cred.gid() == g.gid.as_raw() {
+                return Ok(());
+            }
+            let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(cred.uid()))
+                .ok()
+                .flatten();
+            if user.is_some_and(|u| g.mem.contains(&u.name)) {
+                return Ok(());
+            }
+        }
+        let allowed = match &self.cfg.agent.admin_group {
+            Some(g) => format!("root or members of group {g:?}"),
+            None => "root only (no agent.admin_group configured)".to_owned(),
+        };
+        Err(Status::permission_denied(format!(
+            "uid {} may not change the cluster: {allowed}",
+            cred.uid()
+        )))
+    }
+
+    async fn command(&self, cmd: Command) -> Result<String, Status> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::Command(cmd, reply))
+            .await
+            .map_err(|_| Status::unavailable("shutting down"))?;
+        let result = rx.await.map_err(|_| Status::unavailable("shutting down"))?;
+        result.map_err(|e| {
+            let msg = e.to_string();
+            match e {
+                CommandError::UnknownNode(_) | CommandError::UnknownGroup(_) => {
+                    Status::not_found(msg)
+                }
+                CommandError::NotCandidate(_)
+                | CommandError::NotHeld(_)
+                | CommandError::NoOtherCandidate(_) => Status::failed_precondition(msg),
+                CommandError::Unreachable(_) => Status::unavailable(msg),
+                CommandError::Codec(_) => Status::internal(msg),
+            }
+        })
+    }
+}
+
+fn opt_node(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+#[tonic::async_trait]
+impl pb::agent_server::Agent for AgentService {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::Status(reply))
+            .await
+            .map_err(|_| Status::unavailable("shutting down"))?;
+        Ok(Response::new(
+            rx.await.map_err(|_| Status::unavailable("shutting down"))?,
+        ))
+    }
+
+    async fn standby(
+        &self,
+        req: Request<pb::StandbyRequest>,
+    ) -> Result<Response<pb::StandbyResponse>, Status> {
+        self.authorize(&req)?;
+        let node = opt_node(req.into_inner().node);
+        let message = self.command(Command::Standby(node.clone())).await?;
+        Ok(Response::new(pb::StandbyResponse {
+            node: node.unwrap_or_else(|| self.node.clone()),
+            message,
+        }))
+    }
+
+    async fn online(
+        &self,
+        req: Request<pb::OnlineRequest>,
+    ) -> Result<Response<pb::OnlineResponse>, Status> {
+        self.authorize(&req)?;
+        let node = opt_node(req.into_inner().node);
+        let message = self.command(Command::Online(node.clone())).await?;
+        Ok(Response::new(pb::OnlineResponse {
+            node: node.unwrap_or_else(|| self.node.clone()),
+            message,
+        }))
+    }
+
+    async fn takeover(
+        &self,
+        req: Request<pb::TakeoverRequest>,
+    ) -> Result<Response<pb::TakeoverResponse>, Status> {
+        self.authorize(&req)?;
+        let group = req.into_inner().group;
+        let message = self.command(Command::Takeover(group.clone())).await?;
+        Ok(Response::new(pb::TakeoverResponse { group, message }))
+    }
+
+    async fn release(
+        &self,
+        req: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        self.authorize(&req)?;
+        let group = req.into_inner().group;
+        let message = self.command(Command::Release(group.clone())).await?;
+        Ok(Response::new(pb::ReleaseResponse { group, message }))
+    }
+
+    async fn assign(
+        &self,
+        req: Request<pb::AssignRequest>,
+    ) -> Result<Response<pb::AssignResponse>, Status> {
+        self.authorize(&req)?;
+        let req = req.into_inner();
+        let ip: std::net::IpAddr = req
+            .ip
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("{:?} is not an IP address", req.ip)))?;
+        let agent = self
+            .cfg
+            .resources
+            .iter()
+            .flat_map(|g| &g.agents)
+            .find_map(|a| match a {
+                AgentConfig::ReservedIp(r) if r.ip == ip => Some(r.clone()),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                Status::not_found(format!("no reserved-ip agent is configured for {ip}"))
+            })?;
+        let mut agent = agent;
+        if req.droplet_id != 0 {
+            agent.droplet_ids.clear();
+            agent.droplet_id = Some(req.droplet_id);
+        }
+        let provider = provider::from_config(&agent, &self.node)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let droplet_id = match provider.server_id().await {
+            Ok(provider::ServerId::Numeric(n)) => n,
+            Ok(provider::ServerId::Text(_)) => 0,
+            Err(e) => return Err(Status::failed_precondition(e.to_string())),
+        };
+        info!(ip = %ip, droplet_id, "assign requested by an operator, outside placement");
+        let started = Instant::now();
+        let out = provider.assign().await.map_err(|e| {
+            if e.is_fatal() {
+                Status::failed_precondition(e.to_string())
+            } else {
+                Status::unavailable(e.to_string())
+            }
+        })?;
+
+        Ok(Response::new(pb::AssignResponse {
+            ip: ip.to_string(),
+            droplet_id,
+            already_assigned: out.already_held,
+            took: Some(tandem_proto::time::duration(started.elapsed())),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, state: mpb::NodeState, generation: u64) -> mpb::Node {
+        mpb::Node {
+            name: name.into(),
+            state: state as i32,
+            generation,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn events_fold_into_the_view_and_gaps_are_detected() {
+        let mut v = mpb::View {
+            nodes: vec![
+                node("a", mpb::NodeState::Up, 1),
+                node("b", mpb::NodeState::Unknown, 0),
+            ],
+            quorum: Some(mpb::Quorum {
+                quorate: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut seq = 5;
+        let up = mpb::Event {
+            seq: 6,
+            kind: Some(mpb::event::Kind::NodeUp(mpb::NodeUp {
+                node: "b".into(),
+                generation: 3,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert_eq!(apply_event(&mut v, &mut seq, up), Ok(true));
+        let mv = member_view(&v);
+        assert!(mv.quorate);
+        assert_eq!(
+            mv.nodes[1],
+            MemberNode {
+                name: "b".into(),
+                alive: true,
+                generation: 3
+            }
+        );
+        let late = mpb::Event {
+            seq: 7,
+            kind: Some(mpb::event::Kind::NodeLate(mpb::NodeLate {
+                node: "b".into(),
+                silent_for: None,
+            })),
+            ..Default::default()
+        };
+        assert_eq!(apply_event(&mut v, &mut seq, late), Ok(false));
+        assert!(member_view(&v).nodes[1].alive, "late still counts as alive");
+        let dead = mpb::Event {
+            seq: 9,
+            kind: Some(mpb::event::Kind::NodeDead(mpb::NodeDead {
+                node: "b".into(),
+                generation: 3,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert!(
+            apply_event(&mut v, &mut seq, dead).is_err(),
+            "seq 8 is missing"
+        );
+    }
+
+    #[test]
+    fn incarnation_increases_across_restarts_and_standby_persists() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(next_incarnation(dir.path()).expect("first"), 1);
+        assert_eq!(next_incarnation(dir.path()).expect("second"), 2);
+        assert!(!read_standby(dir.path()));
+        write_standby(dir.path(), true).expect("write");
+        assert!(read_standby(dir.path()));
+        write_standby(dir.path(), false).expect("clear");
+        write_standby(dir.path(), false).expect("clear twice");
+        assert!(!read_standby(dir.path()));
+        std::fs::write(dir.path().join(INCARNATION_FILE), "garbage").expect("write");
+        assert!(
+            next_incarnation(dir.path()).is_err(),
+            "a corrupt counter is reported, not reset"
+        );
+    }
+}
