@@ -209,6 +209,11 @@ async fn serve_endpoint(ep: Endpoint, sock: &Path) -> oneshot::Sender<()> {
 /// The same cluster for every node, except that each node's `exec` agent writes its own
 /// marker file (on real machines the same path is naturally per node).
 fn config(dir: &Path, node: &str) -> tandem_config::ClusterConfig {
+    config_with(dir, node, "")
+}
+
+/// `extra` is appended to the YAML (top-level sections).
+fn config_with(dir: &Path, node: &str, extra: &str) -> tandem_config::ClusterConfig {
     let m = |g: &str| {
         dir.join(format!("{node}.{g}.running"))
             .display()
@@ -240,6 +245,8 @@ resources:
         dir = dir.display(),
         exec = exec("web")
     );
+    let yaml = format!("{yaml}{extra}");
+    std::fs::write(dir.join("cluster.yaml"), &yaml).expect("write config");
     tandem_config::parse(&yaml, &dir.join("cluster.yaml")).unwrap_or_else(|e| panic!("config: {e}"))
 }
 
@@ -261,7 +268,10 @@ struct Node {
 }
 
 async fn start_node(name: &str, root: &Path) -> Node {
-    let cfg = config(root, name);
+    start_node_with(name, root, config(root, name)).await
+}
+
+async fn start_node_with(name: &str, root: &Path, cfg: tandem_config::ClusterConfig) -> Node {
     let run_dir = root.join(name).join("run");
     let state_dir = root.join(name).join("state");
     let opts = Options {
@@ -471,4 +481,134 @@ async fn a_group_whose_monitor_keeps_failing_is_released() {
     );
     let _ = a.stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), a.task).await;
+}
+
+/// Runs this test binary's `unprivileged_client` as nobody (uid/gid 65534) against `sock`.
+fn run_as_nobody(sock: &Path, expect_allowed: bool) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(std::env::current_exe().expect("test binary"))
+        .args(["unprivileged_client", "--exact", "--ignored", "--nocapture"])
+        .env("TANDEM_TEST_AGENT_SOCK", sock)
+        .env(
+            "TANDEM_TEST_EXPECT_ALLOWED",
+            if expect_allowed { "1" } else { "0" },
+        )
+        .output()
+        .expect("run setpriv")
+}
+
+/// Not a test on its own: run by `mutating_calls_need_root_or_the_admin_group` as another user.
+#[tokio::test]
+#[ignore = "run as another user by mutating_calls_need_root_or_the_admin_group"]
+async fn unprivileged_client() {
+    let Some(sock) = std::env::var_os("TANDEM_TEST_AGENT_SOCK") else {
+        return;
+    };
+    let allowed = std::env::var("TANDEM_TEST_EXPECT_ALLOWED").as_deref() == Ok("1");
+    let ch = tandem_proto::uds::connect(Path::new(&sock))
+        .await
+        .expect("connect");
+    let mut client = AgentClient::new(ch);
+    client
+        .status(pb::StatusRequest {})
+        .await
+        .expect("status is open to everyone who can connect");
+    let r = client
+        .release(pb::ReleaseRequest {
+            group: "nope".into(),
+        })
+        .await;
+    let code = r.expect_err("no such group either way").code();
+    if allowed {
+        assert_eq!(code, tonic::Code::NotFound, "an admin reaches the command");
+    } else {
+        assert_eq!(code, tonic::Code::PermissionDenied);
+        let e = client
+            .standby(pb::StandbyRequest {
+                node: String::new(),
+            })
+            .await
+            .expect_err("denied");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(e.message().contains("65534"), "{}", e.message());
+    }
+}
+
+fn open_up(paths: &[&Path], mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    for p in paths {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+}
+
+#[tokio::test]
+async fn mutating_calls_need_root_or_the_admin_group() {
+    if !nix::unistd::getuid().is_root() || which("setpriv").is_none() {
+        eprintln!("SKIPPED: needs root and setpriv to act as another user");
+        return;
+    }
+    for (admin, allowed) in [(false, false), (true, true)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let extra = if admin {
+            "agent:\n  admin_group: nogroup\n"
+        } else {
+            ""
+        };
+        let cfg = config_with(dir.path(), "a", extra);
+        let ep = Endpoint::new("a", &["a", "b"], Subscribers::default());
+        let _stop = serve_endpoint(ep, &dir.path().join("a/run/membership.sock")).await;
+        let a = start_node_with("a", dir.path(), cfg).await;
+        wait_status(&a.run_dir, 10, "agent up", |_| true).await;
+        // Let nobody reach the socket: what is checked here is the daemon's own decision.
+        let sock = a.run_dir.join("agent.sock");
+        open_up(&[dir.path(), &dir.path().join("a"), &a.run_dir], 0o755);
+        open_up(&[&sock], 0o666);
+        let out = tokio::task::spawn_blocking(move || run_as_nobody(&sock, allowed))
+            .await
+            .expect("join");
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+            "admin={admin}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = a.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), a.task).await;
+    }
+}
+
+fn which(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(cmd))
+        .find(|p| p.is_file())
+}
+
+#[test]
+fn check_mode_validates_config_and_agents_then_exits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    config(dir.path(), "a");
+    let bin = env!("CARGO_BIN_EXE_tandem-resource-agent");
+    let cfg = dir.path().join("cluster.yaml");
+    let out = std::process::Command::new(bin)
+        .args(["--check", "--node", "a", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("agents: ok"));
+    let out = std::process::Command::new(bin)
+        .args(["--check", "--node", "zed", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("zed") && err.contains("a, b"), "{err}");
 }
