@@ -15,6 +15,8 @@ use tandem_proto::uds::ConnectError;
 use tonic::Code;
 use tonic::transport::Channel;
 
+use crate::render::clean;
+
 /// How long a change request may take. The agent answers once it has accepted the request
 /// (the handover itself runs in the background), so this only guards against a stuck daemon.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,7 +47,7 @@ impl Daemon {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Problem {
     /// "not_running", "permission_denied", "timeout", "failed_precondition", "not_found",
-    /// "invalid_argument" or "error".
+    /// "invalid_argument", "unavailable" or "error".
     pub kind: &'static str,
     /// What went wrong, with the daemon's own words where it gave any.
     pub message: String,
@@ -119,14 +121,14 @@ pub async fn connect(d: Daemon, run_dir: &Path) -> Result<Channel, Problem> {
         .map_err(|e| Problem::from_connect(d, e))
 }
 
-/// Turns a gRPC error status into a problem; `refused` explains, for FAILED_PRECONDITION,
-/// which request was refused and what it needs.
-pub fn rpc_problem(d: Daemon, s: &tonic::Status, refused: Option<&str>) -> Problem {
+/// Turns a gRPC error status into a problem. For FAILED_PRECONDITION, `refused` names the
+/// request and what it needs (the daemon's own reason is always shown verbatim).
+pub fn rpc_problem(d: Daemon, s: &tonic::Status, refused: Option<(&str, &str)>) -> Problem {
     let said = s.message().trim();
     let said = if said.is_empty() {
         format!("{:?}", s.code())
     } else {
-        said.to_owned()
+        clean(said)
     };
     match s.code() {
         Code::PermissionDenied => Problem {
@@ -137,12 +139,13 @@ pub fn rpc_problem(d: Daemon, s: &tonic::Status, refused: Option<&str>) -> Probl
         Code::FailedPrecondition => Problem {
             kind: "failed_precondition",
             message: match refused {
-                Some(what) => format!("{what} refused by {}: {said}", d.unit()),
+                Some((what, _)) => format!("{what} refused by {}: {said}", d.unit()),
                 None => format!("{} refused: {said}", d.unit()),
             },
             hint: Some(
-                "this node is not a candidate: it needs quorum, to be online (not in standby) and \
-                 healthy; see `ipctl status` for which one is missing"
+                refused
+                    .map(|(_, needs)| needs)
+                    .unwrap_or("see `ipctl status`")
                     .to_owned(),
             ),
         },
@@ -156,8 +159,16 @@ pub fn rpc_problem(d: Daemon, s: &tonic::Status, refused: Option<&str>) -> Probl
             message: format!("{}: {said}", d.unit()),
             hint: None,
         },
-        // The socket accepted the connection but the server went away mid-call.
-        Code::Unavailable => Problem::not_running(d, said),
+        // Either the daemon cannot do it right now (e.g. a peer is unreachable, or it is
+        // shutting down) or the connection broke mid-call: both are worth a retry.
+        Code::Unavailable => Problem {
+            kind: "unavailable",
+            message: format!("{} cannot do it now: {said}", d.unit()),
+            hint: Some(format!(
+                "try again in a moment; if it persists: systemctl status {}",
+                d.unit()
+            )),
+        },
         Code::Unimplemented => Problem {
             kind: "error",
             message: format!(
@@ -211,6 +222,23 @@ impl Change<'_> {
             Change::Release(g) => format!("release of {g}"),
         }
     }
+
+    /// What the request needs, shown when the agent refuses it as a failed precondition.
+    fn needs(&self) -> &'static str {
+        match self {
+            Change::Takeover(_) => {
+                "a takeover needs this node to be a candidate: quorum, online (not in standby), \
+                 healthy health checks and a ready group; `ipctl status` shows which one is missing"
+            }
+            Change::Release(_) => {
+                "a release needs the group to be held here and another candidate to take it; \
+                 `ipctl status` shows the holder and the candidates"
+            }
+            Change::Standby(_) | Change::Online(_) => {
+                "`ipctl status` shows the nodes and what they hold"
+            }
+        }
+    }
 }
 
 async fn call(run_dir: &Path, change: &Change<'_>) -> Result<String, Problem> {
@@ -255,7 +283,14 @@ async fn call(run_dir: &Path, change: &Change<'_>) -> Result<String, Problem> {
     };
     match tokio::time::timeout(CHANGE_TIMEOUT, fut).await {
         Ok(Ok(text)) => Ok(text),
-        Ok(Err(s)) => Err(rpc_problem(Daemon::Agent, &s, Some(&change.describe()))),
+        Ok(Err(s)) => {
+            let what = change.describe();
+            Err(rpc_problem(
+                Daemon::Agent,
+                &s,
+                Some((&what, change.needs())),
+            ))
+        }
         Err(_) => Err(Problem::timeout(Daemon::Agent, CHANGE_TIMEOUT)),
     }
 }

@@ -56,6 +56,9 @@ pub fn human_ms(ms: f64) -> String {
     if ms < 1.0 {
         return format!("{ms:.2}ms");
     }
+    if ms < 10.0 {
+        return format!("{ms:.1}ms");
+    }
     if ms < 1000.0 {
         return format!("{ms:.0}ms");
     }
@@ -161,16 +164,21 @@ fn quorum_line(out: &mut String, paint: &Paint, r: &StatusReport) {
         let verdict = if q.quorate {
             paint.p(Tone::Good, "yes")
         } else {
-            paint.p(Tone::Bad, "NO (resources here are released)")
+            paint.p(Tone::Bad, "NO")
         };
         let _ = writeln!(
             out,
-            "{} {verdict} (policy {}: {} of {} voters alive, {} needed)",
+            "{} {verdict} (policy {}: {} of {} voters alive, {} needed){}",
             paint.p(Tone::Bold, "Quorum:"),
             q.policy,
             q.alive,
             q.voters,
-            q.needed
+            q.needed,
+            if q.quorate {
+                ""
+            } else {
+                "; this node holds no resources"
+            }
         );
     } else if let Some(a) = &r.agent.data {
         let verdict = if a.quorate {
@@ -343,10 +351,10 @@ fn group(out: &mut String, paint: &Paint, g: &GroupReport) {
         .holder
         .as_deref()
         .map_or_else(|| paint.p(Tone::Warn, "nobody"), clean);
-    let desired = g
-        .desired_holder
-        .as_deref()
-        .map_or_else(|| paint.p(Tone::Bad, "nowhere (no candidate)"), clean);
+    let desired = g.desired_holder.as_deref().map_or_else(
+        || paint.p(Tone::Bad, "nowhere (no candidate)"),
+        |n| format!("on {}", clean(n)),
+    );
     let moving = if g.holder != g.desired_holder {
         paint.p(Tone::Warn, "  (moving)")
     } else {
@@ -354,7 +362,7 @@ fn group(out: &mut String, paint: &Paint, g: &GroupReport) {
     };
     let _ = writeln!(
         out,
-        "  {}: held by {holder}, should run on {desired}{moving}",
+        "  {}: held by {holder}, should run {desired}{moving}",
         paint.p(Tone::Bold, &clean(&g.name))
     );
     let mut policy = format!("failback {}", clean(&g.failback));
@@ -375,12 +383,16 @@ fn group(out: &mut String, paint: &Paint, g: &GroupReport) {
         Some(true) => {
             let _ = writeln!(
                 out,
-                "    {} (this node could take it over now)",
+                "    agents {} to take over here",
                 paint.p(Tone::Good, "ready")
             );
         }
         Some(false) => {
-            let _ = writeln!(out, "    {}", paint.p(Tone::Bad, "NOT READY:"));
+            let _ = writeln!(
+                out,
+                "    agents {} to take over here:",
+                paint.p(Tone::Bad, "NOT READY")
+            );
             for p in &g.problems {
                 let _ = writeln!(out, "      - {}", clean(p));
             }
@@ -445,6 +457,7 @@ mod tests {
     #[test]
     fn durations_read_short() {
         assert_eq!(human_ms(0.42), "0.42ms");
+        assert_eq!(human_ms(1.25), "1.2ms");
         assert_eq!(human_ms(450.0), "450ms");
         assert_eq!(human_ms(1234.0), "1.2s");
         assert_eq!(human_ms(192_000.0), "3m12s");
