@@ -47,6 +47,10 @@ pub const SEND_QUEUE: usize = 256;
 /// Reconnect backoff towards membership: first and largest delay (jittered).
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// How often groups that can tell (reserved-ip) check whether this node could take them:
+/// one cheap read-only API call a minute per IP keeps a broken token or a region mismatch
+/// visible long before a failover needs it.
+pub const READINESS_INTERVAL: Duration = Duration::from_secs(60);
 /// File names in the state dir.
 const INCARNATION_FILE: &str = "agent-incarnation";
 const STANDBY_FILE: &str = "standby";
@@ -155,6 +159,11 @@ enum Event {
         result: GroupResult,
     },
     Health(Box<Health>),
+    Readiness {
+        group: usize,
+        problems: Vec<String>,
+        at: std::time::SystemTime,
+    },
     Status(oneshot::Sender<pb::StatusResponse>),
     Command(Command, oneshot::Sender<Result<String, CommandError>>),
 }
@@ -226,6 +235,7 @@ pub async fn run(
         let (ctx, crx) = mpsc::unbounded_channel();
         cmds.push(ctx);
         tasks.spawn(group_worker(gi, runner.clone(), crx, tx.clone(), *up));
+        tasks.spawn(readiness_task(gi, runner.clone(), tx.clone()));
     }
 
     let (health_tx, mut health_rx) = watch::channel(Health::new(&cfg.health, now));
@@ -275,6 +285,7 @@ pub async fn run(
         state_dir: opts.state_dir.clone(),
         disconnected_since: Some(now),
         sends_dropped: 0,
+        readiness: vec![None; cfg.resources.len()],
     };
     let h = driver.healthy;
     driver.hv.handle(now, Input::Health(h));
@@ -329,6 +340,7 @@ struct Driver {
     state_dir: PathBuf,
     disconnected_since: Option<Instant>,
     sends_dropped: u64,
+    readiness: Vec<Option<(Vec<String>, std::time::SystemTime)>>,
 }
 
 impl Driver {
@@ -432,6 +444,20 @@ impl Driver {
                     self.healthy = healthy;
                     self.hv.handle(now, Input::Health(healthy));
                 }
+            }
+            Event::Readiness {
+                group,
+                problems,
+                at,
+            } => {
+                if !problems.is_empty()
+                    && self.readiness[group]
+                        .as_ref()
+                        .is_none_or(|(p, _)| *p != problems)
+                {
+                    warn!(group = %self.runners[group].name(), problems = ?problems, "this node could not take the group over");
+                }
+                self.readiness[group] = Some((problems, at));
             }
             Event::Status(reply) => {
                 let _ = reply.send(self.status(now));
@@ -553,7 +579,13 @@ impl Driver {
                     agents,
                     restarts: self.trackers[gi].restarts(now),
                     last_action,
-                    readiness: None,
+                    readiness: self.readiness[gi]
+                        .as_ref()
+                        .map(|(problems, at)| pb::Readiness {
+                            ready: problems.is_empty(),
+                            problems: problems.clone(),
+                            checked_at: Some(tandem_proto::time::timestamp(*at)),
+                        }),
                     not_candidate_reason: g.not_candidate_reason.clone().unwrap_or_default(),
                 }
             })
@@ -709,6 +741,28 @@ async fn group_worker(
         {
             return;
         }
+    }
+}
+
+async fn readiness_task(gi: usize, runner: Arc<GroupRunner>, tx: mpsc::Sender<Event>) {
+    loop {
+        // Groups whose agents cannot tell need no task.
+        let Some(problems) = runner.readiness().await else {
+            return;
+        };
+        let at = std::time::SystemTime::now();
+        if tx
+            .send(Event::Readiness {
+                group: gi,
+                problems,
+                at,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::time::sleep(READINESS_INTERVAL).await;
     }
 }
 

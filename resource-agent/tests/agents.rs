@@ -448,6 +448,8 @@ struct ScriptedProvider {
     me: u64,
     calls: Arc<Mutex<Vec<&'static str>>>,
     fail_assign: bool,
+    /// (IP region, server region) answered by probe; `None`: probe fails.
+    regions: Option<(&'static str, &'static str)>,
 }
 
 impl ReservedIpProvider for ScriptedProvider {
@@ -507,7 +509,25 @@ impl ReservedIpProvider for ScriptedProvider {
         })
     }
     fn probe(&self) -> BoxFuture<'_, Result<Readiness, ProviderError>> {
-        Box::pin(async move { Err(ProviderError::Config("not scripted".into())) })
+        Box::pin(async move {
+            let Some((ip, server)) = self.regions else {
+                return Err(ProviderError::Unauthorized {
+                    provider: "digitalocean",
+                    what: "probe".into(),
+                });
+            };
+            Ok(Readiness {
+                server_id: ServerId::Numeric(self.me),
+                ip: self.ip(),
+                region: Some(ip.into()),
+                server_region: Some(server.into()),
+                holder: Holder {
+                    server: None,
+                    ours: false,
+                    locked: false,
+                },
+            })
+        })
     }
 }
 
@@ -518,6 +538,7 @@ fn reserved(unassign: bool, fail_assign: bool) -> (ReservedIp, Arc<Mutex<Vec<&'s
         me: 3,
         calls: calls.clone(),
         fail_assign,
+        regions: None,
     };
     (
         ReservedIp::new(Box::new(p), unassign, settings(5000)),
@@ -558,4 +579,41 @@ async fn reserved_ip_token_rejection_is_unusable_not_retried() {
         Err(AgentError::Unusable { reason, .. }) => assert!(reason.contains("401"), "{reason}"),
         other => panic!("unexpected {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn readiness_names_what_would_stop_a_takeover() {
+    let mk = |regions| {
+        let p = ScriptedProvider {
+            holder: Mutex::new(None),
+            me: 3,
+            calls: Arc::default(),
+            fail_assign: false,
+            regions,
+        };
+        Box::new(ReservedIp::new(Box::new(p), false, settings(5000))) as Box<dyn Agent>
+    };
+    let ok = GroupRunner::new("ip", vec![mk(Some(("nyc1", "nyc1")))]);
+    assert_eq!(ok.readiness().await, Some(vec![]));
+    let wrong_region = GroupRunner::new("ip", vec![mk(Some(("nyc1", "ams3")))]);
+    let p = wrong_region
+        .readiness()
+        .await
+        .expect("reserved-ip can tell");
+    assert!(
+        p.len() == 1 && p[0].contains("nyc1") && p[0].contains("ams3"),
+        "{p:?}"
+    );
+    let bad_token = GroupRunner::new("ip", vec![mk(None)]);
+    let p = bad_token.readiness().await.expect("reserved-ip can tell");
+    assert!(
+        p[0].starts_with("reserved-ip 127.0.0.42: ") && p[0].contains("401"),
+        "{p:?}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exec_only = GroupRunner::new(
+        "web",
+        vec![logging_exec(&dir.path().join("log"), "a", false)],
+    );
+    assert_eq!(exec_only.readiness().await, None);
 }

@@ -249,6 +249,20 @@ impl GroupRunner {
         Ok(())
     }
 
+    /// Readiness of the group here: `None` when no agent can tell, else every problem
+    /// found, each prefixed with its agent (empty = ready).
+    pub async fn readiness(&self) -> Option<Vec<String>> {
+        let mut any = false;
+        let mut problems = Vec::new();
+        for a in &self.agents {
+            if let Some(p) = a.readiness().await {
+                any = true;
+                problems.extend(p.into_iter().map(|p| format!("{}: {p}", a.name())));
+            }
+        }
+        any.then_some(problems)
+    }
+
     /// Asks every agent for the real state (at startup, before acting). Returns whether any
     /// agent runs here: a partly running group counts as running, so that it is either
     /// kept (and repaired by the monitor) or stopped cleanly.

@@ -117,6 +117,11 @@ pub trait Agent: Send + Sync + fmt::Debug {
     fn stop(&self) -> BoxFuture<'_, Result<(), AgentError>>;
     /// Is the resource running here? Also used to probe the real state at startup.
     fn monitor(&self) -> BoxFuture<'_, Result<RunState, AgentError>>;
+    /// Could this node start the agent now? `None`: the agent cannot tell beforehand;
+    /// otherwise the problems found (empty = ready). Changes nothing.
+    fn readiness(&self) -> BoxFuture<'_, Option<Vec<String>>> {
+        Box::pin(async { None })
+    }
 }
 
 /// Builds the agents of one resource group from the configuration.

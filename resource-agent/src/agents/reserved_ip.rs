@@ -106,6 +106,30 @@ impl Agent for ReservedIp {
         })
     }
 
+    fn readiness(&self) -> BoxFuture<'_, Option<Vec<String>>> {
+        Box::pin(async move {
+            let problems =
+                match tokio::time::timeout(self.settings.timeout, self.provider.probe()).await {
+                    Err(_) => vec![format!(
+                        "no answer from the provider within {:?}",
+                        self.settings.timeout
+                    )],
+                    Ok(Err(e)) => vec![e.to_string()],
+                    Ok(Ok(r)) => match (&r.region, &r.server_region) {
+                        // A reserved IP can only be assigned within its own region.
+                        (Some(ip), Some(server)) if ip != server => {
+                            vec![format!(
+                                "{} is in region {ip}, this server in {server}",
+                                r.ip
+                            )]
+                        }
+                        _ => Vec::new(),
+                    },
+                };
+            Some(problems)
+        })
+    }
+
     fn monitor(&self) -> BoxFuture<'_, Result<RunState, AgentError>> {
         Box::pin(async move {
             let holder = self.limit(Action::Monitor, self.provider.holder()).await?;
