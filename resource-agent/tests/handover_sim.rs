@@ -183,15 +183,23 @@ impl Sim {
 
     /// Start (or restart) node i's agent: a crashed machine comes back with nothing running.
     fn boot(&mut self, i: usize) {
+        self.boot_running(i, &[]);
+    }
+
+    /// Boots node i with `running` found running by the agents' probe (a node that kept
+    /// its services through a restart, or both sides of a healed partition).
+    fn boot_running(&mut self, i: usize, running: &[&str]) {
         if std::env::var_os("SIM_TRACE").is_some() {
-            eprintln!("t={} BOOT {}", self.t, self.names[i]);
+            eprintln!("t={} BOOT {} running {running:?}", self.t, self.names[i]);
         }
         let now = self.now();
         let cfg = self.cfg(i);
         let node = &mut self.nodes[i];
         node.life += 1;
-        node.active.clear();
-        let mut hv = Handover::new(cfg, node.life, &[], node.standby, now).expect("valid config");
+        node.active = running.iter().map(|s| s.to_string()).collect();
+        let running: Vec<String> = running.iter().map(|s| s.to_string()).collect();
+        let mut hv =
+            Handover::new(cfg, node.life, &running, node.standby, now).expect("valid config");
         hv.handle(now, Input::Health(node.healthy));
         node.hv = Some(hv);
         // The restarted node sees the truth at once; the others learn late.
@@ -868,5 +876,34 @@ fn chaos_never_runs_a_group_twice_and_converges_three_nodes() {
             &[Role::Member, Role::Member, Role::Witness],
             0.1,
         );
+    }
+}
+
+#[test]
+fn two_nodes_found_running_the_same_group_at_start_end_with_one() {
+    // Of two holders the first in configuration order is "the holder"; auto failback still
+    // moves the group to the preferred node.
+    for (seed, prefer, failback, want) in [
+        (21, Some("b"), Failback::Auto, "b"),
+        (22, Some("b"), Failback::Manual, "a"),
+        (23, None, Failback::Manual, "a"),
+    ] {
+        let mut sim = Sim::new(
+            seed,
+            &["a", "b"],
+            &[Role::Member; 2],
+            vec![group("ip", prefer, failback)],
+        );
+        sim.kill(0);
+        sim.kill(1);
+        sim.boot_running(0, &["ip"]);
+        sim.boot_running(1, &["ip"]);
+        sim.run_ms(5000);
+        assert_eq!(
+            holders(&sim, "ip"),
+            [want],
+            "prefer {prefer:?} {failback:?}"
+        );
+        sim.assert_converged();
     }
 }
