@@ -689,53 +689,73 @@ async fn group_worker(
 ) {
     let interval = runner.monitor_interval();
     let mut next = Instant::now() + interval;
+    // A command that arrived while a restart was waiting: it replaces the restart.
+    let mut pending: Option<GroupCmd> = None;
     loop {
-        let result = tokio::select! {
-            cmd = rx.recv() => {
-                let Some(cmd) = cmd else { return };
-                let r = match cmd {
-                    GroupCmd::Start => match runner.start().await {
-                        Ok(()) => {
-                            monitoring = true;
-                            GroupResult::Outcome(AgentOutcome::Started)
-                        }
-                        Err(e) => {
-                            monitoring = false;
-                            GroupResult::Outcome(AgentOutcome::StartFailed { clean: e.clean, reason: e.to_string() })
-                        }
-                    },
-                    GroupCmd::Stop => {
-                        monitoring = false;
-                        match runner.stop().await {
-                            Ok(()) => GroupResult::Outcome(AgentOutcome::Stopped),
-                            Err(e) => GroupResult::Outcome(AgentOutcome::StopFailed { reason: e.to_string() }),
-                        }
-                    }
-                    GroupCmd::Restart(after) => {
-                        tokio::time::sleep(after).await;
-                        let r = match runner.stop().await {
-                            Ok(()) => runner.start().await.map_err(|e| e.to_string()),
-                            Err(e) => Err(e.to_string()),
-                        };
-                        monitoring = r.is_ok();
-                        GroupResult::Restarted(r)
+        let cmd = match pending.take() {
+            Some(cmd) => Some(cmd),
+            None => tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => Some(cmd),
+                    None => return,
+                },
+                () = tokio::time::sleep_until(next), if monitoring => None,
+            },
+        };
+        let result = match cmd {
+            Some(GroupCmd::Start) => Some(match runner.start().await {
+                Ok(()) => {
+                    monitoring = true;
+                    GroupResult::Outcome(AgentOutcome::Started)
+                }
+                Err(e) => {
+                    monitoring = false;
+                    GroupResult::Outcome(AgentOutcome::StartFailed {
+                        clean: e.clean,
+                        reason: e.to_string(),
+                    })
+                }
+            }),
+            Some(GroupCmd::Stop) => {
+                monitoring = false;
+                Some(match runner.stop().await {
+                    Ok(()) => GroupResult::Outcome(AgentOutcome::Stopped),
+                    Err(e) => GroupResult::Outcome(AgentOutcome::StopFailed {
+                        reason: e.to_string(),
+                    }),
+                })
+            }
+            Some(GroupCmd::Restart(after)) => {
+                let go = tokio::select! {
+                    () = tokio::time::sleep(after) => true,
+                    cmd = rx.recv() => {
+                        let Some(cmd) = cmd else { return };
+                        pending = Some(cmd);
+                        false
                     }
                 };
-                next = Instant::now() + interval;
-                Some(r)
-            }
-            () = tokio::time::sleep_until(next), if monitoring => {
-                next = Instant::now() + interval;
-                match runner.monitor().await {
-                    Ok(()) => None,
-                    Err(f) => {
-                        // Paused until the driver decides (restart or release).
-                        monitoring = false;
-                        Some(GroupResult::MonitorFailed(f.to_string()))
-                    }
+                if go {
+                    let r = match runner.stop().await {
+                        Ok(()) => runner.start().await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    monitoring = r.is_ok();
+                    Some(GroupResult::Restarted(r))
+                } else {
+                    // The driver moved on (a stop); that command decides what happens.
+                    None
                 }
             }
+            None => match runner.monitor().await {
+                Ok(()) => None,
+                Err(f) => {
+                    // Paused until the driver decides (restart or release).
+                    monitoring = false;
+                    Some(GroupResult::MonitorFailed(f.to_string()))
+                }
+            },
         };
+        next = Instant::now() + interval;
         if let Some(result) = result
             && tx.send(Event::Group { group: gi, result }).await.is_err()
         {
