@@ -1,2 +1,9 @@
 //! Tandem membership: the sans-IO protocol core and the daemon shell around it.
+//!
+//! - [`core`]: the deterministic protocol state machine (wire format, detection, quorum,
+//!   messaging); no sockets, no clock.
+//! - [`generation`]: the persisted, strictly increasing incarnation number.
 #![forbid(unsafe_code)]
+
+pub mod core;
+pub mod generation;

@@ -1,0 +1,355 @@
+//! Targeted behaviour of the core with two or three nodes wired back to back.
+use super::*;
+
+const KEY: &[u8] = b"unit-test-key-unit-test-key-0123";
+
+fn timing() -> Timing {
+    Timing {
+        interval: Duration::from_millis(100),
+        warn_after: Duration::from_millis(500),
+        dead_after: Duration::from_secs(1),
+        init_dead: Duration::from_secs(3),
+    }
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, i as u8 + 1], 694))
+}
+
+fn settings(n: usize, local: usize, generation: u64) -> Settings {
+    Settings {
+        cluster: "web".into(),
+        nodes: (0..n)
+            .map(|i| NodeSpec {
+                name: format!("n{i}"),
+                addresses: vec![addr(i)],
+                role: Role::Member,
+            })
+            .collect(),
+        local: format!("n{local}"),
+        timing: timing(),
+        quorum: if n == 2 {
+            QuorumPolicy::TwoNode
+        } else {
+            QuorumPolicy::Majority
+        },
+        generation,
+        keys: KeyRing::new((1, KEY), &[]),
+    }
+}
+
+fn ms(x: u64) -> Time {
+    Duration::from_millis(x)
+}
+
+/// Delivers every queued datagram between the cores, without loss.
+fn exchange(cores: &mut [Core], now: Time) {
+    loop {
+        let mut moved = false;
+        for i in 0..cores.len() {
+            while let Some(t) = cores[i].poll_transmit() {
+                let to = (0..cores.len()).find(|&j| addr(j) == t.dest).unwrap();
+                cores[to].handle_datagram(now, 0, addr(i), &t.bytes);
+                moved = true;
+            }
+        }
+        if !moved {
+            return;
+        }
+    }
+}
+
+fn events(c: &mut Core) -> Vec<EventKind> {
+    std::iter::from_fn(|| c.poll_event())
+        .map(|e| e.kind)
+        .collect()
+}
+
+fn rejected(c: &Core, r: Reject) -> u64 {
+    c.rejections()
+        .into_iter()
+        .find(|(x, _)| *x == r)
+        .map(|(_, n)| n)
+        .unwrap()
+}
+
+fn pair() -> Vec<Core> {
+    let mut cores = vec![
+        Core::new(settings(2, 0, 10), ms(0)).unwrap(),
+        Core::new(settings(2, 1, 20), ms(0)).unwrap(),
+    ];
+    for c in cores.iter_mut() {
+        c.handle_timeout(ms(0));
+    }
+    exchange(&mut cores, ms(1));
+    cores
+}
+
+#[test]
+fn peers_come_up_with_link_and_generation() {
+    let mut cores = pair();
+    let ev = events(&mut cores[0]);
+    assert!(ev.contains(&EventKind::NodeUp {
+        node: 1,
+        generation: 20,
+        new_incarnation: false,
+        previous_generation: 0
+    }));
+    assert!(ev.contains(&EventKind::LinkUp { node: 1, link: 0 }));
+    assert_eq!(cores[0].node_state(1), (NodeState::Up, 20));
+}
+
+#[test]
+fn peer_is_late_then_dead_after_silence_on_all_links() {
+    let mut cores = pair();
+    events(&mut cores[0]);
+    // Node 1 falls silent at 1 ms; node 0 keeps ticking at its deadlines.
+    let mut now = ms(1);
+    let mut late_at = None;
+    let mut dead_at = None;
+    while now < ms(3000) {
+        now = cores[0].next_deadline().unwrap();
+        cores[0].handle_timeout(now);
+        while cores[0].poll_transmit().is_some() {}
+        for e in events(&mut cores[0]) {
+            match e {
+                EventKind::NodeLate { .. } => late_at = Some(now),
+                EventKind::NodeDead { reason, .. } => {
+                    assert_eq!(reason, DeadReason::Silent);
+                    dead_at = Some(now);
+                }
+                _ => {}
+            }
+        }
+        if dead_at.is_some() {
+            break;
+        }
+    }
+    assert_eq!(late_at, Some(ms(501)));
+    assert_eq!(dead_at, Some(ms(1001)));
+    assert_eq!(cores[0].unacked(1), 0);
+}
+
+#[test]
+fn restart_before_dead_after_is_a_new_incarnation() {
+    let mut cores = pair();
+    events(&mut cores[0]);
+    cores[1] = Core::new(settings(2, 1, 21), ms(200)).unwrap();
+    cores[1].handle_timeout(ms(200));
+    exchange(&mut cores, ms(201));
+    assert!(events(&mut cores[0]).contains(&EventKind::NodeUp {
+        node: 1,
+        generation: 21,
+        new_incarnation: true,
+        previous_generation: 20
+    }));
+}
+
+#[test]
+fn clean_leave_is_dead_at_once_and_late_datagrams_do_not_revive_it() {
+    let mut cores = pair();
+    events(&mut cores[0]);
+    // A heartbeat of the leaving incarnation, delayed past its "leaving" datagram.
+    cores[1].handle_timeout(ms(100));
+    let late = cores[1].poll_transmit().unwrap();
+    cores[1].leave(ms(150));
+    exchange(&mut cores, ms(150));
+    assert!(events(&mut cores[0]).iter().any(|e| matches!(
+        e,
+        EventKind::NodeDead {
+            reason: DeadReason::Left,
+            ..
+        }
+    )));
+    cores[0].handle_datagram(ms(160), 0, addr(1), &late.bytes);
+    assert_eq!(cores[0].node_state(1).0, NodeState::Dead);
+    assert_eq!(rejected(&cores[0], Reject::OldGeneration), 1);
+    assert_eq!(cores[1].next_deadline(), None);
+}
+
+#[test]
+fn bad_input_is_counted_by_reason_and_changes_nothing() {
+    let mut cores = pair();
+    events(&mut cores[0]);
+    cores[1].handle_timeout(ms(100));
+    let good = cores[1].poll_transmit().unwrap().bytes;
+    let c = &mut cores[0];
+    let src = addr(1);
+    c.handle_datagram(ms(101), 0, src, &good);
+    c.handle_datagram(ms(102), 0, src, &good);
+    assert_eq!(rejected(c, Reject::Replay), 1);
+    let mut forged = good.clone();
+    let n = forged.len();
+    forged[n - 1] ^= 1;
+    c.handle_datagram(ms(103), 0, src, &forged);
+    assert_eq!(rejected(c, Reject::BadTag), 1);
+    c.handle_datagram(ms(104), 0, src, b"random bytes \x00\xff");
+    assert_eq!(rejected(c, Reject::BadVersion), 1);
+    c.handle_datagram(ms(104), 0, src, &[1u8; 2000]);
+    assert_eq!(rejected(c, Reject::Oversize), 1);
+    c.handle_datagram(ms(104), 0, src, &[1u8; 20]);
+    assert_eq!(rejected(c, Reject::Malformed), 1);
+    let keys = KeyRing::new((1, KEY), &[]);
+    let header = |cluster, sender, receiver| Header {
+        version: wire::VERSION,
+        key_id: 1,
+        generation: 20,
+        seq: 999,
+        cluster,
+        sender,
+        receiver,
+    };
+    let other_cluster = wire::seal(&keys, &header("db", "n1", "n0"), &[]).unwrap();
+    c.handle_datagram(ms(105), 0, src, &other_cluster);
+    assert_eq!(rejected(c, Reject::UnknownCluster), 1);
+    let stranger = wire::seal(&keys, &header("web", "mallory", "n0"), &[]).unwrap();
+    c.handle_datagram(ms(105), 0, src, &stranger);
+    assert_eq!(rejected(c, Reject::UnknownSender), 1);
+    let elsewhere = wire::seal(&keys, &header("web", "n1", "n7"), &[]).unwrap();
+    c.handle_datagram(ms(105), 0, src, &elsewhere);
+    assert_eq!(rejected(c, Reject::WrongReceiver), 1);
+    let other_key = KeyRing::new((9, b"another-key-another-key-another!"), &[]);
+    let unknown_key = wire::seal(&other_key, &header("web", "n1", "n0"), &[]).unwrap();
+    c.handle_datagram(ms(105), 0, src, &unknown_key);
+    assert_eq!(rejected(c, Reject::UnknownKey), 1);
+    // Authentic but with a payload that is not a Packet.
+    let garbage = wire::seal(&keys, &header("web", "n1", "n0"), &[0xff, 0xff, 0xff]).unwrap();
+    c.handle_datagram(ms(106), 0, src, &garbage);
+    assert_eq!(rejected(c, Reject::Malformed), 2);
+    assert!(events(c).is_empty());
+    assert_eq!(c.node_state(1), (NodeState::Up, 20));
+}
+
+#[test]
+fn messages_are_delivered_in_order_once_and_acked() {
+    let mut cores = pair();
+    for i in 0..5u8 {
+        let to = cores[0].send(ms(10), Some("n1"), "topic", &[i]).unwrap();
+        assert_eq!(to, vec![1]);
+    }
+    // Deliver node 0's datagrams twice each, in reverse order.
+    let mut ds: Vec<Transmit> = std::iter::from_fn(|| cores[0].poll_transmit()).collect();
+    ds.reverse();
+    for d in ds.iter().chain(ds.iter()) {
+        cores[1].handle_datagram(ms(11), 0, addr(0), &d.bytes);
+    }
+    let got: Vec<(u64, Vec<u8>)> = std::iter::from_fn(|| cores[1].poll_delivery())
+        .map(|d| (d.seq, d.payload))
+        .collect();
+    assert_eq!(
+        got,
+        (0..5u8)
+            .map(|i| (i as u64 + 1, vec![i]))
+            .collect::<Vec<_>>()
+    );
+    exchange(&mut cores, ms(12));
+    assert_eq!(cores[0].unacked(1), 0);
+}
+
+#[test]
+fn send_limits_are_enforced() {
+    let mut cores = pair();
+    let c = &mut cores[0];
+    assert_eq!(
+        c.send(ms(5), Some("n1"), "", b"x"),
+        Err(SendError::Topic(0))
+    );
+    let long = "t".repeat(65);
+    assert_eq!(
+        c.send(ms(5), Some("n1"), &long, b"x"),
+        Err(SendError::Topic(65))
+    );
+    assert_eq!(
+        c.send(ms(5), Some("n1"), "t", &[0; 901]),
+        Err(SendError::Payload(901))
+    );
+    assert_eq!(c.send(ms(5), Some("n0"), "t", b"x"), Err(SendError::ToSelf));
+    assert!(matches!(
+        c.send(ms(5), Some("zz"), "t", b"x"),
+        Err(SendError::UnknownNode(_))
+    ));
+    for _ in 0..MAX_UNACKED {
+        c.send(ms(5), Some("n1"), "t", &[0; 900]).unwrap();
+    }
+    assert_eq!(
+        c.send(ms(5), Some("n1"), "t", b"x"),
+        Err(SendError::QueueFull("n1".into()))
+    );
+    // Every datagram stayed under the limit, even with full-size messages.
+    assert!(std::iter::from_fn(|| c.poll_transmit()).all(|t| t.bytes.len() <= wire::MAX_DATAGRAM));
+}
+
+#[test]
+fn majority_quorum_is_lost_and_regained() {
+    let mut cores: Vec<Core> = (0..3)
+        .map(|i| Core::new(settings(3, i, 5 + i as u64), ms(0)).unwrap())
+        .collect();
+    assert!(!cores[0].quorum().quorate, "alone of three");
+    for c in cores.iter_mut() {
+        c.handle_timeout(ms(0));
+    }
+    exchange(&mut cores, ms(1));
+    assert!(events(&mut cores[0]).iter().any(|e| matches!(
+        e,
+        EventKind::QuorumChanged(Quorum {
+            quorate: true,
+            alive: 2..,
+            ..
+        })
+    )));
+    // Nodes 1 and 2 fall silent: node 0 loses quorum when they are dead.
+    let mut now = ms(1);
+    while now < ms(1500) {
+        now = cores[0].next_deadline().unwrap();
+        cores[0].handle_timeout(now);
+        while cores[0].poll_transmit().is_some() {}
+    }
+    assert_eq!(
+        cores[0].quorum(),
+        Quorum {
+            policy: QuorumPolicy::Majority,
+            quorate: false,
+            voters: 3,
+            alive: 1,
+            needed: 2
+        }
+    );
+}
+
+#[test]
+fn rtt_is_measured_from_echoes() {
+    let mut cores = pair();
+    for round in 1..4u64 {
+        let t = ms(100 * round);
+        cores[0].handle_timeout(t);
+        let d = cores[0].poll_transmit().unwrap();
+        cores[1].handle_datagram(t + ms(3), 0, addr(0), &d.bytes);
+        cores[1].handle_timeout(t + ms(5));
+        while let Some(d) = cores[1].poll_transmit() {
+            cores[0].handle_datagram(t + ms(8), 0, addr(1), &d.bytes);
+        }
+    }
+    // 3 ms out, 3 ms back; the 2 ms the peer held it are not counted.
+    let rtt = cores[0].node_view(1, ms(400)).links[0].rtt.unwrap();
+    assert_eq!(rtt, ms(6));
+}
+
+#[test]
+fn settings_are_checked() {
+    let mut s = settings(2, 0, 1);
+    s.local = "nope".into();
+    assert!(matches!(
+        Core::new(s, ms(0)),
+        Err(SettingsError::UnknownLocal(_))
+    ));
+    let mut s = settings(2, 0, 1);
+    s.cluster = "c".repeat(200);
+    assert!(matches!(
+        Core::new(s, ms(0)),
+        Err(SettingsError::TooLarge { .. })
+    ));
+    assert_eq!(
+        Core::new(settings(2, 0, 0), ms(0)).err(),
+        Some(SettingsError::ZeroGeneration)
+    );
+}
