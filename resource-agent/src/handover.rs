@@ -58,6 +58,12 @@ pub struct Timers {
     /// `peer_stale_after` (a rebooting peer must learn what is held before it claims, and
     /// we must learn what it holds); a witness, which may run no agent, for `settle`.
     pub settle: Duration,
+    /// After a failed start (or a monitor giving up) this node leaves the group to others
+    /// for this long, doubling per failure up to `start_retry_max`; then, if nobody else
+    /// holds the group, it becomes a candidate again (a transient provider outage during a
+    /// failover must not leave the group down for good).
+    pub start_retry: Duration,
+    pub start_retry_max: Duration,
     /// First delay before retrying a failed stop; doubles up to `stop_retry_max`.
     pub stop_retry: Duration,
     pub stop_retry_max: Duration,
@@ -72,6 +78,8 @@ impl Default for Timers {
             settle: Duration::from_secs(2),
             stop_retry: Duration::from_secs(1),
             stop_retry_max: Duration::from_secs(60),
+            start_retry: Duration::from_secs(10),
+            start_retry_max: Duration::from_secs(300),
         }
     }
 }
@@ -322,6 +330,10 @@ struct LocalGroup {
     retry_at: Option<Instant>,
     retry_delay: Duration,
     avoid: Option<String>,
+    /// When a failure's `avoid` may lapse (none for an operator's release).
+    avoid_until: Option<Instant>,
+    /// Failures in a row here (start failed or monitor gave up), for the backoff.
+    failures: u32,
     pinned: bool,
     last_error: Option<String>,
 }
@@ -395,6 +407,8 @@ pub struct Handover {
     next_announce: Instant,
     reply_to: BTreeSet<String>,
     dirty: bool,
+    /// `now` of the last step (deadlines at or before it have been handled).
+    last_step: Instant,
     bad_messages: u64,
 }
 
@@ -432,6 +446,8 @@ impl Handover {
                 retry_at: None,
                 retry_delay: cfg.timers.stop_retry,
                 avoid: None,
+                avoid_until: None,
+                failures: 0,
                 pinned: false,
                 last_error: None,
             })
@@ -453,6 +469,7 @@ impl Handover {
             next_announce: now,
             reply_to: BTreeSet::new(),
             dirty: false,
+            last_step: now,
             bad_messages: 0,
             cfg,
         })
@@ -473,6 +490,10 @@ impl Handover {
         for g in &self.groups {
             if let Some(r) = g.retry_at {
                 d = d.min(r);
+            }
+            // A lapsed avoid waiting for the other holder to go needs no timer.
+            if let Some(t) = g.avoid_until.filter(|t| *t > self.last_step) {
+                d = d.min(t);
             }
         }
         d
@@ -515,16 +536,28 @@ impl Handover {
             Input::MonitorGaveUp { group, reason } => {
                 if let Some(i) = self.group_idx(&group) {
                     warn!(group = %group, reason = %reason, "monitor gave up; releasing the group");
-                    let g = &mut self.groups[i];
-                    g.avoid = Some(format!("monitor failed: {reason}"));
-                    g.last_error = Some(reason);
-                    g.pinned = false;
-                    self.dirty = true;
+                    self.fail_here(i, now, format!("monitor failed: {reason}"));
+                    self.groups[i].last_error = Some(reason);
                 }
             }
             Input::Tick => {}
         }
         self.step(now);
+    }
+
+    /// Leaves group `gi` to other nodes for a while after a failure here.
+    fn fail_here(&mut self, gi: usize, now: Instant, why: String) {
+        let t = self.cfg.timers;
+        let g = &mut self.groups[gi];
+        let delay = t
+            .start_retry
+            .saturating_mul(1u32 << g.failures.min(16))
+            .min(t.start_retry_max);
+        g.failures = g.failures.saturating_add(1);
+        g.avoid = Some(why);
+        g.avoid_until = Some(now + delay);
+        g.pinned = false;
+        self.dirty = true;
     }
 
     pub fn command(&mut self, now: Instant, cmd: Command) -> Result<String, CommandError> {
@@ -556,6 +589,8 @@ impl Handover {
                 let g = &mut self.groups[gi];
                 // An explicit request forgives an earlier failure or release here.
                 g.avoid = None;
+                g.avoid_until = None;
+                g.failures = 0;
                 g.pinned = true;
                 self.dirty = true;
                 info!(group = %group, "takeover requested");
@@ -583,6 +618,7 @@ impl Handover {
                 }
                 let g = &mut self.groups[gi];
                 g.avoid = Some("released by an operator".to_owned());
+                g.avoid_until = None;
                 g.pinned = false;
                 self.dirty = true;
                 info!(group = %group, "release requested");
@@ -628,6 +664,8 @@ impl Handover {
         if !on {
             // Bringing a node online also forgives its failed or released groups.
             for g in &mut self.groups {
+                g.avoid_until = None;
+                g.failures = 0;
                 if g.avoid.take().is_some() {
                     self.dirty = true;
                 }
@@ -753,17 +791,21 @@ impl Handover {
         };
         let max = self.cfg.timers.stop_retry_max;
         let first_delay = self.cfg.timers.stop_retry;
+        if let (LocalState::Starting, AgentOutcome::StartFailed { reason, .. }) =
+            (self.groups[gi].state, &outcome)
+        {
+            self.fail_here(gi, now, format!("start failed: {reason}"));
+        }
         let g = &mut self.groups[gi];
         match (g.state, outcome) {
             (LocalState::Starting, AgentOutcome::Started) => {
                 info!(group = %group, "group running");
                 g.state = LocalState::Running;
                 g.last_error = None;
+                g.failures = 0;
             }
             (LocalState::Starting, AgentOutcome::StartFailed { clean, reason }) => {
                 warn!(group = %group, clean, reason = %reason, "group failed to start; giving it up here");
-                g.avoid = Some(format!("start failed: {reason}"));
-                g.pinned = false;
                 g.last_error = Some(reason);
                 if clean {
                     g.state = LocalState::Stopped;
@@ -956,6 +998,18 @@ impl Handover {
     }
 
     fn step(&mut self, now: Instant) {
+        self.last_step = now;
+        for gi in 0..self.groups.len() {
+            let name = &self.cfg.groups[gi].name;
+            let lapsed = self.groups[gi].avoid_until.is_some_and(|t| t <= now);
+            if lapsed && !self.peers.values().any(|p| p.state.holds.contains(name)) {
+                info!(group = %name, "retrying the group here after an earlier failure");
+                let g = &mut self.groups[gi];
+                g.avoid = None;
+                g.avoid_until = None;
+                self.dirty = true;
+            }
+        }
         for (gi, g) in self.groups.iter_mut().enumerate() {
             if g.state == LocalState::Failed && g.retry_at.is_some_and(|t| t <= now) {
                 g.retry_at = None;

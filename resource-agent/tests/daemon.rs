@@ -258,6 +258,8 @@ fn timers() -> Timers {
         settle: Duration::from_millis(300),
         stop_retry: Duration::from_millis(200),
         stop_retry_max: Duration::from_secs(1),
+        start_retry: Duration::from_secs(1),
+        start_retry_max: Duration::from_secs(4),
     }
 }
 

@@ -51,8 +51,8 @@ struct SimNode {
     healthy: bool,
     /// Cut off from its membership daemon: no views, no messages.
     disconnected: bool,
-    /// Groups whose next start fails (cleanly).
-    fail_next_start: BTreeSet<String>,
+    /// How many of the next starts of each group fail (cleanly).
+    fail_starts: BTreeMap<String, u32>,
 }
 
 struct Sim {
@@ -83,6 +83,8 @@ fn timers() -> Timers {
         settle: Duration::from_millis(500),
         stop_retry: Duration::from_millis(200),
         stop_retry_max: Duration::from_secs(2),
+        start_retry: Duration::from_secs(1),
+        start_retry_max: Duration::from_secs(4),
     }
 }
 
@@ -106,7 +108,7 @@ impl Sim {
                     standby: false,
                     healthy: true,
                     disconnected: false,
-                    fail_next_start: BTreeSet::new(),
+                    fail_starts: BTreeMap::new(),
                 })
                 .collect(),
             events: BTreeMap::new(),
@@ -291,7 +293,9 @@ impl Sim {
                         self.violations
                             .push(format!("t={}ms group {g} runs on {holders:?}", self.t));
                     }
-                    let outcome = if self.nodes[i].fail_next_start.remove(&g) {
+                    let failing = self.nodes[i].fail_starts.get_mut(&g).filter(|n| **n > 0);
+                    let outcome = if let Some(n) = failing {
+                        *n -= 1;
                         AgentOutcome::StartFailed {
                             clean: true,
                             reason: "exit 1".into(),
@@ -655,8 +659,11 @@ fn a_failed_start_moves_the_group_to_the_next_candidate() {
         &[Role::Member; 2],
         vec![group("ip", Some("a"), Failback::Auto)],
     );
-    sim.nodes[0].fail_next_start.insert("ip".into());
+    sim.nodes[0].fail_starts.insert("ip".into(), 1);
     sim.run_ms(3000);
+    assert_eq!(holders(&sim, "ip"), ["b"]);
+    // Long after the retry delay a still leaves it to b, which holds it: no flapping.
+    sim.run_ms(10_000);
     assert_eq!(holders(&sim, "ip"), ["b"]);
     let st = sim.nodes[0].hv.as_ref().expect("alive").status(sim.now());
     assert!(
@@ -906,4 +913,40 @@ fn two_nodes_found_running_the_same_group_at_start_end_with_one() {
         );
         sim.assert_converged();
     }
+}
+
+#[test]
+fn a_lone_node_retries_a_failing_start_with_backoff_until_it_works() {
+    let mut sim = Sim::new(
+        30,
+        &["a", "b"],
+        &[Role::Member; 2],
+        vec![group("ip", Some("b"), Failback::Auto)],
+    );
+    sim.kill(1);
+    sim.run_ms(3000);
+    assert_eq!(holders(&sim, "ip"), ["a"]);
+    // The service breaks: a's next three starts fail (a provider outage, say).
+    sim.nodes[0].fail_starts.insert("ip".into(), 3);
+    sim.command(0, Command::Release("ip".into()))
+        .expect_err("nobody else could take it");
+    sim.feed(
+        0,
+        Input::MonitorGaveUp {
+            group: "ip".into(),
+            reason: "gone".into(),
+        },
+    );
+    let starts = sim.starts;
+    // Retries after 1s, 2s, 4s, 4s (the cap), plus action times.
+    sim.run_ms(4000);
+    assert!(holders(&sim, "ip").is_empty());
+    sim.run_ms(12_000);
+    assert_eq!(holders(&sim, "ip"), ["a"]);
+    assert_eq!(
+        sim.starts - starts,
+        4,
+        "three failed starts and the good one"
+    );
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
 }
