@@ -1006,7 +1006,7 @@ impl AgentService {
                 | CommandError::NotHeld(_)
                 | CommandError::NoOtherCandidate(_) => Status::failed_precondition(msg),
                 CommandError::Unreachable(_) => Status::unavailable(msg),
-                CommandError::Codec(_) => Status::internal(msg),
+                CommandError::Codec(_) | CommandError::TooLarge(_) => Status::internal(msg),
             }
         })
     }

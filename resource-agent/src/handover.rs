@@ -287,6 +287,11 @@ pub enum CommandError {
     Unreachable(String),
     #[error("cannot encode the request: {0}")]
     Codec(#[from] CodecError),
+    #[error(
+        "the announcement of this node's state could reach {0} bytes, more than membership carries \
+         ({MAX_PAYLOAD}); use fewer or shorter group and node names"
+    )]
+    TooLarge(usize),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -381,6 +386,32 @@ pub struct Status {
     pub bad_messages: u64,
 }
 
+/// Size of the largest announcement this configuration can produce: every group in every
+/// list, every peer in `seen` with the largest numbers.
+pub fn worst_case_announcement(cfg: &HandoverConfig) -> usize {
+    let all: BTreeSet<String> = cfg.groups.iter().map(|g| g.name.clone()).collect();
+    let a = Announce {
+        inc: u64::MAX,
+        seq: u64::MAX,
+        standby: true,
+        healthy: true,
+        holds: all.clone(),
+        claims: all.clone(),
+        avoid: all.clone(),
+        pins: all,
+        seen: cfg
+            .nodes
+            .iter()
+            .map(|(n, _)| (n.clone(), (u64::MAX, u64::MAX)))
+            .collect(),
+    };
+    serde_json::to_vec(&EnvelopeOut {
+        v: MESSAGE_VERSION,
+        msg: &Message::State(a),
+    })
+    .map_or(usize::MAX, |b| b.len())
+}
+
 /// The per-node handover state machine.
 #[derive(Debug)]
 pub struct Handover {
@@ -432,6 +463,10 @@ impl Handover {
             .find(|g| !cfg.groups.iter().any(|s| &s.name == *g))
         {
             return Err(CommandError::UnknownGroup(g.clone()));
+        }
+        let worst = worst_case_announcement(&cfg);
+        if worst > MAX_PAYLOAD {
+            return Err(CommandError::TooLarge(worst));
         }
         let groups = cfg
             .groups

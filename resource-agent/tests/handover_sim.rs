@@ -950,3 +950,31 @@ fn a_lone_node_retries_a_failing_start_with_backoff_until_it_works() {
     );
     assert!(sim.violations.is_empty(), "{:?}", sim.violations);
 }
+
+#[test]
+fn a_configuration_whose_announcements_cannot_fit_is_refused() {
+    let nodes: Vec<(String, Role)> = ["a", "b"]
+        .iter()
+        .map(|n| (n.to_string(), Role::Member))
+        .collect();
+    let groups = |n: usize| {
+        (0..n)
+            .map(|i| {
+                group(
+                    &format!("group-with-a-long-name-{i:03}"),
+                    None,
+                    Failback::Auto,
+                )
+            })
+            .collect()
+    };
+    let cfg = |n| HandoverConfig {
+        local: "a".into(),
+        nodes: nodes.clone(),
+        groups: groups(n),
+        timers: timers(),
+    };
+    assert!(Handover::new(cfg(3), 1, &[], false, Instant::now()).is_ok());
+    let e = Handover::new(cfg(20), 1, &[], false, Instant::now()).expect_err("too large");
+    assert!(e.to_string().contains("900"), "{e}");
+}
