@@ -3,7 +3,9 @@
 //! - [`core`]: the deterministic protocol state machine (wire format, detection, quorum,
 //!   messaging); no sockets, no clock.
 //! - [`generation`]: the persisted, strictly increasing incarnation number.
+//! - [`daemon`]: the tokio shell: UDP sockets, the protocol loop, the gRPC service.
 #![forbid(unsafe_code)]
 
 pub mod core;
+pub mod daemon;
 pub mod generation;

@@ -1,1 +1,101 @@
-fn main() {}
+//! `tandem-membership`: the heartbeat, failure detection, quorum and messaging daemon.
+#![forbid(unsafe_code)]
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow};
+use clap::Parser;
+use tandem_membership::daemon;
+
+/// Tandem membership daemon: authenticated UDP heartbeats between the cluster's nodes, failure
+/// detection, quorum and cluster messages, published on a local gRPC socket.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Cluster configuration file.
+    #[arg(long, default_value = tandem_config::DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// This node's name in the configuration (default: the host name).
+    #[arg(long)]
+    node: Option<String>,
+    /// Directory of the gRPC socket (membership.sock).
+    #[arg(long, default_value = tandem_config::DEFAULT_RUN_DIR)]
+    run_dir: PathBuf,
+    /// Directory of persistent state (the generation counter).
+    #[arg(long, default_value = tandem_config::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Validate the configuration and the key files, print a summary and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tandem-membership: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = tandem_config::load(&args.config).map_err(|e| anyhow!("{e}"))?;
+    let node = args.node.unwrap_or_else(tandem_config::default_node_name);
+    cfg.local_node(&node).map_err(|e| anyhow!("{e}"))?;
+    let keys = tandem_config::keys::load_keys(&cfg.auth).map_err(|e| anyhow!("{e}"))?;
+    let ring = daemon::key_ring(&keys);
+    if args.check {
+        // Validates names against the datagram size limit too, with a throwaway core.
+        let settings = tandem_membership::core::Settings::from_config(&cfg, &node, 1, ring);
+        tandem_membership::core::Core::new(settings, std::time::Duration::ZERO)
+            .context("configuration cannot run")?;
+        println!("{}", cfg.summary(Some(&node)));
+        println!(
+            "keys: signing id {:08x}, {} accepted",
+            keys.signing.id,
+            keys.accepted.len()
+        );
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => tracing::info!("SIGTERM"),
+                        _ = int.recv() => tracing::info!("SIGINT"),
+                    }
+                }
+                _ => std::future::pending::<()>().await,
+            }
+        };
+        let paths = daemon::Paths {
+            run_dir: args.run_dir,
+            state_dir: args.state_dir,
+        };
+        daemon::run(cfg, node, ring, paths, shutdown, |_| {
+            if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+                tracing::warn!(error = %e, "sd_notify READY failed");
+            }
+        })
+        .await
+        .map_err(anyhow::Error::from)
+    })
+}

@@ -1,0 +1,832 @@
+//! The daemon: a thin tokio shell around the sans-IO [`Core`].
+//!
+//! One task (the protocol loop) owns the core. It waits for the first of: a datagram (one
+//! reader task per UDP socket feeds a bounded channel), a command from a gRPC handler, the
+//! core's next deadline, the watchdog tick or shutdown; feeds the core; then drains its
+//! outputs: datagrams to the sockets, events to a bounded broadcast (`WATCH_BUFFER`) for
+//! Watch streams, deliveries to a bounded broadcast for Subscribe streams. Subscribers that
+//! fall behind are dropped by the broadcast; they never slow the loop.
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::Stream;
+use tandem_config::{ClusterConfig, QuorumPolicy, Role};
+use tandem_proto::membership::v1 as pb;
+use tandem_proto::time::{duration, timestamp};
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::core::wire::{KeyRing, MAX_DATAGRAM};
+use crate::core::{
+    Core, DeadReason, Delivery, Event, EventKind, LinkState, NodeState, Quorum, SendError,
+    Settings, Time,
+};
+
+/// Events a Watch subscriber may fall behind before it is dropped (the proto's WATCH_BUFFER).
+pub const WATCH_BUFFER: usize = 1024;
+/// Messages a Subscribe stream may fall behind before it is dropped.
+pub const SUBSCRIBE_BUFFER: usize = 1024;
+/// Received datagrams waiting for the protocol loop; beyond this a flood is dropped (and
+/// counted as receive drops) instead of growing memory.
+const INBOX: usize = 4096;
+/// Pending gRPC commands (Send, Status, Watch) for the protocol loop.
+const COMMANDS: usize = 256;
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Generation(#[from] crate::generation::GenerationError),
+    #[error("cannot start the protocol: {0}")]
+    Settings(#[from] crate::core::SettingsError),
+    #[error("cannot bind UDP {addr} (link {link}): {source}")]
+    Udp {
+        addr: SocketAddr,
+        link: usize,
+        source: std::io::Error,
+    },
+    #[error("membership.socket_group: {0}")]
+    Group(String),
+    #[error(transparent)]
+    Socket(#[from] tandem_proto::uds::BindError),
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+/// Where the daemon keeps its files.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub run_dir: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+/// Counters kept outside the core (socket and gRPC side).
+#[derive(Debug, Default)]
+struct ShellCounters {
+    send_errors: AtomicU64,
+    receive_drops: AtomicU64,
+    watch_dropped: AtomicU64,
+    no_subscriber: AtomicU64,
+}
+
+enum Command {
+    Send {
+        to: Option<String>,
+        topic: String,
+        payload: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<String>, SendError>>,
+    },
+    Status {
+        reply: oneshot::Sender<pb::StatusResponse>,
+    },
+    Watch {
+        reply: oneshot::Sender<(pb::WatchResponse, broadcast::Receiver<pb::Event>)>,
+    },
+}
+
+struct Inbound {
+    link: usize,
+    src: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+/// Runs the daemon until `shutdown` completes, then announces the leave and returns.
+/// `ready` is called once the UDP sockets and the gRPC socket are bound.
+pub async fn run(
+    cfg: ClusterConfig,
+    local: String,
+    keys: KeyRing,
+    paths: Paths,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(&[SocketAddr]) + Send,
+) -> Result<(), DaemonError> {
+    let wall = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Persisted (fsync'd) before the first datagram: peers must never see it go back.
+    let generation = crate::generation::bump(&paths.state_dir, wall)?;
+    let epoch = Instant::now();
+    let core = Core::new(
+        Settings::from_config(&cfg, &local, generation, keys),
+        Duration::ZERO,
+    )?;
+    let me = core.local();
+    let mut sockets = Vec::new();
+    for (link, addr) in cfg.nodes[me].addresses.iter().enumerate() {
+        let s = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Udp {
+                addr: *addr,
+                link,
+                source,
+            })?;
+        sockets.push(Arc::new(s));
+    }
+    let bound: Vec<SocketAddr> = sockets
+        .iter()
+        .zip(&cfg.nodes[me].addresses)
+        .map(|(s, a)| s.local_addr().unwrap_or(*a))
+        .collect();
+    let gid = match &cfg.membership.socket_group {
+        None => None,
+        Some(name) => Some(group_id(name)?),
+    };
+    let socket_path = paths.run_dir.join(tandem_config::MEMBERSHIP_SOCKET);
+    let listener = tandem_proto::uds::bind(&socket_path, 0o660, gid).await?;
+
+    let counters = Arc::new(ShellCounters::default());
+    let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
+    let mut readers = Vec::new();
+    for (link, s) in sockets.iter().enumerate() {
+        readers.push(tokio::spawn(read_socket(
+            link,
+            s.clone(),
+            inbox_tx.clone(),
+            counters.clone(),
+        )));
+    }
+    drop(inbox_tx);
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
+    let (events_tx, _) = broadcast::channel(WATCH_BUFFER);
+    let (messages_tx, _) = broadcast::channel(SUBSCRIBE_BUFFER);
+    let subscribers = Arc::new(Mutex::new(HashMap::new()));
+    let service = Service {
+        commands: cmd_tx,
+        messages: messages_tx.clone(),
+        subscribers: subscribers.clone(),
+        next_subscriber: AtomicU64::new(1),
+        counters: counters.clone(),
+    };
+    let (routes, health) = tandem_proto::uds::standard_routes(
+        tonic::service::Routes::new(pb::membership_server::MembershipServer::new(service)),
+        tandem_proto::MEMBERSHIP_SERVICE,
+    )
+    .await;
+    let (stop_grpc_tx, stop_grpc_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(tandem_proto::uds::serve(listener, routes, async {
+        let _ = stop_grpc_rx.await;
+    }));
+    info!(
+        node = %local,
+        generation,
+        udp = ?bound,
+        socket = %socket_path.display(),
+        "membership started"
+    );
+    ready(&bound);
+
+    let shell = Shell {
+        core,
+        epoch,
+        wall_epoch: SystemTime::now(),
+        sockets,
+        bound,
+        counters,
+        events: events_tx,
+        messages: messages_tx,
+        subscribers,
+    };
+    shell.run(inbox_rx, cmd_rx, shutdown).await;
+    health
+        .set_service_status(
+            tandem_proto::MEMBERSHIP_SERVICE,
+            tonic_health::ServingStatus::NotServing,
+        )
+        .await;
+    let _ = stop_grpc_tx.send(());
+    for r in readers {
+        r.abort();
+    }
+    match server.await {
+        Ok(r) => r?,
+        Err(e) => warn!(error = %e, "gRPC server task failed"),
+    }
+    let _ = std::fs::remove_file(&socket_path);
+    info!("membership stopped");
+    Ok(())
+}
+
+fn group_id(name: &str) -> Result<u32, DaemonError> {
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(DaemonError::Group(format!("no group named {name:?}"))),
+        Err(e) => Err(DaemonError::Group(format!("{name:?}: {e}"))),
+    }
+}
+
+async fn read_socket(
+    link: usize,
+    socket: Arc<UdpSocket>,
+    inbox: mpsc::Sender<Inbound>,
+    counters: Arc<ShellCounters>,
+) {
+    // Larger than MAX_DATAGRAM so oversize datagrams are seen (and counted) as such.
+    let mut buf = vec![0u8; 2048];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, src)) => {
+                let msg = Inbound {
+                    link,
+                    src,
+                    bytes: buf[..n].to_vec(),
+                };
+                if inbox.try_send(msg).is_err() {
+                    counters.receive_drops.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                // ICMP errors surface here on Linux (e.g. a peer's port is closed); they
+                // say nothing about our own socket.
+                tracing::debug!(link, error = %e, "UDP receive error");
+            }
+        }
+    }
+}
+
+struct Shell {
+    core: Core,
+    epoch: Instant,
+    wall_epoch: SystemTime,
+    sockets: Vec<Arc<UdpSocket>>,
+    bound: Vec<SocketAddr>,
+    counters: Arc<ShellCounters>,
+    events: broadcast::Sender<pb::Event>,
+    messages: broadcast::Sender<pb::ClusterMessage>,
+    subscribers: Arc<Mutex<HashMap<u64, Vec<String>>>>,
+}
+
+impl Shell {
+    fn now(&self) -> Time {
+        self.epoch.elapsed()
+    }
+
+    async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<Inbound>,
+        mut commands: mpsc::Receiver<Command>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        // Pinged from this loop, at half the period systemd asks for: a stuck loop stops it.
+        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+        let mut next_ping = Instant::now();
+        let mut commands_open = true;
+        self.core.handle_timeout(self.now());
+        self.flush().await;
+        loop {
+            let deadline = self
+                .core
+                .next_deadline()
+                .map_or(self.epoch + Duration::from_secs(3600), |d| self.epoch + d);
+            let ping_at = watchdog.map_or(self.epoch + Duration::from_secs(1 << 30), |_| next_ping);
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                Some(d) = inbox.recv() => {
+                    let now = self.now();
+                    self.core.handle_datagram(now, d.link, d.src, &d.bytes);
+                }
+                cmd = commands.recv(), if commands_open => match cmd {
+                    Some(c) => self.command(c),
+                    None => commands_open = false,
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    let now = self.now();
+                    self.core.handle_timeout(now);
+                }
+                _ = tokio::time::sleep_until(ping_at) => {
+                    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
+                        warn!(error = %e, "sd_notify WATCHDOG failed");
+                    }
+                    next_ping = Instant::now() + watchdog.unwrap_or(Duration::from_secs(1));
+                }
+            }
+            self.flush().await;
+        }
+        info!("shutting down: telling peers we leave");
+        let now = self.now();
+        self.core.leave(now);
+        self.flush().await;
+    }
+
+    fn command(&mut self, c: Command) {
+        let now = self.now();
+        match c {
+            Command::Send {
+                to,
+                topic,
+                payload,
+                reply,
+            } => {
+                let r = self
+                    .core
+                    .send(now, to.as_deref(), &topic, &payload)
+                    .map(|nodes| {
+                        nodes
+                            .into_iter()
+                            .map(|i| self.core.nodes()[i].name.clone())
+                            .collect()
+                    });
+                let _ = reply.send(r);
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(self.status(now));
+            }
+            Command::Watch { reply } => {
+                // Subscribing and taking the snapshot in one step of the loop: the first
+                // event the stream gets is exactly snapshot_seq + 1.
+                let rx = self.events.subscribe();
+                let snapshot = pb::WatchResponse {
+                    kind: Some(pb::watch_response::Kind::Snapshot(self.view(now))),
+                    snapshot_seq: self.core.last_seq(),
+                };
+                let _ = reply.send((snapshot, rx));
+            }
+        }
+    }
+
+    /// Sends queued datagrams and publishes queued events and deliveries.
+    async fn flush(&mut self) {
+        while let Some(t) = self.core.poll_transmit() {
+            let socket = &self.sockets[t.link.min(self.sockets.len() - 1)];
+            // try_send_to: a full socket buffer drops this datagram (counted) rather than
+            // stalling detection; heartbeats are repeated every interval anyway.
+            if let Err(e) = socket.try_send_to(&t.bytes, t.dest) {
+                self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(dest = %t.dest, error = %e, "UDP send failed");
+            }
+        }
+        while let Some(e) = self.core.poll_event() {
+            self.log_event(&e);
+            let pe = self.event(&e);
+            // No receiver is fine: nobody is watching.
+            let _ = self.events.send(pe);
+        }
+        while let Some(d) = self.core.poll_delivery() {
+            self.deliver(d);
+        }
+        tokio::task::yield_now().await;
+    }
+
+    fn deliver(&mut self, d: Delivery) {
+        let matched = self
+            .subscribers
+            .lock()
+            .map(|s| {
+                s.values()
+                    .any(|topics| topics.is_empty() || topics.contains(&d.topic))
+            })
+            .unwrap_or(false);
+        if !matched {
+            self.counters.no_subscriber.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let _ = self.messages.send(pb::ClusterMessage {
+            from: self.core.nodes()[d.from].name.clone(),
+            from_generation: d.from_generation,
+            topic: d.topic,
+            payload: d.payload,
+            broadcast: d.broadcast,
+            seq: d.seq,
+        });
+    }
+
+    fn name(&self, i: usize) -> &str {
+        &self.core.nodes()[i].name
+    }
+
+    fn log_event(&self, e: &Event) {
+        let seq = e.seq;
+        let view = e.view_id;
+        match &e.kind {
+            EventKind::NodeUp {
+                node,
+                generation,
+                new_incarnation,
+                previous_generation,
+            } => info!(
+                seq,
+                view,
+                node = %self.name(*node),
+                generation,
+                new_incarnation,
+                previous_generation,
+                "node up"
+            ),
+            EventKind::NodeLate { node, silent_for } => info!(
+                seq,
+                view,
+                node = %self.name(*node),
+                silent_for = ?silent_for,
+                "node late"
+            ),
+            EventKind::NodeDead {
+                node,
+                generation,
+                reason,
+                silent_for,
+            } => info!(
+                seq,
+                view,
+                node = %self.name(*node),
+                generation,
+                reason = ?reason,
+                silent_for = ?silent_for,
+                "node dead"
+            ),
+            EventKind::LinkUp { node, link } => info!(
+                seq,
+                node = %self.name(*node),
+                link,
+                address = %self.core.nodes()[*node].addresses[*link],
+                "link up"
+            ),
+            EventKind::LinkDown { node, link } => info!(
+                seq,
+                node = %self.name(*node),
+                link,
+                address = %self.core.nodes()[*node].addresses[*link],
+                "link down"
+            ),
+            EventKind::QuorumChanged(q) => info!(
+                seq,
+                view,
+                quorate = q.quorate,
+                alive = q.alive,
+                needed = q.needed,
+                voters = q.voters,
+                "quorum changed"
+            ),
+        }
+    }
+
+    fn wall(&self, t: Time) -> SystemTime {
+        self.wall_epoch + t
+    }
+
+    fn event(&self, e: &Event) -> pb::Event {
+        use pb::event::Kind;
+        let link = |node: usize, link: usize| {
+            (
+                self.name(node).to_owned(),
+                link as u32,
+                self.core.nodes()[node].addresses[link].to_string(),
+            )
+        };
+        let kind = match &e.kind {
+            EventKind::NodeUp {
+                node,
+                generation,
+                new_incarnation,
+                previous_generation,
+            } => Kind::NodeUp(pb::NodeUp {
+                node: self.name(*node).to_owned(),
+                generation: *generation,
+                new_incarnation: *new_incarnation,
+                previous_generation: *previous_generation,
+            }),
+            EventKind::NodeLate { node, silent_for } => Kind::NodeLate(pb::NodeLate {
+                node: self.name(*node).to_owned(),
+                silent_for: Some(duration(*silent_for)),
+            }),
+            EventKind::NodeDead {
+                node,
+                generation,
+                reason,
+                silent_for,
+            } => Kind::NodeDead(pb::NodeDead {
+                node: self.name(*node).to_owned(),
+                generation: *generation,
+                reason: match reason {
+                    DeadReason::Silent => pb::node_dead::Reason::Silent,
+                    DeadReason::NeverHeard => pb::node_dead::Reason::NeverHeard,
+                    DeadReason::Left => pb::node_dead::Reason::Left,
+                } as i32,
+                silent_for: Some(duration(*silent_for)),
+            }),
+            EventKind::LinkUp { node, link: l } => {
+                let (node, link, address) = link(*node, *l);
+                Kind::LinkUp(pb::LinkUp {
+                    node,
+                    link,
+                    address,
+                })
+            }
+            EventKind::LinkDown { node, link: l } => {
+                let (node, link, address) = link(*node, *l);
+                Kind::LinkDown(pb::LinkDown {
+                    node,
+                    link,
+                    address,
+                })
+            }
+            EventKind::QuorumChanged(q) => Kind::QuorumChanged(pb::QuorumChanged {
+                quorum: Some(quorum(q)),
+            }),
+        };
+        pb::Event {
+            seq: e.seq,
+            view_id: e.view_id,
+            at: Some(timestamp(self.wall(e.at))),
+            kind: Some(kind),
+        }
+    }
+
+    fn view(&self, now: Time) -> pb::View {
+        let me = self.core.local();
+        let nodes = self
+            .core
+            .nodes()
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                let v = self.core.node_view(i, now);
+                let links = if i == me {
+                    self.bound
+                        .iter()
+                        .enumerate()
+                        .map(|(k, a)| pb::Link {
+                            index: k as u32,
+                            address: a.to_string(),
+                            state: pb::LinkState::Up as i32,
+                            ..Default::default()
+                        })
+                        .collect()
+                } else {
+                    v.links
+                        .iter()
+                        .enumerate()
+                        .map(|(k, l)| pb::Link {
+                            index: k as u32,
+                            address: spec.addresses[k].to_string(),
+                            state: match l.state {
+                                LinkState::Unknown => pb::LinkState::Unknown,
+                                LinkState::Up => pb::LinkState::Up,
+                                LinkState::Down => pb::LinkState::Down,
+                            } as i32,
+                            last_heard: l.last_heard.map(|h| duration(now.saturating_sub(h))),
+                            rtt: l.rtt.map(duration),
+                            loss: l.loss,
+                            received: l.received,
+                        })
+                        .collect()
+                };
+                pb::Node {
+                    name: spec.name.clone(),
+                    role: match spec.role {
+                        Role::Member => pb::NodeRole::Member,
+                        Role::Witness => pb::NodeRole::Witness,
+                    } as i32,
+                    state: match v.state {
+                        NodeState::Unknown => pb::NodeState::Unknown,
+                        NodeState::Up => pb::NodeState::Up,
+                        NodeState::Late => pb::NodeState::Late,
+                        NodeState::Dead => pb::NodeState::Dead,
+                    } as i32,
+                    local: i == me,
+                    generation: v.generation,
+                    since: Some(timestamp(self.wall(v.since))),
+                    state_age: Some(duration(now.saturating_sub(v.since))),
+                    links,
+                }
+            })
+            .collect();
+        pb::View {
+            view_id: self.core.view_id(),
+            cluster: self.core.cluster().to_owned(),
+            local_node: self.name(me).to_owned(),
+            nodes,
+            quorum: Some(quorum(&self.core.quorum())),
+        }
+    }
+
+    fn status(&self, now: Time) -> pb::StatusResponse {
+        let c = self.core.counters();
+        let t = self.core.timing();
+        let sc = &self.counters;
+        let rejected = self
+            .core
+            .rejections()
+            .into_iter()
+            .map(|(r, n)| (r.as_str().to_owned(), n))
+            .chain([(
+                "receive_queue_full".to_owned(),
+                sc.receive_drops.load(Ordering::Relaxed),
+            )])
+            .collect();
+        pb::StatusResponse {
+            view: Some(self.view(now)),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            generation: self.core.generation(),
+            uptime: Some(duration(now)),
+            rejected,
+            counters: Some(pb::Counters {
+                datagrams_sent: c.datagrams_sent,
+                datagrams_received: c.datagrams_received,
+                send_errors: sc.send_errors.load(Ordering::Relaxed),
+                messages_sent: c.messages_sent,
+                messages_delivered: c.messages_delivered,
+                messages_retransmitted: c.messages_retransmitted,
+                messages_dropped: c.messages_dropped + sc.no_subscriber.load(Ordering::Relaxed),
+                watch_subscribers_dropped: sc.watch_dropped.load(Ordering::Relaxed),
+            }),
+            timing: Some(pb::Timing {
+                interval: Some(duration(t.interval)),
+                warn_after: Some(duration(t.warn_after)),
+                dead_after: Some(duration(t.dead_after)),
+                init_dead: Some(duration(t.init_dead)),
+            }),
+        }
+    }
+}
+
+fn quorum(q: &Quorum) -> pb::Quorum {
+    pb::Quorum {
+        policy: match q.policy {
+            QuorumPolicy::TwoNode => pb::QuorumPolicy::TwoNode,
+            QuorumPolicy::Majority => pb::QuorumPolicy::Majority,
+        } as i32,
+        quorate: q.quorate,
+        voters: q.voters,
+        alive: q.alive,
+        needed: q.needed,
+    }
+}
+
+/// The gRPC service: forwards to the protocol loop and streams from its broadcasts.
+struct Service {
+    commands: mpsc::Sender<Command>,
+    messages: broadcast::Sender<pb::ClusterMessage>,
+    subscribers: Arc<Mutex<HashMap<u64, Vec<String>>>>,
+    next_subscriber: AtomicU64,
+    counters: Arc<ShellCounters>,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+impl Service {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| Status::unavailable("membership is shutting down"))?;
+        rx.await
+            .map_err(|_| Status::unavailable("membership is shutting down"))
+    }
+}
+
+/// Removes a Subscribe stream's topics from the registry when the stream is dropped.
+struct Registration {
+    id: u64,
+    subscribers: Arc<Mutex<HashMap<u64, Vec<String>>>>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.subscribers.lock() {
+            s.remove(&self.id);
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::membership_server::Membership for Service {
+    type WatchStream = BoxStream<pb::WatchResponse>;
+    type SubscribeStream = BoxStream<pb::ClusterMessage>;
+
+    async fn watch(
+        &self,
+        _: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let (snapshot, rx) = self.ask(|reply| Command::Watch { reply }).await?;
+        let counters = self.counters.clone();
+        let events = futures::stream::unfold(Some(rx), move |rx| {
+            let counters = counters.clone();
+            async move {
+                let mut rx = rx?;
+                match rx.recv().await {
+                    Ok(e) => Some((
+                        Ok(pb::WatchResponse {
+                            kind: Some(pb::watch_response::Kind::Event(e)),
+                            snapshot_seq: 0,
+                        }),
+                        Some(rx),
+                    )),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        counters.watch_dropped.fetch_add(1, Ordering::Relaxed);
+                        Some((
+                            Err(Status::resource_exhausted("watch subscriber too slow")),
+                            None,
+                        ))
+                    }
+                    Err(broadcast::error::RecvError::Closed) => None,
+                }
+            }
+        });
+        let stream =
+            futures::StreamExt::chain(futures::stream::once(async { Ok(snapshot) }), events);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        Ok(Response::new(
+            self.ask(|reply| Command::Status { reply }).await?,
+        ))
+    }
+
+    async fn send(
+        &self,
+        request: Request<pb::SendRequest>,
+    ) -> Result<Response<pb::SendResponse>, Status> {
+        let r = request.into_inner();
+        let to = (!r.to.is_empty()).then_some(r.to);
+        let result = self
+            .ask(|reply| Command::Send {
+                to,
+                topic: r.topic,
+                payload: r.payload,
+                reply,
+            })
+            .await?;
+        match result {
+            Ok(queued_for) => Ok(Response::new(pb::SendResponse { queued_for })),
+            Err(e) => Err(match e {
+                SendError::Topic(_) | SendError::Payload(_) | SendError::ToSelf => {
+                    Status::invalid_argument(e.to_string())
+                }
+                SendError::UnknownNode(_) => Status::not_found(e.to_string()),
+                SendError::NotAlive(_) => Status::failed_precondition(e.to_string()),
+                SendError::QueueFull(_) => Status::resource_exhausted(e.to_string()),
+                SendError::Stopped => Status::unavailable(e.to_string()),
+            }),
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let topics = request.into_inner().topics;
+        let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        let rx = self.messages.subscribe();
+        if let Ok(mut s) = self.subscribers.lock() {
+            s.insert(id, topics.clone());
+        }
+        let registration = Registration {
+            id,
+            subscribers: self.subscribers.clone(),
+        };
+        let stream = futures::stream::unfold(Some((rx, registration)), move |state| {
+            let topics = topics.clone();
+            async move {
+                let (mut rx, reg) = state?;
+                loop {
+                    match rx.recv().await {
+                        Ok(m) if topics.is_empty() || topics.contains(&m.topic) => {
+                            return Some((Ok(m), Some((rx, reg))));
+                        }
+                        Ok(_) => continue,
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            return Some((
+                                Err(Status::resource_exhausted("subscriber too slow")),
+                                None,
+                            ));
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Path of the membership socket in `run_dir`.
+pub fn socket_path(run_dir: &Path) -> PathBuf {
+    run_dir.join(tandem_config::MEMBERSHIP_SOCKET)
+}
+
+/// Keys from the configuration's key files, as the core wants them.
+pub fn key_ring(keys: &tandem_config::keys::KeySet) -> KeyRing {
+    let accepted: Vec<(u32, &[u8])> = keys
+        .accepted
+        .iter()
+        .map(|k| (k.id, k.secret.expose()))
+        .collect();
+    KeyRing::new((keys.signing.id, keys.signing.secret.expose()), &accepted)
+}
+
+/// Largest datagram, for the --check summary.
+pub const DATAGRAM_LIMIT: usize = MAX_DATAGRAM;
