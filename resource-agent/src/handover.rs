@@ -603,8 +603,8 @@ impl Handover {
 
     fn apply_command(&mut self, now: Instant, cmd: Command) -> Result<String, CommandError> {
         match cmd {
-            Command::Standby(node) => self.set_standby(node, true),
-            Command::Online(node) => self.set_standby(node, false),
+            Command::Standby(node) => self.set_standby(now, node, true),
+            Command::Online(node) => self.set_standby(now, node, false),
             Command::Takeover(group) => {
                 let gi = self
                     .group_idx(&group)
@@ -662,7 +662,12 @@ impl Handover {
         }
     }
 
-    fn set_standby(&mut self, node: Option<String>, on: bool) -> Result<String, CommandError> {
+    fn set_standby(
+        &mut self,
+        now: Instant,
+        node: Option<String>,
+        on: bool,
+    ) -> Result<String, CommandError> {
         let word = if on { "standby" } else { "online" };
         let node = node
             .filter(|n| !n.is_empty())
@@ -671,8 +676,20 @@ impl Handover {
             return Err(CommandError::UnknownNode(node));
         }
         if node == self.cfg.local {
+            let stranded = if on {
+                self.stranded_groups(now)
+            } else {
+                Vec::new()
+            };
             self.set_local_standby(on);
-            return Ok(format!("{node} is {word}"));
+            return Ok(if stranded.is_empty() {
+                format!("{node} is {word}")
+            } else {
+                format!(
+                    "{node} is {word}; no other node can take {}: stopped",
+                    stranded.join(", ")
+                )
+            });
         }
         if !self.connected || !self.alive.contains_key(&node) {
             return Err(CommandError::Unreachable(node));
@@ -687,6 +704,21 @@ impl Handover {
             payload,
         });
         Ok(format!("asked {node} to go {word}"))
+    }
+
+    /// Groups held here that no other node could take now.
+    fn stranded_groups(&self, now: Instant) -> Vec<String> {
+        let quorate = self.connected && self.quorate;
+        (0..self.groups.len())
+            .filter(|&gi| self.groups[gi].state.holds())
+            .filter(|&gi| {
+                let nodes = self.node_views(gi, now);
+                !nodes.iter().enumerate().any(|(i, n)| {
+                    i != self.local_idx && placement::not_candidate_reason(n, quorate).is_none()
+                })
+            })
+            .map(|gi| self.cfg.groups[gi].name.clone())
+            .collect()
     }
 
     fn set_local_standby(&mut self, on: bool) {

@@ -978,3 +978,22 @@ fn a_configuration_whose_announcements_cannot_fit_is_refused() {
     let e = Handover::new(cfg(20), 1, &[], false, Instant::now()).expect_err("too large");
     assert!(e.to_string().contains("900"), "{e}");
 }
+
+#[test]
+fn standby_says_which_groups_nobody_else_can_take() {
+    let mut sim = Sim::new(
+        31,
+        &["a", "b"],
+        &[Role::Member; 2],
+        vec![group("ip", Some("a"), Failback::Auto)],
+    );
+    sim.run_ms(3000);
+    sim.kill(1);
+    sim.run_ms(2000);
+    let msg = sim.command(0, Command::Standby(None)).expect("standby");
+    assert!(msg.contains("no other node can take ip"), "{msg}");
+    sim.run_ms(1000);
+    assert!(holders(&sim, "ip").is_empty());
+    let msg = sim.command(0, Command::Online(None)).expect("online");
+    assert_eq!(msg, "a is online");
+}
