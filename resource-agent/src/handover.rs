@@ -759,6 +759,10 @@ impl Handover {
                     Some((g, _)) if *g == n.generation => {}
                     known => {
                         info!(node = %n.name, generation = n.generation, new_incarnation = known.is_some(), "node up");
+                        // Alive again (a healed partition keeps its generation): its messages
+                        // count again; those of older incarnations still do not.
+                        self.dead_gen
+                            .insert(n.name.clone(), n.generation.saturating_sub(1));
                         self.alive.insert(n.name.clone(), (n.generation, now));
                         // Membership's stream to a new incarnation starts empty: tell it.
                         self.reply_to.insert(n.name);

@@ -73,6 +73,8 @@ struct Sim {
     starts: usize,
     takeovers: usize,
     allow_takeover: bool,
+    /// Pairs (lower index first) that cannot reach each other.
+    cut: BTreeSet<(usize, usize)>,
 }
 
 fn timers() -> Timers {
@@ -119,6 +121,7 @@ impl Sim {
             starts: 0,
             takeovers: 0,
             allow_takeover: false,
+            cut: BTreeSet::new(),
         };
         for i in 0..n {
             sim.boot(i);
@@ -212,6 +215,37 @@ impl Sim {
         let v = self.view_of(i);
         self.feed(i, Input::View(v));
         self.announce_truth_change(i);
+    }
+
+    /// Cuts i and j apart: each one's membership declares the other dead after its lag.
+    fn partition(&mut self, i: usize, j: usize) {
+        self.cut.insert((i.min(j), i.max(j)));
+        self.tell_views(i, j, false);
+    }
+
+    /// Reconnects i and j: each sees the other up again with the same generation.
+    fn heal(&mut self, i: usize, j: usize) {
+        self.cut.remove(&(i.min(j), i.max(j)));
+        self.tell_views(i, j, true);
+    }
+
+    fn tell_views(&mut self, i: usize, j: usize, alive: bool) {
+        for (node, of) in [(i, j), (j, i)] {
+            let lag = self
+                .rng
+                .random_range(self.view_lag_ms.0..=self.view_lag_ms.1);
+            let (life, generation) = (self.nodes[node].life, self.nodes[of].life);
+            self.schedule(
+                lag,
+                Event::ViewUpdate {
+                    node,
+                    life,
+                    of,
+                    alive,
+                    generation,
+                },
+            );
+        }
     }
 
     fn kill(&mut self, i: usize) {
@@ -338,7 +372,9 @@ impl Sim {
                         None => (0..self.names.len()).filter(|&j| j != i).collect(),
                     };
                     for to in targets {
-                        if self.rng.random_bool(self.loss) {
+                        if self.rng.random_bool(self.loss)
+                            || self.cut.contains(&(i.min(to), i.max(to)))
+                        {
                             continue;
                         }
                         let d = self.rng.random_range(1..=self.max_delay_ms);
@@ -996,4 +1032,35 @@ fn standby_says_which_groups_nobody_else_can_take() {
     assert!(holders(&sim, "ip").is_empty());
     let msg = sim.command(0, Command::Online(None)).expect("online");
     assert_eq!(msg, "a is online");
+}
+
+#[test]
+fn a_healed_two_node_partition_never_leaves_the_group_unheld_and_ends_with_one_holder() {
+    for (seed, prefer, want) in [(40, Some("a"), "a"), (41, Some("b"), "b"), (42, None, "a")] {
+        let mut sim = Sim::new(
+            seed,
+            &["a", "b"],
+            &[Role::Member; 2],
+            vec![group("ip", prefer, Failback::Auto)],
+        );
+        sim.run_ms(3000);
+        assert_eq!(holders(&sim, "ip").len(), 1);
+        sim.partition(0, 1);
+        sim.run_ms(5000);
+        // two_node without health checks deciding: both sides hold (the documented window).
+        assert_eq!(holders(&sim, "ip").len(), 2);
+        sim.violations.clear();
+        sim.heal(0, 1);
+        for _ in 0..(8000 / STEP_MS) {
+            sim.step();
+            assert!(
+                !holders(&sim, "ip").is_empty(),
+                "seed {seed}: unheld at t={}ms",
+                sim.t
+            );
+        }
+        assert_eq!(holders(&sim, "ip"), [want], "seed {seed}");
+        assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+        sim.assert_converged();
+    }
 }
