@@ -1,0 +1,589 @@
+//! Real `tandem-membership` processes on loopback.
+//!
+//! Addresses: every node gets its own random loopback address (127.x.y.z; all of
+//! 127.0.0.0/8 reaches `lo` on Linux) and a port the kernel picked for a probe socket that
+//! is closed before the daemon starts. Another process could take that port in between,
+//! but it would have to bind the same random address too; if it ever happens the daemon
+//! exits with "cannot bind" and the test says so.
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use prost::Message as _;
+use rand::Rng;
+use tandem_membership::core::wire::{self, Header, KeyRing, msg};
+use tandem_proto::membership::v1 as pb;
+use tandem_proto::membership::v1::membership_client::MembershipClient;
+use tokio::time::{Instant, timeout};
+
+const INTERVAL: Duration = Duration::from_millis(50);
+const DEAD_AFTER: Duration = Duration::from_millis(500);
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    names: Vec<String>,
+    addrs: Vec<SocketAddr>,
+    key: Vec<u8>,
+    children: Vec<Option<Child>>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Only the processes this test started.
+        for c in self.children.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_loopback() -> SocketAddr {
+    let mut rng = rand::rng();
+    let ip = [
+        127,
+        rng.random_range(1..255),
+        rng.random(),
+        rng.random_range(1..255),
+    ];
+    let probe = UdpSocket::bind(SocketAddr::from((ip, 0))).expect("bind a loopback probe");
+    probe.local_addr().expect("probe address")
+}
+
+impl Cluster {
+    /// Writes a configuration for `names` (majority quorum, two_node for two).
+    fn new(names: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key: Vec<u8> = (0..32)
+            .map(|_| rand::rng().random_range(b'a'..=b'z'))
+            .collect();
+        let key_file = dir.path().join("authkey");
+        std::fs::write(&key_file, &key).expect("write key");
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let addrs: Vec<SocketAddr> = names.iter().map(|_| free_loopback()).collect();
+        let mut yaml = format!(
+            "cluster: test\nauth:\n  key_file: {}\ntiming:\n  interval: {}ms\n  warn_after: 200ms\n  \
+             dead_after: {}ms\n  init_dead: 3s\nquorum: {}\nnodes:\n",
+            key_file.display(),
+            INTERVAL.as_millis(),
+            DEAD_AFTER.as_millis(),
+            if names.len() == 2 {
+                "two_node"
+            } else {
+                "majority"
+            }
+        );
+        for (n, a) in names.iter().zip(&addrs) {
+            yaml.push_str(&format!("  - name: {n}\n    addresses: [\"{a}\"]\n"));
+        }
+        std::fs::write(dir.path().join("cluster.yaml"), yaml).expect("write config");
+        Cluster {
+            dir,
+            names: names.iter().map(|s| s.to_string()).collect(),
+            addrs,
+            key,
+            children: names.iter().map(|_| None).collect(),
+        }
+    }
+
+    fn run_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("run-{}", self.names[i]))
+    }
+
+    fn socket(&self, i: usize) -> PathBuf {
+        self.run_dir(i).join("membership.sock")
+    }
+
+    fn start(&mut self, i: usize) {
+        let name = &self.names[i];
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_tandem-membership"))
+            .arg("--config")
+            .arg(self.dir.path().join("cluster.yaml"))
+            .args(["--node", name])
+            .arg("--run-dir")
+            .arg(self.run_dir(i))
+            .arg("--state-dir")
+            .arg(self.dir.path().join(format!("state-{name}")))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn tandem-membership");
+        self.children[i] = Some(child);
+    }
+
+    fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            c.kill().expect("SIGKILL");
+            c.wait().expect("reap");
+        }
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{}.log", self.names[i])))
+            .unwrap_or_default()
+    }
+
+    async fn client(&self, i: usize) -> MembershipClient<tonic::transport::Channel> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(ch) = tandem_proto::uds::connect(&self.socket(i)).await {
+                return MembershipClient::new(ch);
+            }
+            let log = self.log(i);
+            // main prints fatal errors with this prefix before exiting.
+            assert!(
+                !log.contains("tandem-membership: "),
+                "{} failed to start:\n{log}",
+                self.names[i]
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{} never served its socket",
+                self.names[i]
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn status(&self, i: usize) -> pb::StatusResponse {
+        self.client(i)
+            .await
+            .status(pb::StatusRequest {})
+            .await
+            .expect("Status")
+            .into_inner()
+    }
+
+    /// Waits (bounded) until node `i` sees every node in `up` as UP.
+    async fn wait_up(&self, i: usize, up: &[usize]) -> pb::StatusResponse {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.status(i).await;
+            let view = s.view.clone().expect("view");
+            let all_up = up.iter().all(|&j| {
+                view.nodes
+                    .iter()
+                    .any(|n| n.name == self.names[j] && n.state == pb::NodeState::Up as i32)
+            });
+            if all_up {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never saw {up:?} up: {view:?}",
+                self.names[i]
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn node<'a>(s: &'a pb::StatusResponse, name: &str) -> &'a pb::Node {
+    s.view
+        .as_ref()
+        .expect("view")
+        .nodes
+        .iter()
+        .find(|n| n.name == name)
+        .expect("node in view")
+}
+
+/// Reads a Watch stream until an event matches, returning it (bounded wait).
+async fn next_matching(
+    stream: &mut tonic::Streaming<pb::WatchResponse>,
+    within: Duration,
+    mut want: impl FnMut(&pb::event::Kind) -> bool,
+) -> pb::Event {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = timeout(left, stream.message())
+            .await
+            .expect("no matching event in time")
+            .expect("stream error")
+            .expect("stream ended");
+        if let Some(pb::watch_response::Kind::Event(e)) = msg.kind
+            && e.kind.as_ref().is_some_and(&mut want)
+        {
+            return e;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_daemon_is_dead_within_dead_after_and_comes_back_with_a_new_generation() {
+    let mut c = Cluster::new(&["a", "b", "c"]);
+    for i in 0..3 {
+        c.start(i);
+    }
+    c.wait_up(0, &[1, 2]).await;
+    c.wait_up(1, &[0, 2]).await;
+    let old_gen = node(&c.status(0).await, "c").generation;
+    let mut watches = Vec::new();
+    for i in 0..2 {
+        let mut s = c
+            .client(i)
+            .await
+            .watch(pb::WatchRequest {})
+            .await
+            .expect("Watch")
+            .into_inner();
+        let first = s.message().await.expect("snapshot").expect("snapshot");
+        assert!(matches!(
+            first.kind,
+            Some(pb::watch_response::Kind::Snapshot(_))
+        ));
+        watches.push((s, first.snapshot_seq));
+    }
+
+    let killed = Instant::now();
+    c.kill9(2);
+    for (i, (stream, _)) in watches.iter_mut().enumerate() {
+        let e = next_matching(
+            stream,
+            Duration::from_secs(5),
+            |k| matches!(k, pb::event::Kind::NodeDead(d) if d.node == "c"),
+        )
+        .await;
+        let took = killed.elapsed();
+        let Some(pb::event::Kind::NodeDead(d)) = e.kind else {
+            unreachable!()
+        };
+        assert_eq!(d.reason, pb::node_dead::Reason::Silent as i32);
+        println!("{} saw c dead {took:?} after SIGKILL", c.names[i]);
+        // The protocol's own bound, exactly: declared dead after dead_after of silence,
+        // at most one interval after the last heartbeat it could have sent.
+        let silent = tandem_proto::time::from_duration(&d.silent_for.unwrap());
+        assert!(
+            silent >= DEAD_AFTER && silent <= DEAD_AFTER + INTERVAL,
+            "{silent:?}"
+        );
+        // End to end through the Watch stream, with 150 ms for a loaded test machine.
+        assert!(
+            took <= DEAD_AFTER + INTERVAL + Duration::from_millis(150),
+            "{} took {took:?} to declare c dead",
+            c.names[i]
+        );
+    }
+
+    c.start(2);
+    for (stream, _) in watches.iter_mut() {
+        let e = next_matching(
+            stream,
+            Duration::from_secs(20),
+            |k| matches!(k, pb::event::Kind::NodeUp(u) if u.node == "c"),
+        )
+        .await;
+        let Some(pb::event::Kind::NodeUp(u)) = e.kind else {
+            unreachable!()
+        };
+        assert!(u.generation > old_gen, "{} !> {old_gen}", u.generation);
+        assert!(u.new_incarnation);
+        assert_eq!(u.previous_generation, old_gen);
+    }
+    let s = c.wait_up(0, &[1, 2]).await;
+    assert!(s.view.unwrap().quorum.unwrap().quorate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_shutdown_is_reported_as_left_at_once() {
+    let mut c = Cluster::new(&["a", "b"]);
+    c.start(0);
+    c.start(1);
+    c.wait_up(0, &[1]).await;
+    let mut w = c
+        .client(0)
+        .await
+        .watch(pb::WatchRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    w.message().await.unwrap();
+    let pid = c.children[1].as_ref().unwrap().id();
+    let stopped = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let e = next_matching(
+        &mut w,
+        Duration::from_secs(5),
+        |k| matches!(k, pb::event::Kind::NodeDead(d) if d.node == "b"),
+    )
+    .await;
+    let took = stopped.elapsed();
+    let Some(pb::event::Kind::NodeDead(d)) = e.kind else {
+        unreachable!()
+    };
+    assert_eq!(d.reason, pb::node_dead::Reason::Left as i32);
+    assert!(took < DEAD_AFTER, "LEFT took {took:?}");
+    let status = c.children[1].take().unwrap().wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_datagrams_are_rejected_counted_and_harmless() {
+    // "t" is played by the test itself, with the real key.
+    let mut c = Cluster::new(&["a", "t"]);
+    c.start(0);
+    let mut client = c.client(0).await;
+    let a = c.addrs[0];
+    let sock = UdpSocket::bind(c.addrs[1]).expect("bind t's address");
+    let id = tandem_config::keys::key_id(&c.key);
+    let good = KeyRing::new((id, &c.key), &[]);
+    let wrong_secret = KeyRing::new((id, b"not-the-key-not-the-key-not-the!"), &[]);
+    let other_id = KeyRing::new((id ^ 1, &c.key), &[]);
+    let hb = msg::Packet {
+        receiver_generation: 0,
+        heartbeat: Some(msg::Heartbeat {
+            hb_seq: 1,
+            sent_at: 1,
+            echoes: vec![],
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let seal = |keys: &KeyRing, cluster: &str, sender: &str, generation: u64, seq: u64| {
+        wire::seal(
+            keys,
+            &Header {
+                version: wire::VERSION,
+                key_id: 0,
+                generation,
+                seq,
+                cluster,
+                sender,
+                receiver: "a",
+            },
+            &hb,
+        )
+        .expect("seal")
+    };
+    let valid = seal(&good, "test", "t", 100, 1);
+    let sends: Vec<(&str, Vec<u8>)> = vec![
+        ("accepted", valid.clone()),
+        ("replay", valid.clone()),
+        ("bad_tag", seal(&wrong_secret, "test", "t", 100, 2)),
+        ("unknown_key", seal(&other_id, "test", "t", 100, 3)),
+        ("unknown_cluster", seal(&good, "other", "t", 100, 4)),
+        ("unknown_sender", seal(&good, "test", "mallory", 100, 5)),
+        ("old_generation", seal(&good, "test", "t", 99, 6)),
+        ("oversize", vec![1u8; 1500]),
+        ("bad_version", b"GET / HTTP/1.0\r\n\r\n".to_vec()),
+        ("malformed", vec![1u8; 10]),
+    ];
+    for (_, bytes) in &sends {
+        sock.send_to(bytes, a).expect("send");
+    }
+    // A burst of random bytes: each rejected, none stalls the daemon.
+    let mut rng = rand::rng();
+    for _ in 0..200 {
+        let len = rng.random_range(0..1400);
+        let junk: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        sock.send_to(&junk, a).expect("send junk");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let s = client
+            .status(pb::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let total: u64 = s.rejected.values().sum();
+        if total >= 209 {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rejections not counted: {:?}",
+            s.rejected
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for (reason, _) in sends.iter().skip(1) {
+        assert!(
+            status.rejected.get(*reason).copied().unwrap_or(0) >= 1,
+            "{reason} not counted: {:?}",
+            status.rejected
+        );
+    }
+    for reason in [
+        "replay",
+        "bad_tag",
+        "unknown_key",
+        "unknown_cluster",
+        "unknown_sender",
+    ] {
+        assert_eq!(
+            status.rejected[reason], 1,
+            "{reason}: {:?}",
+            status.rejected
+        );
+    }
+    // The one valid datagram made t known, with its generation.
+    assert_eq!(node(&status, "t").generation, 100);
+    // Still healthy and serving.
+    let health = tonic_health::pb::health_client::HealthClient::new(
+        tandem_proto::uds::connect(&c.socket(0)).await.unwrap(),
+    )
+    .check(tonic_health::pb::HealthCheckRequest {
+        service: tandem_proto::MEMBERSHIP_SERVICE.into(),
+    })
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    assert!(
+        c.children[0]
+            .as_mut()
+            .unwrap()
+            .try_wait()
+            .unwrap()
+            .is_none()
+    );
+    // Nothing secret in the log.
+    let log = c.log(0);
+    assert!(
+        !log.contains(std::str::from_utf8(&c.key).unwrap()),
+        "key in the log"
+    );
+    assert!(log.contains("rejected datagram"), "rejections are logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_reach_subscribers_in_order() {
+    let mut c = Cluster::new(&["a", "b"]);
+    c.start(0);
+    c.start(1);
+    c.wait_up(0, &[1]).await;
+    c.wait_up(1, &[0]).await;
+    let mut sub = c
+        .client(1)
+        .await
+        .subscribe(pb::SubscribeRequest {
+            topics: vec!["hold".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut sender = c.client(0).await;
+    // Let the subscription register before the first delivery.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..50u32 {
+        let r = sender
+            .send(pb::SendRequest {
+                to: "b".into(),
+                topic: if i % 2 == 0 { "hold" } else { "other" }.into(),
+                payload: i.to_be_bytes().to_vec(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.queued_for, vec!["b".to_string()]);
+    }
+    let mut got = Vec::new();
+    while got.len() < 25 {
+        let m = timeout(Duration::from_secs(5), sub.message())
+            .await
+            .expect("message in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.from, "a");
+        assert_eq!(m.topic, "hold");
+        got.push(u32::from_be_bytes(m.payload[..4].try_into().unwrap()));
+    }
+    assert_eq!(got, (0..50).step_by(2).collect::<Vec<u32>>());
+    let e = sender
+        .send(pb::SendRequest {
+            to: "b".into(),
+            topic: "hold".into(),
+            payload: vec![0; 901],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let e = sender
+        .send(pb::SendRequest {
+            to: "zed".into(),
+            topic: "hold".into(),
+            payload: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+}
+
+/// An independent gRPC client (Python grpcio) reads Status over the Unix socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpc_client_reads_status() {
+    let has_grpc = Command::new("python3")
+        .args(["-c", "import grpc, grpc_tools"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_grpc {
+        println!("SKIPPED: python3 with grpcio and grpcio-tools is not available");
+        return;
+    }
+    let mut c = Cluster::new(&["a", "b"]);
+    c.start(0);
+    c.start(1);
+    c.wait_up(0, &[1]).await;
+    let out = c.dir.path().join("py");
+    std::fs::create_dir_all(&out).unwrap();
+    let proto_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/proto");
+    let protoc = Command::new("python3")
+        .args(["-m", "grpc_tools.protoc"])
+        .arg(format!("-I{}", proto_root.display()))
+        .arg(format!("--python_out={}", out.display()))
+        .arg(format!("--grpc_python_out={}", out.display()))
+        .arg("tandem/membership/v1/membership.proto")
+        .output()
+        .unwrap();
+    assert!(
+        protoc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&protoc.stderr)
+    );
+    let script = format!(
+        r#"
+import sys, json, grpc
+sys.path.insert(0, {out:?})
+from tandem.membership.v1 import membership_pb2 as pb, membership_pb2_grpc as rpc
+# grpc-core would send the socket path as :authority, which HTTP/2 servers reject.
+ch = grpc.insecure_channel("unix:" + {sock:?}, options=[("grpc.default_authority", "localhost")])
+s = rpc.MembershipStub(ch).Status(pb.StatusRequest(), timeout=10)
+print(json.dumps({{
+  "local": s.view.local_node,
+  "cluster": s.view.cluster,
+  "nodes": {{n.name: pb.NodeState.Name(n.state) for n in s.view.nodes}},
+  "generation": s.generation,
+  "quorate": s.view.quorum.quorate,
+}}))
+"#,
+        out = out.display().to_string(),
+        sock = c.socket(0).display().to_string(),
+    );
+    let run = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let ours = c.status(0).await;
+    assert_eq!(v["local"], "a");
+    assert_eq!(v["cluster"], "test");
+    assert_eq!(v["nodes"]["b"], "NODE_STATE_UP");
+    assert_eq!(v["generation"], ours.generation);
+    assert_eq!(v["quorate"], true);
+}
