@@ -285,6 +285,7 @@ pub async fn run(
         state_dir: opts.state_dir.clone(),
         disconnected_since: Some(now),
         sends_dropped: 0,
+        reported_down: false,
         readiness: vec![None; cfg.resources.len()],
     };
     let h = driver.healthy;
@@ -340,6 +341,7 @@ struct Driver {
     state_dir: PathBuf,
     disconnected_since: Option<Instant>,
     sends_dropped: u64,
+    reported_down: bool,
     readiness: Vec<Option<(Vec<String>, std::time::SystemTime)>>,
 }
 
@@ -413,11 +415,16 @@ impl Driver {
                 if self.disconnected_since.take().is_some() {
                     info!("membership connected");
                 }
+                self.reported_down = false;
                 self.hv.handle(now, Input::View(v));
             }
             Event::Disconnected(why) => {
+                if !self.reported_down {
+                    // Once per outage (and at start, until the first connection).
+                    warn!(reason = %why, "membership unreachable; keeping what is held, starting nothing");
+                    self.reported_down = true;
+                }
                 if self.disconnected_since.is_none() {
-                    warn!(reason = %why, "membership disconnected; keeping what is held, starting nothing");
                     self.disconnected_since = Some(now);
                 }
                 self.hv.handle(now, Input::Disconnected);

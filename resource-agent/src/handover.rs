@@ -1165,7 +1165,8 @@ impl Handover {
                     desired: self.desired(gi, now).map(name),
                     holder: self.holder(gi, now).map(name),
                     not_candidate_reason: match &g.avoid {
-                        Some(why) if self.connected && !self.standby => Some(why.clone()),
+                        _ if !self.connected => Some("no connection to membership".to_owned()),
+                        Some(why) if !self.standby => Some(why.clone()),
                         _ => placement::not_candidate_reason(&nodes[self.local_idx], quorate)
                             .map(str::to_owned),
                     },
