@@ -86,7 +86,8 @@ pub struct Options {
     pub restart: RestartPolicy,
 }
 
-/// The next agent incarnation, persisted so that it increases across restarts.
+/// The next agent incarnation, persisted so that it increases across restarts (even when
+/// the clock steps back).
 pub fn next_incarnation(state_dir: &Path) -> Result<u64, DaemonError> {
     let path = state_dir.join(INCARNATION_FILE);
     let err = |source| DaemonError::State {
@@ -105,7 +106,20 @@ pub fn next_incarnation(state_dir: &Path) -> Result<u64, DaemonError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
         Err(e) => return Err(err(e)),
     };
-    let next = previous + 1;
+    // Seconds since the epoch when larger: a wiped state dir must not restart the count
+    // below what the peers remember (they would ignore every announcement as old).
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let next = previous
+        .checked_add(1)
+        .ok_or_else(|| {
+            err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "counter exhausted",
+            ))
+        })?
+        .max(wall);
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, format!("{next}\n")).map_err(err)?;
     std::fs::rename(&tmp, &path).map_err(err)?;
@@ -1213,8 +1227,22 @@ mod tests {
     #[test]
     fn incarnation_increases_across_restarts_and_standby_persists() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(next_incarnation(dir.path()).expect("first"), 1);
-        assert_eq!(next_incarnation(dir.path()).expect("second"), 2);
+        let first = next_incarnation(dir.path()).expect("first");
+        assert!(
+            first > 1_700_000_000,
+            "at least the wall clock in seconds: {first}"
+        );
+        assert!(next_incarnation(dir.path()).expect("second") > first);
+        // A counter ahead of the clock (the clock stepped back) still increases.
+        std::fs::write(
+            dir.path().join(INCARNATION_FILE),
+            format!("{}\n", u64::MAX / 2),
+        )
+        .expect("write");
+        assert_eq!(
+            next_incarnation(dir.path()).expect("third"),
+            u64::MAX / 2 + 1
+        );
         assert!(!read_standby(dir.path()));
         write_standby(dir.path(), true).expect("write");
         assert!(read_standby(dir.path()));
