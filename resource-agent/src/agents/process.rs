@@ -14,6 +14,9 @@ use tracing::{debug, warn};
 
 /// PATH given to agents: the environment of the daemon is not passed on.
 pub const AGENT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Retries of a spawn failing with ETXTBSY, and the wait between them.
+const SPAWN_BUSY_RETRIES: u32 = 10;
+const SPAWN_BUSY_WAIT: Duration = Duration::from_millis(20);
 /// Output kept for messages (the end is what explains a failure).
 const OUTPUT_TAIL: usize = 512;
 /// After the main process exits, how long its output pipes may stay open: a daemon that
@@ -100,10 +103,24 @@ pub async fn run(spec: &CommandSpec, timeout: Duration) -> Result<Exit, RunError
         // Its own process group, so a timeout kills everything it started.
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|source| RunError::Spawn {
-        program: spec.program.display().to_string(),
-        source,
-    })?;
+    // "Text file busy": the program is being written, or a process forked elsewhere in
+    // this daemon still holds a descriptor to it for an instant. Both pass quickly.
+    let mut attempts = 0;
+    let mut child = loop {
+        match cmd.spawn() {
+            Ok(child) => break child,
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < SPAWN_BUSY_RETRIES => {
+                attempts += 1;
+                tokio::time::sleep(SPAWN_BUSY_WAIT).await;
+            }
+            Err(source) => {
+                return Err(RunError::Spawn {
+                    program: spec.program.display().to_string(),
+                    source,
+                });
+            }
+        }
+    };
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     let out = tokio::spawn(read_tail(child.stdout.take().expect("piped"), OUTPUT_TAIL));
     let err = tokio::spawn(read_tail(child.stderr.take().expect("piped"), OUTPUT_TAIL));
