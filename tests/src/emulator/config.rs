@@ -16,6 +16,7 @@ use serde::Deserialize;
 ///   - { token: "full-access-token" }
 ///   - { token: "read-only-token", scopes: ["reserved_ip:read", "droplet:read", "actions:read"] }
 /// action_delay: 200ms
+/// action_jitter: 0s
 /// rate_limit: { limit: 250, window: 60s }
 /// audit_log: /tmp/emulator-audit.jsonl
 /// ```
@@ -31,6 +32,10 @@ pub struct EmulatorConfig {
     /// Time from an accepted action (201 in-progress) to its completion. Default 200ms.
     #[serde(default = "default_action_delay", with = "humantime_serde")]
     pub action_delay: Duration,
+    /// A random extra delay, uniform in `0..action_jitter`, added per action (real actions
+    /// vary; a fixed delay makes poll timing look better or worse than it is).
+    #[serde(default, with = "humantime_serde")]
+    pub action_jitter: Duration,
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
     /// JSON-lines file of every request and every change of holder.
@@ -45,6 +50,7 @@ impl Default for EmulatorConfig {
             reserved_ips: Vec::new(),
             tokens: Vec::new(),
             action_delay: default_action_delay(),
+            action_jitter: Duration::ZERO,
             rate_limit: RateLimitConfig::default(),
             audit_log: None,
         }

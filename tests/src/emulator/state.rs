@@ -101,6 +101,8 @@ pub struct Action {
     pub status: ActionStatus,
     pub started_at: SystemTime,
     pub completed_at: Option<SystemTime>,
+    /// How long this action runs (the configured delay plus its jitter).
+    pub duration: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -165,6 +167,7 @@ pub struct Inner {
     pub rate: RateWindow,
     pub requests: u64,
     pub action_delay: Duration,
+    pub action_jitter: Duration,
 }
 
 /// Rate-limit numbers for the response headers.
@@ -310,6 +313,7 @@ impl World {
                 },
                 requests: 0,
                 action_delay: cfg.action_delay,
+                action_jitter: cfg.action_jitter,
             })),
             audit: Arc::new(Mutex::new(audit)),
         }
@@ -447,6 +451,13 @@ impl World {
             let mut g = self.lock();
             let id = g.next_action_id;
             g.next_action_id += 1;
+            let jitter = g.action_jitter.as_nanos() as u64;
+            let delay = g.action_delay
+                + Duration::from_nanos(if jitter > 0 {
+                    rand::random_range(0..jitter)
+                } else {
+                    0
+                });
             let action = Action {
                 id,
                 kind,
@@ -455,12 +466,13 @@ impl World {
                 status: ActionStatus::InProgress,
                 started_at: SystemTime::now(),
                 completed_at: None,
+                duration: delay,
             };
             g.actions.insert(id, action.clone());
             if let Some(r) = g.ips.get_mut(&ip) {
                 r.pending = Some(id);
             }
-            (action, g.action_delay)
+            (action, delay)
         };
         self.audit(json!({
             "event": "action", "action_id": action.id, "ip": ip.to_string(), "type": kind,
