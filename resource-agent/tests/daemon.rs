@@ -221,7 +221,7 @@ fn config_with(dir: &Path, node: &str, extra: &str) -> tandem_config::ClusterCon
     };
     let exec = |node: &str| {
         format!(
-            "{{ start: \"touch {f}\", stop: \"rm -f {f}\", monitor: \"test -e {f} || exit 7\", monitor_interval: 200ms }}",
+            "{{ start: \"touch {f}; echo start >> {f}.log\", stop: \"rm -f {f}\", monitor: \"test -e {f} || exit 7\", monitor_interval: 200ms }}",
             f = m(node)
         )
     };
@@ -613,4 +613,43 @@ fn check_mode_validates_config_and_agents_then_exits() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("zed") && err.contains("a, b"), "{err}");
+}
+
+#[tokio::test]
+async fn a_restarted_agent_keeps_what_runs_without_starting_it_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ep = Endpoint::new("a", &["a", "b"], Subscribers::default());
+    ep.state.lock().expect("lock").0.nodes[1].state = mpb::NodeState::Dead as i32;
+    let _stop = serve_endpoint(ep, &dir.path().join("a/run/membership.sock")).await;
+    let starts = dir.path().join("a.web.running.log");
+    let a = start_node("a", dir.path()).await;
+    wait_status(&a.run_dir, 10, "web running on a", |s| {
+        group_state(s) == RUNNING
+    })
+    .await;
+    let _ = a.stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), a.task)
+        .await
+        .expect("stops")
+        .expect("no panic")
+        .expect("clean exit");
+    // Stopping the daemon leaves the group running.
+    assert!(dir.path().join("a.web.running").exists());
+    let a = start_node("a", dir.path()).await;
+    let s = wait_status(&a.run_dir, 10, "web found running", |s| {
+        group_state(s) == RUNNING
+    })
+    .await;
+    assert_eq!(s.groups[0].holder, "a");
+    // Give it time to (wrongly) act, then check nothing was started a second time.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        std::fs::read_to_string(&starts)
+            .expect("log")
+            .lines()
+            .count(),
+        1
+    );
+    let _ = a.stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), a.task).await;
 }
