@@ -19,7 +19,17 @@
 //!   or claiming it from an earlier position in the configuration. Of two simultaneous
 //!   claims the node earlier in configuration order wins and the other withdraws, so two
 //!   nodes deciding at once still end with one holder.
-//! - The groups of a node are free only once membership declares the node dead.
+//! - The groups of a node are free only once membership declares the node dead (messages of
+//!   that incarnation still in flight are then ignored; a node back from a healed partition
+//!   with the same generation is heard again).
+//! - Nothing is claimed until the agents that may exist have been heard: for `settle`
+//!   after this agent starts, and after a member peer comes up until it announces itself
+//!   (at most `peer_stale_after`), so a rebooted node learns what is held before acting.
+//! - A start that fails (or a monitor that gives up) leaves the group to the others; after
+//!   a growing delay the node becomes a candidate again if nobody else holds the group.
+//! - Operator commands: standby/online (of this node, or of another by message), takeover
+//!   (a preference for this node until the group moves away) and release (a group this
+//!   node will not take until brought online or asked to take it over).
 //! - While disconnected from membership a node keeps what it holds and starts nothing.
 //!
 //! The window in which two nodes can both run a group: a peer that has not announced
