@@ -63,6 +63,8 @@ fn token(args: &Args) -> anyhow::Result<Secret> {
 struct ProgressLine {
     tty: bool,
     drawn: bool,
+    /// The last text shown; without a terminal a repeat is not printed again.
+    last: String,
     ip: IpAddr,
     started: tokio::time::Instant,
 }
@@ -88,6 +90,10 @@ impl ProgressLine {
                 format!("rate limited; waiting {:.1}s", wait.as_secs_f64())
             }
         };
+        if !self.tty && text == self.last {
+            return;
+        }
+        self.last.clone_from(&text);
         let mut err = std::io::stderr().lock();
         if self.tty {
             // Redraw one line: carriage return, clear to end of line.
@@ -118,6 +124,7 @@ pub fn run(_cli: &crate::Cli, args: &Args) -> anyhow::Result<ExitCode> {
     let line = Arc::new(Mutex::new(ProgressLine {
         tty: std::io::stderr().is_terminal(),
         drawn: false,
+        last: String::new(),
         ip: args.ip,
         started,
     }));

@@ -290,3 +290,28 @@ async fn bad_fault_settings_are_refused() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(state["reserved_ips"][0]["holder"], json!(PRIMARY));
 }
+
+#[tokio::test]
+async fn injected_latency_slows_api_requests_but_not_admin_ones() {
+    let emu = Emulator::start(fixture(Duration::ZERO)).await.unwrap();
+    emu.set_faults(json!({"latency_ms": 150})).await;
+    let t = tokio::time::Instant::now();
+    let (s, _) = get(
+        format!("{}/v2/reserved_ips", emu.addresses.api),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        t.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        t.elapsed()
+    );
+    let t = tokio::time::Instant::now();
+    get(format!("{}/state", emu.addresses.admin), None).await;
+    assert!(
+        t.elapsed() < Duration::from_millis(150),
+        "{:?}",
+        t.elapsed()
+    );
+}

@@ -94,6 +94,11 @@ async fn ipctl_assign_moves_the_ip_and_reports_progress_and_result() {
         !err.contains('\r'),
         "no redraw when stderr is not a terminal"
     );
+    assert_eq!(
+        err.matches("in progress").count(),
+        1,
+        "repeats are not printed: {err}"
+    );
     assert_eq!(emu.holder(ip()), Some(SECONDARY));
 
     let o = run(
