@@ -373,6 +373,7 @@ async fn two_agents_place_hand_over_and_survive_a_membership_outage() {
         .await
         .expect("connect");
     let mut client = AgentClient::new(ch);
+    let t0 = tokio::time::Instant::now();
     client
         .standby(pb::StandbyRequest {
             node: String::new(),
@@ -383,6 +384,8 @@ async fn two_agents_place_hand_over_and_survive_a_membership_outage() {
         group_state(s) == RUNNING
     })
     .await;
+    // A measurement for the record (polling adds up to 50 ms), not an assertion.
+    eprintln!("handover on standby: {:?}", t0.elapsed());
     let s = wait_status(&a.run_dir, 5, "a stopped", |s| group_state(s) == STOPPED).await;
     assert!(!marker_a.exists() && marker_b.exists());
     assert_eq!(s.groups[0].not_candidate_reason, "standby");
@@ -433,10 +436,12 @@ async fn two_agents_place_hand_over_and_survive_a_membership_outage() {
         generation: 1,
         ..Default::default()
     }));
+    let t0 = tokio::time::Instant::now();
     wait_status(&b.run_dir, 10, "b takes over from dead a", |s| {
         group_state(s) == RUNNING
     })
     .await;
+    eprintln!("takeover after a death is declared: {:?}", t0.elapsed());
 
     for n in [a, b] {
         let _ = n.stop.send(());
