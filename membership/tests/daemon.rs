@@ -337,8 +337,15 @@ async fn hostile_datagrams_are_rejected_counted_and_harmless() {
     let good = KeyRing::new((id, &c.key), &[]);
     let wrong_secret = KeyRing::new((id, b"not-the-key-not-the-key-not-the!"), &[]);
     let other_id = KeyRing::new((id ^ 1, &c.key), &[]);
+    // Addressed to a's current generation, as a live peer's datagrams are.
+    let a_generation = client
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .generation;
     let hb = msg::Packet {
-        receiver_generation: 0,
+        receiver_generation: a_generation,
         heartbeat: Some(msg::Heartbeat {
             hb_seq: 1,
             sent_at: 1,

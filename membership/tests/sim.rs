@@ -14,9 +14,10 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use prost::Message as _;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tandem_membership::core::wire::KeyRing;
+use tandem_membership::core::wire::{self, KeyRing, msg};
 use tandem_membership::core::{
     Core, DeadReason, EventKind, NodeSpec, NodeState, QuorumPolicy, Role, SendError, Settings,
     Time, Timing,
@@ -499,11 +500,18 @@ impl Sim {
             return Ok(());
         }
         let now = self.now;
+        let my_generation = self.nodes[f.to].generation;
         let Some(run) = self.nodes[f.to].run.as_mut() else {
             return Ok(());
         };
-        // Mirror of the core's acceptance rules, to know when the peer was truly "heard".
-        let fresh = f.from_gen >= run.seen_gen[f.from]
+        // Mirror of the core's acceptance rules, to know when the peer was truly "heard":
+        // only datagrams addressed to the receiver's current generation count.
+        let confirmed = wire::parse(&f.bytes)
+            .ok()
+            .and_then(|(_, p)| msg::Packet::decode(p).ok())
+            .is_some_and(|p| p.receiver_generation == my_generation);
+        let fresh = confirmed
+            && f.from_gen >= run.seen_gen[f.from]
             && f.from_gen > run.left_gen[f.from]
             && f.taken.get() != run.incarnation;
         if fresh {

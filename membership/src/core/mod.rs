@@ -279,6 +279,9 @@ struct Peer {
     generation: u64,
     /// Datagrams of this generation or older are refused: it left cleanly.
     left_generation: u64,
+    /// Highest generation seen in authentic datagrams not yet addressed to our own
+    /// generation: echoed in `receiver_generation` so the peer can confirm us.
+    claimed_generation: u64,
     last_heard: Option<Time>,
     links: Vec<Link>,
     replay: ReplayWindow,
@@ -378,6 +381,7 @@ impl Core {
                 since: now,
                 generation: 0,
                 left_generation: 0,
+                claimed_generation: 0,
                 last_heard: None,
                 links: vec![Link::default(); n.addresses.len()],
                 replay: ReplayWindow::default(),
@@ -530,8 +534,9 @@ impl Core {
             self.counters.messages_dropped += dropped;
             self.peers[i].unacked.clear();
             for k in 0..self.nodes[i].addresses.len() {
+                let p = &self.peers[i];
                 let packet = msg::Packet {
-                    receiver_generation: self.peers[i].generation,
+                    receiver_generation: p.generation.max(p.claimed_generation),
                     leaving: true,
                     ..Default::default()
                 };
@@ -716,6 +721,15 @@ impl Core {
         }
         let packet = msg::Packet::decode(payload).map_err(|_| Reject::Malformed)?;
         self.validate(s, local_link, &packet)?;
+        if packet.receiver_generation != self.generation {
+            // Authentic, but not addressed to this incarnation: the sender has not heard us
+            // since we started, or it is a replay captured before we restarted (our replay
+            // windows start empty). It proves nothing about the sender being alive now; we
+            // only learn its generation so that our next heartbeat lets it confirm us.
+            let p = &mut self.peers[s];
+            p.claimed_generation = p.claimed_generation.max(h.generation);
+            return Ok(());
+        }
         self.receive(now, s, &h, local_link, packet);
         Ok(())
     }
@@ -1010,7 +1024,7 @@ impl Core {
                     }
                 }
                 let packet = msg::Packet {
-                    receiver_generation: p.generation,
+                    receiver_generation: p.generation.max(p.claimed_generation),
                     heartbeat: Some(msg::Heartbeat {
                         hb_seq: p.hb_seq[socket],
                         sent_at: nanos(now),

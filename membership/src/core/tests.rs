@@ -73,15 +73,26 @@ fn rejected(c: &Core, r: Reject) -> u64 {
         .unwrap()
 }
 
+/// Ticks every core at `now` and delivers what they send.
+fn step(cores: &mut [Core], now: Time) {
+    for c in cores.iter_mut() {
+        c.handle_timeout(now);
+    }
+    exchange(cores, now);
+}
+
+/// Two nodes that confirmed each other: the first heartbeats only tell each side the
+/// other's generation, the second round (at 100 ms) makes them UP.
 fn pair() -> Vec<Core> {
     let mut cores = vec![
         Core::new(settings(2, 0, 10), ms(0)).unwrap(),
         Core::new(settings(2, 1, 20), ms(0)).unwrap(),
     ];
-    for c in cores.iter_mut() {
-        c.handle_timeout(ms(0));
-    }
-    exchange(&mut cores, ms(1));
+    step(&mut cores, ms(0));
+    assert_eq!(cores[0].node_state(1).0, NodeState::Unknown);
+    step(&mut cores, ms(100));
+    assert_eq!(cores[0].node_state(1).0, NodeState::Up);
+    assert_eq!(cores[1].node_state(0).0, NodeState::Up);
     cores
 }
 
@@ -103,8 +114,8 @@ fn peers_come_up_with_link_and_generation() {
 fn peer_is_late_then_dead_after_silence_on_all_links() {
     let mut cores = pair();
     events(&mut cores[0]);
-    // Node 1 falls silent at 1 ms; node 0 keeps ticking at its deadlines.
-    let mut now = ms(1);
+    // Node 1 falls silent after 100 ms; node 0 keeps ticking at its deadlines.
+    let mut now = ms(100);
     let mut late_at = None;
     let mut dead_at = None;
     while now < ms(3000) {
@@ -125,8 +136,8 @@ fn peer_is_late_then_dead_after_silence_on_all_links() {
             break;
         }
     }
-    assert_eq!(late_at, Some(ms(501)));
-    assert_eq!(dead_at, Some(ms(1001)));
+    assert_eq!(late_at, Some(ms(600)));
+    assert_eq!(dead_at, Some(ms(1100)));
     assert_eq!(cores[0].unacked(1), 0);
 }
 
@@ -134,9 +145,10 @@ fn peer_is_late_then_dead_after_silence_on_all_links() {
 fn restart_before_dead_after_is_a_new_incarnation() {
     let mut cores = pair();
     events(&mut cores[0]);
-    cores[1] = Core::new(settings(2, 1, 21), ms(200)).unwrap();
-    cores[1].handle_timeout(ms(200));
-    exchange(&mut cores, ms(201));
+    cores[1] = Core::new(settings(2, 1, 21), ms(150)).unwrap();
+    step(&mut cores, ms(150));
+    step(&mut cores, ms(200));
+    step(&mut cores, ms(250));
     assert!(events(&mut cores[0]).contains(&EventKind::NodeUp {
         node: 1,
         generation: 21,
@@ -150,10 +162,10 @@ fn clean_leave_is_dead_at_once_and_late_datagrams_do_not_revive_it() {
     let mut cores = pair();
     events(&mut cores[0]);
     // A heartbeat of the leaving incarnation, delayed past its "leaving" datagram.
-    cores[1].handle_timeout(ms(100));
+    cores[1].handle_timeout(ms(200));
     let late = cores[1].poll_transmit().unwrap();
-    cores[1].leave(ms(150));
-    exchange(&mut cores, ms(150));
+    cores[1].leave(ms(250));
+    exchange(&mut cores, ms(250));
     assert!(events(&mut cores[0]).iter().any(|e| matches!(
         e,
         EventKind::NodeDead {
@@ -161,7 +173,7 @@ fn clean_leave_is_dead_at_once_and_late_datagrams_do_not_revive_it() {
             ..
         }
     )));
-    cores[0].handle_datagram(ms(160), 0, addr(1), &late.bytes);
+    cores[0].handle_datagram(ms(260), 0, addr(1), &late.bytes);
     assert_eq!(cores[0].node_state(1).0, NodeState::Dead);
     assert_eq!(rejected(&cores[0], Reject::OldGeneration), 1);
     assert_eq!(cores[1].next_deadline(), None);
@@ -171,7 +183,7 @@ fn clean_leave_is_dead_at_once_and_late_datagrams_do_not_revive_it() {
 fn bad_input_is_counted_by_reason_and_changes_nothing() {
     let mut cores = pair();
     events(&mut cores[0]);
-    cores[1].handle_timeout(ms(100));
+    cores[1].handle_timeout(ms(200));
     let good = cores[1].poll_transmit().unwrap().bytes;
     let c = &mut cores[0];
     let src = addr(1);
@@ -285,10 +297,8 @@ fn majority_quorum_is_lost_and_regained() {
         .map(|i| Core::new(settings(3, i, 5 + i as u64), ms(0)).unwrap())
         .collect();
     assert!(!cores[0].quorum().quorate, "alone of three");
-    for c in cores.iter_mut() {
-        c.handle_timeout(ms(0));
-    }
-    exchange(&mut cores, ms(1));
+    step(&mut cores, ms(0));
+    step(&mut cores, ms(100));
     assert!(events(&mut cores[0]).iter().any(|e| matches!(
         e,
         EventKind::QuorumChanged(Quorum {
@@ -298,7 +308,7 @@ fn majority_quorum_is_lost_and_regained() {
         })
     )));
     // Nodes 1 and 2 fall silent: node 0 loses quorum when they are dead.
-    let mut now = ms(1);
+    let mut now = ms(100);
     while now < ms(1500) {
         now = cores[0].next_deadline().unwrap();
         cores[0].handle_timeout(now);
@@ -319,7 +329,7 @@ fn majority_quorum_is_lost_and_regained() {
 #[test]
 fn rtt_is_measured_from_echoes() {
     let mut cores = pair();
-    for round in 1..4u64 {
+    for round in 2..5u64 {
         let t = ms(100 * round);
         cores[0].handle_timeout(t);
         let d = cores[0].poll_transmit().unwrap();
@@ -330,7 +340,7 @@ fn rtt_is_measured_from_echoes() {
         }
     }
     // 3 ms out, 3 ms back; the 2 ms the peer held it are not counted.
-    let rtt = cores[0].node_view(1, ms(400)).links[0].rtt.unwrap();
+    let rtt = cores[0].node_view(1, ms(500)).links[0].rtt.unwrap();
     assert_eq!(rtt, ms(6));
 }
 
@@ -352,4 +362,17 @@ fn settings_are_checked() {
         Core::new(settings(2, 0, 0), ms(0)).err(),
         Some(SettingsError::ZeroGeneration)
     );
+}
+
+#[test]
+fn datagrams_captured_before_a_restart_do_not_prove_a_peer_alive() {
+    let mut cores = pair();
+    cores[1].handle_timeout(ms(200));
+    let captured = cores[1].poll_transmit().unwrap().bytes;
+    // Node 0 restarts and node 1 is gone: a replay of node 1's old heartbeat passes the
+    // (fresh) replay window but names node 0's previous generation, so it proves nothing.
+    cores[0] = Core::new(settings(2, 0, 11), ms(300)).unwrap();
+    cores[0].handle_datagram(ms(301), 0, addr(1), &captured);
+    assert_eq!(cores[0].node_state(1).0, NodeState::Unknown);
+    assert!(events(&mut cores[0]).is_empty());
 }
