@@ -708,11 +708,15 @@ async fn group_worker(
     tx: mpsc::Sender<Event>,
     mut monitoring: bool,
 ) {
-    let interval = runner.monitor_interval();
-    let mut next = Instant::now() + interval;
+    // Each agent is monitored on its own period (a reserved-ip monitor is an API call; an
+    // init script's status is cheap and may run more often).
+    let intervals = runner.monitor_intervals();
+    let schedule = |now: Instant| -> Vec<Instant> { intervals.iter().map(|d| now + *d).collect() };
+    let mut due = schedule(Instant::now());
     // A command that arrived while a restart was waiting: it replaces the restart.
     let mut pending: Option<GroupCmd> = None;
     loop {
+        let next = due.iter().min().copied();
         let cmd = match pending.take() {
             Some(cmd) => Some(cmd),
             None => tokio::select! {
@@ -720,9 +724,10 @@ async fn group_worker(
                     Some(cmd) => Some(cmd),
                     None => return,
                 },
-                () = tokio::time::sleep_until(next), if monitoring => None,
+                () = sleep_until_opt(next), if monitoring => None,
             },
         };
+        let had_cmd = cmd.is_some();
         let result = match cmd {
             Some(GroupCmd::Start) => Some(match runner.start().await {
                 Ok(()) => {
@@ -767,16 +772,29 @@ async fn group_worker(
                     None
                 }
             }
-            None => match runner.monitor().await {
-                Ok(()) => None,
-                Err(f) => {
+            None => {
+                let now = Instant::now();
+                let mut failed = None;
+                for i in 0..due.len() {
+                    if due[i] > now {
+                        continue;
+                    }
+                    due[i] = Instant::now() + intervals[i];
+                    if let Err(f) = runner.monitor_one(i).await {
+                        failed = Some(f);
+                        break;
+                    }
+                }
+                failed.map(|f| {
                     // Paused until the driver decides (restart or release).
                     monitoring = false;
-                    Some(GroupResult::MonitorFailed(f.to_string()))
-                }
-            },
+                    GroupResult::MonitorFailed(f.to_string())
+                })
+            }
         };
-        next = Instant::now() + interval;
+        if had_cmd {
+            due = schedule(Instant::now());
+        }
         if let Some(result) = result
             && tx.send(Event::Group { group: gi, result }).await.is_err()
         {

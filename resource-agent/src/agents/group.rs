@@ -99,15 +99,6 @@ impl GroupRunner {
         &self.name
     }
 
-    /// The shortest monitor interval of the group's agents.
-    pub fn monitor_interval(&self) -> Duration {
-        self.agents
-            .iter()
-            .map(|a| a.monitor_interval())
-            .min()
-            .unwrap_or(Duration::from_secs(10))
-    }
-
     pub fn records(&self) -> Vec<AgentRecord> {
         self.lock().clone()
     }
@@ -229,24 +220,32 @@ impl GroupRunner {
     /// Monitors every agent; the first that is not running (or fails) is reported.
     pub async fn monitor(&self) -> Result<(), MonitorFailure> {
         for i in 0..self.agents.len() {
-            let agent = self.agents[i].name();
-            match self.act(i, Action::Monitor).await {
-                Ok(RunState::Running | RunState::Unknown) => {}
-                Ok(RunState::Stopped { detail }) => {
-                    self.lock()[i].failures += 1;
-                    let reason =
-                        detail.map_or("not running".to_owned(), |d| format!("not running: {d}"));
-                    return Err(MonitorFailure { agent, reason });
-                }
-                Err(e) => {
-                    return Err(MonitorFailure {
-                        agent,
-                        reason: e.to_string(),
-                    });
-                }
-            }
+            self.monitor_one(i).await?;
         }
         Ok(())
+    }
+
+    /// Each agent's monitor period, in agent order.
+    pub fn monitor_intervals(&self) -> Vec<Duration> {
+        self.agents.iter().map(|a| a.monitor_interval()).collect()
+    }
+
+    /// Monitors agent `i` (0-based, in start order).
+    pub async fn monitor_one(&self, i: usize) -> Result<(), MonitorFailure> {
+        let agent = self.agents[i].name();
+        match self.act(i, Action::Monitor).await {
+            Ok(RunState::Running | RunState::Unknown) => Ok(()),
+            Ok(RunState::Stopped { detail }) => {
+                self.lock()[i].failures += 1;
+                let reason =
+                    detail.map_or("not running".to_owned(), |d| format!("not running: {d}"));
+                Err(MonitorFailure { agent, reason })
+            }
+            Err(e) => Err(MonitorFailure {
+                agent,
+                reason: e.to_string(),
+            }),
+        }
     }
 
     /// Readiness of the group here: `None` when no agent can tell, else every problem
