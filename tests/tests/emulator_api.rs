@@ -315,3 +315,30 @@ async fn injected_latency_slows_api_requests_but_not_admin_ones() {
         t.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_actions_on_one_ip_start_exactly_one() {
+    let emu = Emulator::start(fixture(Duration::from_millis(200)))
+        .await
+        .unwrap();
+    let url = format!("{}/v2/reserved_ips/{IP}/actions", emu.addresses.api);
+    let posts = (0..16).map(|i| {
+        let url = url.clone();
+        let target = if i % 2 == 0 { SECONDARY } else { PRIMARY };
+        tokio::spawn(async move {
+            post(url, TOKEN, json!({"type": "assign", "droplet_id": target}))
+                .await
+                .0
+        })
+    });
+    let mut created = 0;
+    for p in posts {
+        match p.await.unwrap() {
+            StatusCode::CREATED => created += 1,
+            s => assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY),
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(emu.action_count(), 1);
+    assert!(emu.settle(Duration::from_secs(2)).await);
+}

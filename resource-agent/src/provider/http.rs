@@ -194,11 +194,10 @@ impl Api {
                     let retry_after = header_u64(&resp, "retry-after");
                     let text = resp.text().await;
                     match text {
-                        Ok(text) if status == StatusCode::TOO_MANY_REQUESTS => {
+                        Ok(_) if status == StatusCode::TOO_MANY_REQUESTS => {
                             let wait = rate_limit_wait(reset, retry_after);
                             tracing::warn!(provider = self.provider, what, wait = ?wait, "rate limited");
                             self.progress(Progress::RateLimited { wait });
-                            let _ = text;
                             self.sleep_within(
                                 wait,
                                 deadline,

@@ -279,8 +279,8 @@ async fn post_action(
         (ActionKind::Assign, None) => return unprocessable("droplet_id is required."),
         (ActionKind::Unassign, _) => None,
     };
-    match c.world.check_action(ip, kind, droplet) {
-        Ok(()) => {}
+    let action = match c.world.start_action(ip, kind, droplet) {
+        Ok(a) => a,
         Err(ActionRefusal::UnknownIp) => return not_found(),
         // DigitalOcean's own wording, kept from the floating-IP days.
         Err(ActionRefusal::Pending) => {
@@ -290,8 +290,7 @@ async fn post_action(
             return unprocessable(&format!("Droplet {id} could not be found."));
         }
         Err(ActionRefusal::Invalid(m)) => return unprocessable(&m),
-    }
-    let action = c.world.start_action(ip, kind, droplet);
+    };
     (
         StatusCode::CREATED,
         Json(json!({"action": action_json(&c.world, &action, c.flavor)})),

@@ -118,8 +118,8 @@ async fn get_one(State(w): State<World>, Path(id): Path<String>) -> Response {
 }
 
 fn start(w: &World, ip: IpAddr, fip_id: u64, kind: ActionKind, server: Option<u64>) -> Response {
-    match w.check_action(ip, kind, server) {
-        Ok(()) => {}
+    let a = match w.start_action(ip, kind, server) {
+        Ok(a) => a,
         Err(ActionRefusal::UnknownIp) => return not_found(),
         Err(ActionRefusal::Pending) => {
             return err(
@@ -138,8 +138,7 @@ fn start(w: &World, ip: IpAddr, fip_id: u64, kind: ActionKind, server: Option<u6
         Err(ActionRefusal::Invalid(m)) => {
             return err(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_entity", &m);
         }
-    }
-    let a = w.start_action(ip, kind, server);
+    };
     (
         StatusCode::CREATED,
         Json(json!({"action": action_json(&a, fip_id)})),

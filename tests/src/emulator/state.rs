@@ -388,10 +388,38 @@ impl World {
             let Some(r) = g.ips.get_mut(&ip) else {
                 return;
             };
-            let from = r.holder;
-            r.holder = to;
-            from
+            std::mem::replace(&mut r.holder, to)
         };
+        self.audit_holder(ip, from, to, cause, action);
+    }
+
+    /// Sets the holder only if it is still `expect` (atomically); says whether it did.
+    pub fn compare_and_set_holder(
+        &self,
+        ip: IpAddr,
+        expect: Option<u64>,
+        to: Option<u64>,
+        cause: &str,
+    ) -> bool {
+        {
+            let mut g = self.lock();
+            match g.ips.get_mut(&ip) {
+                Some(r) if r.holder == expect && r.pending.is_none() => r.holder = to,
+                _ => return false,
+            }
+        }
+        self.audit_holder(ip, expect, to, cause, None);
+        true
+    }
+
+    fn audit_holder(
+        &self,
+        ip: IpAddr,
+        from: Option<u64>,
+        to: Option<u64>,
+        cause: &str,
+        action: Option<u64>,
+    ) {
         if from != to {
             tracing::info!(%ip, ?from, ?to, cause, "holder changed");
             self.audit(json!({
@@ -401,9 +429,10 @@ impl World {
         }
     }
 
-    /// Finishes an action: applies it (or marks it errored) and unlocks the IP.
+    /// Finishes an action: applies it (or marks it errored) and unlocks the IP, all under
+    /// one lock so no reader sees the IP unlocked with the old holder.
     pub fn complete_action(&self, id: u64) {
-        let (ip, kind, droplet, errored) = {
+        let (ip, kind, droplet, errored, from, to) = {
             let mut g = self.lock();
             let errored = if g.faults.error_actions > 0 {
                 g.faults.error_actions -= 1;
@@ -424,31 +453,42 @@ impl World {
             };
             a.completed_at = Some(SystemTime::now());
             let (ip, kind, droplet) = (a.ip, a.kind, a.droplet);
-            if let Some(r) = g.ips.get_mut(&ip)
-                && r.pending == Some(id)
-            {
-                r.pending = None;
+            let (mut from, mut to) = (None, None);
+            if let Some(r) = g.ips.get_mut(&ip) {
+                if r.pending == Some(id) {
+                    r.pending = None;
+                }
+                from = r.holder;
+                to = r.holder;
+                if !errored {
+                    to = match kind {
+                        ActionKind::Assign => droplet,
+                        ActionKind::Unassign => None,
+                    };
+                    r.holder = to;
+                }
             }
-            (ip, kind, droplet, errored)
+            (ip, kind, droplet, errored, from, to)
         };
         self.audit(json!({
             "event": "action", "action_id": id, "ip": ip.to_string(), "type": kind,
             "droplet_id": droplet, "status": if errored { "errored" } else { "completed" },
         }));
-        if !errored {
-            let to = match kind {
-                ActionKind::Assign => droplet,
-                ActionKind::Unassign => None,
-            };
-            self.set_holder(ip, to, "action", Some(id));
-        }
+        self.audit_holder(ip, from, to, "action", Some(id));
     }
 
-    /// Starts an action on `ip` (the caller checked it is not locked); completes it after the
-    /// configured delay, at once when the delay is zero.
-    pub fn start_action(&self, ip: IpAddr, kind: ActionKind, droplet: Option<u64>) -> Action {
+    /// Starts an action on `ip` if it may start (checked under the same lock, so two
+    /// concurrent requests never both start one); completes it after the configured delay
+    /// (plus jitter), at once when that is zero.
+    pub fn start_action(
+        &self,
+        ip: IpAddr,
+        kind: ActionKind,
+        droplet: Option<u64>,
+    ) -> Result<Action, ActionRefusal> {
         let (action, delay) = {
             let mut g = self.lock();
+            Self::check_action(&g, ip, kind, droplet)?;
             let id = g.next_action_id;
             g.next_action_id += 1;
             let jitter = g.action_jitter.as_nanos() as u64;
@@ -480,7 +520,7 @@ impl World {
         }));
         if delay.is_zero() {
             self.complete_action(action.id);
-            return self.lock().actions[&action.id].clone();
+            return Ok(self.lock().actions[&action.id].clone());
         }
         let world = self.clone();
         let id = action.id;
@@ -488,17 +528,16 @@ impl World {
             tokio::time::sleep(delay).await;
             world.complete_action(id);
         });
-        action
+        Ok(action)
     }
 
     /// Why an action on `ip` cannot start, if it cannot (DigitalOcean's wording where known).
-    pub fn check_action(
-        &self,
+    fn check_action(
+        g: &Inner,
         ip: IpAddr,
         kind: ActionKind,
         droplet: Option<u64>,
     ) -> Result<(), ActionRefusal> {
-        let g = self.lock();
         let Some(r) = g.ips.get(&ip) else {
             return Err(ActionRefusal::UnknownIp);
         };

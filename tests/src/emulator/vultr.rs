@@ -105,7 +105,12 @@ async fn attach(
             "Instance is not in the reserved IP's region.",
         );
     }
-    w.set_holder(r.ip, Some(d.id), "vultr attach", None);
+    if !w.compare_and_set_holder(r.ip, None, Some(d.id), "vultr attach") {
+        return err(
+            StatusCode::CONFLICT,
+            "The reserved IP changed while attaching; try again.",
+        );
+    }
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -119,7 +124,12 @@ async fn detach(State(w): State<World>, Path(id): Path<String>) -> Response {
             "Reserved IP is not attached to an instance.",
         );
     }
-    w.set_holder(r.ip, None, "vultr detach", None);
+    if !w.compare_and_set_holder(r.ip, r.holder, None, "vultr detach") {
+        return err(
+            StatusCode::CONFLICT,
+            "The reserved IP changed while detaching; try again.",
+        );
+    }
     StatusCode::NO_CONTENT.into_response()
 }
 
