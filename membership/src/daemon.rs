@@ -59,6 +59,8 @@ pub enum DaemonError {
     Socket(#[from] tandem_proto::uds::BindError),
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Metrics(String),
 }
 
 /// Where the daemon keeps its files.
@@ -155,6 +157,25 @@ pub async fn run(
     }
     drop(inbox_tx);
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
+    let metrics = match cfg.membership.metrics {
+        None => None,
+        Some(addr) => {
+            crate::metrics::check_address(addr).map_err(DaemonError::Metrics)?;
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                DaemonError::Metrics(format!("membership.metrics {addr}: cannot bind: {e}"))
+            })?;
+            let commands = cmd_tx.clone();
+            let status = move || {
+                let commands = commands.clone();
+                async move {
+                    let (tx, rx) = oneshot::channel();
+                    commands.send(Command::Status { reply: tx }).await.ok()?;
+                    rx.await.ok()
+                }
+            };
+            Some(tokio::spawn(crate::metrics::serve(listener, status)))
+        }
+    };
     let (events_tx, _) = broadcast::channel(WATCH_BUFFER);
     let (messages_tx, _) = broadcast::channel(SUBSCRIBE_BUFFER);
     let subscribers = Arc::new(Mutex::new(HashMap::new()));
@@ -204,6 +225,9 @@ pub async fn run(
     let _ = stop_grpc_tx.send(());
     for r in readers {
         r.abort();
+    }
+    if let Some(m) = metrics {
+        m.abort();
     }
     match server.await {
         Ok(r) => r?,

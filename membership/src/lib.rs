@@ -4,8 +4,10 @@
 //!   messaging); no sockets, no clock.
 //! - [`generation`]: the persisted, strictly increasing incarnation number.
 //! - [`daemon`]: the tokio shell: UDP sockets, the protocol loop, the gRPC service.
+//! - [`metrics`]: the optional Prometheus endpoint.
 #![forbid(unsafe_code)]
 
 pub mod core;
 pub mod daemon;
 pub mod generation;
+pub mod metrics;

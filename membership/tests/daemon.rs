@@ -27,6 +27,7 @@ struct Cluster {
     addrs: Vec<SocketAddr>,
     key: Vec<u8>,
     children: Vec<Option<Child>>,
+    metrics: Option<SocketAddr>,
 }
 
 impl Drop for Cluster {
@@ -54,6 +55,11 @@ fn free_loopback() -> SocketAddr {
 impl Cluster {
     /// Writes a configuration for `names` (majority quorum, two_node for two).
     fn new(names: &[&str]) -> Cluster {
+        Cluster::with_metrics(names, false)
+    }
+
+    /// Same, optionally with a Prometheus endpoint (only one node may then run).
+    fn with_metrics(names: &[&str], metrics: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let key: Vec<u8> = (0..32)
             .map(|_| rand::rng().random_range(b'a'..=b'z'))
@@ -77,6 +83,17 @@ impl Cluster {
         for (n, a) in names.iter().zip(&addrs) {
             yaml.push_str(&format!("  - name: {n}\n    addresses: [\"{a}\"]\n"));
         }
+        let metrics = metrics.then(|| {
+            let probe = std::net::TcpListener::bind(SocketAddr::from((
+                free_loopback().ip().to_canonical(),
+                0,
+            )))
+            .expect("bind a TCP probe");
+            probe.local_addr().expect("probe address")
+        });
+        if let Some(m) = metrics {
+            yaml.push_str(&format!("membership:\n  metrics: \"{m}\"\n"));
+        }
         std::fs::write(dir.path().join("cluster.yaml"), yaml).expect("write config");
         Cluster {
             dir,
@@ -84,6 +101,7 @@ impl Cluster {
             addrs,
             key,
             children: names.iter().map(|_| None).collect(),
+            metrics,
         }
     }
 
@@ -191,9 +209,11 @@ fn node<'a>(s: &'a pb::StatusResponse, name: &str) -> &'a pb::Node {
         .expect("node in view")
 }
 
-/// Reads a Watch stream until an event matches, returning it (bounded wait).
+/// Reads a Watch stream until an event matches, returning it (bounded wait). `last_seq`
+/// is the seq of the last event seen (or the snapshot's): every event must follow it by one.
 async fn next_matching(
     stream: &mut tonic::Streaming<pb::WatchResponse>,
+    last_seq: &mut u64,
     within: Duration,
     mut want: impl FnMut(&pb::event::Kind) -> bool,
 ) -> pb::Event {
@@ -205,9 +225,12 @@ async fn next_matching(
             .expect("no matching event in time")
             .expect("stream error")
             .expect("stream ended");
-        if let Some(pb::watch_response::Kind::Event(e)) = msg.kind
-            && e.kind.as_ref().is_some_and(&mut want)
-        {
+        let Some(pb::watch_response::Kind::Event(e)) = msg.kind else {
+            panic!("a second snapshot on one stream");
+        };
+        assert_eq!(e.seq, *last_seq + 1, "event seqs must have no gaps");
+        *last_seq = e.seq;
+        if e.kind.as_ref().is_some_and(&mut want) {
             return e;
         }
     }
@@ -241,9 +264,10 @@ async fn killed_daemon_is_dead_within_dead_after_and_comes_back_with_a_new_gener
 
     let killed = Instant::now();
     c.kill9(2);
-    for (i, (stream, _)) in watches.iter_mut().enumerate() {
+    for (i, (stream, seq)) in watches.iter_mut().enumerate() {
         let e = next_matching(
             stream,
+            seq,
             Duration::from_secs(5),
             |k| matches!(k, pb::event::Kind::NodeDead(d) if d.node == "c"),
         )
@@ -270,9 +294,10 @@ async fn killed_daemon_is_dead_within_dead_after_and_comes_back_with_a_new_gener
     }
 
     c.start(2);
-    for (stream, _) in watches.iter_mut() {
+    for (stream, seq) in watches.iter_mut() {
         let e = next_matching(
             stream,
+            seq,
             Duration::from_secs(20),
             |k| matches!(k, pb::event::Kind::NodeUp(u) if u.node == "c"),
         )
@@ -301,7 +326,7 @@ async fn clean_shutdown_is_reported_as_left_at_once() {
         .await
         .unwrap()
         .into_inner();
-    w.message().await.unwrap();
+    let mut seq = w.message().await.unwrap().unwrap().snapshot_seq;
     let pid = c.children[1].as_ref().unwrap().id();
     let stopped = Instant::now();
     nix::sys::signal::kill(
@@ -311,6 +336,7 @@ async fn clean_shutdown_is_reported_as_left_at_once() {
     .unwrap();
     let e = next_matching(
         &mut w,
+        &mut seq,
         Duration::from_secs(5),
         |k| matches!(k, pb::event::Kind::NodeDead(d) if d.node == "b"),
     )
@@ -328,7 +354,7 @@ async fn clean_shutdown_is_reported_as_left_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_datagrams_are_rejected_counted_and_harmless() {
     // "t" is played by the test itself, with the real key.
-    let mut c = Cluster::new(&["a", "t"]);
+    let mut c = Cluster::with_metrics(&["a", "t"], true);
     c.start(0);
     let mut client = c.client(0).await;
     let a = c.addrs[0];
@@ -433,6 +459,21 @@ async fn hostile_datagrams_are_rejected_counted_and_harmless() {
     }
     // The one valid datagram made t known, with its generation.
     assert_eq!(node(&status, "t").generation, 100);
+    // The same counters on the Prometheus endpoint.
+    let scrape = {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(c.metrics.unwrap()).expect("metrics");
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        conn.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
+    assert!(
+        scrape.contains("tandem_membership_rejected_total{reason=\"bad_tag\"} 1"),
+        "{scrape}"
+    );
     // Still healthy and serving.
     let health = tonic_health::pb::health_client::HealthClient::new(
         tandem_proto::uds::connect(&c.socket(0)).await.unwrap(),
