@@ -270,6 +270,8 @@ async fn read_socket(
                 // ICMP errors surface here on Linux (e.g. a peer's port is closed); they
                 // say nothing about our own socket.
                 tracing::debug!(link, error = %e, "UDP receive error");
+                // Never spin if an error repeats.
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
     }

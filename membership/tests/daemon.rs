@@ -635,3 +635,42 @@ print(json.dumps({{
     assert_eq!(v["generation"], ours.generation);
     assert_eq!(v["quorate"], true);
 }
+
+#[test]
+fn check_validates_config_and_keys_and_prints_no_secret() {
+    let c = Cluster::new(&["a", "b"]);
+    let run = |node: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tandem-membership"))
+            .arg("--config")
+            .arg(c.dir.path().join("cluster.yaml"))
+            .args(["--node", node, "--check"])
+            .output()
+            .expect("run --check")
+    };
+    let ok = run("a");
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(out.contains("keys: signing id"), "{out}");
+    assert!(
+        !out.contains(std::str::from_utf8(&c.key).unwrap()),
+        "key printed"
+    );
+    let unknown = run("zed");
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("zed"));
+    // A key file others can read is refused, as Heartbeat refuses such an authkeys.
+    let key = c.dir.path().join("authkey");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let open = run("a");
+    let err = String::from_utf8_lossy(&open.stderr);
+    assert!(!open.status.success());
+    assert!(err.contains("authkey"), "{err}");
+    assert!(
+        !err.contains(std::str::from_utf8(&c.key).unwrap()),
+        "key printed"
+    );
+}
