@@ -430,3 +430,33 @@ async fn audit_log_records_requests_and_holder_changes_with_both_clocks() {
     let text = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
     assert!(!text.contains(TOKEN), "the audit log must not hold tokens");
 }
+
+#[tokio::test]
+async fn hetzner_finds_its_ip_on_a_later_page() {
+    let mut cfg = fixture(Duration::ZERO);
+    // 70 more IPs listed before the target: Hetzner pages hold at most 50.
+    let mut ips: Vec<_> = (1..=70)
+        .map(|i| tandem_tests::emulator::ReservedIpConfig {
+            ip: format!("127.0.1.{i}").parse().unwrap(),
+            region: "nyc3".into(),
+            holder: None,
+        })
+        .collect();
+    ips.push(tandem_tests::emulator::ReservedIpConfig {
+        ip: "127.0.2.1".parse().unwrap(),
+        region: "nyc3".into(),
+        holder: Some(PRIMARY),
+    });
+    cfg.reserved_ips = ips;
+    let emu = Emulator::start(cfg).await.unwrap();
+    let mut o = opts(&emu, SECONDARY);
+    o.api_url = Some(emu.addresses.hetzner.clone());
+    let target = "127.0.2.1".parse().unwrap();
+    let h = Hetzner::new(target, Secret::new(TOKEN.into()), o).unwrap();
+    assert_eq!(
+        h.holder().await.unwrap().server,
+        Some(ServerId::Numeric(PRIMARY))
+    );
+    h.assign().await.unwrap();
+    assert_eq!(emu.holder(target), Some(SECONDARY));
+}

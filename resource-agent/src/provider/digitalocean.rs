@@ -287,6 +287,9 @@ impl DigitalOcean {
         let mut previous = None;
         let mut waits = self.api.opts().poll.delays();
         let mut first = true;
+        // Set once an assign was sent: a later "ours" is our own doing, even when the
+        // answer to that POST was lost and only the holder shows it.
+        let mut posted = false;
         loop {
             let h = self.holder_at(deadline).await?;
             if first {
@@ -295,7 +298,7 @@ impl DigitalOcean {
             }
             if h.ours && !h.locked {
                 return Ok(AssignOutcome {
-                    already_held: true,
+                    already_held: !posted,
                     previous,
                     action_id: None,
                     elapsed: started.elapsed(),
@@ -304,6 +307,7 @@ impl DigitalOcean {
             }
             if !h.locked {
                 let body = json!({"type": "assign", "droplet_id": me});
+                posted = true;
                 if let Some(id) = self.run_action(body, &what, started, deadline).await? {
                     tracing::info!(provider = NAME, ip = %self.ip, droplet = me, action_id = id,
                         elapsed = ?started.elapsed(), "reserved IP assigned");

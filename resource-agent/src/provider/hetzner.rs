@@ -278,6 +278,9 @@ impl Hetzner {
         let what = format!("assigning {} to server {me}", self.ip);
         let mut previous = None;
         let mut first = true;
+        // Set once an assign was sent: a later "ours" is our own doing, even when the
+        // answer to that POST was lost and only the holder shows it.
+        let mut posted = false;
         let mut waits = self.api.opts().poll.delays();
         loop {
             let h = self.holder_at(deadline).await?;
@@ -286,13 +289,14 @@ impl Hetzner {
             }
             if h.ours {
                 return Ok(AssignOutcome {
-                    already_held: true,
+                    already_held: !posted,
                     previous,
                     action_id: None,
                     elapsed: started.elapsed(),
                     api_calls: self.api.calls() - calls0,
                 });
             }
+            posted = true;
             if let Some(id) = self
                 .run_action("assign", json!({"server": me}), &what, started, deadline)
                 .await?

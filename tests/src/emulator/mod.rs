@@ -7,6 +7,20 @@
 //! - one metadata service per droplet (`/metadata/v1/id`, ...),
 //! - one HTTP front per reserved IP, forwarding GETs to the holder's web server.
 //!
+//! Admin routes (no auth, no faults), for tests and the demo:
+//! - `GET /_admin/state`: holders, locks, actions, request count, current faults
+//! - `POST /_admin/faults` with a [`Faults`] JSON object (it replaces the current set; `{}`
+//!   clears): `latency_ms`, `error_rate` + `error_status`, `rate_limit_burst` +
+//!   `rate_limit_reset_secs`, `hang_next`, `drop_next`, `outage_secs` (connections closed
+//!   without an answer), `error_actions`
+//! - `POST /_admin/tokens {"token", "scopes"?}` adds a token; `POST /_admin/tokens/revoke
+//!   {"token"}` revokes one at run time
+//! - `POST /_admin/holder {"ip", "holder"}` moves an IP at once, as the control panel would
+//!
+//! The audit log (JSON lines) has one `request` line per API request, `action` lines, and a
+//! `holder` line per change of holder (`from`/`to` droplet or null), each with `mono_ms`
+//! (monotonic, since start) and `time` (wall clock, RFC 3339).
+//!
 //! Behaviour follows DigitalOcean's public OpenAPI description (reserved IPs, floating-IP
 //! aliases, actions, droplets, error bodies, rate-limit headers); see `digitalocean.rs`.
 use std::collections::BTreeMap;
