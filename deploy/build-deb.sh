@@ -15,6 +15,8 @@ rm -rf "$gen"
 mkdir -p "$gen/completions"
 ipctl="$target/release/ipctl"
 "$ipctl" man --out "$gen/man"
+# Debian policy: man pages are gzipped; -n keeps the name and time out, so builds reproduce.
+gzip -9n "$gen"/man/*.1
 "$ipctl" completions bash >"$gen/completions/ipctl.bash"
 "$ipctl" completions zsh >"$gen/completions/_ipctl"
 "$ipctl" completions fish >"$gen/completions/ipctl.fish"
