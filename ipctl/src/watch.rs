@@ -16,6 +16,9 @@ use crate::status::{NodeReport, QuorumReport, millis, node, quorum, rfc3339};
 
 pub const SCHEMA: &str = "tandem.ipctl.watch/v1";
 
+/// Pause before subscribing again after the daemon dropped a slow subscriber.
+const RECONNECT_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// One JSON object per line (schema tandem.ipctl.watch/v1) instead of text.
@@ -328,6 +331,8 @@ pub fn run(cli: &crate::Cli, args: &Args) -> anyhow::Result<ExitCode> {
         match rt.block_on(follow(&cli.run_dir, args.json)) {
             End::Reconnect => {
                 eprintln!("ipctl: fell too far behind the event stream; starting again");
+                // A short pause so a daemon that keeps dropping us is not hammered.
+                std::thread::sleep(RECONNECT_PAUSE);
             }
             End::Stop(p) => {
                 eprintln!("ipctl: {p}");

@@ -256,7 +256,7 @@ fn membership_with_watch(watch: Vec<Reply<mv1::WatchResponse>>) -> Daemons {
         vec![],
         quorum(mv1::QuorumPolicy::TwoNode, true, 2, 2, 1),
     );
-    Daemons::start(Some(FakeMembership { status, watch }), None)
+    Daemons::start(Some(FakeMembership::new(status, watch)), None)
 }
 
 #[test]
@@ -322,5 +322,39 @@ fn watch_reports_a_gap_in_event_numbers() {
         text(&out.stderr).contains("jumped from #11 to #13"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+#[test]
+fn watch_starts_again_from_a_snapshot_when_dropped_for_being_slow() {
+    let mut first = watch_stream();
+    first.truncate(2);
+    first.push(Err(Status::resource_exhausted("watch subscriber too slow")));
+    let status = membership(
+        "primary",
+        4,
+        vec![],
+        quorum(mv1::QuorumPolicy::TwoNode, true, 2, 2, 1),
+    );
+    let fake = FakeMembership::with_watch_rounds(status, vec![first, watch_stream()]);
+    let calls = fake.watch_calls.clone();
+    let d = Daemons::start(Some(fake), None);
+    let out = d.ipctl(&["watch", "--json"]);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert!(
+        text(&out.stderr).contains("fell too far behind the event stream; starting again"),
+        "{}",
+        text(&out.stderr)
+    );
+    let types: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["type"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        types,
+        ["snapshot", "event", "snapshot", "event", "event", "event"]
     );
 }

@@ -122,10 +122,7 @@ fn status_text(d: &Daemons) -> (String, i32) {
 #[test]
 fn healthy_two_node_cluster() {
     let d = Daemons::start(
-        Some(FakeMembership {
-            status: two_nodes_up(),
-            watch: vec![],
-        }),
+        Some(FakeMembership::new(two_nodes_up(), vec![])),
         Some(FakeAgent::new(healthy_agent())),
     );
     let (out, code) = status_text(&d);
@@ -208,10 +205,7 @@ fn failover_in_progress_on_the_survivor() {
         )],
     );
     let d = Daemons::start(
-        Some(FakeMembership {
-            status: m,
-            watch: vec![],
-        }),
+        Some(FakeMembership::new(m, vec![])),
         Some(FakeAgent::new(a)),
     );
     let (out, code) = status_text(&d);
@@ -290,10 +284,7 @@ fn dead_member_of_a_three_node_cluster() {
         )],
     );
     let d = Daemons::start(
-        Some(FakeMembership {
-            status: m,
-            watch: vec![],
-        }),
+        Some(FakeMembership::new(m, vec![])),
         Some(FakeAgent::new(a)),
     );
     let (out, code) = status_text(&d);
@@ -376,10 +367,7 @@ fn witness_cluster_without_quorum() -> (mv1::StatusResponse, av1::StatusResponse
 fn witness_cluster_without_quorum_releases() {
     let (m, a) = witness_cluster_without_quorum();
     let d = Daemons::start(
-        Some(FakeMembership {
-            status: m,
-            watch: vec![],
-        }),
+        Some(FakeMembership::new(m, vec![])),
         Some(FakeAgent::new(a)),
     );
     let (out, code) = status_text(&d);
@@ -389,13 +377,7 @@ fn witness_cluster_without_quorum_releases() {
 
 #[test]
 fn agent_not_running_shows_membership_and_says_what_to_do() {
-    let d = Daemons::start(
-        Some(FakeMembership {
-            status: two_nodes_up(),
-            watch: vec![],
-        }),
-        None,
-    );
+    let d = Daemons::start(Some(FakeMembership::new(two_nodes_up(), vec![])), None);
     let (out, code) = status_text(&d);
     assert_eq!(code, 3, "partial answer has its own exit code: {out}");
     assert!(
@@ -444,10 +426,7 @@ fn revoked_token_shows_not_ready_with_the_reason() {
     g.agents[1] = nginx(A::Stopped, None);
     g.last_action = action("stop", R::Ok, -600, Some(1_900), "");
     let d = Daemons::start(
-        Some(FakeMembership {
-            status: two_nodes_up(),
-            watch: vec![],
-        }),
+        Some(FakeMembership::new(two_nodes_up(), vec![])),
         Some(FakeAgent::new(a)),
     );
     let (out, code) = status_text(&d);
@@ -470,10 +449,7 @@ fn nothing_running_exits_1_and_names_both_daemons() {
 fn json_output_has_the_documented_fields() {
     let (m, a) = witness_cluster_without_quorum();
     let d = Daemons::start(
-        Some(FakeMembership {
-            status: m,
-            watch: vec![],
-        }),
+        Some(FakeMembership::new(m, vec![])),
         Some(FakeAgent::new(a)),
     );
     let out = d.ipctl(&["status", "--json"]);

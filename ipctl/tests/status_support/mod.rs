@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::pin::Pin;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tandem_proto::agent::v1 as av1;
@@ -20,9 +21,28 @@ pub type ChangeFn = dyn Fn(&str, &str) -> Reply<String> + Send + Sync;
 #[derive(Clone)]
 pub struct FakeMembership {
     pub status: mv1::StatusResponse,
-    /// Sent in order on every Watch stream; an `Err` ends the stream with that status, and
-    /// the stream ends cleanly after the last item.
-    pub watch: Vec<Reply<mv1::WatchResponse>>,
+    /// What each Watch call streams, in order of the calls (the last one repeats): items are
+    /// sent in order, an `Err` ends the stream with that status, and the stream ends cleanly
+    /// after the last item.
+    pub watch: Vec<Vec<Reply<mv1::WatchResponse>>>,
+    pub watch_calls: Arc<AtomicUsize>,
+}
+
+impl FakeMembership {
+    pub fn new(status: mv1::StatusResponse, watch: Vec<Reply<mv1::WatchResponse>>) -> Self {
+        Self::with_watch_rounds(status, vec![watch])
+    }
+
+    pub fn with_watch_rounds(
+        status: mv1::StatusResponse,
+        watch: Vec<Vec<Reply<mv1::WatchResponse>>>,
+    ) -> Self {
+        FakeMembership {
+            status,
+            watch,
+            watch_calls: Arc::default(),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -33,9 +53,9 @@ impl mv1::membership_server::Membership for FakeMembership {
         Pin<Box<dyn tokio_stream::Stream<Item = Reply<mv1::ClusterMessage>> + Send + 'static>>;
 
     async fn watch(&self, _: Request<mv1::WatchRequest>) -> Reply<Response<Self::WatchStream>> {
-        Ok(Response::new(Box::pin(tokio_stream::iter(
-            self.watch.clone(),
-        ))))
+        let call = self.watch_calls.fetch_add(1, Ordering::SeqCst);
+        let round = self.watch[call.min(self.watch.len() - 1)].clone();
+        Ok(Response::new(Box::pin(tokio_stream::iter(round))))
     }
 
     async fn status(&self, _: Request<mv1::StatusRequest>) -> Reply<Response<mv1::StatusResponse>> {
