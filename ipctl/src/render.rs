@@ -87,13 +87,24 @@ fn state_tone(state: &str) -> Tone {
 pub fn status_text(r: &StatusReport, colour: bool) -> String {
     let paint = Paint(colour);
     let mut out = String::new();
-    let cluster = r.cluster.as_deref().map_or("?".to_owned(), clean);
-    let node = r.node.as_deref().map_or("?".to_owned(), clean);
-    let _ = writeln!(
-        out,
-        "{} {cluster}, seen from {node}",
-        paint.p(Tone::Bold, "Cluster")
-    );
+    match (&r.cluster, &r.node) {
+        (None, None) => {
+            let _ = writeln!(
+                out,
+                "{} unknown: no daemon answered",
+                paint.p(Tone::Bold, "Cluster")
+            );
+        }
+        (c, n) => {
+            let _ = writeln!(
+                out,
+                "{} {}, seen from {}",
+                paint.p(Tone::Bold, "Cluster"),
+                c.as_deref().map_or("?".to_owned(), clean),
+                n.as_deref().map_or("?".to_owned(), clean)
+            );
+        }
+    }
     match (&r.membership.data, &r.membership.error) {
         (Some(m), _) => {
             let _ = writeln!(
@@ -478,6 +489,54 @@ mod tests {
     #[test]
     fn control_characters_never_reach_the_terminal() {
         assert_eq!(clean("ok\x1b[2J\nx"), "ok?[2J?x");
+    }
+
+    #[test]
+    fn colour_marks_a_dead_node_and_lost_quorum_only_when_asked() {
+        use tandem_proto::membership::v1 as mv1;
+        let m = mv1::StatusResponse {
+            view: Some(mv1::View {
+                view_id: 1,
+                cluster: "web".into(),
+                local_node: "a".into(),
+                nodes: vec![mv1::Node {
+                    name: "b".into(),
+                    state: mv1::NodeState::Dead as i32,
+                    ..Default::default()
+                }],
+                quorum: Some(mv1::Quorum {
+                    policy: mv1::QuorumPolicy::Majority as i32,
+                    quorate: false,
+                    voters: 3,
+                    alive: 1,
+                    needed: 2,
+                }),
+            }),
+            ..Default::default()
+        };
+        let agent_down = crate::control::Problem {
+            kind: "not_running",
+            message: "down".into(),
+            hint: None,
+        };
+        let r = crate::status::report(Ok(m), Err(agent_down));
+        let coloured = status_text(&r, true);
+        assert!(coloured.contains("\x1b[31;1mDEAD   \x1b[0m"), "{coloured}");
+        assert!(coloured.contains("\x1b[31;1mNO\x1b[0m"), "{coloured}");
+        let plain = status_text(&r, false);
+        assert!(!plain.contains('\x1b'), "{plain}");
+        assert!(plain.contains("Cluster web, seen from a"), "{plain}");
+    }
+
+    #[test]
+    fn nobody_answering_says_so() {
+        let p = || crate::control::Problem {
+            kind: "not_running",
+            message: "down".into(),
+            hint: None,
+        };
+        let r = crate::status::report(Err(p()), Err(p()));
+        assert!(status_text(&r, false).starts_with("Cluster unknown: no daemon answered\n"));
     }
 
     #[test]
