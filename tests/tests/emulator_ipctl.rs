@@ -178,3 +178,49 @@ async fn ipctl_assign_fails_clearly_without_leaking_the_token() {
     assert!(o.status.success(), "{:?}", text(&o));
     assert_eq!(emu.holder(ip()), Some(SECONDARY));
 }
+
+#[tokio::test]
+async fn ipctl_assign_redraws_one_line_on_a_terminal() {
+    // util-linux `script` gives ipctl a pseudo-terminal; skip where it is missing.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: util-linux `script` is not installed (needed for a pty)");
+        return;
+    }
+    let emu = Emulator::start(fixture(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    let shell_quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let cmd = [
+        ipctl().to_str().unwrap(),
+        "assign",
+        IP,
+        "--api-url",
+        &emu.addresses.api,
+        "--droplet",
+        &SECONDARY.to_string(),
+    ]
+    .iter()
+    .map(|a| shell_quote(a))
+    .collect::<Vec<_>>()
+    .join(" ");
+    let o = tokio::process::Command::new("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .env("DO_TOKEN", TOKEN)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let o = tokio::time::timeout(Duration::from_secs(60), o)
+        .await
+        .expect("in time")
+        .expect("script ran");
+    let (out, _) = text(&o);
+    assert!(o.status.success(), "{out}");
+    // Carriage return + erase-line: the progress line is redrawn in place, then cleared.
+    assert!(out.contains("\r\x1b[K"), "{out:?}");
+    assert!(out.contains("is now held by droplet"), "{out}");
+    assert_eq!(emu.holder(ip()), Some(SECONDARY));
+}
