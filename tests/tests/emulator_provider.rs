@@ -460,3 +460,19 @@ async fn hetzner_finds_its_ip_on_a_later_page() {
     h.assign().await.unwrap();
     assert_eq!(emu.holder(target), Some(SECONDARY));
 }
+
+#[tokio::test]
+async fn polling_slows_down_when_the_rate_limit_budget_runs_low() {
+    let mut cfg = fixture(Duration::from_millis(1500));
+    // 25 a minute: after a few calls fewer than 20 remain.
+    cfg.rate_limit.limit = 25;
+    let emu = Emulator::start(cfg).await.unwrap();
+    let c = client(&emu, SECONDARY, TOKEN);
+    for _ in 0..6 {
+        c.holder().await.unwrap();
+    }
+    let out = c.assign().await.expect("assign");
+    // The fast schedule (10ms..100ms) would poll ~20 times in 1.5s; sparing polls are 2s apart.
+    assert!(out.api_calls <= 4, "calls: {}", out.api_calls);
+    assert_eq!(emu.holder(ip()), Some(SECONDARY));
+}

@@ -242,7 +242,7 @@ impl DigitalOcean {
         let poll_path = format!("{}/actions/{id}", self.ip_path());
         let mut delays = self.api.opts().poll.delays();
         while state == ActionState::Running {
-            let d = delays.next().unwrap_or(self.api.opts().poll.max);
+            let d = self.api.poll_wait(delays.next());
             self.api
                 .sleep_within(
                     d,
@@ -322,7 +322,7 @@ impl DigitalOcean {
             } else {
                 self.api.progress(Progress::WaitingForPendingAction);
             }
-            let d = waits.next().unwrap_or(self.api.opts().poll.max);
+            let d = self.api.poll_wait(waits.next());
             self.api
                 .sleep_within(
                     d,
@@ -362,7 +362,7 @@ impl DigitalOcean {
                     elapsed: started.elapsed(),
                 });
             }
-            let d = waits.next().unwrap_or(self.api.opts().poll.max);
+            let d = self.api.poll_wait(waits.next());
             self.api
                 .sleep_within(
                     d,

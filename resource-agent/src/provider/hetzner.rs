@@ -228,7 +228,7 @@ impl Hetzner {
         });
         let mut delays = self.api.opts().poll.delays();
         while status == "running" {
-            let d = delays.next().unwrap_or(self.api.opts().poll.max);
+            let d = self.api.poll_wait(delays.next());
             self.api
                 .sleep_within(
                     d,
@@ -310,7 +310,7 @@ impl Hetzner {
                     api_calls: self.api.calls() - calls0,
                 });
             }
-            let d = waits.next().unwrap_or(self.api.opts().poll.max);
+            let d = self.api.poll_wait(waits.next());
             self.api
                 .sleep_within(d, deadline, &what, started, "the IP stayed locked", false)
                 .await?;
@@ -340,7 +340,7 @@ impl Hetzner {
                     elapsed: started.elapsed(),
                 });
             }
-            let d = waits.next().unwrap_or(self.api.opts().poll.max);
+            let d = self.api.poll_wait(waits.next());
             self.api
                 .sleep_within(d, deadline, &what, started, "the IP stayed locked", false)
                 .await?;

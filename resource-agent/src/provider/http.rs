@@ -17,6 +17,11 @@ use super::{Options, Progress, ProviderError};
 const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(120);
 /// Extra wait after a 429's reset so the first request after it lands in the new window.
 const RATE_LIMIT_SLACK: Duration = Duration::from_millis(100);
+/// Below this many requests left in the provider's window, polls slow down to
+/// [`SPARING_POLL`] so a long action cannot spend the budget other calls (the next
+/// failover, monitors, the operator) need.
+const LOW_RATE_BUDGET: u64 = 20;
+const SPARING_POLL: Duration = Duration::from_secs(2);
 
 /// One answer the provider logic has to interpret (everything but transient failures).
 #[derive(Debug)]
@@ -47,6 +52,8 @@ pub(crate) struct Api {
     auth: HeaderValue,
     opts: Options,
     calls: AtomicU64,
+    /// `ratelimit-remaining` of the latest answer (`u64::MAX` until one is seen).
+    remaining: AtomicU64,
 }
 
 impl std::fmt::Debug for Api {
@@ -96,6 +103,7 @@ impl Api {
             auth,
             opts,
             calls: AtomicU64::new(0),
+            remaining: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -105,6 +113,16 @@ impl Api {
 
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
+    }
+
+    /// The next wait of a polling loop: the schedule's, unless the rate-limit budget is low.
+    pub fn poll_wait(&self, scheduled: Option<Duration>) -> Duration {
+        let d = scheduled.unwrap_or(self.opts.poll.max);
+        if self.remaining.load(Ordering::Relaxed) < LOW_RATE_BUDGET {
+            d.max(SPARING_POLL)
+        } else {
+            d
+        }
     }
 
     pub fn progress(&self, p: Progress) {
@@ -191,6 +209,9 @@ impl Api {
                 Ok(resp) => {
                     let status = resp.status();
                     let reset = header_u64(&resp, "ratelimit-reset");
+                    if let Some(r) = header_u64(&resp, "ratelimit-remaining") {
+                        self.remaining.store(r, Ordering::Relaxed);
+                    }
                     let retry_after = header_u64(&resp, "retry-after");
                     let text = resp.text().await;
                     match text {

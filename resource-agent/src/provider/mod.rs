@@ -4,7 +4,8 @@
 //! reconciles against), moves the IP to this machine, and releases it. Every call has an
 //! overall deadline; transient failures (5xx, resets, timeouts) are retried with capped,
 //! jittered backoff, 429 waits for the rate-limit reset, and 401/403 are fatal errors naming
-//! what the token lacks. The token is a [`Secret`]: it appears in no log line, error or
+//! what the token lacks. When the provider's `ratelimit-remaining` drops low, polling slows
+//! to one call every 2s so a slow action cannot starve later calls. The token is a [`Secret`]: it appears in no log line, error or
 //! `Debug` output.
 //!
 //! Token files: read with [`tandem_config::read_secret_file`] in private mode, so a token file

@@ -266,7 +266,7 @@ impl Vultr {
                 tracing::info!(provider = NAME, ip = %self.ip, instance = %me, "reserved IP attached");
                 return Ok(outcome(false));
             }
-            let d = delays.next().unwrap_or(self.api.opts().poll.max);
+            let d = self.api.poll_wait(delays.next());
             self.api
                 .sleep_within(d, deadline, &what, started, "the attach did not show", true)
                 .await?;
