@@ -52,7 +52,10 @@ mod tests {
         let d = Duration::from_millis(1234);
         assert_eq!(from_duration(&duration(d)), d);
         assert_eq!(
-            from_duration(&prost_types::Duration { seconds: -1, nanos: 0 }),
+            from_duration(&prost_types::Duration {
+                seconds: -1,
+                nanos: 0
+            }),
             Duration::ZERO
         );
     }

@@ -164,7 +164,9 @@ mod tests {
         let path = dir.path().join("s.sock");
         // A socket file whose listener is gone: stale.
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-        let live = bind(&path, 0o660, None).await.expect("stale socket replaced");
+        let live = bind(&path, 0o660, None)
+            .await
+            .expect("stale socket replaced");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o660);
         match bind(&path, 0o660, None).await {
