@@ -207,7 +207,6 @@ pub async fn run(
     let shell = Shell {
         core,
         epoch,
-        wall_epoch: SystemTime::now(),
         sockets,
         bound,
         counters,
@@ -280,7 +279,6 @@ async fn read_socket(
 struct Shell {
     core: Core,
     epoch: Instant,
-    wall_epoch: SystemTime,
     sockets: Vec<Arc<UdpSocket>>,
     bound: Vec<SocketAddr>,
     counters: Arc<ShellCounters>,
@@ -494,8 +492,10 @@ impl Shell {
         }
     }
 
+    /// Wall-clock time of core time `t`, relative to now, so a wall-clock step since
+    /// start does not shift it (for display only; ordering is by seq).
     fn wall(&self, t: Time) -> SystemTime {
-        self.wall_epoch + t
+        SystemTime::now() - self.now().saturating_sub(t)
     }
 
     fn event(&self, e: &Event) -> pb::Event {
