@@ -734,33 +734,11 @@ impl pb::membership_server::Membership for Service {
         _: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (snapshot, rx) = self.ask(|reply| Command::Watch { reply }).await?;
-        let counters = self.counters.clone();
-        let events = futures::stream::unfold(Some(rx), move |rx| {
-            let counters = counters.clone();
-            async move {
-                let mut rx = rx?;
-                match rx.recv().await {
-                    Ok(e) => Some((
-                        Ok(pb::WatchResponse {
-                            kind: Some(pb::watch_response::Kind::Event(e)),
-                            snapshot_seq: 0,
-                        }),
-                        Some(rx),
-                    )),
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        counters.watch_dropped.fetch_add(1, Ordering::Relaxed);
-                        Some((
-                            Err(Status::resource_exhausted("watch subscriber too slow")),
-                            None,
-                        ))
-                    }
-                    Err(broadcast::error::RecvError::Closed) => None,
-                }
-            }
-        });
-        let stream =
-            futures::StreamExt::chain(futures::stream::once(async { Ok(snapshot) }), events);
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(watch_stream(
+            snapshot,
+            rx,
+            self.counters.clone(),
+        )))
     }
 
     async fn status(
@@ -839,6 +817,42 @@ impl pb::membership_server::Membership for Service {
     }
 }
 
+/// The snapshot, then every event; a subscriber that fell more than [`WATCH_BUFFER`] events
+/// behind gets RESOURCE_EXHAUSTED and the stream ends (the broadcast dropped what it missed).
+fn watch_stream(
+    snapshot: pb::WatchResponse,
+    rx: broadcast::Receiver<pb::Event>,
+    counters: Arc<ShellCounters>,
+) -> BoxStream<pb::WatchResponse> {
+    let events = futures::stream::unfold(Some(rx), move |rx| {
+        let counters = counters.clone();
+        async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                Ok(e) => Some((
+                    Ok(pb::WatchResponse {
+                        kind: Some(pb::watch_response::Kind::Event(e)),
+                        snapshot_seq: 0,
+                    }),
+                    Some(rx),
+                )),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    counters.watch_dropped.fetch_add(1, Ordering::Relaxed);
+                    Some((
+                        Err(Status::resource_exhausted("watch subscriber too slow")),
+                        None,
+                    ))
+                }
+                Err(broadcast::error::RecvError::Closed) => None,
+            }
+        }
+    });
+    Box::pin(futures::StreamExt::chain(
+        futures::stream::once(async { Ok(snapshot) }),
+        events,
+    ))
+}
+
 /// Path of the membership socket in `run_dir`.
 pub fn socket_path(run_dir: &Path) -> PathBuf {
     run_dir.join(tandem_config::MEMBERSHIP_SOCKET)
@@ -856,3 +870,58 @@ pub fn key_ring(keys: &tandem_config::keys::KeySet) -> KeyRing {
 
 /// Largest datagram, for the --check summary.
 pub const DATAGRAM_LIMIT: usize = MAX_DATAGRAM;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn slow_watcher_is_dropped_with_resource_exhausted_and_counted() {
+        let (tx, rx) = broadcast::channel(WATCH_BUFFER);
+        let counters = Arc::new(ShellCounters::default());
+        let snapshot = pb::WatchResponse {
+            kind: Some(pb::watch_response::Kind::Snapshot(pb::View::default())),
+            snapshot_seq: 0,
+        };
+        let mut s = watch_stream(snapshot, rx, counters.clone());
+        // The publisher never waits: it runs WATCH_BUFFER + 1 events ahead.
+        for seq in 1..=WATCH_BUFFER as u64 + 1 {
+            tx.send(pb::Event {
+                seq,
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        assert!(s.next().await.unwrap().is_ok(), "snapshot first");
+        let err = s.next().await.unwrap().unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert!(s.next().await.is_none(), "stream ends");
+        assert_eq!(counters.watch_dropped.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn watcher_within_the_buffer_gets_every_event_in_order() {
+        let (tx, rx) = broadcast::channel(WATCH_BUFFER);
+        let counters = Arc::new(ShellCounters::default());
+        let mut s = watch_stream(pb::WatchResponse::default(), rx, counters.clone());
+        for seq in 1..=WATCH_BUFFER as u64 {
+            tx.send(pb::Event {
+                seq,
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        drop(tx);
+        s.next().await.unwrap().unwrap();
+        let mut seqs = Vec::new();
+        while let Some(r) = s.next().await {
+            match r.unwrap().kind {
+                Some(pb::watch_response::Kind::Event(e)) => seqs.push(e.seq),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(seqs, (1..=WATCH_BUFFER as u64).collect::<Vec<_>>());
+        assert_eq!(counters.watch_dropped.load(Ordering::Relaxed), 0);
+    }
+}
