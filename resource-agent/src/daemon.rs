@@ -51,6 +51,17 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// one cheap read-only API call a minute per IP keeps a broken token or a region mismatch
 /// visible long before a failover needs it.
 pub const READINESS_INTERVAL: Duration = Duration::from_secs(60);
+/// Overrides [`READINESS_INTERVAL`] (milliseconds) so end-to-end tests see a revoked token
+/// within seconds; not meant for production, hence an undocumented variable.
+pub const READINESS_INTERVAL_ENV: &str = "TANDEM_AGENT_READINESS_INTERVAL_MS";
+
+fn readiness_interval() -> Duration {
+    std::env::var(READINESS_INTERVAL_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&ms| ms > 0)
+        .map_or(READINESS_INTERVAL, Duration::from_millis)
+}
 /// File names in the state dir.
 const INCARNATION_FILE: &str = "agent-incarnation";
 const STANDBY_FILE: &str = "standby";
@@ -821,7 +832,7 @@ async fn readiness_task(gi: usize, runner: Arc<GroupRunner>, tx: mpsc::Sender<Ev
         {
             return;
         }
-        tokio::time::sleep(READINESS_INTERVAL).await;
+        tokio::time::sleep(readiness_interval()).await;
     }
 }
 

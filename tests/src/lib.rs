@@ -1,4 +1,6 @@
 //! Tandem's test kit.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod emulator;
+pub mod netns;

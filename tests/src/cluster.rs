@@ -1,0 +1,932 @@
+//! A cluster on one machine: the emulator as the provider, and per node the real
+//! `tandem-membership` and `tandem-resource-agent` binaries as separate processes.
+//!
+//! Used by the end-to-end suites (`tests/tests/e2e_*.rs`) and by `ipctl demo`.
+//! [`Cluster::start`] writes `cluster.yaml`, the cluster key (0600) and one API token per node
+//! (0600, handed to the agent through `$CREDENTIALS_DIRECTORY` so each node can have its token
+//! revoked on its own) into a directory, starts the emulator in process with one droplet and
+//! one tutorial web server per member node, then the daemons. Each node's processes run with
+//! the node's directory as working directory, so relative paths in exec commands (health
+//! flags, order logs) are per node while the YAML stays identical on every node.
+//!
+//! Every process is started by the launcher, addressed by its PID only, and killed on drop.
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use serde_json::Value;
+use tandem_proto::agent::v1 as apb;
+use tandem_proto::agent::v1::agent_client::AgentClient;
+use tandem_proto::membership::v1 as mpb;
+use tandem_proto::membership::v1::membership_client::MembershipClient;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+use crate::emulator::{DropletConfig, Emulator, EmulatorConfig, ReservedIpConfig, TokenConfig};
+
+pub mod probe;
+pub mod web;
+
+pub use probe::{ProbeReport, Prober};
+
+/// The reserved IP of every launched cluster (loopback: only a name inside the emulator).
+pub const RESERVED_IP: &str = "127.0.0.100";
+/// Name of the resource group holding the reserved IP.
+pub const GROUP: &str = "floatip";
+/// Droplet ids are this plus the node's index.
+pub const FIRST_DROPLET: u64 = 3_164_444;
+/// How often a launch is retried when a daemon could not bind the port picked for it
+/// (another process took it between the probe and the daemon's bind).
+const LAUNCH_ATTEMPTS: usize = 3;
+/// Limit for a node's daemons to serve their sockets after being started.
+const SOCKET_WAIT: Duration = Duration::from_secs(20);
+/// Limit of one gRPC call to a daemon (a SIGSTOPped daemon never answers).
+const CALL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What to launch.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Member nodes, in configured order; each gets a droplet, a web server and both daemons.
+    pub members: Vec<String>,
+    /// A witness node: membership only.
+    pub witness: Option<String>,
+    pub interval: Duration,
+    pub warn_after: Duration,
+    pub dead_after: Duration,
+    pub init_dead: Duration,
+    /// Preferred node of the group (default: the first member).
+    pub prefer: Option<String>,
+    /// `failback: auto` (default) or manual.
+    pub failback_auto: bool,
+    /// More agents of the group after the reserved IP, as YAML list items (`- lsb: /x`).
+    pub extra_agents: Vec<String>,
+    /// Health checks, as YAML list items (run in each node's directory).
+    pub health: Vec<String>,
+    /// Monitor interval of the reserved-ip agent.
+    pub monitor_interval: Duration,
+    /// Time until an emulator action completes.
+    pub action_delay: Duration,
+    /// Overrides the agents' readiness probe interval (default: the daemon's, 1 minute).
+    pub readiness_interval: Option<Duration>,
+    /// Where the daemons' binaries are.
+    pub binaries: Binaries,
+    /// `RUST_LOG` of the daemons.
+    pub log_filter: String,
+}
+
+impl Spec {
+    /// Two members (`primary`, `secondary`) with the fast timing of the end-to-end suites.
+    pub fn fast(binaries: Binaries) -> Spec {
+        Spec {
+            members: vec!["primary".into(), "secondary".into()],
+            witness: None,
+            interval: Duration::from_millis(50),
+            warn_after: Duration::from_millis(250),
+            dead_after: Duration::from_millis(500),
+            init_dead: Duration::from_secs(3),
+            prefer: None,
+            failback_auto: true,
+            extra_agents: Vec::new(),
+            health: Vec::new(),
+            monitor_interval: Duration::from_secs(1),
+            action_delay: Duration::from_millis(100),
+            readiness_interval: None,
+            binaries,
+            log_filter: "info".into(),
+        }
+    }
+
+    /// Two members with the documented default timing (100ms / 1s), as the demo shows it.
+    pub fn defaults(binaries: Binaries) -> Spec {
+        Spec {
+            interval: Duration::from_millis(100),
+            warn_after: Duration::from_millis(500),
+            dead_after: Duration::from_secs(1),
+            init_dead: Duration::from_secs(10),
+            action_delay: Duration::from_millis(200),
+            ..Spec::fast(binaries)
+        }
+    }
+}
+
+/// The daemon binaries.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub membership: PathBuf,
+    pub agent: PathBuf,
+}
+
+impl Binaries {
+    /// For tests: `<target>/<profile>/` of the running test executable, built first with the
+    /// same cargo (a no-op when up to date; `$CARGO` is set by `cargo test`).
+    pub fn for_tests() -> Result<Binaries, LaunchError> {
+        let exe = std::env::current_exe().map_err(|e| LaunchError::Binaries(e.to_string()))?;
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .ok_or_else(|| {
+                LaunchError::Binaries("test binary outside <target>/<profile>/deps".into())
+            })?
+            .to_owned();
+        let target = profile_dir
+            .parent()
+            .ok_or_else(|| LaunchError::Binaries("no target dir".into()))?;
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "tandem-membership",
+            "-p",
+            "tandem-resource-agent",
+            "--bins",
+            "--target-dir",
+        ])
+        .arg(target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .status()
+            .map_err(|e| LaunchError::Binaries(format!("cannot run cargo: {e}")))?;
+        if !status.success() {
+            return Err(LaunchError::Binaries(
+                "cargo build -p tandem-membership -p tandem-resource-agent --bins failed".into(),
+            ));
+        }
+        Binaries::in_dir(
+            &profile_dir,
+            "cargo build -p tandem-membership -p tandem-resource-agent --bins",
+        )
+    }
+
+    /// The binaries in `dir`; `build_hint` is the command that builds them, named when one
+    /// is missing.
+    pub fn in_dir(dir: &Path, build_hint: &str) -> Result<Binaries, LaunchError> {
+        let b = Binaries {
+            membership: dir.join("tandem-membership"),
+            agent: dir.join("tandem-resource-agent"),
+        };
+        for p in [&b.membership, &b.agent] {
+            if !p.is_file() {
+                return Err(LaunchError::Binaries(format!(
+                    "{} is missing; build it with `{build_hint}`",
+                    p.display()
+                )));
+            }
+        }
+        Ok(b)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("{0}")]
+    Binaries(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("emulator: {0}")]
+    Emulator(#[from] crate::emulator::StartError),
+    #[error("{node} {daemon}: {reason}\n--- log ---\n{log}")]
+    Daemon {
+        node: String,
+        daemon: Daemon,
+        reason: String,
+        log: String,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LaunchError {
+    let what = what.into();
+    move |source| LaunchError::Io { what, source }
+}
+
+/// Which of a node's processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemon {
+    Membership,
+    Agent,
+}
+
+impl std::fmt::Display for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Daemon::Membership => "tandem-membership",
+            Daemon::Agent => "tandem-resource-agent",
+        })
+    }
+}
+
+/// One node of the cluster.
+#[derive(Debug)]
+pub struct Node {
+    pub name: String,
+    pub witness: bool,
+    /// The node's directory (working directory of its processes, credentials, logs).
+    pub dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub address: SocketAddr,
+    /// Droplet id (members only).
+    pub droplet: Option<u64>,
+    /// The node's API token (members only).
+    pub token: Option<String>,
+    membership: Option<Child>,
+    agent: Option<Child>,
+    /// Starts of each daemon so far; each start gets its own log file.
+    starts: [u32; 2],
+}
+
+impl Node {
+    fn slot(&mut self, d: Daemon) -> &mut Option<Child> {
+        match d {
+            Daemon::Membership => &mut self.membership,
+            Daemon::Agent => &mut self.agent,
+        }
+    }
+
+    fn log_path(&self, d: Daemon, n: u32) -> PathBuf {
+        self.dir.join(format!("{d}.{n}.log"))
+    }
+}
+
+/// A holder change recorded by the emulator.
+#[derive(Debug, Clone)]
+pub struct HolderChange {
+    pub at: SystemTime,
+    pub from: Option<u64>,
+    pub to: Option<u64>,
+    pub cause: String,
+}
+
+/// A running cluster. Dropping it kills every process it started.
+pub struct Cluster {
+    pub spec: Spec,
+    dir: Option<tempfile::TempDir>,
+    pub path: PathBuf,
+    pub config: PathBuf,
+    pub emulator: Emulator,
+    pub nodes: Vec<Node>,
+    pub ip: IpAddr,
+    /// Base URL of the reserved IP's HTTP front.
+    pub front: String,
+    pub audit_log: PathBuf,
+    /// Web servers of the member nodes, in node order.
+    webs: Vec<web::WebServer>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            for c in [n.agent.as_mut(), n.membership.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                // A stopped process still dies of SIGKILL.
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// A random loopback address (all of 127.0.0.0/8 reaches `lo`) with a port the kernel picked
+/// for a probe socket that is closed again; a random address makes a collision with another
+/// test's port unlikely, and [`Cluster::start`] retries if it happens anyway.
+fn free_udp() -> Result<SocketAddr, LaunchError> {
+    let mut rng = rand::rng();
+    let ip = [
+        127,
+        rng.random_range(1..255),
+        rng.random(),
+        rng.random_range(1..255),
+    ];
+    let probe = UdpSocket::bind(SocketAddr::from((ip, 0))).map_err(io("binding a probe"))?;
+    probe.local_addr().map_err(io("probe address"))
+}
+
+fn random_secret(len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from(rng.random_range(b'a'..=b'z')))
+        .collect()
+}
+
+fn write_private(path: &Path, content: &str) -> Result<(), LaunchError> {
+    std::fs::write(path, content).map_err(io(format!("writing {}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io(format!("chmod {}", path.display())))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+impl Cluster {
+    /// Launches in a new temporary directory (removed on drop).
+    pub async fn start(spec: Spec) -> Result<Cluster, LaunchError> {
+        let dir = tempfile::Builder::new()
+            .prefix("tandem-cluster-")
+            .tempdir()
+            .map_err(io("creating a temp dir"))?;
+        let path = dir.path().to_owned();
+        let mut c = Cluster::start_in(spec, &path).await?;
+        // For debugging a failed suite: keep the logs and the audit log.
+        if std::env::var_os("TANDEM_KEEP_CLUSTER").is_some() {
+            eprintln!("cluster kept in {}", dir.keep().display());
+        } else {
+            c.dir = Some(dir);
+        }
+        Ok(c)
+    }
+
+    /// Launches in `path` (kept afterwards), retrying with new ports if a daemon could not
+    /// bind the one picked for it.
+    pub async fn start_in(spec: Spec, path: &Path) -> Result<Cluster, LaunchError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sub = path.join(format!("attempt-{attempt}"));
+            match Cluster::launch(spec.clone(), &sub).await {
+                Err(LaunchError::Daemon { ref log, .. })
+                    if attempt < LAUNCH_ATTEMPTS && log.contains("in use") =>
+                {
+                    tracing::warn!(attempt, "a port was taken; launching again");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn launch(spec: Spec, path: &Path) -> Result<Cluster, LaunchError> {
+        std::fs::create_dir_all(path).map_err(io(format!("creating {}", path.display())))?;
+        let ip: IpAddr = RESERVED_IP
+            .parse()
+            .map_err(|_| LaunchError::Binaries("bad IP".into()))?;
+        let key_file = path.join("authkey");
+        write_private(&key_file, &random_secret(48))?;
+
+        let mut nodes = Vec::new();
+        let names = spec
+            .members
+            .iter()
+            .map(|m| (m.clone(), false))
+            .chain(spec.witness.iter().map(|w| (w.clone(), true)));
+        for (i, (name, witness)) in names.enumerate() {
+            let dir = path.join(&name);
+            std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+            let token = (!witness).then(|| format!("dop_v1_{}", random_secret(40)));
+            if let Some(t) = &token {
+                write_private(&dir.join("do-token"), t)?;
+            }
+            nodes.push(Node {
+                run_dir: dir.join("run"),
+                state_dir: dir.join("state"),
+                dir,
+                address: free_udp()?,
+                droplet: (!witness).then_some(FIRST_DROPLET + i as u64),
+                token,
+                name,
+                witness,
+                membership: None,
+                agent: None,
+                starts: [0; 2],
+            });
+        }
+
+        // The tutorial's web servers, one per droplet, bound before the emulator needs them.
+        let mut webs = Vec::new();
+        let mut droplets = Vec::new();
+        for n in nodes.iter().filter(|n| !n.witness) {
+            let public = n.address.ip().to_string();
+            let w = web::WebServer::start(&n.name, &public)
+                .await
+                .map_err(io("binding a web server"))?;
+            droplets.push(DropletConfig {
+                id: n.droplet.unwrap_or_default(),
+                name: n.name.clone(),
+                region: "nyc3".into(),
+                web: Some(w.addr.to_string()),
+                public_ipv4: Some(public),
+            });
+            webs.push(w);
+        }
+        let prefer = spec
+            .prefer
+            .clone()
+            .or_else(|| spec.members.first().cloned())
+            .unwrap_or_default();
+        let audit_log = path.join("emulator-audit.jsonl");
+        let emulator = Emulator::start(EmulatorConfig {
+            reserved_ips: vec![ReservedIpConfig {
+                ip,
+                region: "nyc3".into(),
+                // As after the tutorial's first assign: the preferred droplet holds it.
+                holder: droplets.iter().find(|d| d.name == prefer).map(|d| d.id),
+            }],
+            droplets,
+            tokens: nodes
+                .iter()
+                .filter_map(|n| n.token.clone())
+                .map(|token| TokenConfig {
+                    token,
+                    scopes: None,
+                })
+                .collect(),
+            action_delay: spec.action_delay,
+            audit_log: Some(audit_log.clone()),
+            ..EmulatorConfig::default()
+        })
+        .await?;
+        let front = emulator
+            .addresses
+            .fronts
+            .get(&ip)
+            .cloned()
+            .unwrap_or_default();
+
+        let config = path.join("cluster.yaml");
+        let yaml = render_config(&spec, &nodes, &key_file, &prefer, &emulator, ip);
+        std::fs::write(&config, yaml).map_err(io("writing cluster.yaml"))?;
+
+        let mut c = Cluster {
+            spec,
+            dir: None,
+            path: path.to_owned(),
+            config,
+            emulator,
+            nodes,
+            ip,
+            front,
+            audit_log,
+            webs,
+        };
+        for i in 0..c.nodes.len() {
+            c.spawn(i, Daemon::Membership)?;
+            if !c.nodes[i].witness {
+                c.spawn(i, Daemon::Agent)?;
+            }
+        }
+        for i in 0..c.nodes.len() {
+            c.wait_serving(i, Daemon::Membership).await?;
+            if !c.nodes[i].witness {
+                c.wait_serving(i, Daemon::Agent).await?;
+            }
+        }
+        Ok(c)
+    }
+
+    /// Keeps the directory after the cluster is dropped (for `--keep-running` and debugging).
+    pub fn keep_dir(&mut self) -> PathBuf {
+        if let Some(d) = self.dir.take() {
+            return d.keep();
+        }
+        self.path.clone()
+    }
+
+    pub fn index(&self, name: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    pub fn socket(&self, i: usize, d: Daemon) -> PathBuf {
+        self.nodes[i].run_dir.join(match d {
+            Daemon::Membership => "membership.sock",
+            Daemon::Agent => "agent.sock",
+        })
+    }
+
+    /// Starts one daemon of node `i` (again), logging to a new file.
+    pub fn spawn(&mut self, i: usize, d: Daemon) -> Result<u32, LaunchError> {
+        let (bin, k) = match d {
+            Daemon::Membership => (self.spec.binaries.membership.clone(), 0),
+            Daemon::Agent => (self.spec.binaries.agent.clone(), 1),
+        };
+        let config = self.config.clone();
+        let filter = self.spec.log_filter.clone();
+        let readiness = self.spec.readiness_interval;
+        let n = &mut self.nodes[i];
+        if n.slot(d).is_some() {
+            return Err(LaunchError::Daemon {
+                node: n.name.clone(),
+                daemon: d,
+                reason: "already running".into(),
+                log: String::new(),
+            });
+        }
+        n.starts[k] += 1;
+        let log_path = n.log_path(d, n.starts[k]);
+        let log = std::fs::File::create(&log_path)
+            .map_err(io(format!("creating {}", log_path.display())))?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--config")
+            .arg(&config)
+            .args(["--node", &n.name])
+            .arg("--run-dir")
+            .arg(&n.run_dir)
+            .arg("--state-dir")
+            .arg(&n.state_dir)
+            .current_dir(&n.dir)
+            .env("RUST_LOG", filter)
+            .env("NO_COLOR", "1")
+            .env_remove("NOTIFY_SOCKET")
+            .env("CREDENTIALS_DIRECTORY", &n.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(r) = readiness {
+            cmd.env(
+                "TANDEM_AGENT_READINESS_INTERVAL_MS",
+                r.as_millis().to_string(),
+            );
+        }
+        let child = cmd
+            .spawn()
+            .map_err(io(format!("starting {}", bin.display())))?;
+        let pid = child.id();
+        tracing::info!(node = %n.name, daemon = %d, pid, "started");
+        *n.slot(d) = Some(child);
+        Ok(pid)
+    }
+
+    /// Starts a daemon again and waits until it serves its socket.
+    pub async fn restart(&mut self, i: usize, d: Daemon) -> Result<u32, LaunchError> {
+        let pid = self.spawn(i, d)?;
+        self.wait_serving(i, d).await?;
+        Ok(pid)
+    }
+
+    pub fn pid(&self, i: usize, d: Daemon) -> Option<u32> {
+        let n = &self.nodes[i];
+        match d {
+            Daemon::Membership => n.membership.as_ref(),
+            Daemon::Agent => n.agent.as_ref(),
+        }
+        .map(Child::id)
+    }
+
+    /// SIGKILL of a daemon this cluster started (and reaps it); returns when it happened.
+    pub fn kill9(&mut self, i: usize, d: Daemon) -> SystemTime {
+        if let Some(mut c) = self.nodes[i].slot(d).take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        SystemTime::now()
+    }
+
+    /// The whole node goes down as a crashed droplet would: SIGKILL of both daemons and its
+    /// web server stops answering. Returns when it happened.
+    pub fn crash_node(&mut self, i: usize) -> SystemTime {
+        self.set_web(i, false);
+        self.kill9(i, Daemon::Agent);
+        self.kill9(i, Daemon::Membership)
+    }
+
+    /// Boots a crashed node again: web server, membership, agent.
+    pub async fn boot_node(&mut self, i: usize) -> Result<SystemTime, LaunchError> {
+        self.set_web(i, true);
+        self.restart(i, Daemon::Membership).await?;
+        self.restart(i, Daemon::Agent).await?;
+        Ok(SystemTime::now())
+    }
+
+    /// Makes node `i`'s web server answer (or not).
+    pub fn set_web(&self, i: usize, up: bool) {
+        let k = self.nodes[..i].iter().filter(|n| !n.witness).count();
+        if let Some(w) = self.webs.get(k) {
+            w.set_up(up);
+        }
+    }
+
+    /// SIGSTOP (`stop = true`) or SIGCONT of a daemon this cluster started.
+    pub fn freeze(&mut self, i: usize, d: Daemon, stop: bool) -> SystemTime {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        if let Some(pid) = self.pid(i, d) {
+            let sig = if stop {
+                Signal::SIGSTOP
+            } else {
+                Signal::SIGCONT
+            };
+            if let Ok(p) = i32::try_from(pid) {
+                let _ = kill(Pid::from_raw(p), sig);
+            }
+        }
+        SystemTime::now()
+    }
+
+    /// The current log of a daemon (its latest start).
+    pub fn log(&self, i: usize, d: Daemon) -> String {
+        let n = &self.nodes[i];
+        let k = match d {
+            Daemon::Membership => 0,
+            Daemon::Agent => 1,
+        };
+        std::fs::read_to_string(n.log_path(d, n.starts[k].max(1))).unwrap_or_default()
+    }
+
+    /// The last lines of every daemon's current log, for a failure message.
+    pub fn diagnostics(&self) -> String {
+        let mut out = String::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            for d in [Daemon::Membership, Daemon::Agent] {
+                if n.witness && d == Daemon::Agent {
+                    continue;
+                }
+                let log = self.log(i, d);
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(25)..].join("\n");
+                let _ = write!(out, "\n--- {} {d} ---\n{tail}\n", n.name);
+            }
+        }
+        out
+    }
+
+    /// Waits (bounded) until the daemon answers on its socket; fails at once if it exited.
+    pub async fn wait_serving(&mut self, i: usize, d: Daemon) -> Result<(), LaunchError> {
+        let deadline = Instant::now() + SOCKET_WAIT;
+        let sock = self.socket(i, d);
+        loop {
+            let exited = self.nodes[i]
+                .slot(d)
+                .as_mut()
+                .map(|c| c.try_wait().ok().flatten());
+            match exited {
+                None => {
+                    return Err(self.daemon_error(i, d, "not running".into()));
+                }
+                Some(Some(status)) => {
+                    *self.nodes[i].slot(d) = None;
+                    return Err(self.daemon_error(i, d, format!("exited with {status}")));
+                }
+                Some(None) => {}
+            }
+            if let Ok(ch) = tandem_proto::uds::connect(&sock).await {
+                let ok = match d {
+                    Daemon::Membership => {
+                        call(MembershipClient::new(ch).status(mpb::StatusRequest {}))
+                            .await
+                            .is_some()
+                    }
+                    Daemon::Agent => call(AgentClient::new(ch).status(apb::StatusRequest {}))
+                        .await
+                        .is_some(),
+                };
+                if ok {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(self.daemon_error(
+                    i,
+                    d,
+                    format!("no answer on {} within {SOCKET_WAIT:?}", sock.display()),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn daemon_error(&self, i: usize, d: Daemon, reason: String) -> LaunchError {
+        LaunchError::Daemon {
+            node: self.nodes[i].name.clone(),
+            daemon: d,
+            reason,
+            log: self.log(i, d),
+        }
+    }
+
+    /// An Agent client on node `i`'s socket.
+    pub async fn agent(&self, i: usize) -> Option<AgentClient<Channel>> {
+        let ch = tandem_proto::uds::connect(&self.socket(i, Daemon::Agent))
+            .await
+            .ok()?;
+        Some(AgentClient::new(ch))
+    }
+
+    pub async fn membership(&self, i: usize) -> Option<MembershipClient<Channel>> {
+        let ch = tandem_proto::uds::connect(&self.socket(i, Daemon::Membership))
+            .await
+            .ok()?;
+        Some(MembershipClient::new(ch))
+    }
+
+    /// The agent's Status, or `None` if it does not answer within a short limit.
+    pub async fn agent_status(&self, i: usize) -> Option<apb::StatusResponse> {
+        let mut c = tokio::time::timeout(CALL_TIMEOUT, self.agent(i))
+            .await
+            .ok()??;
+        call(c.status(apb::StatusRequest {})).await
+    }
+
+    pub async fn membership_status(&self, i: usize) -> Option<mpb::StatusResponse> {
+        let mut c = tokio::time::timeout(CALL_TIMEOUT, self.membership(i))
+            .await
+            .ok()??;
+        call(c.status(mpb::StatusRequest {})).await
+    }
+
+    /// The state of [`GROUP`] on node `i` as its agent reports it.
+    pub async fn group(&self, i: usize) -> Option<apb::GroupStatus> {
+        self.agent_status(i)
+            .await?
+            .groups
+            .into_iter()
+            .find(|g| g.name == GROUP)
+    }
+
+    /// Names of the nodes whose agent reports [`GROUP`] running (those that answer).
+    pub async fn running_on(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.witness {
+                continue;
+            }
+            if let Some(g) = self.group(i).await
+                && g.state == apb::GroupState::Running as i32
+            {
+                out.push(n.name.clone());
+            }
+        }
+        out
+    }
+
+    /// The node whose droplet holds the reserved IP at the emulator.
+    pub fn holder(&self) -> Option<String> {
+        let id = self.emulator.holder(self.ip)?;
+        self.nodes
+            .iter()
+            .find(|n| n.droplet == Some(id))
+            .map(|n| n.name.clone())
+    }
+
+    pub fn node_of_droplet(&self, id: Option<u64>) -> String {
+        id.and_then(|id| self.nodes.iter().find(|n| n.droplet == Some(id)))
+            .map_or_else(|| "nobody".into(), |n| n.name.clone())
+    }
+
+    /// Every line of the emulator's audit log.
+    pub fn audit(&self) -> Vec<Value> {
+        crate::emulator::testkit::read_audit(&self.audit_log)
+    }
+
+    /// Holder changes recorded by the emulator, in order.
+    pub fn holder_changes(&self) -> Vec<HolderChange> {
+        self.audit()
+            .into_iter()
+            .filter(|e| e["event"] == "holder")
+            .filter_map(|e| {
+                Some(HolderChange {
+                    at: humantime::parse_rfc3339(e["time"].as_str()?).ok()?,
+                    from: e["from"].as_u64(),
+                    to: e["to"].as_u64(),
+                    cause: e["cause"].as_str().unwrap_or_default().to_owned(),
+                })
+            })
+            .collect()
+    }
+
+    /// Assign actions accepted by the emulator (each is one `POST .../actions` that started).
+    pub fn assign_calls(&self) -> usize {
+        self.audit()
+            .iter()
+            .filter(|e| {
+                e["event"] == "action" && e["type"] == "assign" && e["status"] == "in-progress"
+            })
+            .count()
+    }
+
+    /// Time from `since` to the first holder change to `to` after it.
+    pub fn moved_after(&self, since: SystemTime, to: &str) -> Option<Duration> {
+        let id = self.nodes[self.index(to)].droplet?;
+        self.holder_changes()
+            .into_iter()
+            .find(|h| h.at >= since && h.to == Some(id))
+            .and_then(|h| h.at.duration_since(since).ok())
+    }
+
+    /// Starts the curl loop against the reserved IP's front.
+    pub fn probe(&self, period: Duration) -> Prober {
+        Prober::start(self.front.clone(), period)
+    }
+}
+
+async fn call<T>(
+    f: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Option<T> {
+    match tokio::time::timeout(CALL_TIMEOUT, f).await {
+        Ok(Ok(r)) => Some(r.into_inner()),
+        _ => None,
+    }
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, for at most `limit`.
+pub async fn wait_for<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn render_config(
+    spec: &Spec,
+    nodes: &[Node],
+    key_file: &Path,
+    prefer: &str,
+    emulator: &Emulator,
+    ip: IpAddr,
+) -> String {
+    let voters = nodes.len();
+    let mut y = String::new();
+    let _ = writeln!(
+        y,
+        "# Written by the Tandem cluster launcher (tests, ipctl demo)."
+    );
+    let _ = writeln!(y, "cluster: tandem-demo");
+    let _ = writeln!(y, "auth:\n  key_file: {}", key_file.display());
+    let _ = writeln!(
+        y,
+        "timing:\n  interval: {}\n  warn_after: {}\n  dead_after: {}\n  init_dead: {}",
+        ms(spec.interval),
+        ms(spec.warn_after),
+        ms(spec.dead_after),
+        ms(spec.init_dead)
+    );
+    let _ = writeln!(
+        y,
+        "quorum: {}",
+        if voters == 2 { "two_node" } else { "majority" }
+    );
+    let _ = writeln!(y, "nodes:");
+    for n in nodes {
+        let _ = writeln!(
+            y,
+            "  - name: {}\n    addresses: [\"{}\"]",
+            n.name, n.address
+        );
+        if n.witness {
+            let _ = writeln!(y, "    role: witness");
+        }
+    }
+    if !spec.health.is_empty() {
+        let _ = writeln!(y, "health:");
+        for h in &spec.health {
+            let _ = writeln!(y, "  {h}");
+        }
+    }
+    let metadata = nodes
+        .iter()
+        .find_map(|n| n.droplet)
+        .and_then(|id| emulator.addresses.metadata.get(&id).cloned())
+        .unwrap_or_default();
+    let ids = nodes
+        .iter()
+        .filter_map(|n| Some(format!("{}: {}", n.name, n.droplet?)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let _ = writeln!(
+        y,
+        "resources:\n  - name: {GROUP}\n    prefer: {prefer}\n    failback: {}\n    agents:",
+        if spec.failback_auto { "auto" } else { "manual" }
+    );
+    let _ = writeln!(
+        y,
+        "      - reserved-ip:\n          provider: digitalocean\n          ip: {ip}\n          \
+         token_file: do-token\n          api_url: {}\n          metadata_url: {metadata}\n          \
+         droplet_ids: {{ {ids} }}\n          timeout: 10s\n          monitor_interval: {}",
+        emulator.addresses.api,
+        ms(spec.monitor_interval)
+    );
+    for a in &spec.extra_agents {
+        let _ = writeln!(y, "      {a}");
+    }
+    // Mutating RPCs (takeover, standby) need root or the admin group: allow the user who
+    // launched the cluster.
+    if !nix::unistd::geteuid().is_root()
+        && let Ok(Some(g)) = nix::unistd::Group::from_gid(nix::unistd::getegid())
+    {
+        let _ = writeln!(y, "agent:\n  admin_group: {}", g.name);
+    }
+    y
+}
