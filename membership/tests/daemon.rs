@@ -60,6 +60,11 @@ impl Cluster {
 
     /// Same, optionally with a Prometheus endpoint (only one node may then run).
     fn with_metrics(names: &[&str], metrics: bool) -> Cluster {
+        Cluster::build(names, metrics, 1)
+    }
+
+    /// The general form: `links` addresses per node.
+    fn build(names: &[&str], metrics: bool, links: usize) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let key: Vec<u8> = (0..32)
             .map(|_| rand::rng().random_range(b'a'..=b'z'))
@@ -81,7 +86,12 @@ impl Cluster {
             }
         );
         for (n, a) in names.iter().zip(&addrs) {
-            yaml.push_str(&format!("  - name: {n}\n    addresses: [\"{a}\"]\n"));
+            let mut list = vec![format!("\"{a}\"")];
+            list.extend((1..links).map(|_| format!("\"{}\"", free_loopback())));
+            yaml.push_str(&format!(
+                "  - name: {n}\n    addresses: [{}]\n",
+                list.join(", ")
+            ));
         }
         let metrics = metrics.then(|| {
             let probe = std::net::TcpListener::bind(SocketAddr::from((
@@ -673,4 +683,39 @@ fn check_validates_config_and_keys_and_prints_no_secret() {
         !err.contains(std::str::from_utf8(&c.key).unwrap()),
         "key printed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_link_is_tracked_with_rtt_and_loss() {
+    let mut c = Cluster::build(&["a", "b"], false, 2);
+    c.start(0);
+    c.start(1);
+    c.wait_up(0, &[1]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = c.status(0).await;
+        let b = node(&s, "b");
+        assert_eq!(b.links.len(), 2);
+        let measured = b
+            .links
+            .iter()
+            .all(|l| l.state == pb::LinkState::Up as i32 && l.rtt.is_some() && l.received > 3);
+        if measured {
+            for l in &b.links {
+                assert!(l.loss < 0.5, "loopback loss {}", l.loss);
+                let rtt = tandem_proto::time::from_duration(l.rtt.as_ref().unwrap());
+                assert!(rtt < Duration::from_millis(200), "loopback rtt {rtt:?}");
+            }
+            let me = node(&s, "a");
+            assert!(me.local);
+            assert_eq!(me.links.len(), 2, "both local sockets bound");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "links never measured: {:?}",
+            b.links
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
