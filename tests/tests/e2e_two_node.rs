@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tandem_proto::agent::v1 as apb;
 use tandem_resource_agent::handover::Timers;
-use tandem_tests::cluster::{Binaries, Cluster, GROUP, Prober, Spec, wait_for};
+use tandem_tests::cluster::{Binaries, Cluster, Daemon, GROUP, Prober, Spec, wait_for};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -163,4 +163,160 @@ async fn kill9_fails_over_and_failback_is_one_assign() {
     // failover, failback, standby, online, takeover, release: one move each.
     let moves = c.holder_changes().len();
     assert_eq!(moves, 6, "moves: {:?}", c.holder_changes());
+}
+
+/// Waits until one node runs the group, the emulator agrees, and that stays true for a
+/// second; returns the holder and the most agents seen running the group at once meanwhile.
+async fn wait_stable(c: &Cluster, mut max_running: usize) -> (String, usize) {
+    let mut stable_since: Option<tokio::time::Instant> = None;
+    let deadline = tokio::time::Instant::now() + MOVE_LIMIT;
+    loop {
+        let on = c.running_on().await;
+        max_running = max_running.max(on.len());
+        let agreed = on.len() == 1 && c.holder().as_deref() == Some(on[0].as_str());
+        match (agreed, stable_since) {
+            (true, Some(t)) if t.elapsed() >= Duration::from_secs(1) => {
+                return (on[0].clone(), max_running);
+            }
+            (true, None) => stable_since = Some(tokio::time::Instant::now()),
+            (false, _) => stable_since = None,
+            _ => {}
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never stable (running on {on:?}, holder {:?}){}",
+            c.holder(),
+            c.diagnostics()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstop_past_dead_after_then_sigcont_ends_with_one_holder_without_ping_pong() {
+    let _serial = SERIAL.lock().await;
+    let mut c = launch(|s| s).await;
+    let frozen = c.freeze(0, Daemon::Membership, true);
+    c.freeze(0, Daemon::Agent, true);
+    wait_holder(&c, "secondary").await;
+    let failover = c.moved_after(frozen, "secondary").expect("move recorded");
+    // The frozen primary cannot answer; the secondary alone must run the group.
+    wait_running_only(&c, "secondary").await;
+    c.freeze(0, Daemon::Agent, false);
+    let thawed = c.freeze(0, Daemon::Membership, false);
+    let (holder, max_running) = wait_stable(&c, 1).await;
+    let changes = c.holder_changes();
+    let thaw_moves = changes.iter().filter(|h| h.at >= thawed).count();
+    println!(
+        "SIGSTOP/SIGCONT: failover {} ms, {} moves in all ({} after SIGCONT), final holder {holder}, \
+         at most {max_running} agents running the group at once after SIGCONT",
+        failover.as_millis(),
+        changes.len(),
+        thaw_moves
+    );
+    assert!(
+        changes.len() <= 2,
+        "at most failover and failback: {changes:?}"
+    );
+    assert!(thaw_moves <= 1, "healing moves the IP at most once");
+    if changes.len() == 2 {
+        assert_eq!(holder, "primary", "a failback ends on the preferred node");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_killed_during_an_assign_and_restarted_makes_no_extra_call() {
+    let _serial = SERIAL.lock().await;
+    // A slow action keeps the assign in progress long enough to kill the agent inside it.
+    let mut c = launch(|s| Spec {
+        action_delay: Duration::from_millis(1500),
+        ..s
+    })
+    .await;
+    c.crash_node(0);
+    let in_progress = wait_for(MOVE_LIMIT, || async {
+        (c.emulator.running_actions() > 0).then_some(())
+    })
+    .await;
+    assert!(
+        in_progress.is_some(),
+        "no assign started{}",
+        c.diagnostics()
+    );
+    c.kill9(1, Daemon::Agent);
+    c.restart(1, Daemon::Agent).await.expect("agent back");
+    wait_holder(&c, "secondary").await;
+    wait_running_only(&c, "secondary").await;
+    let posts = c
+        .audit()
+        .iter()
+        .filter(|e| {
+            e["event"] == "request"
+                && e["method"] == "POST"
+                && e["path"].as_str().is_some_and(|p| p.ends_with("/actions"))
+        })
+        .count();
+    println!(
+        "agent crash mid-assign: {} assign actions, {posts} POSTs to actions",
+        c.assign_calls()
+    );
+    assert_eq!(c.assign_calls(), 1, "the restarted agent found the IP here");
+    assert_eq!(posts, 1, "no call after the restart");
+    assert_eq!(c.holder_changes().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_errors_and_rate_limits_delay_the_move_but_it_happens() {
+    let _serial = SERIAL.lock().await;
+    let mut c = launch(|s| s).await;
+    let count = |c: &Cluster, status: u64| {
+        c.audit()
+            .iter()
+            .filter(|e| e["event"] == "request" && e["status"].as_u64() == Some(status))
+            .count()
+    };
+    c.emulator
+        .set_faults(serde_json::json!({"error_rate": 1.0, "error_status": 503}))
+        .await;
+    let killed = c.crash_node(0);
+    let saw = wait_for(MOVE_LIMIT, || async { (count(&c, 503) >= 3).then_some(()) }).await;
+    assert!(
+        saw.is_some(),
+        "the secondary never tried{}",
+        c.diagnostics()
+    );
+    assert_eq!(c.holder().as_deref(), Some("primary"));
+    c.emulator
+        .set_faults(serde_json::json!({"rate_limit_burst": 2, "rate_limit_reset_secs": 1}))
+        .await;
+    let saw = wait_for(MOVE_LIMIT, || async { (count(&c, 429) >= 2).then_some(()) }).await;
+    assert!(
+        saw.is_some(),
+        "the rate limit was never hit{}",
+        c.diagnostics()
+    );
+    // Then a short outage: connections closed without an answer.
+    c.emulator
+        .set_faults(serde_json::json!({"outage_secs": 1}))
+        .await;
+    wait_holder(&c, "secondary").await;
+    let took = c.moved_after(killed, "secondary").expect("move recorded");
+    let g = wait_for(MOVE_LIMIT, || async {
+        c.group(1)
+            .await
+            .filter(|g| g.state == apb::GroupState::Running as i32)
+    })
+    .await;
+    assert!(
+        g.is_some(),
+        "the group is not running on the secondary{}",
+        c.diagnostics()
+    );
+    println!(
+        "provider faults: moved {} ms after the crash ({} answers 503, {} answers 429)",
+        took.as_millis(),
+        count(&c, 503),
+        count(&c, 429)
+    );
+    assert_eq!(c.assign_calls(), 1);
 }
