@@ -312,16 +312,10 @@ impl Shell {
                 .map_or(self.epoch + Duration::from_secs(3600), |d| self.epoch + d);
             let ping_at = watchdog.map_or(self.epoch + Duration::from_secs(1 << 30), |_| next_ping);
             tokio::select! {
+                // Timers before datagrams: a flood of junk must never delay detection,
+                // heartbeats or the watchdog (the inbox is bounded; the excess is dropped).
                 biased;
                 _ = &mut shutdown => break,
-                Some(d) = inbox.recv() => {
-                    let now = self.now();
-                    self.core.handle_datagram(now, d.link, d.src, &d.bytes);
-                }
-                cmd = commands.recv(), if commands_open => match cmd {
-                    Some(c) => self.command(c),
-                    None => commands_open = false,
-                },
                 _ = tokio::time::sleep_until(deadline) => {
                     let now = self.now();
                     self.core.handle_timeout(now);
@@ -331,6 +325,14 @@ impl Shell {
                         warn!(error = %e, "sd_notify WATCHDOG failed");
                     }
                     next_ping = Instant::now() + watchdog.unwrap_or(Duration::from_secs(1));
+                }
+                cmd = commands.recv(), if commands_open => match cmd {
+                    Some(c) => self.command(c),
+                    None => commands_open = false,
+                },
+                Some(d) = inbox.recv() => {
+                    let now = self.now();
+                    self.core.handle_datagram(now, d.link, d.src, &d.bytes);
                 }
             }
             self.flush().await;

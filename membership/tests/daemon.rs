@@ -719,3 +719,56 @@ async fn every_link_is_tracked_with_rtt_and_loss() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_junk_does_not_stall_detection() {
+    let mut c = Cluster::new(&["a", "b"]);
+    c.start(0);
+    c.start(1);
+    c.wait_up(0, &[1]).await;
+    let mut w = c
+        .client(0)
+        .await
+        .watch(pb::WatchRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seq = w.message().await.unwrap().unwrap().snapshot_seq;
+    let target = c.addrs[0];
+    let flood = std::thread::spawn(move || {
+        let sock = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let junk = [0x55u8; 600];
+        let started = std::time::Instant::now();
+        let mut sent = 0u64;
+        // Two seconds at up to ~200k datagrams/s: 10000 junk datagrams per heartbeat.
+        while started.elapsed() < Duration::from_secs(2) {
+            for _ in 0..1000 {
+                if sock.send_to(&junk, target).is_ok() {
+                    sent += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        sent
+    });
+    // The junk shares b's socket, so some of b's heartbeats may be lost with it (LATE is
+    // an honest report of that); but the loop never stalls, so b is never declared dead.
+    let quiet = timeout(
+        Duration::from_millis(2500),
+        next_matching(&mut w, &mut seq, Duration::from_secs(3), |k| {
+            matches!(k, pb::event::Kind::NodeDead(_))
+        }),
+    )
+    .await;
+    let sent = flood.join().unwrap();
+    assert!(
+        quiet.is_err(),
+        "b declared dead during the flood: {quiet:?}"
+    );
+    let s = c.status(0).await;
+    let counted = s.rejected.get("bad_version").copied().unwrap_or(0)
+        + s.rejected.get("receive_queue_full").copied().unwrap_or(0);
+    println!("flood: {sent} datagrams sent, {counted} counted");
+    assert!(counted > 0 && counted <= sent);
+    c.wait_up(0, &[1]).await;
+}
