@@ -63,6 +63,16 @@ impl Cluster {
         Cluster::build(names, metrics, 1)
     }
 
+    /// Appends raw YAML to the configuration (e.g. a `membership:` section).
+    fn append_config(&self, yaml: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("cluster.yaml"))
+            .expect("open config");
+        f.write_all(yaml.as_bytes()).expect("append config");
+    }
+
     /// The general form: `links` addresses per node.
     fn build(names: &[&str], metrics: bool, links: usize) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -770,4 +780,29 @@ async fn a_flood_of_junk_does_not_stall_detection() {
     println!("flood: {sent} datagrams sent, {counted} counted");
     assert!(counted > 0 && counted <= sent);
     c.wait_up(0, &[1]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_is_mode_0660_with_the_configured_group() {
+    use std::os::unix::fs::MetadataExt;
+    let mut c = Cluster::new(&["a", "b"]);
+    // Root may give the socket to another group (a real change of owner); anyone else
+    // can only use a group of their own.
+    let other = ["daemon", "nogroup", "adm"]
+        .iter()
+        .find_map(|n| nix::unistd::Group::from_name(n).ok().flatten())
+        .filter(|_| nix::unistd::geteuid().is_root());
+    let group = match other {
+        Some(g) => g,
+        None => nix::unistd::Group::from_gid(nix::unistd::getgid())
+            .expect("group lookup")
+            .expect("the test's own group has a name"),
+    };
+    let gid = group.gid;
+    c.append_config(&format!("membership:\n  socket_group: {}\n", group.name));
+    c.start(0);
+    c.client(0).await;
+    let meta = std::fs::metadata(c.socket(0)).expect("socket exists");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), gid.as_raw());
 }
