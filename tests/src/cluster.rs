@@ -72,6 +72,9 @@ pub struct Spec {
     pub action_delay: Duration,
     /// Overrides the agents' readiness probe interval (default: the daemon's, 1 minute).
     pub readiness_interval: Option<Duration>,
+    /// The preferred droplet holds the IP at the start, as after the tutorial's first
+    /// assign (default); else nobody does and the first holder's start assigns it.
+    pub ip_held_at_start: bool,
     /// Where the daemons' binaries are.
     pub binaries: Binaries,
     /// `RUST_LOG` of the daemons.
@@ -95,6 +98,7 @@ impl Spec {
             monitor_interval: Duration::from_secs(1),
             action_delay: Duration::from_millis(100),
             readiness_interval: None,
+            ip_held_at_start: true,
             binaries,
             log_filter: "info".into(),
         }
@@ -431,7 +435,10 @@ impl Cluster {
                 ip,
                 region: "nyc3".into(),
                 // As after the tutorial's first assign: the preferred droplet holds it.
-                holder: droplets.iter().find(|d| d.name == prefer).map(|d| d.id),
+                holder: droplets
+                    .iter()
+                    .find(|d| spec.ip_held_at_start && d.name == prefer)
+                    .map(|d| d.id),
             }],
             droplets,
             tokens: nodes

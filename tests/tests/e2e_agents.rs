@@ -1,0 +1,235 @@
+//! The resource group beyond the reserved IP, on real processes: LSB and OCF agents started
+//! in order and stopped in reverse, health checks that move (or do not move) the group, and
+//! readiness reporting a revoked token. Tests of this file run one at a time (see
+//! e2e_two_node.rs).
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use tandem_proto::agent::v1 as apb;
+use tandem_resource_agent::handover::Timers;
+use tandem_tests::cluster::{Binaries, Cluster, Spec, wait_for};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const MOVE_LIMIT: Duration = Duration::from_secs(15);
+const DUMMY: &str = "/usr/lib/ocf/resource.d/heartbeat/Dummy";
+
+async fn launch(spec: Spec, dir: Option<&Path>) -> Cluster {
+    let started = tokio::time::Instant::now();
+    let c = match dir {
+        Some(d) => Cluster::start_in(spec, d).await,
+        None => Cluster::start(spec).await,
+    }
+    .expect("cluster starts");
+    let ok = wait_for(MOVE_LIMIT, || async {
+        let p = c.group(0).await?;
+        let s = c.group(1).await?;
+        (p.state == apb::GroupState::Running as i32 && s.holder == "primary").then_some(())
+    })
+    .await;
+    assert!(ok.is_some(), "cluster never settled{}", c.diagnostics());
+    // Nothing is claimed during an agent's first `settle`; see e2e_two_node.rs.
+    tokio::time::sleep_until(started + Timers::default().settle).await;
+    c
+}
+
+async fn wait_holder(c: &Cluster, name: &str) {
+    let ok = wait_for(MOVE_LIMIT, || async {
+        let on = c.running_on().await;
+        (c.holder().as_deref() == Some(name) && on == [name.to_owned()]).then_some(())
+    })
+    .await;
+    assert!(
+        ok.is_some(),
+        "{name} never held the group{}",
+        c.diagnostics()
+    );
+}
+
+fn script(path: &Path, body: &str) {
+    std::fs::write(path, body).expect("write script");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// Lines of the shared order log (written by the scripts from each node's directory).
+fn order(c: &Cluster) -> Vec<String> {
+    std::fs::read_to_string(c.path.join("order.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lsb_ocf_and_exec_start_in_order_and_stop_in_reverse() {
+    if !Path::new(DUMMY).exists() {
+        println!("skipped: {DUMMY} is absent (install the resource-agents package)");
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    // Each script runs in its node's directory: `../order.log` is shared, the flags are per
+    // node, and `dummy.state` is the OCF Dummy's state file, present while it runs.
+    let lsb = tmp.path().join("lsb-web");
+    script(
+        &lsb,
+        "#!/bin/sh\nd=$([ -e dummy.state ] && echo yes || echo no)\nn=$(basename \"$PWD\")\n\
+         case \"$1\" in\n  start) touch lsb.running; echo \"$n start lsb dummy=$d\" >> ../order.log ;;\n  \
+         stop) rm -f lsb.running; echo \"$n stop lsb dummy=$d\" >> ../order.log ;;\n  \
+         status) [ -e lsb.running ] || exit 3 ;;\n  *) exit 3 ;;\nesac\nexit 0\n",
+    );
+    let exec = tmp.path().join("exec-app");
+    script(
+        &exec,
+        "#!/bin/sh\nd=$([ -e dummy.state ] && echo yes || echo no)\nn=$(basename \"$PWD\")\n\
+         case \"$1\" in\n  start) touch exec.running; echo \"$n start exec dummy=$d\" >> ../order.log ;;\n  \
+         stop) rm -f exec.running; echo \"$n stop exec dummy=$d\" >> ../order.log ;;\n  \
+         monitor) [ -e exec.running ] || exit 7 ;;\nesac\nexit 0\n",
+    );
+    let mut spec = Spec::fast(Binaries::for_tests().expect("binaries"));
+    // Nobody holds the IP yet: the primary starts the whole group, in order.
+    spec.ip_held_at_start = false;
+    spec.extra_agents = vec![
+        format!("- lsb: {}", lsb.display()),
+        "- ocf: { agent: \"heartbeat:Dummy\", params: { state: dummy.state } }".into(),
+        format!(
+            "- exec: {{ start: \"{e} start\", stop: \"{e} stop\", monitor: \"{e} monitor\" }}",
+            e = exec.display()
+        ),
+    ];
+    let c = launch(spec, Some(tmp.path())).await;
+    let start = ["primary start lsb dummy=no", "primary start exec dummy=yes"];
+    assert_eq!(order(&c), start, "start order{}", c.diagnostics());
+
+    let mut a0 = c.agent(0).await.expect("agent");
+    a0.standby(apb::StandbyRequest::default())
+        .await
+        .expect("standby");
+    wait_holder(&c, "secondary").await;
+    a0.online(apb::OnlineRequest::default())
+        .await
+        .expect("online");
+    wait_holder(&c, "primary").await;
+    let log = order(&c);
+    println!("order log:\n{}", log.join("\n"));
+    assert_eq!(
+        log,
+        [
+            "primary start lsb dummy=no",
+            "primary start exec dummy=yes",
+            "primary stop exec dummy=yes",
+            "primary stop lsb dummy=no",
+            "secondary start lsb dummy=no",
+            "secondary start exec dummy=yes",
+            "secondary stop exec dummy=yes",
+            "secondary stop lsb dummy=no",
+            "primary start lsb dummy=no",
+            "primary start exec dummy=yes",
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_health_check_moves_the_group_and_failing_on_both_moves_nothing() {
+    let _serial = SERIAL.lock().await;
+    let mut spec = Spec::fast(Binaries::for_tests().expect("binaries"));
+    // Runs in each node's directory, so the flag is per node.
+    spec.health = vec![
+        "- { exec: \"test ! -e unhealthy\", interval: 200ms, timeout: 150ms, fall: 2, rise: 2 }"
+            .into(),
+    ];
+    let c = launch(spec, None).await;
+    let flag = |i: usize| c.nodes[i].dir.join("unhealthy");
+    std::fs::write(flag(0), "").expect("flag");
+    let t = std::time::SystemTime::now();
+    wait_holder(&c, "secondary").await;
+    let took = c.moved_after(t, "secondary").expect("move recorded");
+    println!(
+        "health: group moved {} ms after the check started failing",
+        took.as_millis()
+    );
+    let moves = c.holder_changes().len();
+    let calls = c.assign_calls();
+
+    std::fs::write(flag(1), "").expect("flag");
+    // Wait until the secondary knows itself unhealthy, then watch for several monitor and
+    // health periods: nothing may move.
+    let unhealthy = wait_for(MOVE_LIMIT, || async {
+        let s = c.agent_status(1).await?;
+        s.health.iter().any(|h| !h.healthy).then_some(())
+    })
+    .await;
+    assert!(
+        unhealthy.is_some(),
+        "the secondary never saw its check fail"
+    );
+    let watch_until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < watch_until {
+        assert_eq!(c.holder().as_deref(), Some("secondary"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(c.holder_changes().len(), moves, "nothing moved");
+    assert_eq!(c.assign_calls(), calls, "no call");
+
+    // The primary heals: the preferred node takes the group back.
+    std::fs::remove_file(flag(0)).expect("unflag");
+    wait_holder(&c, "primary").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_token_on_the_standby_shows_as_not_ready_within_one_interval() {
+    let _serial = SERIAL.lock().await;
+    let interval = Duration::from_millis(500);
+    let mut spec = Spec::fast(Binaries::for_tests().expect("binaries"));
+    spec.readiness_interval = Some(interval);
+    let c = launch(spec, None).await;
+    let readiness = |i: usize| {
+        let c = &c;
+        async move { c.group(i).await?.readiness }
+    };
+    let ready = wait_for(MOVE_LIMIT, || async {
+        readiness(1).await.filter(|r| r.ready)
+    })
+    .await;
+    assert!(
+        ready.is_some(),
+        "the secondary never became ready{}",
+        c.diagnostics()
+    );
+    let token = c.nodes[1].token.clone().expect("token");
+    c.emulator.revoke(&token).await;
+    let t = tokio::time::Instant::now();
+    let not_ready = wait_for(MOVE_LIMIT, || async {
+        readiness(1).await.filter(|r| !r.ready)
+    })
+    .await
+    .expect("the secondary never reported the revoked token");
+    let took = t.elapsed();
+    println!(
+        "readiness: revoked token reported after {} ms (interval {} ms): {:?}",
+        took.as_millis(),
+        interval.as_millis(),
+        not_ready.problems
+    );
+    assert!(!not_ready.problems.is_empty());
+    assert!(
+        took < interval + Duration::from_millis(700),
+        "took {took:?}"
+    );
+    assert!(
+        readiness(0).await.is_some_and(|r| r.ready),
+        "the primary's token still works"
+    );
+    for p in &not_ready.problems {
+        assert!(!p.contains(&token), "a problem line shows the token");
+    }
+    for i in 0..2 {
+        for d in [
+            tandem_tests::cluster::Daemon::Membership,
+            tandem_tests::cluster::Daemon::Agent,
+        ] {
+            assert!(!c.log(i, d).contains(&token), "a log shows the token");
+        }
+    }
+}
