@@ -20,6 +20,7 @@
 //! Names are `tdm-<pid>-<n>-...`; at creation, namespaces with the `tdm-` prefix whose pid is
 //! no longer running are deleted (leftovers from a killed test run). Everything created is
 //! removed on drop, after killing the processes started with [`Net::spawn`].
+pub mod pcap;
 pub mod tandem;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tandem_proto::membership::v1 as pb;
 use tandem_tests::cluster::Binaries;
 use tandem_tests::netns::net_or_skip;
-use tandem_tests::netns::tandem::{TandemNet, Timing, node, node_is, quorate};
+use tandem_tests::netns::tandem::{TandemNet, Timing, node, node_is, quorate, rejected};
 
 /// Faster than the defaults so the suite is short, with the same ten beats per dead window.
 const TEST: Timing = Timing {
@@ -264,4 +264,113 @@ async fn twenty_percent_loss_on_every_link_at_default_timing_causes_no_false_dea
         "20% loss for {secs}s: link-down events {:?}",
         events.iter().map(Vec::len).collect::<Vec<_>>()
     );
+}
+
+/// Sends `payloads` to `to` from host `from` (an ephemeral port on its link-0 address).
+fn replay(c: &TandemNet, from: usize, to: std::net::SocketAddrV4, payloads: &[Vec<u8>]) {
+    let h = c.net.host(from).expect("host");
+    let s = h
+        .udp_socket(std::net::SocketAddr::from((h.addrs[0], 0)))
+        .expect("replay socket");
+    for p in payloads {
+        s.send_to(p, to).expect("replay");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_heartbeats_replayed_later_are_rejected_and_change_nothing() {
+    let Some(mut c) = cluster(2, 1, &["a", "b"], TEST, None).await else {
+        return;
+    };
+    // Capture what reaches b on its link with tcpdump (-U: every packet flushed at once).
+    let pcap_file = c.dir().join("b.pcap");
+    let mut cmd = c.net.host(1).expect("b").command("tcpdump");
+    cmd.args(["-i", "l0", "-U", "-n", "-w"])
+        .arg(&pcap_file)
+        .args(["udp", "port", "694"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let pid = match c.net.spawn(cmd) {
+        Ok(pid) => pid,
+        Err(e) => {
+            eprintln!("skipped: tcpdump unavailable ({e}); apt-get install -y tcpdump");
+            return;
+        }
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.net.kill9(pid);
+    let bytes = std::fs::read(&pcap_file).expect("capture written");
+    let from_a: Vec<Vec<u8>> = tandem_tests::netns::pcap::udp_datagrams(&bytes)
+        .expect("parse capture")
+        .into_iter()
+        .filter(|d| *d.src.ip() == c.net.hosts[0].addrs[0])
+        .map(|d| d.payload)
+        .collect();
+    assert!(
+        from_a.len() >= 10,
+        "captured only {} datagrams from a",
+        from_a.len()
+    );
+    let b_addr =
+        std::net::SocketAddrV4::new(c.net.hosts[1].addrs[0], tandem_tests::netns::tandem::PORT);
+
+    // 1. Replayed while a runs: every copy is a duplicate or too old.
+    let before = c.status(1).await.expect("status");
+    let gen_a = node(&before, "a").expect("a").generation;
+    replay(&c, 0, b_addr, &from_a);
+    let after = c
+        .wait_status(1, SETTLE, "replays counted", |s| {
+            rejected(s) >= rejected(&before) + from_a.len() as u64
+        })
+        .await
+        .expect("replays rejected");
+    assert_eq!(node(&after, "a").expect("a").generation, gen_a);
+    assert!(node_is(&after, "a", pb::NodeState::Up));
+    println!("rejected after live replay: {:?}", after.rejected);
+
+    // 2. a crashes: the old datagrams must not bring it back.
+    c.crash(0);
+    c.wait_status(1, SETTLE, "a dead", |s| {
+        node_is(s, "a", pb::NodeState::Dead)
+    })
+    .await
+    .expect("a dead");
+    let before = c.status(1).await.expect("status");
+    replay(&c, 0, b_addr, &from_a);
+    tokio::time::sleep(TEST.dead_after).await;
+    let after = c.status(1).await.expect("status");
+    assert!(
+        rejected(&after) >= rejected(&before) + from_a.len() as u64,
+        "replays after the crash not all rejected: {:?} -> {:?}",
+        before.rejected,
+        after.rejected
+    );
+    assert!(
+        node_is(&after, "a", pb::NodeState::Dead),
+        "a revived by a replay: {:?}",
+        node(&after, "a")
+    );
+
+    // 3. a restarts (new generation); the old incarnation's datagrams are refused.
+    c.start(0).await.expect("restart a");
+    let s = c
+        .wait_status(1, SETTLE * 3, "a up again", |s| {
+            node_is(s, "a", pb::NodeState::Up)
+        })
+        .await
+        .expect("a back");
+    let new_gen = node(&s, "a").expect("a").generation;
+    assert!(new_gen > gen_a, "restart is a new generation");
+    let before = c.status(1).await.expect("status");
+    replay(&c, 0, b_addr, &from_a);
+    let after = c
+        .wait_status(1, SETTLE, "old generation rejected", |s| {
+            rejected(s) >= rejected(&before) + from_a.len() as u64
+        })
+        .await
+        .expect("old generation rejected");
+    assert_eq!(node(&after, "a").expect("a").generation, new_gen);
+    assert!(node_is(&after, "a", pb::NodeState::Up));
+    println!("rejected after restart replay: {:?}", after.rejected);
 }

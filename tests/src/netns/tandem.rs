@@ -249,6 +249,14 @@ impl TandemNet {
         Ok(())
     }
 
+    /// Pids of node `i`'s running daemons.
+    pub fn pids(&self, i: usize) -> Vec<u32> {
+        [self.membership[i], self.agent[i]]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     /// SIGKILLs every daemon of node `i` (a crash); returns the time of the kill.
     pub fn crash(&mut self, i: usize) -> SystemTime {
         let at = SystemTime::now();
