@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod assign;
 mod check_config;
 mod control;
+mod demo;
 mod import_heartbeat;
 mod keygen;
 mod man;
@@ -59,6 +60,8 @@ pub enum Command {
     Man(man::ManArgs),
     /// Print a shell completion script for ipctl.
     Completions(man::CompletionArgs),
+    /// Run the tutorial's failover on this machine (emulator + two nodes) and measure it.
+    Demo(demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Release(ref a) => control::run(&cli, &control::Change::Release(&a.group)),
         Command::Man(ref args) => man::man(args),
         Command::Completions(ref args) => man::completions(args),
+        Command::Demo(ref args) => demo::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,391 @@
+//! `ipctl demo`: the tutorial's failover on one machine. Starts the DigitalOcean emulator, two
+//! nodes (the real `tandem-membership` and `tandem-resource-agent` processes each) and the
+//! two droplets' web servers; runs the tutorial's curl loop against the reserved IP, kills the
+//! primary (SIGKILL of both daemons, its web server goes down with it), measures the
+//! failover and the longest time without service, boots the primary again and shows the
+//! failback. Uses the documented default timing (interval 100ms, dead_after 1s).
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use tandem_proto::agent::v1 as apb;
+use tandem_resource_agent::handover::Timers;
+use tandem_tests::cluster::{Binaries, Cluster, Prober, Spec, wait_for};
+
+/// The curl loop's period (the tutorial's loop sleeps between requests the same way).
+const PROBE: Duration = Duration::from_millis(100);
+/// Limit for the cluster to come up, and for each move.
+const LIMIT: Duration = Duration::from_secs(30);
+/// How long the loop is shown before each step, so the reader sees who answers.
+const SHOW: Duration = Duration::from_millis(1500);
+const BUILD: &str = "cargo build --release";
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Leave the cluster running afterwards and print the commands to explore it (Ctrl-C
+    /// stops everything).
+    #[arg(long)]
+    pub keep_running: bool,
+    /// Print only the summary, as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    ok: bool,
+    /// What went wrong, when not ok.
+    problems: Vec<String>,
+    failover_ms: Option<u128>,
+    failback_ms: Option<u128>,
+    longest_gap_ms: u128,
+    /// dead_after + the assign (measured: failover minus dead_after) + one poll on each side
+    /// (the last answer before the kill, the first after the move): the longest gap the
+    /// tutorial's loop should see.
+    gap_bound_ms: u128,
+    requests: usize,
+    failed_requests: usize,
+    assign_calls: usize,
+    holder_changes: usize,
+    served_by: Vec<String>,
+    interval_ms: u128,
+    dead_after_ms: u128,
+    /// The cluster's files, kept with `--keep-running` (else removed at exit).
+    cluster_dir: Option<String>,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe().context("cannot find ipctl's own path")?;
+    let dir = exe.parent().context("ipctl has no directory")?;
+    let bins = Binaries::in_dir(dir, BUILD).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(demo(args, bins))
+}
+
+fn say(args: &Args, line: &str) {
+    if !args.json {
+        println!("{line}");
+    }
+}
+
+fn clock(t: SystemTime) -> String {
+    let s = humantime::format_rfc3339_millis(t).to_string();
+    s.get(11..23).unwrap_or(&s).to_owned()
+}
+
+/// Prints the loop's answers from `printed` on; returns the new count.
+fn show(args: &Args, probe: &Prober, printed: usize) -> usize {
+    let new = probe.since(printed);
+    if !args.json {
+        let mut out = std::io::stdout().lock();
+        for s in &new {
+            let text = if s.ok() {
+                s.body.trim().to_owned()
+            } else {
+                match s.status {
+                    Some(code) => format!("(HTTP {code}: {})", s.body.trim()),
+                    None => format!("(no answer: {})", s.body.trim()),
+                }
+            };
+            let _ = writeln!(out, "  {}  {text}", clock(s.wall));
+        }
+    }
+    printed + new.len()
+}
+
+/// Shows the loop live until `until` says done (polled) or `limit` passes.
+async fn show_until<F, Fut>(
+    args: &Args,
+    probe: &Prober,
+    printed: &mut usize,
+    limit: Duration,
+    mut until: F,
+) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        *printed = show(args, probe, *printed);
+        if until().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn demo(args: &Args, bins: Binaries) -> anyhow::Result<ExitCode> {
+    let spec = Spec::defaults(bins);
+    let (interval, dead_after) = (spec.interval, spec.dead_after);
+    say(
+        args,
+        &format!(
+            "Starting the DigitalOcean emulator and two nodes (tandem-membership + tandem-resource-agent each; \
+             interval {}ms, dead_after {}ms)...",
+            interval.as_millis(),
+            dead_after.as_millis()
+        ),
+    );
+    let started = tokio::time::Instant::now();
+    let mut c = Cluster::start(spec)
+        .await
+        .map_err(|e| anyhow::anyhow!("the cluster did not start: {e}"))?;
+    let cluster_dir = if args.keep_running {
+        c.keep_dir()
+    } else {
+        c.path.clone()
+    };
+    let up = wait_for(LIMIT, || async {
+        let p = c.group(0).await?;
+        let s = c.group(1).await?;
+        (p.state == apb::GroupState::Running as i32 && s.holder == "primary").then_some(())
+    })
+    .await;
+    if up.is_none() {
+        bail!(
+            "the primary never ran the reserved IP's group{}",
+            c.diagnostics()
+        );
+    }
+    // An agent claims nothing during its first `settle`: a failover inside it would show
+    // the settle time, not the failover.
+    tokio::time::sleep_until(started + Timers::default().settle).await;
+    for n in &c.nodes {
+        say(
+            args,
+            &format!(
+                "  node {:<9} droplet {}  heartbeat {}  sockets {}",
+                n.name,
+                n.droplet.unwrap_or_default(),
+                n.address,
+                n.run_dir.display()
+            ),
+        );
+    }
+    say(
+        args,
+        &format!(
+            "Reserved IP {} is on the primary. The tutorial's loop: while true; do curl {}; sleep 0.1; done",
+            c.ip, c.front
+        ),
+    );
+
+    let probe = c.probe(PROBE);
+    let mut printed = 0;
+    let mut problems = Vec::new();
+    show_until(args, &probe, &mut printed, SHOW, || async { false }).await;
+
+    say(
+        args,
+        &format!(
+            "*** Killing the primary: kill -9 of tandem-membership (pid {}) and tandem-resource-agent (pid {}); \
+             its web server goes down too",
+            c.pid(0, tandem_tests::cluster::Daemon::Membership)
+                .unwrap_or_default(),
+            c.pid(0, tandem_tests::cluster::Daemon::Agent)
+                .unwrap_or_default()
+        ),
+    );
+    let killed = c.crash_node(0);
+    let moved = show_until(args, &probe, &mut printed, LIMIT, || async {
+        c.holder().as_deref() == Some("secondary")
+    })
+    .await;
+    let failover = c.moved_after(killed, "secondary");
+    if !moved {
+        problems.push(format!(
+            "the secondary did not take the IP over within {LIMIT:?}"
+        ));
+    }
+    let served = show_until(args, &probe, &mut printed, LIMIT, || async {
+        probe
+            .since(0)
+            .last()
+            .is_some_and(|s| s.ok() && s.body.contains("secondary"))
+    })
+    .await;
+    if moved && !served {
+        problems.push("the secondary holds the IP but its page never came through".into());
+    }
+    if let Some(f) = failover {
+        say(
+            args,
+            &format!(
+                "*** Failover: the reserved IP moved to the secondary {} ms after the kill",
+                f.as_millis()
+            ),
+        );
+    }
+    show_until(args, &probe, &mut printed, SHOW, || async { false }).await;
+
+    say(
+        args,
+        "*** Booting the primary again (web server, membership, agent)...",
+    );
+    let mut failback = None;
+    match c.boot_node(0).await {
+        Err(e) => problems.push(format!("the primary did not start again: {e}")),
+        Ok(back) => {
+            let moved = show_until(args, &probe, &mut printed, LIMIT, || async {
+                c.holder().as_deref() == Some("primary")
+                    && probe
+                        .since(0)
+                        .last()
+                        .is_some_and(|s| s.ok() && s.body.contains("primary"))
+            })
+            .await;
+            failback = c.moved_after(back, "primary");
+            if !moved {
+                problems.push(format!(
+                    "no failback to the primary within {LIMIT:?} of its restart"
+                ));
+            }
+            if let Some(f) = failback {
+                say(
+                    args,
+                    &format!(
+                        "*** Failback: the primary took the IP back {} ms after its agent started \
+                         (it first listens for what the others hold)",
+                        f.as_millis()
+                    ),
+                );
+            }
+            show_until(
+                args,
+                &probe,
+                &mut printed,
+                Duration::from_millis(700),
+                || async { false },
+            )
+            .await;
+        }
+    }
+    let report = probe.finish();
+    let changes = c.holder_changes().len();
+    if changes != 2 {
+        problems.push(format!(
+            "the IP moved {changes} times; expected 2 (failover, failback)"
+        ));
+    }
+    let served_by: Vec<String> = report.served_by();
+    let names: Vec<&str> = served_by
+        .iter()
+        .map(|b| {
+            if b.contains("primary") {
+                "primary"
+            } else if b.contains("secondary") {
+                "secondary"
+            } else {
+                "?"
+            }
+        })
+        .collect();
+    if names != ["primary", "secondary", "primary"] {
+        problems.push(format!(
+            "the loop saw {names:?}; expected primary, secondary, primary"
+        ));
+    }
+    let assign = failover.map_or(Duration::ZERO, |f| f.saturating_sub(dead_after));
+    let gap_bound = dead_after + assign + 2 * PROBE;
+    let summary = Summary {
+        ok: problems.is_empty(),
+        problems,
+        failover_ms: failover.map(|d| d.as_millis()),
+        failback_ms: failback.map(|d| d.as_millis()),
+        longest_gap_ms: report.longest_gap.as_millis(),
+        gap_bound_ms: gap_bound.as_millis(),
+        requests: report.samples.len(),
+        failed_requests: report.failures,
+        assign_calls: c.assign_calls(),
+        holder_changes: changes,
+        served_by,
+        interval_ms: interval.as_millis(),
+        dead_after_ms: dead_after.as_millis(),
+        cluster_dir: args.keep_running.then(|| cluster_dir.display().to_string()),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    if !summary.ok && !args.json {
+        eprintln!("{}", c.diagnostics());
+    }
+    if args.keep_running {
+        keep_running(&c, &cluster_dir).await;
+    }
+    Ok(if summary.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_summary(s: &Summary) {
+    let ms = |v: Option<u128>| v.map_or_else(|| "none".to_owned(), |v| format!("{v} ms"));
+    println!();
+    println!("Summary");
+    println!(
+        "  timing              interval {} ms, dead_after {} ms",
+        s.interval_ms, s.dead_after_ms
+    );
+    println!("  failover            {}", ms(s.failover_ms));
+    println!(
+        "  longest gap         {} ms  ({} of {} requests failed; detection + assign + a poll each side = {} ms)",
+        s.longest_gap_ms, s.failed_requests, s.requests, s.gap_bound_ms
+    );
+    println!("  failback            {}", ms(s.failback_ms));
+    println!(
+        "  provider calls      {} assign, {} moves",
+        s.assign_calls, s.holder_changes
+    );
+    if s.ok {
+        println!("  result              ok");
+    } else {
+        for p in &s.problems {
+            println!("  problem             {p}");
+        }
+    }
+}
+
+async fn keep_running(c: &Cluster, dir: &std::path::Path) {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ipctl"));
+    println!();
+    println!(
+        "The cluster keeps running (files in {}). Try:",
+        dir.display()
+    );
+    for n in c.nodes.iter() {
+        println!(
+            "  {} --config {} --run-dir {} status",
+            exe.display(),
+            c.config.display(),
+            n.run_dir.display()
+        );
+    }
+    println!(
+        "  {} --run-dir {} watch",
+        exe.display(),
+        c.nodes[0].run_dir.display()
+    );
+    println!(
+        "  {} --run-dir {} standby      (then: online)",
+        exe.display(),
+        c.nodes[0].run_dir.display()
+    );
+    println!("  curl {}", c.front);
+    println!("Ctrl-C stops everything.");
+    let _ = tokio::signal::ctrl_c().await;
+    println!("stopping");
+}

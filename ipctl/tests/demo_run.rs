@@ -1,0 +1,93 @@
+//! `ipctl demo` end to end: the real binary starts the emulator and two nodes of real daemon
+//! processes, kills the primary, and reports the failover; this test checks its summary.
+//!
+//! The demo finds the daemons next to its own executable, so the test builds them into the
+//! same target directory first (a no-op when up to date; `$CARGO` is set by `cargo test`).
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+#[test]
+fn demo_fails_over_and_back_within_detection_plus_assignment() {
+    let ipctl = Path::new(env!("CARGO_BIN_EXE_ipctl"));
+    let profile_dir = ipctl.parent().expect("<target>/<profile>");
+    let target = profile_dir.parent().expect("<target>");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "tandem-membership",
+            "-p",
+            "tandem-resource-agent",
+            "--bins",
+            "--target-dir",
+        ])
+        .arg(target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    assert!(
+        build.status().expect("cargo runs").success(),
+        "building the daemons failed"
+    );
+
+    let mut child = Command::new(ipctl)
+        .args(["demo", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ipctl demo starts");
+    // Bounded: the demo takes about 10 s; kill it (only this child) if it hangs.
+    const POLL: Duration = Duration::from_millis(100);
+    let mut waited = Duration::ZERO;
+    while child.try_wait().expect("wait").is_none() {
+        if waited > Duration::from_secs(120) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ipctl demo did not finish within 120 s");
+        }
+        std::thread::sleep(POLL);
+        waited += POLL;
+    }
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("summary is not JSON ({e}): {stdout}\n{stderr}"));
+    println!("{summary:#}");
+    assert!(out.status.success(), "demo failed: {summary}\n{stderr}");
+    assert_eq!(summary["ok"], true);
+    let failover = summary["failover_ms"].as_u64().expect("failover happened");
+    assert!(
+        summary["failback_ms"].as_u64().is_some(),
+        "failback happened"
+    );
+    assert_eq!(summary["holder_changes"], 2);
+    assert_eq!(summary["assign_calls"], 2);
+    // Default timing: detection needs dead_after (1 s) of silence.
+    assert_eq!(summary["dead_after_ms"], 1000);
+    assert!(
+        failover >= 1000,
+        "failover {failover} ms is faster than detection"
+    );
+    let gap = summary["longest_gap_ms"].as_u64().expect("gap");
+    let bound = summary["gap_bound_ms"].as_u64().expect("bound");
+    assert!(
+        gap > 0 && gap <= bound,
+        "longest gap {gap} ms above {bound} ms"
+    );
+    let served: Vec<&str> = summary["served_by"]
+        .as_array()
+        .expect("served_by")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(served.len(), 3, "{served:?}");
+    assert!(served[0].starts_with("Droplet: primary, IP Address: "));
+    assert!(served[1].starts_with("Droplet: secondary, IP Address: "));
+    assert!(served[2].starts_with("Droplet: primary, IP Address: "));
+}
