@@ -75,6 +75,9 @@ pub struct Spec {
     /// The preferred droplet holds the IP at the start, as after the tutorial's first
     /// assign (default); else nobody does and the first holder's start assigns it.
     pub ip_held_at_start: bool,
+    /// Run each node's membership daemon in its own network namespace (the `netns` kit) so
+    /// tests can partition nodes; the agents stay outside and reach it over the Unix socket.
+    pub netns: bool,
     /// Where the daemons' binaries are.
     pub binaries: Binaries,
     /// `RUST_LOG` of the daemons.
@@ -99,6 +102,7 @@ impl Spec {
             action_delay: Duration::from_millis(100),
             readiness_interval: None,
             ip_held_at_start: true,
+            netns: false,
             binaries,
             log_filter: "info".into(),
         }
@@ -198,6 +202,8 @@ pub enum LaunchError {
         what: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Netns(#[from] crate::netns::NetnsError),
     #[error("emulator: {0}")]
     Emulator(#[from] crate::emulator::StartError),
     #[error("{node} {daemon}: {reason}\n--- log ---\n{log}")]
@@ -286,6 +292,9 @@ pub struct Cluster {
     pub audit_log: PathBuf,
     /// Web servers of the member nodes, in node order.
     webs: Vec<web::WebServer>,
+    /// The namespaces of the membership daemons (with [`Spec::netns`]); dropped after the
+    /// processes are killed.
+    pub net: Option<crate::netns::Net>,
 }
 
 impl Drop for Cluster {
@@ -379,6 +388,12 @@ impl Cluster {
         let key_file = path.join("authkey");
         write_private(&key_file, &random_secret(48))?;
 
+        let count = spec.members.len() + usize::from(spec.witness.is_some());
+        let net = if spec.netns {
+            Some(crate::netns::Net::new(count, 1)?)
+        } else {
+            None
+        };
         let mut nodes = Vec::new();
         let names = spec
             .members
@@ -396,7 +411,11 @@ impl Cluster {
                 run_dir: dir.join("run"),
                 state_dir: dir.join("state"),
                 dir,
-                address: free_udp()?,
+                address: match &net {
+                    // Each namespace has its own port space: the standard port is free.
+                    Some(net) => SocketAddr::from((net.hosts[i].addrs[0], 694)),
+                    None => free_udp()?,
+                },
                 droplet: (!witness).then_some(FIRST_DROPLET + i as u64),
                 token,
                 name,
@@ -476,6 +495,7 @@ impl Cluster {
             front,
             audit_log,
             webs,
+            net,
         };
         for i in 0..c.nodes.len() {
             c.spawn(i, Daemon::Membership)?;
@@ -536,7 +556,10 @@ impl Cluster {
         let log_path = n.log_path(d, n.starts[k]);
         let log = std::fs::File::create(&log_path)
             .map_err(io(format!("creating {}", log_path.display())))?;
-        let mut cmd = Command::new(&bin);
+        let mut cmd = match (&self.net, d) {
+            (Some(net), Daemon::Membership) => net.hosts[i].command(&bin),
+            _ => Command::new(&bin),
+        };
         cmd.arg("--config")
             .arg(&config)
             .args(["--node", &n.name])
@@ -565,6 +588,28 @@ impl Cluster {
         tracing::info!(node = %n.name, daemon = %d, pid, "started");
         *n.slot(d) = Some(child);
         Ok(pid)
+    }
+
+    /// Cuts node `i` off the others (every datagram of its membership dropped both ways).
+    pub fn partition(&self, i: usize) -> Result<SystemTime, LaunchError> {
+        match &self.net {
+            Some(net) => {
+                net.partition(i)?;
+                Ok(SystemTime::now())
+            }
+            None => Err(LaunchError::Binaries("partitions need Spec::netns".into())),
+        }
+    }
+
+    /// Removes every partition.
+    pub fn heal(&self) -> Result<SystemTime, LaunchError> {
+        match &self.net {
+            Some(net) => {
+                net.heal()?;
+                Ok(SystemTime::now())
+            }
+            None => Err(LaunchError::Binaries("partitions need Spec::netns".into())),
+        }
     }
 
     /// Starts a daemon again and waits until it serves its socket.
