@@ -386,6 +386,19 @@ async fn keep_running(c: &Cluster, dir: &std::path::Path) {
     );
     println!("  curl {}", c.front);
     println!("Ctrl-C stops everything.");
-    let _ = tokio::signal::ctrl_c().await;
+    // SIGTERM too: the processes are killed when the cluster is dropped, which an
+    // unhandled signal would skip.
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
     println!("stopping");
 }
