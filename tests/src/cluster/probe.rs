@@ -12,7 +12,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 /// One request of the loop.
 #[derive(Debug, Clone)]
 pub struct Sample {
-    /// When the answer (or the failure) came.
+    /// When the request was sent (so a slow answer does not stretch a gap: the gap is bounded
+    /// by the outage plus one period on each side, whatever the latency).
     pub at: Instant,
     pub wall: SystemTime,
     /// HTTP status, `None` when there was no answer.
@@ -93,6 +94,7 @@ impl Prober {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                let (at, wall) = (Instant::now(), SystemTime::now());
                 let (status, body) = match client.get(&url).send().await {
                     Ok(r) => {
                         let status = r.status().as_u16();
@@ -101,8 +103,8 @@ impl Prober {
                     Err(e) => (None, e.to_string()),
                 };
                 let s = Sample {
-                    at: Instant::now(),
-                    wall: SystemTime::now(),
+                    at,
+                    wall,
                     status,
                     body,
                 };
