@@ -157,6 +157,8 @@ pub async fn run(
     }
     drop(inbox_tx);
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
+    let event_counts = crate::metrics::EventCounters::default();
+    let (stop_metrics_tx, stop_metrics_rx) = oneshot::channel::<()>();
     let metrics = match cfg.membership.metrics {
         None => None,
         Some(addr) => {
@@ -164,16 +166,25 @@ pub async fn run(
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
                 DaemonError::Metrics(format!("membership.metrics {addr}: cannot bind: {e}"))
             })?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            info!(address = %bound, "metrics served at http://{bound}/metrics");
             let commands = cmd_tx.clone();
-            let status = move || {
+            let status: crate::metrics::StatusFn = Arc::new(move || {
                 let commands = commands.clone();
-                async move {
+                Box::pin(async move {
                     let (tx, rx) = oneshot::channel();
                     commands.send(Command::Status { reply: tx }).await.ok()?;
                     rx.await.ok()
-                }
-            };
-            Some(tokio::spawn(crate::metrics::serve(listener, status)))
+                })
+            });
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                status,
+                event_counts.clone(),
+                async {
+                    let _ = stop_metrics_rx.await;
+                },
+            )))
         }
     };
     let (events_tx, _) = broadcast::channel(WATCH_BUFFER);
@@ -211,6 +222,7 @@ pub async fn run(
         bound,
         counters,
         events: events_tx,
+        event_counts,
         messages: messages_tx,
         subscribers,
     };
@@ -225,8 +237,13 @@ pub async fn run(
     for r in readers {
         r.abort();
     }
+    let _ = stop_metrics_tx.send(());
     if let Some(m) = metrics {
-        m.abort();
+        match m.await {
+            Ok(Err(e)) => warn!(error = %e, "metrics server failed"),
+            Err(e) => warn!(error = %e, "metrics server task failed"),
+            Ok(Ok(())) => {}
+        }
     }
     match server.await {
         Ok(r) => r?,
@@ -283,6 +300,7 @@ struct Shell {
     bound: Vec<SocketAddr>,
     counters: Arc<ShellCounters>,
     events: broadcast::Sender<pb::Event>,
+    event_counts: crate::metrics::EventCounters,
     messages: broadcast::Sender<pb::ClusterMessage>,
     subscribers: Arc<Mutex<HashMap<u64, Vec<String>>>>,
 }
@@ -393,6 +411,7 @@ impl Shell {
         while let Some(e) = self.core.poll_event() {
             self.log_event(&e);
             let pe = self.event(&e);
+            self.event_counts.record(&pe);
             // No receiver is fine: nobody is watching.
             let _ = self.events.send(pe);
         }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tandem_membership::daemon;
 
 /// Tandem membership daemon: authenticated UDP heartbeats between the cluster's nodes, failure
@@ -26,6 +26,9 @@ struct Args {
     /// Validate the configuration and the key files, print a summary and exit.
     #[arg(long)]
     check: bool,
+    /// Write the man page (tandem-membership.8) into DIR and exit; used when packaging.
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate_man: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +43,17 @@ fn main() -> std::process::ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(dir) = &args.generate_man {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("tandem-membership.8");
+        let mut page = Vec::new();
+        clap_mangen::Man::new(Args::command())
+            .section("8")
+            .render(&mut page)
+            .context("rendering the man page")?;
+        std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
+        return Ok(());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -3,29 +3,116 @@
 //! Each scrape asks the protocol loop for a Status and renders it with prometheus-client,
 //! so the metrics can never disagree with `Status` and the loop keeps no second set of
 //! counters. The HTTP side is deliberately tiny: one GET, one response, bounded reads.
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
 
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::future::BoxFuture;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tandem_proto::membership::v1 as pb;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// Longest request head accepted; scrapers send a few hundred bytes.
-const MAX_REQUEST: usize = 8192;
-/// A client that does not finish its request in this time is dropped.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The Prometheus text exposition format, version 0.0.4.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 type Labels = Vec<(String, String)>;
 
-/// Renders a Status as Prometheus text exposition.
-pub fn render(s: &pb::StatusResponse) -> String {
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// Membership events counted as they are published (Status only holds the current state,
+/// so transitions would be invisible between two scrapes). Cheap to clone: shared counters.
+#[derive(Debug, Clone, Default)]
+pub struct EventCounters {
+    up: Family<Labels, Counter<u64>>,
+    late: Family<Labels, Counter<u64>>,
+    dead: Family<Labels, Counter<u64>>,
+    links: Family<Labels, Counter<u64>>,
+}
+
+impl EventCounters {
+    /// Counts one published event.
+    pub fn record(&self, e: &pb::Event) {
+        use pb::event::Kind as K;
+        match &e.kind {
+            Some(K::NodeUp(u)) => {
+                let restart = if u.new_incarnation { "true" } else { "false" };
+                self.up
+                    .get_or_create(&labels(&[("node", &u.node), ("restart", restart)]))
+                    .inc();
+            }
+            Some(K::NodeLate(l)) => {
+                self.late.get_or_create(&labels(&[("node", &l.node)])).inc();
+            }
+            Some(K::NodeDead(d)) => {
+                let reason = match pb::node_dead::Reason::try_from(d.reason) {
+                    Ok(pb::node_dead::Reason::Silent) => "silent",
+                    Ok(pb::node_dead::Reason::NeverHeard) => "never_heard",
+                    Ok(pb::node_dead::Reason::Left) => "left",
+                    _ => "unspecified",
+                };
+                self.dead
+                    .get_or_create(&labels(&[("node", &d.node), ("reason", reason)]))
+                    .inc();
+            }
+            Some(K::LinkUp(l)) => self.link(&l.node, l.link, "up"),
+            Some(K::LinkDown(l)) => self.link(&l.node, l.link, "down"),
+            Some(K::QuorumChanged(_)) | None => {}
+        }
+    }
+
+    fn link(&self, node: &str, link: u32, state: &str) {
+        self.links
+            .get_or_create(&labels(&[
+                ("node", node),
+                ("link", &link.to_string()),
+                ("state", state),
+            ]))
+            .inc();
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "node_up",
+            "Nodes seen UP (joined, recovered from LATE or DEAD, or restarted)",
+            self.up.clone(),
+        );
+        r.register(
+            "node_late",
+            "Nodes that went LATE (silent past warn_after on every link)",
+            self.late.clone(),
+        );
+        r.register(
+            "node_dead",
+            "Nodes declared DEAD (failure detections), by reason",
+            self.dead.clone(),
+        );
+        r.register(
+            "link_transitions",
+            "Link state changes per peer and link",
+            self.links.clone(),
+        );
+    }
+}
+
+/// Renders a Status and the event counts as Prometheus text exposition.
+pub fn render(s: &pb::StatusResponse, events: &EventCounters) -> String {
     let mut r = Registry::with_prefix("tandem_membership");
+    events.register(&mut r);
     let gauge = |r: &mut Registry, name: &str, help: &str| {
         let f = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         r.register(name, help, f.clone());
@@ -53,6 +140,12 @@ pub fn render(s: &pb::StatusResponse) -> String {
         "link_loss_ratio",
         "Share of the last 100 heartbeats lost",
     );
+    let received = Family::<Labels, Counter<u64>>::default();
+    r.register(
+        "link_received",
+        "Valid datagrams (heartbeats and messages) received per peer and link",
+        received.clone(),
+    );
     let quorate = Gauge::<f64, AtomicU64>::default();
     r.register("quorate", "1 if this node has quorum", quorate.clone());
     if let Some(v) = &s.view {
@@ -79,6 +172,7 @@ pub fn render(s: &pb::StatusResponse) -> String {
                         .set(tandem_proto::time::from_duration(d).as_secs_f64());
                 }
                 loss.get_or_create(&l).set(link.loss);
+                received.get_or_create(&l).inc_by(link.received);
             }
         }
         let q = v.quorum.as_ref().is_some_and(|q| q.quorate);
@@ -146,57 +240,43 @@ pub fn render(s: &pb::StatusResponse) -> String {
     out
 }
 
-/// Serves `/metrics` (any path, in fact) on `listener`; `status` fetches a fresh Status.
-pub async fn serve<F, Fut>(listener: TcpListener, status: F)
-where
-    F: Fn() -> Fut + Send + Sync + Clone + 'static,
-    Fut: std::future::Future<Output = Option<pb::StatusResponse>> + Send,
-{
-    loop {
-        let (mut conn, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(error = %e, "metrics accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let status = status.clone();
-        tokio::spawn(async move {
-            let mut buf = Vec::with_capacity(512);
-            let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
-                let mut chunk = [0u8; 1024];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_REQUEST {
-                    let n = conn.read(&mut chunk).await?;
-                    if n == 0 {
-                        break;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                }
-                Ok::<_, std::io::Error>(())
-            })
-            .await;
-            if !matches!(read, Ok(Ok(()))) {
-                return;
-            }
-            let response = match status().await {
-                Some(s) => {
-                    let body = render(&s);
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
-                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                }
-                None => "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\
-                         Connection: close\r\n\r\n"
-                    .to_owned(),
-            };
-            if let Err(e) = conn.write_all(response.as_bytes()).await {
-                tracing::debug!(%peer, error = %e, "metrics write failed");
-            }
-            let _ = conn.shutdown().await;
-        });
+/// Fetches a fresh Status from the protocol loop; `None` while it is shutting down.
+pub type StatusFn = Arc<dyn Fn() -> BoxFuture<'static, Option<pb::StatusResponse>> + Send + Sync>;
+
+#[derive(Clone)]
+struct AppState {
+    status: StatusFn,
+    events: EventCounters,
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` completes.
+///
+/// hyper (through axum) does the HTTP; every response asks the client to close the
+/// connection, so an idle daemon keeps no scraper connections open between scrapes.
+pub async fn serve(
+    listener: TcpListener,
+    status: StatusFn,
+    events: EventCounters,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(AppState { status, events });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn scrape(State(st): State<AppState>) -> Response {
+    let close = (header::CONNECTION, "close");
+    match (st.status)().await {
+        Some(s) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, CONTENT_TYPE), close],
+            render(&s, &st.events),
+        )
+            .into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, [close], "shutting down\n").into_response(),
     }
 }
 
@@ -227,6 +307,7 @@ mod tests {
                         index: 0,
                         state: pb::LinkState::Up as i32,
                         loss: 0.25,
+                        received: 42,
                         ..Default::default()
                     }],
                     ..Default::default()
@@ -244,7 +325,26 @@ mod tests {
             }),
             ..Default::default()
         };
-        let text = render(&s);
+        let events = EventCounters::default();
+        let dead = pb::Event {
+            kind: Some(pb::event::Kind::NodeDead(pb::NodeDead {
+                node: "b".into(),
+                reason: pb::node_dead::Reason::Silent as i32,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        events.record(&dead);
+        events.record(&dead);
+        events.record(&pb::Event {
+            kind: Some(pb::event::Kind::LinkDown(pb::LinkDown {
+                node: "b".into(),
+                link: 1,
+                ..Default::default()
+            })),
+            ..Default::default()
+        });
+        let text = render(&s, &events);
         for line in [
             "tandem_membership_node_alive{node=\"b\"} 1.0",
             "tandem_membership_node_generation{node=\"b\"} 7.0",
@@ -252,6 +352,9 @@ mod tests {
             "tandem_membership_quorate 1.0",
             "tandem_membership_rejected_total{reason=\"bad_tag\"} 3",
             "tandem_membership_datagrams_sent_total 11",
+            "tandem_membership_link_received_total{node=\"b\",link=\"0\"} 42",
+            "tandem_membership_node_dead_total{node=\"b\",reason=\"silent\"} 2",
+            "tandem_membership_link_transitions_total{node=\"b\",link=\"1\",state=\"down\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing in:\n{text}");
         }
