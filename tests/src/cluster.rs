@@ -132,6 +132,15 @@ impl Binaries {
     /// For tests: `<target>/<profile>/` of the running test executable, built first with the
     /// same cargo (a no-op when up to date; `$CARGO` is set by `cargo test`).
     pub fn for_tests() -> Result<Binaries, LaunchError> {
+        // Once per test process: the tests of one file share the build.
+        static BUILT: std::sync::OnceLock<Result<Binaries, String>> = std::sync::OnceLock::new();
+        BUILT
+            .get_or_init(|| Binaries::build_for_tests().map_err(|e| e.to_string()))
+            .clone()
+            .map_err(LaunchError::Binaries)
+    }
+
+    fn build_for_tests() -> Result<Binaries, LaunchError> {
         let exe = std::env::current_exe().map_err(|e| LaunchError::Binaries(e.to_string()))?;
         let profile_dir = exe
             .parent()
