@@ -36,6 +36,7 @@ use crate::handover::{
     MembershipView, Output, TOPIC, Timers,
 };
 use crate::health::{self, Health};
+use crate::metrics::{Metrics, StartCause};
 use crate::monitor::{Decision, RestartPolicy, RestartTracker};
 use crate::provider::{self, ProviderError};
 
@@ -158,13 +159,30 @@ pub fn build_runners(
     cfg: &ClusterConfig,
     node: &str,
 ) -> Result<Vec<Arc<GroupRunner>>, DaemonError> {
+    build_runners_with(cfg, node, None)
+}
+
+/// [`build_runners`], with every agent and provider counted in `metrics` when given.
+fn build_runners_with(
+    cfg: &ClusterConfig,
+    node: &str,
+    metrics: Option<&Metrics>,
+) -> Result<Vec<Arc<GroupRunner>>, DaemonError> {
     cfg.resources
         .iter()
         .map(|g| {
-            let agents = agents::from_config(g, node).map_err(|source| DaemonError::Agent {
-                group: g.name.clone(),
-                source,
-            })?;
+            let wrap = |p| match metrics {
+                Some(m) => m.provider(p),
+                None => p,
+            };
+            let mut agents =
+                agents::from_config_with(g, node, &wrap).map_err(|source| DaemonError::Agent {
+                    group: g.name.clone(),
+                    source,
+                })?;
+            if let Some(m) = metrics {
+                agents = agents.into_iter().map(|a| m.agent(&g.name, a)).collect();
+            }
             Ok(Arc::new(GroupRunner::new(&g.name, agents)))
         })
         .collect()
@@ -221,7 +239,20 @@ pub async fn run(
     }
     let incarnation = next_incarnation(&opts.state_dir)?;
     let standby = read_standby(&opts.state_dir);
-    let runners = build_runners(&cfg, &opts.node)?;
+    let metrics = cfg.agent.metrics.map(|_| Metrics::default());
+    let runners = build_runners_with(&cfg, &opts.node, metrics.as_ref())?;
+    // Bound before anything starts, so a taken port fails the start-up, not a scrape.
+    let metrics_listener = match cfg.agent.metrics {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                DaemonError::Config(format!("agent.metrics {addr}: cannot bind: {e}"))
+            })?;
+            let bound = l.local_addr().unwrap_or(addr);
+            info!(address = %bound, "metrics served at http://{bound}/metrics");
+            Some(l)
+        }
+        None => None,
+    };
 
     let gid = match &cfg.agent.socket_group {
         Some(g) => Some(lookup_gid(g)?),
@@ -279,11 +310,36 @@ pub async fn run(
         }
     });
 
+    let metrics_server = match (metrics_listener, &metrics) {
+        (Some(listener), Some(m)) => {
+            let status_tx = tx.clone();
+            let status: crate::metrics::StatusFn = Arc::new(move || {
+                let status_tx = status_tx.clone();
+                Box::pin(async move {
+                    let (reply, rx) = oneshot::channel();
+                    status_tx.send(Event::Status(reply)).await.ok()?;
+                    rx.await.ok()
+                })
+            });
+            let mut stop_metrics = stop_rx.clone();
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                status,
+                m.clone(),
+                async move {
+                    let _ = stop_metrics.wait_for(|s| *s).await;
+                },
+            )))
+        }
+        _ => None,
+    };
+
     let svc = AgentService {
         tx: tx.clone(),
         cfg: cfg.clone(),
         node: opts.node.clone(),
         own_uid: nix::unistd::getuid().as_raw(),
+        metrics: metrics.clone(),
     };
     let routes = tonic::service::Routes::new(pb::agent_server::AgentServer::new(svc));
     let (routes, _health_reporter) =
@@ -312,6 +368,8 @@ pub async fn run(
         sends_dropped: 0,
         reported_down: false,
         readiness: vec![None; cfg.resources.len()],
+        last_holder: vec![None; cfg.resources.len()],
+        metrics,
     };
     let h = driver.healthy;
     driver.hv.handle(now, Input::Health(h));
@@ -326,6 +384,13 @@ pub async fn run(
     info!("resource agent stopping; groups keep running");
     let _ = stop_tx.send(true);
     tasks.abort_all();
+    if let Some(m) = metrics_server {
+        match m.await {
+            Ok(Err(e)) => warn!(error = %e, "metrics server failed"),
+            Err(e) => warn!(error = %e, "metrics server task ended abnormally"),
+            Ok(Ok(())) => {}
+        }
+    }
     match server.await {
         Ok(r) => r?,
         Err(e) => warn!(error = %e, "agent socket task ended abnormally"),
@@ -368,6 +433,10 @@ struct Driver {
     sends_dropped: u64,
     reported_down: bool,
     readiness: Vec<Option<(Vec<String>, std::time::SystemTime)>>,
+    /// Per group, the last other node seen holding it (kept after that node dies), to tell
+    /// a failover from a handover when the group starts here. Kept only with metrics on.
+    last_holder: Vec<Option<String>>,
+    metrics: Option<Metrics>,
 }
 
 impl Driver {
@@ -395,6 +464,46 @@ impl Driver {
         }
     }
 
+    /// Counts a start of group `gi` here, by cause (failover when its last holder is dead).
+    fn count_start(&self, gi: usize) {
+        let Some(m) = &self.metrics else { return };
+        let cause = match &self.last_holder[gi] {
+            None => StartCause::Initial,
+            Some(h) => {
+                let alive = self
+                    .hv
+                    .status(Instant::now())
+                    .nodes
+                    .iter()
+                    .any(|n| n.name == *h && n.alive);
+                if alive {
+                    StartCause::Handover
+                } else {
+                    StartCause::Failover
+                }
+            }
+        };
+        info!(group = %self.runners[gi].name(), cause = cause.as_str(), previous = ?self.last_holder[gi], "starting group here");
+        m.record_start(self.runners[gi].name(), cause);
+    }
+
+    /// Remembers who holds each group (another node), after the outputs are dispatched.
+    fn note_holders(&mut self) {
+        if self.metrics.is_none() {
+            return;
+        }
+        let st = self.hv.status(Instant::now());
+        for (gi, g) in st.groups.iter().enumerate() {
+            match &g.holder {
+                Some(h) if *h != self.node => self.last_holder[gi] = Some(h.clone()),
+                // Held here: a later start here follows our own stop, not someone else's.
+                Some(_) => self.last_holder[gi] = None,
+                // Nobody (e.g. the holder died): keep the last one for the start to come.
+                None => {}
+            }
+        }
+    }
+
     fn group_idx(&self, name: &str) -> Option<usize> {
         self.runners.iter().position(|r| r.name() == name)
     }
@@ -407,6 +516,7 @@ impl Driver {
                 }
                 Output::Start(g) => {
                     let gi = self.group_idx(&g).unwrap_or_default();
+                    self.count_start(gi);
                     let _ = self.cmds[gi].send(GroupCmd::Start);
                 }
                 Output::Stop(g) => {
@@ -431,6 +541,7 @@ impl Driver {
                 }
             }
         }
+        self.note_holders();
     }
 
     fn on_event(&mut self, ev: Event) {
@@ -1000,6 +1111,7 @@ struct AgentService {
     cfg: Arc<ClusterConfig>,
     node: String,
     own_uid: u32,
+    metrics: Option<Metrics>,
 }
 
 impl AgentService {
@@ -1155,8 +1267,11 @@ impl pb::agent_server::Agent for AgentService {
             agent.droplet_ids.clear();
             agent.droplet_id = Some(req.droplet_id);
         }
-        let provider = provider::from_config(&agent, &self.node)
+        let mut provider = provider::from_config(&agent, &self.node)
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        if let Some(m) = &self.metrics {
+            provider = m.provider(provider);
+        }
         let droplet_id = match provider.server_id().await {
             Ok(provider::ServerId::Numeric(n)) => n,
             Ok(provider::ServerId::Text(_)) => 0,

@@ -5,6 +5,7 @@ pub mod agents;
 pub mod daemon;
 pub mod handover;
 pub mod health;
+pub mod metrics;
 pub mod monitor;
 pub mod placement;
 pub mod provider;

@@ -2,7 +2,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tandem_resource_agent::daemon::{self, Options};
 use tandem_resource_agent::handover::Timers;
 use tandem_resource_agent::monitor::RestartPolicy;
@@ -28,10 +28,24 @@ struct Args {
     /// Check the configuration and the agents' files (token files included), then exit.
     #[arg(long)]
     check: bool,
+    /// Write the man page (tandem-resource-agent.8) into DIR and exit; used when packaging.
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate_man: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(dir) = &args.generate_man {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("tandem-resource-agent.8");
+        let mut page = Vec::new();
+        clap_mangen::Man::new(Args::command())
+            .section("8")
+            .render(&mut page)
+            .context("rendering the man page")?;
+        std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
+        return Ok(());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -129,6 +129,19 @@ pub fn from_config(
     group: &tandem_config::ResourceGroup,
     node: &str,
 ) -> Result<Vec<Box<dyn Agent>>, crate::provider::ProviderError> {
+    from_config_with(group, node, &|p| p)
+}
+
+/// A provider wrapper, e.g. the daemon's metrics around every provider call.
+pub type WrapProvider<'a> = dyn Fn(Box<dyn crate::provider::ReservedIpProvider>) -> Box<dyn crate::provider::ReservedIpProvider>
+    + 'a;
+
+/// [`from_config`], passing each reserved-ip provider through `wrap`.
+pub fn from_config_with(
+    group: &tandem_config::ResourceGroup,
+    node: &str,
+    wrap: &WrapProvider<'_>,
+) -> Result<Vec<Box<dyn Agent>>, crate::provider::ProviderError> {
     use tandem_config::AgentConfig;
     group
         .agents
@@ -143,7 +156,7 @@ pub fn from_config(
                     }
                     AgentConfig::Exec(c) => Box::new(exec::Exec::new(c)),
                     AgentConfig::ReservedIp(c) => {
-                        let provider = crate::provider::from_config(c, node)?;
+                        let provider = wrap(crate::provider::from_config(c, node)?);
                         Box::new(reserved_ip::ReservedIp::new(
                             provider,
                             c.unassign_on_stop,
