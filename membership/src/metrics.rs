@@ -2,7 +2,9 @@
 //!
 //! Each scrape asks the protocol loop for a Status and renders it with prometheus-client,
 //! so the metrics can never disagree with `Status` and the loop keeps no second set of
-//! counters. The HTTP side is deliberately tiny: one GET, one response, bounded reads.
+//! counters. Only transitions (node up/late/dead, link up/down), which a Status cannot show
+//! after the fact, are counted as they are published ([`EventCounters`]). HTTP is axum's
+//! (hyper, already in the binary through tonic): `GET /metrics`, nothing else.
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
