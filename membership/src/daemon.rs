@@ -37,6 +37,11 @@ pub const SUBSCRIBE_BUFFER: usize = 1024;
 /// Received datagrams waiting for the protocol loop; beyond this a flood is dropped (and
 /// counted as receive drops) instead of growing memory.
 const INBOX: usize = 4096;
+/// Datagrams already waiting are read before an expired deadline fires, at most this many:
+/// they arrived before the timer ran (the loop was late or the process frozen) and may
+/// prove a peer alive. Bounded so a flood still cannot delay the timers noticeably (junk is
+/// rejected by the header checks in microseconds).
+const DRAIN_BEFORE_TIMERS: usize = 64;
 /// Pending gRPC commands (Send, Status, Watch) for the protocol loop.
 const COMMANDS: usize = 256;
 
@@ -335,6 +340,11 @@ impl Shell {
                 biased;
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep_until(deadline) => {
+                    for _ in 0..DRAIN_BEFORE_TIMERS {
+                        let Ok(d) = inbox.try_recv() else { break };
+                        let now = self.now();
+                        self.core.handle_datagram(now, d.link, d.src, &d.bytes);
+                    }
                     let now = self.now();
                     self.core.handle_timeout(now);
                 }

@@ -1,8 +1,9 @@
 //! Deterministic simulation of whole clusters through the sans-IO core: no sockets, no real
 //! time. Every seed builds a cluster (2, 3 or 5 nodes, or 32), a lossy, duplicating,
 //! reordering network, and a script of partitions, link cuts, crashes, clean leaves,
-//! restarts with wall-clock steps, and cluster messages; invariants are checked at every
-//! step.
+//! restarts with wall-clock steps, freezes (SIGSTOP/SIGCONT: the node's process does not
+//! run, datagrams to it wait until it thaws), and cluster messages; invariants are checked
+//! at every step.
 //!
 //! A failing seed is printed; replay it alone with
 //! `SIM_SEED=<seed> cargo test -p tandem-membership --test sim -- --nocapture`.
@@ -19,8 +20,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tandem_membership::core::wire::{self, KeyRing, msg};
 use tandem_membership::core::{
-    Core, DeadReason, EventKind, NodeSpec, NodeState, QuorumPolicy, Role, SendError, Settings,
-    Time, Timing,
+    Core, DeadReason, EventKind, NodeSpec, NodeState, QuorumPolicy, Role, STALL_INTERVALS,
+    SendError, Settings, Time, Timing,
 };
 use tandem_membership::generation::next_generation;
 
@@ -101,6 +102,27 @@ struct Running {
     last_msg: HashMap<(usize, u64), u64>,
     /// Peers this incarnation ever declared dead (their streams may have gaps).
     saw_dead: HashSet<usize>,
+    /// When the core was last fed an input, to mirror its stall rule.
+    last_input: Time,
+    /// Per peer: the time since it was last heard (since the start, never heard) during
+    /// which this node was stalled. The core does not count it as that peer's silence.
+    stalled: Vec<Duration>,
+    /// When this node last came out of a stall.
+    stall_end: Option<Time>,
+}
+
+impl Running {
+    /// Mirror of the core's stall rule (`STALL_INTERVALS`): call before every input.
+    fn input(&mut self, now: Time, t: Timing) {
+        let gap = now.saturating_sub(self.last_input);
+        self.last_input = self.last_input.max(now);
+        if gap > t.interval * STALL_INTERVALS {
+            for s in &mut self.stalled {
+                *s += gap - t.interval;
+            }
+            self.stall_end = Some(now);
+        }
+    }
 }
 
 struct SimNode {
@@ -112,6 +134,9 @@ struct SimNode {
     /// The core's next deadline, refreshed after every input (cached: asking all cores at
     /// every step dominates the run time of big clusters).
     deadline: Option<Time>,
+    /// Frozen (SIGSTOP) until then: no input at all; datagrams to it wait in `held`.
+    frozen_until: Option<Time>,
+    held: Vec<Flight>,
 }
 
 struct Sim {
@@ -155,6 +180,8 @@ impl Sim {
                 run: None,
                 disturbed: false,
                 deadline: None,
+                frozen_until: None,
+                held: Vec::new(),
             })
             .collect();
         let mut addr = HashMap::new();
@@ -243,6 +270,9 @@ impl Sim {
             delivered_ids: HashSet::new(),
             last_msg: HashMap::new(),
             saw_dead: HashSet::new(),
+            last_input: self.now,
+            stalled: vec![Duration::ZERO; n],
+            stall_end: None,
         });
         self.nodes[i].deadline = self.nodes[i]
             .run
@@ -406,7 +436,9 @@ impl Sim {
                         let last = run.last_fresh[node].ok_or_else(|| {
                             format!("{name}: silent death of n{node} never heard")
                         })?;
-                        let silent = now - last;
+                        // Silence on this node's running time: a stall of its own is not
+                        // the peer's silence.
+                        let silent = (now - last).saturating_sub(run.stalled[node]);
                         if silent < t.dead_after || silent > t.dead_after + t.interval {
                             return Err(format!(
                                 "{name}: n{node} declared dead after {silent:?} of silence"
@@ -414,7 +446,9 @@ impl Sim {
                         }
                     }
                     DeadReason::NeverHeard => {
-                        if m.state != NodeState::Unknown || now - run.start < t.init_dead {
+                        if m.state != NodeState::Unknown
+                            || now - run.start < t.init_dead + run.stalled[node]
+                        {
                             return Err(format!("{name}: early never-heard death of n{node}"));
                         }
                     }
@@ -439,6 +473,10 @@ impl Sim {
         let t = self.p.timing;
         for (i, n) in self.nodes.iter().enumerate() {
             let Some(run) = &n.run else { continue };
+            if n.frozen_until.is_some() {
+                // A frozen process reports nothing; it is checked again once thawed.
+                continue;
+            }
             for (p, m) in run.model.iter().enumerate() {
                 if p == i {
                     continue;
@@ -452,7 +490,7 @@ impl Sim {
                 }
                 if m.state.is_alive() {
                     let last = run.last_fresh[p].unwrap_or(run.start);
-                    if self.now > last + t.dead_after + t.interval {
+                    if self.now > last + run.stalled[p] + t.dead_after + t.interval {
                         return Err(format!(
                             "{}: n{p} still alive after {:?} of silence",
                             n.spec.name,
@@ -460,7 +498,8 @@ impl Sim {
                         ));
                     }
                 }
-                if m.state == NodeState::Unknown && self.now > run.start + t.init_dead + t.interval
+                if m.state == NodeState::Unknown
+                    && self.now > run.start + run.stalled[p] + t.init_dead + t.interval
                 {
                     return Err(format!("{}: n{p} unknown past init_dead", n.spec.name));
                 }
@@ -472,15 +511,22 @@ impl Sim {
                 ));
             }
         }
-        // Quorum is held by at most one side of a partition, once detection had time.
+        // Quorum is held by at most one side of a partition, once detection had time: on
+        // each node's running time, so a node that was stalled since gets one more
+        // detection period from the end of its stall.
         if let (Some(groups), QuorumPolicy::Majority) = (&self.groups, self.p.policy)
             && self.now >= self.partition_since + t.dead_after + t.interval
         {
+            let detected = |r: &Running| {
+                r.stall_end
+                    .is_none_or(|e| self.now >= e + t.dead_after + t.interval)
+            };
             let sides: HashSet<u8> = self
                 .nodes
                 .iter()
                 .enumerate()
-                .filter(|(_, n)| n.run.as_ref().is_some_and(|r| r.quorate))
+                .filter(|(_, n)| n.frozen_until.is_none())
+                .filter(|(_, n)| n.run.as_ref().is_some_and(|r| r.quorate && detected(r)))
                 .map(|(i, _)| groups[i])
                 .collect();
             if sides.len() > 1 {
@@ -499,6 +545,11 @@ impl Sim {
         if self.cut_links[f.link] {
             return Ok(());
         }
+        if self.nodes[f.to].frozen_until.is_some() && self.nodes[f.to].run.is_some() {
+            // In the socket buffer until the process runs again.
+            self.nodes[f.to].held.push(f);
+            return Ok(());
+        }
         let now = self.now;
         let my_generation = self.nodes[f.to].generation;
         let Some(run) = self.nodes[f.to].run.as_mut() else {
@@ -514,10 +565,12 @@ impl Sim {
             && f.from_gen >= run.seen_gen[f.from]
             && f.from_gen > run.left_gen[f.from]
             && f.taken.get() != run.incarnation;
+        run.input(now, self.p.timing);
         if fresh {
             f.taken.set(run.incarnation);
             run.seen_gen[f.from] = f.from_gen;
             run.last_fresh[f.from] = Some(now);
+            run.stalled[f.from] = Duration::ZERO;
             if f.leaving {
                 run.left_gen[f.from] = f.from_gen;
             }
@@ -532,9 +585,26 @@ impl Sim {
             .collect()
     }
 
+    /// Running and not frozen: able to act now.
+    fn active(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].run.is_some() && self.nodes[i].frozen_until.is_none())
+            .collect()
+    }
+
+    /// SIGCONT: the node runs again; what arrived meanwhile is read first, in arrival order.
+    fn thaw(&mut self, i: usize) -> Result<(), String> {
+        self.nodes[i].frozen_until = None;
+        self.trace(format!("n{i} thaws"));
+        for f in std::mem::take(&mut self.nodes[i].held) {
+            self.deliver(f)?;
+        }
+        Ok(())
+    }
+
     fn fault(&mut self) -> Result<(), String> {
         let n = self.p.nodes;
-        match self.rng.random_range(0..6u32) {
+        match self.rng.random_range(0..7u32) {
             0 | 1 => {
                 let mut g: Vec<u8> = (0..n).map(|_| self.rng.random_range(0..2u8)).collect();
                 g[0] = 0;
@@ -558,10 +628,13 @@ impl Sim {
                 if running.len() > 1 {
                     let i = running[self.rng.random_range(0..running.len())];
                     self.nodes[i].disturbed = true;
-                    if self.rng.random_bool(0.5) {
+                    // A frozen process can be killed, but it cannot leave cleanly.
+                    if self.nodes[i].frozen_until.is_some() || self.rng.random_bool(0.5) {
                         self.trace(format!("crash n{i}"));
                         self.nodes[i].run = None;
                         self.nodes[i].deadline = None;
+                        self.nodes[i].frozen_until = None;
+                        self.nodes[i].held.clear();
                     } else {
                         self.trace(format!("n{i} leaves"));
                         let now = self.now;
@@ -572,6 +645,16 @@ impl Sim {
                         self.nodes[i].run = None;
                         self.nodes[i].deadline = None;
                     }
+                }
+            }
+            5 => {
+                // SIGSTOP for less or (much) more than dead_after.
+                let active = self.active();
+                if !active.is_empty() {
+                    let i = active[self.rng.random_range(0..active.len())];
+                    let d = ms(self.rng.random_range(150..3000));
+                    self.trace(format!("n{i} frozen for {d:?}"));
+                    self.nodes[i].frozen_until = Some(self.now + d);
                 }
             }
             _ => {
@@ -586,7 +669,7 @@ impl Sim {
     }
 
     fn send_message(&mut self) -> Result<(), String> {
-        let running = self.running();
+        let running = self.active();
         if running.is_empty() {
             return Ok(());
         }
@@ -601,7 +684,9 @@ impl Sim {
         self.next_msg += 1;
         let now = self.now;
         let g_now = self.nodes[i].generation;
+        let timing = self.p.timing;
         let run = self.nodes[i].run.as_mut().expect("running");
+        run.input(now, timing);
         match run.core.send(now, to.as_deref(), "t", &id.to_be_bytes()) {
             Ok(targets) => {
                 for r in targets {
@@ -626,8 +711,10 @@ impl Sim {
                 t = t.min(f.at);
             }
             for n in &self.nodes {
-                if let Some(d) = n.deadline {
-                    t = t.min(d);
+                match (n.frozen_until, n.deadline) {
+                    (Some(thaw), _) => t = t.min(thaw),
+                    (None, Some(d)) => t = t.min(d),
+                    (None, None) => {}
                 }
             }
             if faults {
@@ -653,14 +740,19 @@ impl Sim {
                 self.deliver(f)?;
             }
             for i in 0..self.nodes.len() {
-                let due = self.nodes[i].deadline.is_some_and(|d| d <= t);
+                if self.nodes[i].frozen_until.is_some_and(|u| u <= t) {
+                    // Like the shell: pending datagrams first, then the overdue timers.
+                    self.thaw(i)?;
+                }
+            }
+            for i in 0..self.nodes.len() {
+                let due = self.nodes[i].frozen_until.is_none()
+                    && self.nodes[i].deadline.is_some_and(|d| d <= t);
                 if due {
-                    self.nodes[i]
-                        .run
-                        .as_mut()
-                        .expect("running")
-                        .core
-                        .handle_timeout(t);
+                    let timing = self.p.timing;
+                    let run = self.nodes[i].run.as_mut().expect("running");
+                    run.input(t, timing);
+                    run.core.handle_timeout(t);
                     self.drain(i, false)?;
                 }
             }
@@ -692,6 +784,11 @@ impl Sim {
         self.run_until(end, true)?;
         // Heal everything, stop losing datagrams, and let views converge.
         self.trace("final heal".into());
+        for n in &mut self.nodes {
+            if n.frozen_until.is_some() {
+                n.frozen_until = Some(self.now);
+            }
+        }
         self.groups = None;
         self.cut_links.iter_mut().for_each(|c| *c = false);
         self.p.loss = 0.0;

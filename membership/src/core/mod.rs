@@ -33,6 +33,12 @@ const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Lower bound of the retransmission timeout: loopback RTTs are microseconds, but a
 /// retransmission storm on a busy host helps nobody.
 const MIN_RTO: Duration = Duration::from_millis(5);
+/// A gap between two inputs longer than this many intervals means this process did not run
+/// (SIGSTOP, a paused VM, a swap storm): the core's next deadline is never more than one
+/// interval away (the next heartbeat), so a running shell calls in at least once per
+/// interval; two leave room for scheduling jitter and stay far below the default
+/// `dead_after` of ten intervals.
+pub const STALL_INTERVALS: u32 = 2;
 
 /// A node as the core needs it.
 #[derive(Debug, Clone, PartialEq)]
@@ -232,6 +238,8 @@ pub struct Counters {
     pub messages_delivered: u64,
     pub messages_retransmitted: u64,
     pub messages_dropped: u64,
+    /// Times this node found itself stalled (see [`STALL_INTERVALS`]).
+    pub stalls: u64,
 }
 
 /// A link of a node as seen from here (for Status).
@@ -258,6 +266,8 @@ pub struct NodeView {
 struct Link {
     state: Option<bool>, // None: never heard; Some(true): up; Some(false): down
     last_heard: Option<Time>,
+    /// Time since `last_heard` during which this node itself was stalled: not silence.
+    grace: Duration,
     received: u64,
     srtt: Option<Duration>,
     loss: LossWindow,
@@ -283,6 +293,9 @@ struct Peer {
     /// generation: echoed in `receiver_generation` so the peer can confirm us.
     claimed_generation: u64,
     last_heard: Option<Time>,
+    /// Time since `last_heard` (or since the start, never heard) during which this node
+    /// itself was stalled: it does not count as the peer's silence.
+    grace: Duration,
     links: Vec<Link>,
     replay: ReplayWindow,
     /// Envelope sequence for datagrams to this peer.
@@ -311,6 +324,8 @@ pub struct Core {
     generation: u64,
     keys: KeyRing,
     start: Time,
+    /// `now` of the latest input, to notice a stall of this process.
+    last_input: Time,
     peers: Vec<Peer>,
     next_heartbeat: Time,
     view_id: u64,
@@ -383,6 +398,7 @@ impl Core {
                 left_generation: 0,
                 claimed_generation: 0,
                 last_heard: None,
+                grace: Duration::ZERO,
                 links: vec![Link::default(); n.addresses.len()],
                 replay: ReplayWindow::default(),
                 tx_seq: 0,
@@ -404,6 +420,7 @@ impl Core {
             generation: s.generation,
             keys: s.keys,
             start: now,
+            last_input: now,
             peers,
             next_heartbeat: now,
             view_id: 1,
@@ -438,6 +455,7 @@ impl Core {
         if self.stopped {
             return;
         }
+        self.observe_stall(now);
         self.counters.datagrams_received += 1;
         if let Err(r) = self.accept(now, link, bytes) {
             self.reject(now, r, src);
@@ -451,6 +469,7 @@ impl Core {
         if self.stopped {
             return;
         }
+        self.observe_stall(now);
         self.detect(now);
         self.update_quorum(now);
         if now >= self.next_heartbeat {
@@ -476,6 +495,7 @@ impl Core {
         if self.stopped {
             return Err(SendError::Stopped);
         }
+        self.observe_stall(now);
         if topic.is_empty() || topic.len() > wire::MAX_TOPIC {
             return Err(SendError::Topic(topic.len()));
         }
@@ -570,16 +590,16 @@ impl Core {
         for i in self.peer_ids() {
             let p = &self.peers[i];
             let node_deadline = match (p.state, p.last_heard) {
-                (NodeState::Up, Some(h)) => Some(h + t.warn_after),
-                (NodeState::Late, Some(h)) => Some(h + t.dead_after),
-                (NodeState::Unknown, _) => Some(self.start + t.init_dead),
+                (NodeState::Up, Some(h)) => Some(h + p.grace + t.warn_after),
+                (NodeState::Late, Some(h)) => Some(h + p.grace + t.dead_after),
+                (NodeState::Unknown, _) => Some(self.start + p.grace + t.init_dead),
                 _ => None,
             };
             let link_deadlines = p
                 .links
                 .iter()
                 .filter_map(|l| match (l.state, l.last_heard) {
-                    (Some(true), Some(h)) => Some(h + t.dead_after),
+                    (Some(true), Some(h)) => Some(h + l.grace + t.dead_after),
                     _ => None,
                 });
             let rto = self.rto(i);
@@ -781,6 +801,7 @@ impl Core {
         }
         self.peers[s].replay.commit(h.seq);
         self.peers[s].last_heard = Some(now);
+        self.peers[s].grace = Duration::ZERO;
         if g > prev || !was.is_alive() || was == NodeState::Late {
             self.set_state(now, s, NodeState::Up);
             self.emit(
@@ -797,6 +818,7 @@ impl Core {
         {
             let l = &mut self.peers[s].links[j];
             l.last_heard = Some(now);
+            l.grace = Duration::ZERO;
             l.received += 1;
         }
         if self.peers[s].links[j].state != Some(true) {
@@ -889,22 +911,56 @@ impl Core {
         self.transmit(s, from_link, packet);
     }
 
+    /// Notices that this process did not run for a while (frozen, paused VM) and keeps that
+    /// time out of every peer's silence: from here, every peer was silent for the whole
+    /// stall, but so was this node, and declaring the peers dead for it would be wrong
+    /// (a thawed node would report its healthy peers DEAD, then UP again a moment later).
+    /// Silence is counted on this node's running time instead: the part of the gap beyond
+    /// one interval (a healthy shell calls in at least once per interval) is not silence.
+    /// A peer that really died is still declared dead, only that much later.
+    fn observe_stall(&mut self, now: Time) {
+        let gap = now.saturating_sub(self.last_input);
+        self.last_input = self.last_input.max(now);
+        let interval = self.timing.interval;
+        if gap <= interval * STALL_INTERVALS {
+            return;
+        }
+        let credit = gap - interval;
+        for i in self.peer_ids() {
+            let p = &mut self.peers[i];
+            p.grace += credit;
+            for l in &mut p.links {
+                l.grace += credit;
+            }
+        }
+        self.counters.stalls += 1;
+        tracing::warn!(
+            stalled_for = ?gap,
+            not_counted = ?credit,
+            "this node was stalled for {gap:?}; peer detection restarted (the stall does not count as peer silence)"
+        );
+    }
+
     fn detect(&mut self, now: Time) {
         let t = self.timing;
         for i in self.peer_ids() {
             for j in 0..self.peers[i].links.len() {
                 let l = &self.peers[i].links[j];
-                if l.state == Some(true) && l.last_heard.is_some_and(|h| now >= h + t.dead_after) {
+                if l.state == Some(true)
+                    && l.last_heard
+                        .is_some_and(|h| now >= h + l.grace + t.dead_after)
+                {
                     self.peers[i].links[j].state = Some(false);
                     self.emit(now, EventKind::LinkDown { node: i, link: j });
                 }
             }
             let p = &self.peers[i];
+            let grace = p.grace;
             match (p.state, p.last_heard) {
-                (NodeState::Up | NodeState::Late, Some(h)) if now >= h + t.dead_after => {
+                (NodeState::Up | NodeState::Late, Some(h)) if now >= h + grace + t.dead_after => {
                     self.declare_dead(now, i, DeadReason::Silent);
                 }
-                (NodeState::Up, Some(h)) if now >= h + t.warn_after => {
+                (NodeState::Up, Some(h)) if now >= h + grace + t.warn_after => {
                     self.set_state(now, i, NodeState::Late);
                     self.emit(
                         now,
@@ -914,7 +970,7 @@ impl Core {
                         },
                     );
                 }
-                (NodeState::Unknown, _) if now >= self.start + t.init_dead => {
+                (NodeState::Unknown, _) if now >= self.start + grace + t.init_dead => {
                     self.declare_dead(now, i, DeadReason::NeverHeard);
                 }
                 _ => {}

@@ -376,3 +376,114 @@ fn datagrams_captured_before_a_restart_do_not_prove_a_peer_alive() {
     assert_eq!(cores[0].node_state(1).0, NodeState::Unknown);
     assert!(events(&mut cores[0]).is_empty());
 }
+
+/// Runs both cores at their deadlines from `from` to `until`, delivering everything, except
+/// that `frozen` (if any) neither ticks nor receives: its process is stopped.
+fn run_pair(cores: &mut [Core], from: Time, until: Time, frozen: Option<usize>) -> Time {
+    let mut now = from;
+    loop {
+        let next = (0..cores.len())
+            .filter(|&i| Some(i) != frozen)
+            .filter_map(|i| cores[i].next_deadline())
+            .min()
+            .unwrap();
+        if next > until {
+            return now;
+        }
+        now = next;
+        for (i, c) in cores.iter_mut().enumerate() {
+            if Some(i) != frozen {
+                c.handle_timeout(now);
+            }
+        }
+        for i in 0..cores.len() {
+            while let Some(t) = cores[i].poll_transmit() {
+                let to = (0..cores.len()).find(|&j| addr(j) == t.dest).unwrap();
+                if Some(to) != frozen {
+                    cores[to].handle_datagram(now, 0, addr(i), &t.bytes);
+                }
+            }
+        }
+    }
+}
+
+fn deaths(c: &mut Core) -> Vec<EventKind> {
+    events(c)
+        .into_iter()
+        .filter(|e| matches!(e, EventKind::NodeDead { .. }))
+        .collect()
+}
+
+#[test]
+fn a_node_stalled_past_dead_after_does_not_declare_its_live_peer_dead() {
+    let mut cores = pair();
+    let now = run_pair(&mut cores, ms(100), ms(1000), None);
+    events(&mut cores[0]);
+    events(&mut cores[1]);
+    // Node 0 is frozen for 3 s (SIGSTOP): node 1 rightly declares it dead.
+    let thaw = ms(4000);
+    run_pair(&mut cores, now, thaw, Some(0));
+    assert_eq!(deaths(&mut cores[1]).len(), 1);
+    // Thawed, node 0's first input is its overdue timer: from its point of view node 1
+    // was silent for 3 s, but so was node 0 itself.
+    cores[0].handle_timeout(thaw);
+    assert_eq!(deaths(&mut cores[0]), vec![]);
+    assert_eq!(cores[0].node_state(1).0, NodeState::Up);
+    assert_eq!(cores[0].counters().stalls, 1);
+    // The heartbeats resume and both see each other up; node 0 never saw node 1 dead.
+    exchange(&mut cores, thaw);
+    run_pair(&mut cores, thaw, ms(6000), None);
+    assert_eq!(deaths(&mut cores[0]), vec![]);
+    assert_eq!(cores[0].node_state(1).0, NodeState::Up);
+    assert_eq!(cores[1].node_state(0).0, NodeState::Up);
+    assert_eq!(cores[0].counters().stalls, 1, "no stall while running");
+}
+
+#[test]
+fn a_peer_that_died_while_this_node_was_stalled_is_declared_dead_on_running_time() {
+    let mut cores = pair();
+    events(&mut cores[0]);
+    // Node 1 is last heard at 100 ms, then dies; node 0 ticks until 400 ms, then is
+    // frozen until 5400 ms: a gap of 5000 ms, of which 4900 ms are not node 1's silence.
+    let mut now = ms(100);
+    while now < ms(400) {
+        now = cores[0].next_deadline().unwrap();
+        cores[0].handle_timeout(now);
+    }
+    assert_eq!(now, ms(400));
+    cores[0].handle_timeout(ms(5400));
+    assert_eq!(deaths(&mut cores[0]), vec![]);
+    // Silence counted: 300 ms before the stall, one interval of it, then running time:
+    // dead at 100 + 4900 + 1000 ms, not earlier.
+    let mut dead_at = None;
+    now = ms(5400);
+    while dead_at.is_none() && now < ms(20_000) {
+        now = cores[0].next_deadline().unwrap();
+        cores[0].handle_timeout(now);
+        while cores[0].poll_transmit().is_some() {}
+        if !deaths(&mut cores[0]).is_empty() {
+            dead_at = Some(now);
+        }
+    }
+    assert_eq!(dead_at, Some(ms(6000)));
+}
+
+#[test]
+fn a_gap_of_two_intervals_is_not_a_stall() {
+    let mut cores = pair();
+    events(&mut cores[0]);
+    // Node 1 falls silent after 100 ms; node 0 is called only every 200 ms (late, but
+    // running): detection is exact, as without gaps.
+    let mut now = ms(100);
+    let mut dead_at = None;
+    while dead_at.is_none() && now < ms(3000) {
+        now += ms(200);
+        cores[0].handle_timeout(now);
+        while cores[0].poll_transmit().is_some() {}
+        if !deaths(&mut cores[0]).is_empty() {
+            dead_at = Some(now);
+        }
+    }
+    assert_eq!(dead_at, Some(ms(1100)));
+    assert_eq!(cores[0].counters().stalls, 0);
+}
