@@ -215,6 +215,8 @@ enum Event {
 enum GroupResult {
     Outcome(AgentOutcome),
     MonitorFailed(String),
+    /// A monitor found the resource on another server (`MonitorFailure::lost_to`).
+    Lost(String),
     Restarted(Result<(), String>),
 }
 
@@ -677,6 +679,18 @@ impl Driver {
                     }
                 }
             }
+            GroupResult::Lost(reason) => {
+                // Never restarted here: a restart would move the IP back from a node that
+                // took it over (e.g. while this one was frozen). The handover stops the
+                // group here and placement decides where it runs.
+                self.hv.handle(
+                    now,
+                    Input::Lost {
+                        group: name,
+                        reason,
+                    },
+                );
+            }
             GroupResult::Restarted(Ok(())) => info!(group = %name, "group restarted here"),
             GroupResult::Restarted(Err(e)) => {
                 if self.hv.state_of(&name) == Some(LocalState::Running) {
@@ -910,7 +924,11 @@ async fn group_worker(
                 failed.map(|f| {
                     // Paused until the driver decides (restart or release).
                     monitoring = false;
-                    GroupResult::MonitorFailed(f.to_string())
+                    if f.lost_to.is_some() {
+                        GroupResult::Lost(f.to_string())
+                    } else {
+                        GroupResult::MonitorFailed(f.to_string())
+                    }
                 })
             }
         };

@@ -268,6 +268,12 @@ pub enum Input {
     Health(bool),
     /// Monitors failed more often than allowed: give the group up on this node.
     MonitorGaveUp { group: String, reason: String },
+    /// A monitor found the group's resource running on another server (a reserved IP
+    /// assigned elsewhere): it was lost, e.g. taken over while this node was frozen. Not a
+    /// failure to restart here: the group stops here and is no longer announced as held,
+    /// and placement decides like for any group held elsewhere (it comes back only by a
+    /// release there or that node's death, as a failback through the handover).
+    Lost { group: String, reason: String },
     /// A deadline passed.
     Tick,
 }
@@ -351,6 +357,15 @@ struct LocalGroup {
     failures: u32,
     pinned: bool,
     last_error: Option<String>,
+    /// Stopping because the resource was found on another server: not held here any more
+    /// (announcing it would claim what another node holds).
+    lost: bool,
+}
+
+impl LocalGroup {
+    fn holds(&self) -> bool {
+        self.state.holds() && !self.lost
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -495,6 +510,7 @@ impl Handover {
                 failures: 0,
                 pinned: false,
                 last_error: None,
+                lost: false,
             })
             .collect();
         Ok(Handover {
@@ -585,9 +601,29 @@ impl Handover {
                     self.groups[i].last_error = Some(reason);
                 }
             }
+            Input::Lost { group, reason } => self.lost(&group, reason),
             Input::Tick => {}
         }
         self.step(now);
+    }
+
+    fn lost(&mut self, group: &str, reason: String) {
+        let Some(gi) = self.group_idx(group) else {
+            warn!(group = %group, "loss of an unknown group ignored");
+            return;
+        };
+        let g = &mut self.groups[gi];
+        if g.state != LocalState::Running {
+            debug!(group = %group, state = ?g.state, "loss of a group not running here ignored");
+            return;
+        }
+        warn!(group = %group, reason = %reason, "group lost to another server; stopping it here, not taking it back");
+        g.lost = true;
+        g.state = LocalState::Stopping;
+        g.pinned = false;
+        g.last_error = Some(format!("lost: {reason}"));
+        self.outputs.push(Output::Stop(group.to_owned()));
+        self.dirty = true;
     }
 
     /// Leaves group `gi` to other nodes for a while after a failure here.
@@ -639,7 +675,7 @@ impl Handover {
                 g.pinned = true;
                 self.dirty = true;
                 info!(group = %group, "takeover requested");
-                Ok(if g.state.holds() {
+                Ok(if g.holds() {
                     format!("{group} already runs here; it stays here")
                 } else {
                     format!("taking {group} over; the current holder releases it first")
@@ -650,7 +686,7 @@ impl Handover {
                     .group_idx(&group)
                     .ok_or_else(|| CommandError::UnknownGroup(group.clone()))?;
                 let state = self.groups[gi].state;
-                if !state.holds() && state != LocalState::Waiting {
+                if !self.groups[gi].holds() && state != LocalState::Waiting {
                     return Err(CommandError::NotHeld(group));
                 }
                 let nodes = self.node_views(gi, now);
@@ -720,7 +756,7 @@ impl Handover {
     fn stranded_groups(&self, now: Instant) -> Vec<String> {
         let quorate = self.connected && self.quorate;
         (0..self.groups.len())
-            .filter(|&gi| self.groups[gi].state.holds())
+            .filter(|&gi| self.groups[gi].holds())
             .filter(|&gi| {
                 let nodes = self.node_views(gi, now);
                 !nodes.iter().enumerate().any(|(i, n)| {
@@ -898,12 +934,15 @@ impl Handover {
             (LocalState::Stopping | LocalState::Failed, AgentOutcome::Stopped) => {
                 info!(group = %group, "group stopped");
                 g.state = LocalState::Stopped;
+                g.lost = false;
                 g.retry_at = None;
                 g.retry_delay = first_delay;
             }
             (LocalState::Stopping | LocalState::Failed, AgentOutcome::StopFailed { reason }) => {
                 warn!(group = %group, reason = %reason, retry_in = ?g.retry_delay, "group failed to stop; still held, retrying");
                 g.state = LocalState::Failed;
+                // Part of it may still run here: held again, whatever was lost.
+                g.lost = false;
                 g.last_error = Some(reason);
                 g.retry_at = Some(now + g.retry_delay);
                 g.retry_delay = (g.retry_delay * 2).min(max);
@@ -961,7 +1000,7 @@ impl Handover {
         let group = &self.cfg.groups[gi].name;
         (0..self.cfg.nodes.len()).find(|&i| {
             if i == self.local_idx {
-                self.groups[gi].state.holds()
+                self.groups[gi].holds()
             } else {
                 self.live_peer(&self.cfg.nodes[i].0, now)
                     .is_some_and(|p| p.state.holds.contains(group))
@@ -1138,7 +1177,7 @@ impl Handover {
             seq: self.seq,
             standby: self.standby,
             healthy: self.healthy,
-            holds: names(&|g| g.state.holds()),
+            holds: names(&|g| g.holds()),
             claims: names(&|g| g.state == LocalState::Waiting),
             avoid: names(&|g| g.avoid.is_some()),
             pins: names(&|g| g.pinned),

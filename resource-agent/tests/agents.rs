@@ -550,11 +550,10 @@ fn reserved(unassign: bool, fail_assign: bool) -> (ReservedIp, Arc<Mutex<Vec<&'s
 async fn reserved_ip_start_assigns_monitor_checks_and_stop_leaves_the_ip() {
     let (agent, calls) = reserved(false, false);
     assert_eq!(agent.name(), "reserved-ip 127.0.0.42");
+    // Held by another server: lost to it, not merely stopped (a restart would take it away).
     assert_eq!(
         agent.monitor().await,
-        Ok(RunState::Stopped {
-            detail: Some("held by server 7".into())
-        })
+        Ok(RunState::HeldElsewhere { holder: "7".into() })
     );
     agent.start().await.expect("start");
     assert_eq!(agent.monitor().await, Ok(RunState::Running));
@@ -616,4 +615,21 @@ async fn readiness_names_what_would_stop_a_takeover() {
         vec![logging_exec(&dir.path().join("log"), "a", false)],
     );
     assert_eq!(exec_only.readiness().await, None);
+}
+
+#[tokio::test]
+async fn a_reserved_ip_found_on_another_server_is_a_loss_not_a_failure() {
+    let (agent, _calls) = reserved(true, false);
+    let g = GroupRunner::new("ip", vec![Box::new(agent)]);
+    let f = g.monitor_one(0).await.expect_err("held by server 7");
+    assert_eq!(f.lost_to.as_deref(), Some("7"));
+    assert_eq!(g.records()[0].failures, 0, "a loss is not a local failure");
+    assert_eq!(g.records()[0].detail, "held by server 7");
+    g.start().await.expect("start");
+    g.monitor_one(0).await.expect("ours now");
+    // unassign_on_stop: nobody holds it afterwards, which is a plain failure again.
+    g.stop().await.expect("stop");
+    let f = g.monitor_one(0).await.expect_err("unassigned");
+    assert_eq!(f.lost_to, None);
+    assert_eq!(g.records()[0].failures, 1);
 }

@@ -1064,3 +1064,75 @@ fn a_healed_two_node_partition_never_leaves_the_group_unheld_and_ends_with_one_h
         sim.assert_converged();
     }
 }
+
+/// The holder is frozen (SIGSTOP) past its death: the other node declares it dead and takes
+/// the group over (the IP moves there), while the frozen node's own membership, stall-aware,
+/// never saw anyone die. Thawed, its monitor finds the IP on the other server: the group is
+/// lost here, not restarted, and with manual failback it stays where it went.
+#[test]
+fn a_holder_thawed_after_its_death_loses_the_group_and_does_not_take_it_back() {
+    for (seed, failback, want) in [(60, Failback::Manual, "b"), (61, Failback::Auto, "a")] {
+        let mut sim = Sim::new(
+            seed,
+            &["a", "b"],
+            &[Role::Member; 2],
+            vec![group("ip", Some("a"), failback)],
+        );
+        sim.run_ms(3000);
+        assert_eq!(holders(&sim, "ip"), ["a"]);
+        // Frozen: no input reaches a, nothing leaves it; only b's membership reacts.
+        let frozen = sim.nodes[0].hv.take();
+        sim.cut.insert((0, 1));
+        let b_life = sim.nodes[1].life;
+        sim.schedule(
+            500,
+            Event::ViewUpdate {
+                node: 1,
+                life: b_life,
+                of: 0,
+                alive: false,
+                generation: 1,
+            },
+        );
+        sim.run_ms(3000);
+        assert_eq!(holders(&sim, "ip"), ["b"], "seed {seed}: b took over");
+        let starts = sim.starts;
+        // Thawed: the overdue monitor reports the IP on b's server first.
+        sim.nodes[0].hv = frozen;
+        sim.cut.clear();
+        assert_eq!(
+            sim.nodes[0].hv.as_ref().unwrap().state_of("ip"),
+            Some(LocalState::Running)
+        );
+        sim.feed(
+            0,
+            Input::Lost {
+                group: "ip".into(),
+                reason: "reserved-ip 10.0.0.1: held by server b".into(),
+            },
+        );
+        assert_eq!(
+            sim.nodes[0].hv.as_ref().unwrap().state_of("ip"),
+            Some(LocalState::Stopping),
+            "seed {seed}: lost, not restarted"
+        );
+        assert!(
+            !sim.nodes[0].hv.as_ref().unwrap().status(sim.now()).nodes[0]
+                .holds
+                .contains(&"ip".to_owned()),
+            "seed {seed}: a lost group is not announced as held"
+        );
+        sim.heal(0, 1);
+        sim.run_ms(6000);
+        assert_eq!(holders(&sim, "ip"), [want], "seed {seed}");
+        // Manual: nothing starts again anywhere. Auto: one failback through the handover.
+        let expected_starts = if want == "b" { 0 } else { 1 };
+        assert_eq!(sim.starts - starts, expected_starts, "seed {seed}");
+        assert!(
+            sim.violations.is_empty(),
+            "seed {seed}: {:?}",
+            sim.violations
+        );
+        sim.assert_converged();
+    }
+}

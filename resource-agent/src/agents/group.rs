@@ -66,6 +66,9 @@ pub struct StopError {
 pub struct MonitorFailure {
     pub agent: String,
     pub reason: String,
+    /// The resource runs on another server ([`RunState::HeldElsewhere`]): the group was
+    /// lost, which a restart here must not undo.
+    pub lost_to: Option<String>,
 }
 
 #[derive(Debug)]
@@ -146,6 +149,7 @@ impl GroupRunner {
         let rec = &mut records[i];
         let message = match &result {
             Ok(RunState::Stopped { detail: Some(d) }) => d.clone(),
+            Ok(RunState::HeldElsewhere { holder }) => format!("held by server {holder}"),
             Ok(_) => String::new(),
             Err(e) => e.to_string(),
         };
@@ -160,7 +164,9 @@ impl GroupRunner {
         rec.detail = message;
         match &result {
             Ok(RunState::Running) => rec.state = AgentState::Running,
-            Ok(RunState::Stopped { .. }) => rec.state = AgentState::Stopped,
+            Ok(RunState::Stopped { .. } | RunState::HeldElsewhere { .. }) => {
+                rec.state = AgentState::Stopped
+            }
             Ok(RunState::Unknown) => {}
             Err(_) => {
                 rec.failures += 1;
@@ -239,11 +245,21 @@ impl GroupRunner {
                 self.lock()[i].failures += 1;
                 let reason =
                     detail.map_or("not running".to_owned(), |d| format!("not running: {d}"));
-                Err(MonitorFailure { agent, reason })
+                Err(MonitorFailure {
+                    agent,
+                    reason,
+                    lost_to: None,
+                })
             }
+            Ok(RunState::HeldElsewhere { holder }) => Err(MonitorFailure {
+                agent,
+                reason: format!("held by server {holder}"),
+                lost_to: Some(holder),
+            }),
             Err(e) => Err(MonitorFailure {
                 agent,
                 reason: e.to_string(),
+                lost_to: None,
             }),
         }
     }

@@ -52,6 +52,13 @@ pub enum RunState {
     },
     /// The agent cannot tell (an `exec` agent without a monitor command).
     Unknown,
+    /// Not running here because it runs on another server (a reserved IP assigned to
+    /// another droplet). Not a local failure: the resource was lost to `holder`, and
+    /// starting it here again would take it away from there (DESIGN.md: only a release or
+    /// that node's death brings it back).
+    HeldElsewhere {
+        holder: String,
+    },
 }
 
 /// Why an action failed. Never holds a secret.

@@ -133,15 +133,14 @@ impl Agent for ReservedIp {
     fn monitor(&self) -> BoxFuture<'_, Result<RunState, AgentError>> {
         Box::pin(async move {
             let holder = self.limit(Action::Monitor, self.provider.holder()).await?;
-            Ok(if holder.ours {
-                RunState::Running
-            } else {
-                RunState::Stopped {
-                    detail: Some(match holder.server {
-                        Some(s) => format!("held by server {s}"),
-                        None => "not assigned to any server".to_owned(),
-                    }),
-                }
+            Ok(match (holder.ours, holder.server) {
+                (true, _) => RunState::Running,
+                (false, Some(s)) => RunState::HeldElsewhere {
+                    holder: s.to_string(),
+                },
+                (false, None) => RunState::Stopped {
+                    detail: Some("not assigned to any server".to_owned()),
+                },
             })
         })
     }
