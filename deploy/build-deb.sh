@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the Debian package "tandem": the three release binaries, ipctl's man pages and shell
-# completions (generated from its clap definition), then `cargo deb`. Needs cargo-deb
-# (`cargo install cargo-deb --locked`) and dpkg-dev (dpkg-shlibdeps, for the library depends).
+# Builds the Debian package "tandem": the three release binaries, the man pages (ipctl's and
+# the daemons', generated from their clap definitions), ipctl's shell completions, then
+# `cargo deb`. Needs cargo-deb (`cargo install cargo-deb --locked`) and dpkg-dev
+# (dpkg-shlibdeps, for the library depends).
 # Honours CARGO_TARGET_DIR. Prints the path of the .deb on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,10 @@ mkdir -p "$gen/completions"
 ipctl="$target/release/ipctl"
 "$ipctl" man --out "$gen/man"
 # Debian policy: man pages are gzipped; -n keeps the name and time out, so builds reproduce.
-gzip -9n "$gen"/man/*.1
+# The daemons' pages (section 8) come from their own clap definitions (hidden --generate-man).
+"$target/release/tandem-membership" --generate-man "$gen/man"
+"$target/release/tandem-resource-agent" --generate-man "$gen/man"
+gzip -9n "$gen"/man/*.1 "$gen"/man/*.8
 "$ipctl" completions bash >"$gen/completions/ipctl.bash"
 "$ipctl" completions zsh >"$gen/completions/_ipctl"
 "$ipctl" completions fish >"$gen/completions/ipctl.fish"
