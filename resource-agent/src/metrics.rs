@@ -190,7 +190,7 @@ impl Metrics {
         );
         r.register(
             "group_starts",
-            "Groups started on this node, by cause (failover, handover, initial)",
+            "Group starts ordered on this node (retries included), by cause (failover, handover, initial)",
             self.group_starts.clone(),
         );
         let gauge = |r: &mut Registry, name: &str, help: &str| {
