@@ -360,6 +360,9 @@ struct LocalGroup {
     /// Stopping because the resource was found on another server: not held here any more
     /// (announcing it would claim what another node holds).
     lost: bool,
+    /// Sequence of our first announcement listing the group as held (0: not held or not
+    /// announced yet), to tell whether a peer that also claims it knows we hold it.
+    held_seq: u64,
 }
 
 impl LocalGroup {
@@ -511,6 +514,7 @@ impl Handover {
                 pinned: false,
                 last_error: None,
                 lost: false,
+                held_seq: 0,
             })
             .collect();
         Ok(Handover {
@@ -996,14 +1000,29 @@ impl Handover {
     }
 
     /// The first node in configuration order that holds the group, as known here.
+    ///
+    /// When this node holds it too, a peer counts only once its announcement shows it has
+    /// seen ours listing the group: a peer claiming it without knowing we hold it claims
+    /// from before it was declared dead (frozen, cut off) while we took the group over,
+    /// and its own monitor is about to find the group lost. Yielding to that stale claim
+    /// would move the group back. Once it has seen our hold and still claims the group,
+    /// the conflict is real and configuration order decides, as for any double hold.
     fn holder(&self, gi: usize, now: Instant) -> Option<usize> {
         let group = &self.cfg.groups[gi].name;
+        let mine = self.groups[gi].holds();
+        let held_since = (self.inc, self.groups[gi].held_seq);
         (0..self.cfg.nodes.len()).find(|&i| {
             if i == self.local_idx {
-                self.groups[gi].holds()
+                mine
             } else {
-                self.live_peer(&self.cfg.nodes[i].0, now)
-                    .is_some_and(|p| p.state.holds.contains(group))
+                self.live_peer(&self.cfg.nodes[i].0, now).is_some_and(|p| {
+                    p.state.holds.contains(group)
+                        && (!mine
+                            || p.state
+                                .seen
+                                .get(&self.cfg.local)
+                                .is_some_and(|s| *s >= held_since))
+                })
             }
         })
     }
@@ -1194,6 +1213,13 @@ impl Handover {
             return;
         }
         self.seq += 1;
+        for g in &mut self.groups {
+            g.held_seq = match (g.holds(), g.held_seq) {
+                (true, 0) => self.seq,
+                (true, s) => s,
+                (false, _) => 0,
+            };
+        }
         match Message::State(self.announcement()).encode() {
             Ok(payload) => self.outputs.push(Output::Send { to, payload }),
             // Only a configuration with very many or very long group names gets here.

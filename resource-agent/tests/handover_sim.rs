@@ -1097,9 +1097,23 @@ fn a_holder_thawed_after_its_death_loses_the_group_and_does_not_take_it_back() {
         sim.run_ms(3000);
         assert_eq!(holders(&sim, "ip"), ["b"], "seed {seed}: b took over");
         let starts = sim.starts;
-        // Thawed: the overdue monitor reports the IP on b's server first.
+        // Thawed: b sees a up again at once, and a's overdue timer announces its stale state
+        // (still holding the group) before its monitor has answered: b must not yield to it.
         sim.nodes[0].hv = frozen;
         sim.cut.clear();
+        sim.nodes[1].view[0] = (true, 1);
+        let v = sim.view_of(1);
+        sim.feed(1, Input::View(v));
+        sim.feed(0, Input::Tick);
+        sim.run_ms(100);
+        if failback == Failback::Manual {
+            // (With auto failback b rightly releases to the preferred node either way.)
+            assert_eq!(
+                sim.nodes[1].hv.as_ref().unwrap().state_of("ip"),
+                Some(LocalState::Running),
+                "seed {seed}: b does not yield to a claim made before a was declared dead"
+            );
+        }
         assert_eq!(
             sim.nodes[0].hv.as_ref().unwrap().state_of("ip"),
             Some(LocalState::Running)
