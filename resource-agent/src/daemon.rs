@@ -217,6 +217,8 @@ enum GroupResult {
     MonitorFailed(String),
     /// A monitor found the resource on another server (`MonitorFailure::lost_to`).
     Lost(String),
+    /// The check after a stall found every agent running.
+    Verified,
     Restarted(Result<(), String>),
 }
 
@@ -225,7 +227,17 @@ enum GroupCmd {
     Start,
     Stop,
     Restart(Duration),
+    /// Monitor every agent now (after this process was stalled).
+    Verify,
 }
+
+/// The driver wakes at least this often, to notice that it was stalled (SIGSTOP, a paused
+/// VM): it cannot tell otherwise, its next deadline may be seconds away.
+const STALL_CHECK: Duration = Duration::from_millis(250);
+/// A gap between two wake-ups longer than this means this process did not run: what it
+/// believes it runs may have been taken over meanwhile. Four missed checks, so a busy
+/// machine's scheduling delays are not mistaken for a stall.
+const STALL_AFTER: Duration = Duration::from_secs(1);
 
 /// Runs the daemon until `shutdown` completes.
 pub async fn run(
@@ -371,6 +383,8 @@ pub async fn run(
         reported_down: false,
         readiness: vec![None; cfg.resources.len()],
         last_holder: vec![None; cfg.resources.len()],
+        last_ran: Instant::now(),
+        unverified: vec![false; cfg.resources.len()],
         metrics,
     };
     let h = driver.healthy;
@@ -439,6 +453,10 @@ struct Driver {
     /// a failover from a handover when the group starts here. Kept only with metrics on.
     last_holder: Vec<Option<String>>,
     metrics: Option<Metrics>,
+    /// When the driver last woke, to notice a stall of this process.
+    last_ran: Instant,
+    /// Per group: running here but not confirmed since a stall (see `check_stall`).
+    unverified: Vec<bool>,
 }
 
 impl Driver {
@@ -450,19 +468,47 @@ impl Driver {
         loop {
             let deadline = self.hv.next_deadline();
             let ping_at = watchdog.map(|_| next_ping);
+            let stall_check = self.last_ran + STALL_CHECK;
             tokio::select! {
                 () = &mut shutdown => return,
                 ev = rx.recv() => match ev {
-                    Some(ev) => self.on_event(ev),
+                    Some(ev) => {
+                        self.check_stall();
+                        self.on_event(ev);
+                    }
                     None => return,
                 },
-                () = tokio::time::sleep_until(deadline) => self.hv.handle(Instant::now(), Input::Tick),
+                () = tokio::time::sleep_until(deadline) => {
+                    self.check_stall();
+                    self.hv.handle(Instant::now(), Input::Tick);
+                }
+                () = tokio::time::sleep_until(stall_check) => self.check_stall(),
                 () = sleep_until_opt(ping_at) => {
                     notify(&[sd_notify::NotifyState::Watchdog]);
                     next_ping = Instant::now() + watchdog.unwrap_or(Duration::from_secs(1));
                 }
             }
             self.dispatch();
+        }
+    }
+
+    /// Notices that this process was stalled. Whatever it believes it runs may have been
+    /// taken over meanwhile (the other node declared this one dead): every group running
+    /// here is monitored at once, and reported as starting, not running, until that check
+    /// confirms it (a loss is handled like any monitor finding the group elsewhere).
+    fn check_stall(&mut self) {
+        let now = Instant::now();
+        let gap = now.saturating_duration_since(self.last_ran);
+        self.last_ran = now;
+        if gap <= STALL_AFTER {
+            return;
+        }
+        warn!(stalled_for = ?gap, "this agent was stalled for {gap:?}; checking the groups it runs before reporting them running");
+        for gi in 0..self.runners.len() {
+            if self.hv.state_of(self.runners[gi].name()) == Some(LocalState::Running) {
+                self.unverified[gi] = true;
+                let _ = self.cmds[gi].send(GroupCmd::Verify);
+            }
         }
     }
 
@@ -630,7 +676,13 @@ impl Driver {
 
     fn on_group(&mut self, now: Instant, gi: usize, result: GroupResult) {
         let name = self.runners[gi].name().to_owned();
+        // A result of the group's worker (the check a stall asked for, or any later
+        // monitor, start or stop) says what runs here: no longer unconfirmed.
+        self.unverified[gi] = false;
         match result {
+            GroupResult::Verified => {
+                info!(group = %name, "group confirmed running here after a stall")
+            }
             GroupResult::Outcome(outcome) => {
                 if outcome == AgentOutcome::Stopped {
                     self.trackers[gi].reset();
@@ -732,7 +784,12 @@ impl Driver {
                     },
                     desired_holder: g.desired.clone().unwrap_or_default(),
                     holder: g.holder.clone().unwrap_or_default(),
-                    state: group_state(g.state) as i32,
+                    state: if self.unverified[gi] && g.state == LocalState::Running {
+                        // Not confirmed since a stall: it may have been taken over.
+                        pb::GroupState::Starting as i32
+                    } else {
+                        group_state(g.state) as i32
+                    },
                     agents,
                     restarts: self.trackers[gi].restarts(now),
                     last_action,
@@ -876,6 +933,21 @@ async fn group_worker(
                         clean: e.clean,
                         reason: e.to_string(),
                     })
+                }
+            }),
+            Some(GroupCmd::Verify) => Some(match runner.monitor().await {
+                Ok(()) => {
+                    monitoring = true;
+                    GroupResult::Verified
+                }
+                Err(f) => {
+                    // Paused until the driver decides, as for a failed periodic monitor.
+                    monitoring = false;
+                    if f.lost_to.is_some() {
+                        GroupResult::Lost(f.to_string())
+                    } else {
+                        GroupResult::MonitorFailed(f.to_string())
+                    }
                 }
             }),
             Some(GroupCmd::Stop) => {

@@ -192,10 +192,15 @@ async fn wait_stable(c: &Cluster, mut max_running: usize) -> (String, usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigstop_past_dead_after_then_sigcont_ends_with_one_holder_without_ping_pong() {
+/// The primary (holder) frozen past dead_after, then thawed. The secondary takes the IP
+/// over; the thawed primary's membership must not report the secondary dead (its own stall
+/// is not the peer's silence), and its agent, finding the IP on the secondary's droplet,
+/// must not take it back by a local restart: the group was lost there. With manual failback
+/// the IP therefore never moves after the thaw; with auto failback it moves back once,
+/// through the handover. Never both agents running the group at once after the thaw.
+async fn sigstop_then_sigcont(failback_auto: bool) {
     let _serial = SERIAL.lock().await;
-    let mut c = launch(|s| s).await;
+    let mut c = launch(|s| Spec { failback_auto, ..s }).await;
     let frozen = c.freeze(0, Daemon::Membership, true);
     c.freeze(0, Daemon::Agent, true);
     wait_holder(&c, "secondary").await;
@@ -208,20 +213,47 @@ async fn sigstop_past_dead_after_then_sigcont_ends_with_one_holder_without_ping_
     let changes = c.holder_changes();
     let thaw_moves = changes.iter().filter(|h| h.at >= thawed).count();
     println!(
-        "SIGSTOP/SIGCONT: failover {} ms, {} moves in all ({} after SIGCONT), final holder {holder}, \
+        "SIGSTOP/SIGCONT (failback {}): failover {} ms, {} moves in all ({} after SIGCONT), final holder {holder}, \
          at most {max_running} agents running the group at once after SIGCONT",
+        if failback_auto { "auto" } else { "manual" },
         failover.as_millis(),
         changes.len(),
         thaw_moves
     );
-    assert!(
-        changes.len() <= 2,
-        "at most failover and failback: {changes:?}"
+    assert_eq!(
+        max_running,
+        1,
+        "both agents ran the group after the thaw{}",
+        c.diagnostics()
     );
-    assert!(thaw_moves <= 1, "healing moves the IP at most once");
-    if changes.len() == 2 {
-        assert_eq!(holder, "primary", "a failback ends on the preferred node");
+    if failback_auto {
+        assert!(
+            changes.len() <= 2,
+            "at most failover and failback: {changes:?}"
+        );
+        assert!(thaw_moves <= 1, "healing moves the IP at most once");
+        if changes.len() == 2 {
+            assert_eq!(holder, "primary", "a failback ends on the preferred node");
+        }
+    } else {
+        assert_eq!(
+            thaw_moves,
+            0,
+            "no move back after the thaw: {changes:?}{}",
+            c.diagnostics()
+        );
+        assert_eq!(holder, "secondary");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstop_past_dead_after_then_sigcont_ends_with_one_holder_without_ping_pong() {
+    sigstop_then_sigcont(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstop_past_dead_after_then_sigcont_with_manual_failback_never_moves_back() {
+    sigstop_then_sigcont(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
