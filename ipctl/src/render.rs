@@ -166,8 +166,20 @@ pub fn status_text(r: &StatusReport, colour: bool) -> String {
     }
     if let Some(m) = &r.membership.data {
         rejected(&mut out, &paint, m);
+        recent_events(&mut out, &paint, m);
     }
     out
+}
+
+/// What just happened, so a one-shot look explains the state it shows.
+fn recent_events(out: &mut String, paint: &Paint, m: &MembershipReport) {
+    if m.recent_events.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{}", paint.p(Tone::Bold, "Recent events"));
+    for e in &m.recent_events {
+        let _ = writeln!(out, "  {}", crate::watch::event_text(e));
+    }
 }
 
 fn quorum_line(out: &mut String, paint: &Paint, r: &StatusReport) {

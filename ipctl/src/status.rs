@@ -85,6 +85,8 @@ pub struct MembershipReport {
     pub rejected: BTreeMap<String, u64>,
     pub counters: Option<CountersReport>,
     pub timing: Option<TimingReport>,
+    /// The daemon's last events (at most 32), oldest first, shaped as `ipctl watch --json` lines.
+    pub recent_events: Vec<crate::watch::EventLine>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -345,6 +347,11 @@ pub fn membership_report(r: &mv1::StatusResponse) -> MembershipReport {
             dead_after_ms: opt_ms(t.dead_after.as_ref()).unwrap_or(0.0),
             init_dead_ms: opt_ms(t.init_dead.as_ref()).unwrap_or(0.0),
         }),
+        recent_events: r
+            .recent_events
+            .iter()
+            .map(crate::watch::event_line)
+            .collect(),
     }
 }
 

@@ -40,7 +40,7 @@ pub struct SnapshotLine {
     pub nodes: Vec<NodeReport>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EventLine {
     pub schema: &'static str,
     #[serde(rename = "type")]
@@ -52,7 +52,7 @@ pub struct EventLine {
     pub event: EventKind,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum EventKind {
     NodeUp {

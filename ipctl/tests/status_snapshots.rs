@@ -132,7 +132,7 @@ fn healthy_two_node_cluster() {
 
 #[test]
 fn failover_in_progress_on_the_survivor() {
-    let m = membership(
+    let mut m = membership(
         "secondary",
         6,
         vec![
@@ -176,6 +176,40 @@ fn failover_in_progress_on_the_survivor() {
         ],
         quorum(mv1::QuorumPolicy::TwoNode, true, 2, 1, 1),
     );
+    // What the survivor saw just before: the primary went silent on both links, then dead.
+    use mv1::event::Kind as E;
+    m.recent_events = vec![
+        event(
+            11,
+            5,
+            -4,
+            E::NodeLate(mv1::NodeLate {
+                node: "primary".into(),
+                silent_for: dur(510),
+            }),
+        ),
+        event(
+            12,
+            5,
+            -3,
+            E::LinkDown(mv1::LinkDown {
+                node: "primary".into(),
+                link: 1,
+                address: "127.0.1.11:694".into(),
+            }),
+        ),
+        event(
+            13,
+            6,
+            -3,
+            E::NodeDead(mv1::NodeDead {
+                node: "primary".into(),
+                generation: 7,
+                reason: mv1::node_dead::Reason::Silent as i32,
+                silent_for: dur(1_000),
+            }),
+        ),
+    ];
     let a = agent_status(
         "secondary",
         true,
@@ -473,6 +507,7 @@ fn json_output_has_the_documented_fields() {
     assert_eq!(m["timing"]["dead_after_ms"], 1000.0);
     assert_eq!(m["counters"]["datagrams_sent"], 73_800);
     assert_eq!(m["rejected"]["bad_tag"], 0);
+    assert!(m["recent_events"].is_array(), "{v}");
     let nodes = m["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 3);
     assert_eq!(nodes[0]["name"], "primary");

@@ -44,6 +44,9 @@ const INBOX: usize = 4096;
 const DRAIN_BEFORE_TIMERS: usize = 64;
 /// Pending gRPC commands (Send, Status, Watch) for the protocol loop.
 const COMMANDS: usize = 256;
+/// Events kept for Status (`recent_events`): enough for "what just happened" at a glance,
+/// bounded so a flapping link cannot grow memory.
+const RECENT_EVENTS: usize = 32;
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -227,6 +230,7 @@ pub async fn run(
         bound,
         counters,
         events: events_tx,
+        recent: std::collections::VecDeque::with_capacity(RECENT_EVENTS),
         event_counts,
         messages: messages_tx,
         subscribers,
@@ -305,6 +309,8 @@ struct Shell {
     bound: Vec<SocketAddr>,
     counters: Arc<ShellCounters>,
     events: broadcast::Sender<pb::Event>,
+    /// The last [`RECENT_EVENTS`] events, for Status.
+    recent: std::collections::VecDeque<pb::Event>,
     event_counts: crate::metrics::EventCounters,
     messages: broadcast::Sender<pb::ClusterMessage>,
     subscribers: Arc<Mutex<HashMap<u64, Vec<String>>>>,
@@ -422,6 +428,10 @@ impl Shell {
             self.log_event(&e);
             let pe = self.event(&e);
             self.event_counts.record(&pe);
+            if self.recent.len() == RECENT_EVENTS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(pe.clone());
             // No receiver is fine: nobody is watching.
             let _ = self.events.send(pe);
         }
@@ -701,6 +711,7 @@ impl Shell {
                 dead_after: Some(duration(t.dead_after)),
                 init_dead: Some(duration(t.init_dead)),
             }),
+            recent_events: self.recent.iter().cloned().collect(),
         }
     }
 }

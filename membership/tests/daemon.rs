@@ -330,6 +330,26 @@ async fn killed_daemon_is_dead_within_dead_after_and_comes_back_with_a_new_gener
         assert_eq!(u.previous_generation, old_gen);
     }
     let s = c.wait_up(0, &[1, 2]).await;
+    // Status keeps the recent events, in order, so a one-shot look shows what happened.
+    let recent: Vec<&pb::event::Kind> = s
+        .recent_events
+        .iter()
+        .filter_map(|e| e.kind.as_ref())
+        .collect();
+    let dead = recent
+        .iter()
+        .position(|k| matches!(k, pb::event::Kind::NodeDead(d) if d.node == "c"))
+        .expect("NodeDead of c in recent_events");
+    assert!(
+        recent[dead..]
+            .iter()
+            .any(|k| matches!(k, pb::event::Kind::NodeUp(u) if u.node == "c" && u.new_incarnation)),
+        "NodeUp of c after its death in recent_events: {recent:?}"
+    );
+    assert!(
+        s.recent_events.windows(2).all(|w| w[0].seq < w[1].seq),
+        "oldest first"
+    );
     assert!(s.view.unwrap().quorum.unwrap().quorate);
 }
 

@@ -346,6 +346,17 @@ pub fn membership(
             dead_after: dur(1000),
             init_dead: dur(10_000),
         }),
+        recent_events: vec![],
+    }
+}
+
+/// A membership event as the daemon reports it in `recent_events`.
+pub fn event(seq: u64, view_id: u64, secs: i64, kind: mv1::event::Kind) -> mv1::Event {
+    mv1::Event {
+        seq,
+        view_id,
+        at: at(secs),
+        kind: Some(kind),
     }
 }
 
