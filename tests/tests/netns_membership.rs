@@ -374,3 +374,48 @@ async fn captured_heartbeats_replayed_later_are_rejected_and_change_nothing() {
     assert!(node_is(&after, "a", pb::NodeState::Up));
     println!("rejected after restart replay: {:?}", after.rejected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resource_agent_takes_over_after_a_crash_and_fails_back_once() {
+    let Some(net) = net_or_skip(2, 2) else { return };
+    let bins = Binaries::for_tests().expect("daemon binaries");
+    let mut c = TandemNet::new(net, bins, &["a", "b"], TEST, None, true).expect("config");
+    c.start_all().await.expect("start");
+    let held = |c: &TandemNet, i: usize| c.running(i) && !c.running(1 - i);
+    let wait = async |c: &TandemNet, i: usize, what: &str| {
+        let end = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !held(c, i) {
+            assert!(
+                tokio::time::Instant::now() < end,
+                "{what}\n{}",
+                c.log(1 - i)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    wait(&c, 0, "a (preferred) never held the resource alone").await;
+    assert!(
+        c.takeovers(1).is_empty(),
+        "b started the resource while a ran"
+    );
+
+    let killed = c.crash(0);
+    wait(&c, 1, "b never took over").await;
+    let took = c.takeovers(1)[0]
+        .duration_since(killed)
+        .expect("takeover after the kill");
+    println!("takeover {took:?} after SIGKILL");
+    assert!(took < Duration::from_secs(5), "takeover took {took:?}");
+
+    c.start(0).await.expect("restart a");
+    wait(&c, 0, "no failback to a").await;
+    // Exactly one failback start on a, one takeover on b: no flapping.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        c.takeovers(0).len(),
+        2,
+        "a started it at boot and at failback"
+    );
+    assert_eq!(c.takeovers(1).len(), 1);
+    assert!(held(&c, 0));
+}
