@@ -107,6 +107,9 @@ struct Running {
     /// Per peer: the time since it was last heard (since the start, never heard) during
     /// which this node was stalled. The core does not count it as that peer's silence.
     stalled: Vec<Duration>,
+    /// Per peer, likewise: time this node did not run that was too short to be a stall
+    /// (one to two intervals); it does count as silence, so detection may be that late.
+    slack: Vec<Duration>,
     /// When this node last came out of a stall.
     stall_end: Option<Time>,
 }
@@ -121,6 +124,10 @@ impl Running {
                 *s += gap - t.interval;
             }
             self.stall_end = Some(now);
+        } else if gap > t.interval {
+            for s in &mut self.slack {
+                *s += gap - t.interval;
+            }
         }
     }
 }
@@ -272,6 +279,7 @@ impl Sim {
             saw_dead: HashSet::new(),
             last_input: self.now,
             stalled: vec![Duration::ZERO; n],
+            slack: vec![Duration::ZERO; n],
             stall_end: None,
         });
         self.nodes[i].deadline = self.nodes[i]
@@ -439,7 +447,9 @@ impl Sim {
                         // Silence on this node's running time: a stall of its own is not
                         // the peer's silence.
                         let silent = (now - last).saturating_sub(run.stalled[node]);
-                        if silent < t.dead_after || silent > t.dead_after + t.interval {
+                        if silent < t.dead_after
+                            || silent > t.dead_after + t.interval + run.slack[node]
+                        {
                             return Err(format!(
                                 "{name}: n{node} declared dead after {silent:?} of silence"
                             ));
@@ -490,7 +500,7 @@ impl Sim {
                 }
                 if m.state.is_alive() {
                     let last = run.last_fresh[p].unwrap_or(run.start);
-                    if self.now > last + run.stalled[p] + t.dead_after + t.interval {
+                    if self.now > last + run.stalled[p] + run.slack[p] + t.dead_after + t.interval {
                         return Err(format!(
                             "{}: n{p} still alive after {:?} of silence",
                             n.spec.name,
@@ -571,6 +581,7 @@ impl Sim {
             run.seen_gen[f.from] = f.from_gen;
             run.last_fresh[f.from] = Some(now);
             run.stalled[f.from] = Duration::ZERO;
+            run.slack[f.from] = Duration::ZERO;
             if f.leaving {
                 run.left_gen[f.from] = f.from_gen;
             }
