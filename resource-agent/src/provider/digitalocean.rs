@@ -90,41 +90,11 @@ impl DigitalOcean {
 
     /// Turns a non-success reply into the matching error.
     fn refusal(&self, r: &Reply, what: &str, need: Need, mutating: bool) -> ProviderError {
-        let (code, message) = r.error_parts();
-        match r.status {
-            StatusCode::UNAUTHORIZED => ProviderError::Unauthorized {
-                provider: NAME,
-                what: what.into(),
-            },
-            StatusCode::FORBIDDEN => ProviderError::Forbidden {
-                provider: NAME,
-                scope: need.scope(),
-                what: what.into(),
-            },
-            StatusCode::NOT_FOUND => ProviderError::NotFound {
-                provider: NAME,
-                what: match need {
-                    Need::Droplet => {
-                        format!("droplet {}", self.droplet.get().copied().unwrap_or(0))
-                    }
-                    _ => format!("reserved IP {}", self.ip),
-                },
-            },
-            s if s.is_client_error() => ProviderError::Refused {
-                provider: NAME,
-                what: what.into(),
-                status: s.as_u16(),
-                code,
-                message,
-            },
-            s => ProviderError::Unexpected {
-                provider: NAME,
-                what: what.into(),
-                status: s.as_u16(),
-                detail: message,
-                state_may_have_changed: mutating,
-            },
-        }
+        let missing = || match need {
+            Need::Droplet => format!("droplet {}", self.droplet.get().copied().unwrap_or(0)),
+            _ => format!("reserved IP {}", self.ip),
+        };
+        r.refusal(NAME, what, need.scope(), missing, mutating)
     }
 
     async fn droplet_id(&self, deadline: Instant) -> Result<u64, ProviderError> {

@@ -61,36 +61,14 @@ impl Hetzner {
     }
 
     fn refusal(&self, r: &Reply, what: &str, write: bool) -> ProviderError {
-        let (code, message) = r.error_parts();
-        match r.status {
-            StatusCode::UNAUTHORIZED => ProviderError::Unauthorized {
-                provider: NAME,
-                what: what.into(),
-            },
-            StatusCode::FORBIDDEN => ProviderError::Forbidden {
-                provider: NAME,
-                scope: if write { "read & write" } else { "read" },
-                what: what.into(),
-            },
-            StatusCode::NOT_FOUND => ProviderError::NotFound {
-                provider: NAME,
-                what: format!("floating IP {}", self.ip),
-            },
-            s if s.is_client_error() => ProviderError::Refused {
-                provider: NAME,
-                what: what.into(),
-                status: s.as_u16(),
-                code,
-                message,
-            },
-            s => ProviderError::Unexpected {
-                provider: NAME,
-                what: what.into(),
-                status: s.as_u16(),
-                detail: message,
-                state_may_have_changed: write,
-            },
-        }
+        let scope = if write { "read & write" } else { "read" };
+        r.refusal(
+            NAME,
+            what,
+            scope,
+            || format!("floating IP {}", self.ip),
+            write,
+        )
     }
 
     async fn server_id_at(&self, deadline: Instant) -> Result<u64, ProviderError> {

@@ -43,6 +43,48 @@ impl Reply {
             (s(b.get("id")), s(b.get("message")))
         }
     }
+
+    /// Turns a non-success reply into the matching error, the same way for every provider:
+    /// 401 and 403 (naming the scope `forbidden_scope` the token lacks) and 404 (naming
+    /// `missing`) are fatal, other 4xx a refusal, anything else unexpected, which may have
+    /// changed state when the call was `mutating`.
+    pub fn refusal(
+        &self,
+        provider: &'static str,
+        what: &str,
+        forbidden_scope: &'static str,
+        missing: impl FnOnce() -> String,
+        mutating: bool,
+    ) -> ProviderError {
+        let (code, message) = self.error_parts();
+        let what = what.to_owned();
+        match self.status {
+            StatusCode::UNAUTHORIZED => ProviderError::Unauthorized { provider, what },
+            StatusCode::FORBIDDEN => ProviderError::Forbidden {
+                provider,
+                scope: forbidden_scope,
+                what,
+            },
+            StatusCode::NOT_FOUND => ProviderError::NotFound {
+                provider,
+                what: missing(),
+            },
+            s if s.is_client_error() => ProviderError::Refused {
+                provider,
+                what,
+                status: s.as_u16(),
+                code,
+                message,
+            },
+            s => ProviderError::Unexpected {
+                provider,
+                what,
+                status: s.as_u16(),
+                detail: message,
+                state_may_have_changed: mutating,
+            },
+        }
+    }
 }
 
 pub(crate) struct Api {

@@ -65,36 +65,15 @@ impl Vultr {
     }
 
     fn refusal(&self, r: &Reply, what: &str, write: bool) -> ProviderError {
-        let (code, message) = r.error_parts();
-        match r.status {
-            StatusCode::UNAUTHORIZED => ProviderError::Unauthorized {
-                provider: NAME,
-                what: what.into(),
-            },
-            StatusCode::FORBIDDEN => ProviderError::Forbidden {
-                provider: NAME,
-                scope: "API access for this address (Vultr's API access control list)",
-                what: what.into(),
-            },
-            StatusCode::NOT_FOUND => ProviderError::NotFound {
-                provider: NAME,
-                what: format!("reserved IP {}", self.ip),
-            },
-            s if s.is_client_error() => ProviderError::Refused {
-                provider: NAME,
-                what: what.into(),
-                status: s.as_u16(),
-                code,
-                message,
-            },
-            s => ProviderError::Unexpected {
-                provider: NAME,
-                what: what.into(),
-                status: s.as_u16(),
-                detail: message,
-                state_may_have_changed: write,
-            },
-        }
+        // Vultr tokens have no scopes; a 403 means its API access control list refused us.
+        let scope = "API access for this address (Vultr's API access control list)";
+        r.refusal(
+            NAME,
+            what,
+            scope,
+            || format!("reserved IP {}", self.ip),
+            write,
+        )
     }
 
     async fn instance_at(&self, deadline: Instant) -> Result<String, ProviderError> {
