@@ -18,7 +18,9 @@
 //!   acknowledged the claim (its announcement shows it saw ours) without holding the group
 //!   or claiming it from an earlier position in the configuration. Of two simultaneous
 //!   claims the node earlier in configuration order wins and the other withdraws, so two
-//!   nodes deciding at once still end with one holder.
+//!   nodes deciding at once still end with one holder. With no live peer to acknowledge
+//!   (the holder was just declared dead, no other agent announced), the start comes in the
+//!   same step as the claim: a dead node's group is taken over the moment membership says so.
 //! - The groups of a node are free only once membership declares the node dead (messages of
 //!   that incarnation still in flight are then ignored; a node back from a healed partition
 //!   with the same generation is heard again).
@@ -1110,7 +1112,16 @@ impl Handover {
                         && !earlier_claim =>
                 {
                     self.groups[gi].claim_seq = self.seq + 1;
-                    LocalState::Waiting
+                    // No live peer to acknowledge (the holder was declared dead and nobody
+                    // else has announced itself): waiting for the next claim retry would
+                    // only add `claim_retry` to every failover. With any live peer this is
+                    // false until it has seen the claim, which is not sent yet.
+                    if self.acked(gi, now) {
+                        self.outputs.push(Output::Start(name.clone()));
+                        LocalState::Starting
+                    } else {
+                        LocalState::Waiting
+                    }
                 }
                 LocalState::Waiting
                     if !self.connected || !local_wanted || others_hold || earlier_claim =>

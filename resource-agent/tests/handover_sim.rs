@@ -9,8 +9,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tandem_config::{Failback, Role};
 use tandem_resource_agent::handover::{
-    AgentOutcome, Command, GroupSpec, Handover, HandoverConfig, Input, LocalState, MemberNode,
-    MembershipView, Message, Output, Timers,
+    AgentOutcome, Announce, Command, GroupSpec, Handover, HandoverConfig, Input, LocalState,
+    MemberNode, MembershipView, Message, Output, Timers,
 };
 use tandem_resource_agent::placement::{self, GroupView, NodeView};
 use tokio::time::Instant;
@@ -1149,4 +1149,157 @@ fn a_holder_thawed_after_its_death_loses_the_group_and_does_not_take_it_back() {
         );
         sim.assert_converged();
     }
+}
+
+/// One node's machine driven by hand with a controlled clock, for step-exact assertions.
+struct Single {
+    hv: Handover,
+    base: Instant,
+    names: Vec<String>,
+}
+
+impl Single {
+    fn new(local: &str, names: &[&str]) -> Single {
+        let base = Instant::now();
+        let cfg = HandoverConfig {
+            local: local.into(),
+            nodes: names
+                .iter()
+                .map(|n| (n.to_string(), Role::Member))
+                .collect(),
+            groups: vec![group("ip", Some(names[0]), Failback::Auto)],
+            timers: timers(),
+        };
+        let hv = Handover::new(cfg, 7, &[], false, base).expect("handover");
+        Single {
+            hv,
+            base,
+            names: names.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.base + Duration::from_millis(ms)
+    }
+
+    fn view(&mut self, ms: u64, alive: &[bool]) -> Vec<Output> {
+        let view = MembershipView {
+            quorate: true,
+            nodes: self
+                .names
+                .iter()
+                .zip(alive)
+                .map(|(n, a)| MemberNode {
+                    name: n.clone(),
+                    alive: *a,
+                    generation: 1,
+                })
+                .collect(),
+        };
+        self.hv.handle(self.at(ms), Input::View(view));
+        self.hv.drain_outputs()
+    }
+
+    fn announce(&mut self, ms: u64, from: &str, a: Announce) -> Vec<Output> {
+        let payload = Message::State(a).encode().expect("encode");
+        self.hv.handle(
+            self.at(ms),
+            Input::Message {
+                from: from.into(),
+                generation: 1,
+                payload,
+            },
+        );
+        self.hv.drain_outputs()
+    }
+}
+
+fn starts(out: &[Output]) -> Vec<&str> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Start(g) => Some(g.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The last announcement among `out`.
+fn last_announcement(out: &[Output]) -> Option<Announce> {
+    out.iter().rev().find_map(|o| match o {
+        Output::Send { payload, .. } => match Message::decode(payload) {
+            Ok(Message::State(a)) => Some(a),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+fn holding(inc: u64, seq: u64, group: &str) -> Announce {
+    Announce {
+        inc,
+        seq,
+        healthy: true,
+        holds: [group.to_owned()].into(),
+        ..Announce::default()
+    }
+}
+
+#[test]
+fn the_holder_s_death_starts_the_group_in_the_same_step_when_no_live_peer_must_ack() {
+    let mut n = Single::new("b", &["a", "b"]);
+    n.view(0, &[true, true]);
+    n.announce(10, "a", holding(3, 1, "ip"));
+    // Well past settle: everything known, a holds the group.
+    n.hv.handle(n.at(1000), Input::Tick);
+    assert!(starts(&n.hv.drain_outputs()).is_empty());
+    assert_eq!(n.hv.state_of("ip"), Some(LocalState::Stopped));
+    // a is declared dead: b is the only node left, nobody has to acknowledge its claim.
+    let out = n.view(1500, &[false, true]);
+    assert_eq!(
+        starts(&out),
+        ["ip"],
+        "start in the step of the death: {out:?}"
+    );
+    assert_eq!(n.hv.state_of("ip"), Some(LocalState::Starting));
+    let a = last_announcement(&out).expect("b announces");
+    assert!(a.holds.contains("ip"), "announced as held: {a:?}");
+}
+
+#[test]
+fn the_holder_s_death_still_waits_for_a_live_peer_to_ack_the_claim() {
+    // a (preferred) holds; b is next in order; c is alive and announced.
+    let mut n = Single::new("b", &["a", "b", "c"]);
+    n.view(0, &[true, true, true]);
+    n.announce(10, "a", holding(3, 1, "ip"));
+    n.announce(
+        10,
+        "c",
+        Announce {
+            inc: 5,
+            seq: 1,
+            healthy: true,
+            ..Announce::default()
+        },
+    );
+    n.hv.handle(n.at(1000), Input::Tick);
+    n.hv.drain_outputs();
+    let out = n.view(1500, &[false, true, true]);
+    assert!(starts(&out).is_empty(), "c has not seen the claim: {out:?}");
+    assert_eq!(n.hv.state_of("ip"), Some(LocalState::Waiting));
+    let claim = last_announcement(&out).expect("b announces its claim");
+    assert!(claim.claims.contains("ip"));
+    // An acknowledgement of an older announcement is not enough.
+    let mut ack = Announce {
+        inc: 5,
+        seq: 2,
+        healthy: true,
+        seen: [("b".to_owned(), (claim.inc, claim.seq - 1))].into(),
+        ..Announce::default()
+    };
+    let out = n.announce(1510, "c", ack.clone());
+    assert!(starts(&out).is_empty(), "{out:?}");
+    ack.seq = 3;
+    ack.seen.insert("b".into(), (claim.inc, claim.seq));
+    let out = n.announce(1520, "c", ack);
+    assert_eq!(starts(&out), ["ip"], "started on c's acknowledgement");
 }
