@@ -633,3 +633,102 @@ async fn a_reserved_ip_found_on_another_server_is_a_loss_not_a_failure() {
     assert_eq!(f.lost_to, None);
     assert_eq!(g.records()[0].failures, 1);
 }
+
+/// The start-up probe of a group found partly running (the holder rebooted: its droplet
+/// still holds the IP, the services behind it are down) starts, in order, what it found
+/// stopped; "not running" counts as no failure anywhere.
+#[tokio::test]
+async fn probe_completes_a_partly_running_group_without_counting_failures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("log");
+    std::fs::write(&log, "start-a\n").expect("a already runs");
+    let g = GroupRunner::new(
+        "web",
+        vec![
+            logging_exec(&log, "a", false),
+            logging_exec(&log, "b", false),
+            logging_exec(&log, "c", false),
+        ],
+    );
+    assert!(g.probe().await, "a partly running group counts as running");
+    assert_eq!(log_lines(&log), ["start-a", "start-b", "start-c"]);
+    let recs = g.records();
+    assert!(
+        recs.iter().all(|r| r.state == AgentState::Running),
+        "{recs:?}"
+    );
+    assert!(recs.iter().all(|r| r.failures == 0), "{recs:?}");
+    g.monitor().await.expect("every agent runs now");
+}
+
+/// Everything "not running" at start-up (a standby, a fresh boot): a stopped group, nothing
+/// started, no agent failed.
+#[tokio::test]
+async fn probe_of_a_stopped_group_reports_stopped_not_failed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("log");
+    let lsb = lsb_service(dir.path());
+    let state = dir.path().join("dummy.state");
+    let mut agents = vec![
+        logging_exec(&log, "a", false),
+        Box::new(Lsb::new(&LsbAgent {
+            script: lsb.display().to_string(),
+            settings: settings(5000),
+        })) as Box<dyn Agent>,
+    ];
+    if Path::new("/usr/lib/ocf/resource.d/heartbeat/Dummy").exists() {
+        agents.push(Box::new(dummy(&state, "/usr/lib/ocf")));
+    }
+    let g = GroupRunner::new("web", agents);
+    assert!(!g.probe().await);
+    assert!(log_lines(&log).is_empty(), "nothing was started");
+    let recs = g.records();
+    for r in &recs {
+        assert_eq!(r.state, AgentState::Stopped, "{r:?}");
+        assert_eq!(r.failures, 0, "{r:?}");
+        assert!(r.last_action.as_ref().is_some_and(|a| a.ok), "{r:?}");
+    }
+    // And it starts normally afterwards.
+    g.start().await.expect("start");
+    g.monitor().await.expect("running");
+}
+
+/// Completing a partly running group whose missing agent fails to start stops the group
+/// (as a failed start does) and reports it not running.
+#[tokio::test]
+async fn probe_completion_that_fails_stops_the_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("log");
+    std::fs::write(&log, "start-a\n").expect("a already runs");
+    let g = GroupRunner::new(
+        "web",
+        vec![
+            logging_exec(&log, "a", false),
+            logging_exec(&log, "b", true),
+        ],
+    );
+    assert!(!g.probe().await);
+    assert_eq!(log_lines(&log), ["start-a", "start-b", "stop-b", "stop-a"]);
+    assert_eq!(g.records()[1].failures, 1);
+}
+
+/// A group whose reserved IP is on another server is not completed here: starting the
+/// rest would serve without the address, and the loss is for placement to handle.
+#[tokio::test]
+async fn probe_starts_nothing_when_the_ip_is_held_elsewhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("log");
+    std::fs::write(&log, "start-a\n").expect("a already runs");
+    let (ip, calls) = reserved(false, false);
+    let g = GroupRunner::new(
+        "web",
+        vec![
+            Box::new(ip),
+            logging_exec(&log, "a", false),
+            logging_exec(&log, "b", false),
+        ],
+    );
+    assert!(g.probe().await, "a runs here: kept until placement decides");
+    assert_eq!(log_lines(&log), ["start-a"], "b was not started");
+    assert_eq!(*calls.lock().expect("lock"), ["holder"], "no assign");
+}

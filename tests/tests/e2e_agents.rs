@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tandem_proto::agent::v1 as apb;
 use tandem_resource_agent::handover::Timers;
-use tandem_tests::cluster::{Binaries, Cluster, Spec, wait_for};
+use tandem_tests::cluster::{Binaries, Cluster, Daemon, Spec, wait_for};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -232,4 +232,104 @@ async fn revoked_token_on_the_standby_shows_as_not_ready_within_one_interval() {
             assert!(!c.log(i, d).contains(&token), "a log shows the token");
         }
     }
+}
+
+/// Per-agent states of [`GROUP`] on node `i`, with the failure counts, as `(name, state,
+/// failures)`.
+async fn agent_states(c: &Cluster, i: usize) -> Option<(i32, Vec<(String, i32, u32)>)> {
+    let g = c.group(i).await?;
+    Some((
+        g.state,
+        g.agents
+            .into_iter()
+            .map(|a| (a.name, a.state, a.failures))
+            .collect(),
+    ))
+}
+
+/// The normal case on a standby or a fresh boot: every agent's status/monitor says "not
+/// running" before anything started (exec monitor exit 7, LSB status 3, OCF monitor 7 from
+/// the real ocf:heartbeat:Dummy). That is a stopped group, never a failed one: it shows as
+/// stopped with no failures, survives a restart of the standby's agent, and starts when the
+/// holder dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_not_running_at_start_are_stopped_not_failed_and_start_on_failover() {
+    if !Path::new(DUMMY).exists() {
+        println!("skipped: {DUMMY} is absent (install the resource-agents package)");
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let lsb = tmp.path().join("lsb-svc");
+    script(
+        &lsb,
+        "#!/bin/sh\ncase \"$1\" in\n  start) touch lsb.running ;;\n  stop) rm -f lsb.running ;;\n  \
+         status) [ -e lsb.running ] || exit 3 ;;\n  *) exit 2 ;;\nesac\nexit 0\n",
+    );
+    let mut spec = Spec::fast(Binaries::for_tests().expect("binaries"));
+    spec.extra_agents = vec![
+        "- exec: { start: \"touch exec.running\", stop: \"rm -f exec.running\", \
+         monitor: \"test -e exec.running || exit 7\" }"
+            .into(),
+        format!("- lsb: {}", lsb.display()),
+        "- ocf: { agent: \"heartbeat:Dummy\", params: { state: dummy.state } }".into(),
+    ];
+    let mut c = launch(spec, Some(tmp.path())).await;
+    let stopped = apb::AgentState::Stopped as i32;
+    let running = apb::AgentState::Running as i32;
+    let check_standby = |(group, agents): (i32, Vec<(String, i32, u32)>)| {
+        assert_eq!(
+            group,
+            apb::GroupState::Stopped as i32,
+            "the standby's group is not stopped: {agents:?}"
+        );
+        // The reserved IP is held elsewhere (also "stopped" here); every other agent
+        // reported "not running" and must read stopped, with no failure counted.
+        for (name, state, failures) in &agents {
+            assert_eq!(*state, stopped, "{name} on the standby: {agents:?}");
+            assert_eq!(*failures, 0, "{name} on the standby counted a failure");
+        }
+    };
+    check_standby(agent_states(&c, 1).await.expect("secondary status"));
+    let (group, agents) = agent_states(&c, 0).await.expect("primary status");
+    assert_eq!(group, apb::GroupState::Running as i32, "{agents:?}");
+    assert!(agents.iter().all(|a| a.1 == running), "{agents:?}");
+
+    // A fresh start of the standby's agent probes the same "not running" answers again.
+    c.kill9(1, Daemon::Agent);
+    c.restart(1, Daemon::Agent).await.expect("agent restarts");
+    let settled = wait_for(MOVE_LIMIT, || async {
+        let s = agent_states(&c, 1).await?;
+        (s.0 == apb::GroupState::Stopped as i32 && s.1.iter().all(|a| a.1 == stopped)).then_some(s)
+    })
+    .await;
+    check_standby(settled.unwrap_or_else(|| panic!("standby never settled{}", c.diagnostics())));
+
+    // The holder dies: the standby starts every agent whose probe said "not running".
+    c.crash_node(0);
+    wait_holder_alone(&c, "secondary").await;
+    let (group, agents) = agent_states(&c, 1).await.expect("secondary status");
+    assert_eq!(group, apb::GroupState::Running as i32, "{agents:?}");
+    assert!(agents.iter().all(|a| a.1 == running), "{agents:?}");
+    let dir = &c.nodes[1].dir;
+    for f in ["exec.running", "lsb.running", "dummy.state"] {
+        assert!(dir.join(f).exists(), "{f} missing on the secondary");
+    }
+}
+
+/// Waits until `name` holds the IP and runs the group, asking only `name`'s agent (the
+/// others may be dead).
+async fn wait_holder_alone(c: &Cluster, name: &str) {
+    let i = c.index(name);
+    let ok = wait_for(MOVE_LIMIT, || async {
+        let g = c.group(i).await?;
+        (c.holder().as_deref() == Some(name) && g.state == apb::GroupState::Running as i32)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        ok.is_some(),
+        "{name} never took the group{}",
+        c.diagnostics()
+    );
 }

@@ -280,16 +280,51 @@ impl GroupRunner {
 
     /// Asks every agent for the real state (at startup, before acting). Returns whether any
     /// agent runs here: a partly running group counts as running, so that it is either
-    /// kept (and repaired by the monitor) or stopped cleanly.
+    /// kept or stopped cleanly.
+    ///
+    /// "Not running" is the normal answer on a standby or after a boot, never a failure.
+    /// A group found partly running (typically after a reboot of the holder: its droplet
+    /// still holds the reserved IP while the services behind it are down) is completed here
+    /// by starting, in order, the agents found stopped: otherwise it would be reported
+    /// running while they are not, until the first monitor counted a failure and
+    /// restarted the whole group. Nothing is started when an agent finds the resource on
+    /// another server (that loss is for the monitor and placement to handle), and a failed
+    /// start stops the group as any failed start does.
     pub async fn probe(&self) -> bool {
-        let mut any = false;
+        let mut found = Vec::with_capacity(self.agents.len());
         for i in 0..self.agents.len() {
-            if let Ok(RunState::Running) = self.act(i, Action::Monitor).await {
-                any = true;
-            }
+            found.push(self.act(i, Action::Monitor).await);
         }
         // A probe finding things stopped is not a failure.
         self.reset_failures();
-        any
+        let running = |r: &Result<RunState, AgentError>| matches!(r, Ok(RunState::Running));
+        if !found.iter().any(running) {
+            return false;
+        }
+        let elsewhere = found
+            .iter()
+            .any(|r| matches!(r, Ok(RunState::HeldElsewhere { .. })));
+        let stopped: Vec<usize> = found
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r, Ok(RunState::Stopped { .. })))
+            .map(|(i, _)| i)
+            .collect();
+        if elsewhere || stopped.is_empty() {
+            return true;
+        }
+        let names: Vec<String> = stopped.iter().map(|&i| self.agents[i].name()).collect();
+        info!(group = %self.name, agents = ?names, "group partly running here; starting the agents found stopped");
+        for i in stopped {
+            self.set_state(i, AgentState::Starting);
+            if let Err(e) = self.act(i, Action::Start).await {
+                warn!(group = %self.name, agent = %self.agents[i].name(), error = %e, "completing the partly running group failed; stopping it");
+                // As after any failed start: nothing half-started is left behind.
+                let _ = self.stop().await;
+                return false;
+            }
+        }
+        info!(group = %self.name, "group started");
+        true
     }
 }
