@@ -1,11 +1,16 @@
 //! The daemon: a thin tokio shell around the sans-IO [`Core`].
 //!
-//! One task (the protocol loop) owns the core. It waits for the first of: a datagram (one
-//! reader task per UDP socket feeds a bounded channel), a command from a gRPC handler, the
-//! core's next deadline, the watchdog tick or shutdown; feeds the core; then drains its
-//! outputs: datagrams to the sockets, events to a bounded broadcast (`WATCH_BUFFER`) for
-//! Watch streams, deliveries to a bounded broadcast for Subscribe streams. Subscribers that
-//! fall behind are dropped by the broadcast; they never slow the loop.
+//! One task (the protocol loop) owns the core and the UDP sockets. It waits for the first
+//! of: shutdown, the core's next deadline, the watchdog tick, a command from a gRPC handler,
+//! or a readable socket; feeds the core; then drains its outputs: datagrams to the sockets,
+//! events to a bounded broadcast (`WATCH_BUFFER`) for Watch streams, deliveries to a bounded
+//! broadcast for Subscribe streams. Subscribers that fall behind are dropped by the
+//! broadcast; they never slow the loop.
+//!
+//! Datagrams are read by the loop itself, up to [`RECV_BATCH`] per wakeup, into one reused
+//! buffer: no task hand-off and no allocation per datagram. The kernel's socket queue
+//! (enlarged to [`RECV_BUFFER`]) is the only inbox; what it drops under a flood is read back
+//! from the kernel (`SO_RXQ_OVFL`) and reported as `receive_queue_full`.
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,14 +39,18 @@ use crate::core::{
 pub const WATCH_BUFFER: usize = 1024;
 /// Messages a Subscribe stream may fall behind before it is dropped.
 pub const SUBSCRIBE_BUFFER: usize = 1024;
-/// Received datagrams waiting for the protocol loop; beyond this a flood is dropped (and
-/// counted as receive drops) instead of growing memory.
-const INBOX: usize = 4096;
-/// Datagrams already waiting are read before an expired deadline fires, at most this many:
-/// they arrived before the timer ran (the loop was late or the process frozen) and may
-/// prove a peer alive. Bounded so a flood still cannot delay the timers noticeably (junk is
-/// rejected by the header checks in microseconds).
-const DRAIN_BEFORE_TIMERS: usize = 64;
+/// Receive buffer asked of the kernel per UDP socket (SO_RCVBUFFORCE when privileged, else
+/// SO_RCVBUF, which the kernel caps at net.core.rmem_max). A flood of junk then has to fill
+/// megabytes before a heartbeat is dropped, while the loop rejects junk in microseconds.
+pub const RECV_BUFFER: usize = 4 << 20;
+/// Datagrams read per wakeup before the loop looks at its timers and commands again; also
+/// the most read before an expired deadline fires (datagrams that arrived before the timer
+/// ran, e.g. while the process was frozen, may prove a peer alive). Bounded so a flood
+/// cannot delay detection, heartbeats or the watchdog.
+const RECV_BATCH: usize = 64;
+/// Receive buffer: larger than MAX_DATAGRAM so oversize datagrams are seen (and counted)
+/// as such.
+const RECV_BUF_LEN: usize = 2048;
 /// Pending gRPC commands (Send, Status, Watch) for the protocol loop.
 const COMMANDS: usize = 256;
 /// Events kept for Status (`recent_events`): enough for "what just happened" at a glance,
@@ -102,12 +111,6 @@ enum Command {
     },
 }
 
-struct Inbound {
-    link: usize,
-    src: SocketAddr,
-    bytes: Vec<u8>,
-}
-
 /// Runs the daemon until `shutdown` completes, then announces the leave and returns.
 /// `ready` is called once the UDP sockets and the gRPC socket are bound.
 pub async fn run(
@@ -138,7 +141,8 @@ pub async fn run(
                 link,
                 source,
             })?;
-        sockets.push(Arc::new(s));
+        tune_socket(&s, link);
+        sockets.push(s);
     }
     let bound: Vec<SocketAddr> = sockets
         .iter()
@@ -153,17 +157,6 @@ pub async fn run(
     let listener = tandem_proto::uds::bind(&socket_path, 0o660, gid).await?;
 
     let counters = Arc::new(ShellCounters::default());
-    let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
-    let mut readers = Vec::new();
-    for (link, s) in sockets.iter().enumerate() {
-        readers.push(tokio::spawn(read_socket(
-            link,
-            s.clone(),
-            inbox_tx.clone(),
-            counters.clone(),
-        )));
-    }
-    drop(inbox_tx);
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
     let event_counts = crate::metrics::EventCounters::default();
     let (stop_metrics_tx, stop_metrics_rx) = oneshot::channel::<()>();
@@ -226,7 +219,10 @@ pub async fn run(
     let shell = Shell {
         core,
         epoch,
+        kernel_drops: vec![0; sockets.len()],
         sockets,
+        buf: vec![0; RECV_BUF_LEN],
+        cmsg: nix::cmsg_space!(u32),
         bound,
         counters,
         events: events_tx,
@@ -235,7 +231,7 @@ pub async fn run(
         messages: messages_tx,
         subscribers,
     };
-    shell.run(inbox_rx, cmd_rx, shutdown).await;
+    shell.run(cmd_rx, shutdown).await;
     health
         .set_service_status(
             tandem_proto::MEMBERSHIP_SERVICE,
@@ -243,9 +239,6 @@ pub async fn run(
         )
         .await;
     let _ = stop_grpc_tx.send(());
-    for r in readers {
-        r.abort();
-    }
     let _ = stop_metrics_tx.send(());
     if let Some(m) = metrics {
         match m.await {
@@ -271,41 +264,80 @@ fn group_id(name: &str) -> Result<u32, DaemonError> {
     }
 }
 
-async fn read_socket(
-    link: usize,
-    socket: Arc<UdpSocket>,
-    inbox: mpsc::Sender<Inbound>,
-    counters: Arc<ShellCounters>,
-) {
-    // Larger than MAX_DATAGRAM so oversize datagrams are seen (and counted) as such.
-    let mut buf = vec![0u8; 2048];
-    loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((n, src)) => {
-                let msg = Inbound {
-                    link,
-                    src,
-                    bytes: buf[..n].to_vec(),
-                };
-                if inbox.try_send(msg).is_err() {
-                    counters.receive_drops.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Err(e) => {
-                // ICMP errors surface here on Linux (e.g. a peer's port is closed); they
-                // say nothing about our own socket.
-                tracing::debug!(link, error = %e, "UDP receive error");
-                // Never spin if an error repeats.
-                tokio::time::sleep(Duration::from_millis(1)).await;
+/// A larger receive queue, and the kernel's count of what it drops (`SO_RXQ_OVFL`). Both
+/// are best effort: without them the daemon works, only less robust under a flood.
+fn tune_socket(s: &UdpSocket, link: usize) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(s, sockopt::RcvBufForce, &RECV_BUFFER).is_err()
+        && let Err(e) = setsockopt(s, sockopt::RcvBuf, &RECV_BUFFER)
+    {
+        warn!(link, error = %e, "cannot enlarge the UDP receive buffer");
+    }
+    if let Err(e) = setsockopt(s, sockopt::RxqOvfl, &1) {
+        warn!(link, error = %e, "cannot count the kernel's UDP receive drops");
+    }
+}
+
+/// One datagram, without blocking: its length, its source and the socket's cumulative drop
+/// count if the kernel attached it.
+fn recv_datagram(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    cmsg: &mut [u8],
+) -> std::io::Result<(usize, Option<SocketAddr>, Option<u32>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
+    use std::os::fd::AsRawFd;
+    socket.try_io(tokio::io::Interest::READABLE, || {
+        let mut iov = [std::io::IoSliceMut::new(buf)];
+        let msg = recvmsg::<SockaddrStorage>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(cmsg),
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .map_err(std::io::Error::from)?;
+        let src = msg.address.and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+                .or_else(|| {
+                    a.as_sockaddr_in6()
+                        .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+                })
+        });
+        let drops = msg.cmsgs().ok().and_then(|mut c| {
+            c.find_map(|m| match m {
+                ControlMessageOwned::RxqOvfl(n) => Some(n),
+                _ => None,
+            })
+        });
+        Ok((msg.bytes, src, drops))
+    })
+}
+
+/// Resolves when any of `sockets` is readable (its readiness is cleared again by a read
+/// that finds nothing).
+fn any_readable(sockets: &[UdpSocket]) -> impl std::future::Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| {
+        for s in sockets {
+            // An error is readiness too: the next read reports it.
+            if s.poll_recv_ready(cx).is_ready() {
+                return std::task::Poll::Ready(());
             }
         }
-    }
+        std::task::Poll::Pending
+    })
 }
 
 struct Shell {
     core: Core,
     epoch: Instant,
-    sockets: Vec<Arc<UdpSocket>>,
+    sockets: Vec<UdpSocket>,
+    /// The one receive buffer, reused for every datagram.
+    buf: Vec<u8>,
+    /// Room for the `SO_RXQ_OVFL` control message.
+    cmsg: Vec<u8>,
+    /// Per socket, the kernel's cumulative count of datagrams dropped for a full queue.
+    kernel_drops: Vec<u32>,
     bound: Vec<SocketAddr>,
     counters: Arc<ShellCounters>,
     events: broadcast::Sender<pb::Event>,
@@ -323,7 +355,6 @@ impl Shell {
 
     async fn run(
         mut self,
-        mut inbox: mpsc::Receiver<Inbound>,
         mut commands: mpsc::Receiver<Command>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
@@ -333,28 +364,28 @@ impl Shell {
         let mut next_ping = Instant::now();
         let mut commands_open = true;
         self.core.handle_timeout(self.now());
-        self.flush().await;
+        self.flush();
+        // One timer, moved to the core's next deadline: no timer is registered per wakeup.
+        let timer = tokio::time::sleep_until(self.deadline());
+        tokio::pin!(timer);
         loop {
-            let deadline = self
-                .core
-                .next_deadline()
-                .map_or(self.epoch + Duration::from_secs(3600), |d| self.epoch + d);
-            let ping_at = watchdog.map_or(self.epoch + Duration::from_secs(1 << 30), |_| next_ping);
+            let deadline = self.deadline();
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            let mut more = false;
             tokio::select! {
                 // Timers before datagrams: a flood of junk must never delay detection,
-                // heartbeats or the watchdog (the inbox is bounded; the excess is dropped).
+                // heartbeats or the watchdog (it is read in bounded batches; the kernel
+                // drops, and counts, what does not fit in the socket queue).
                 biased;
                 _ = &mut shutdown => break,
-                _ = tokio::time::sleep_until(deadline) => {
-                    for _ in 0..DRAIN_BEFORE_TIMERS {
-                        let Ok(d) = inbox.try_recv() else { break };
-                        let now = self.now();
-                        self.core.handle_datagram(now, d.link, d.src, &d.bytes);
-                    }
+                _ = &mut timer => {
+                    self.receive(RECV_BATCH);
                     let now = self.now();
                     self.core.handle_timeout(now);
                 }
-                _ = tokio::time::sleep_until(ping_at) => {
+                _ = tokio::time::sleep_until(next_ping), if watchdog.is_some() => {
                     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
                         warn!(error = %e, "sd_notify WATCHDOG failed");
                     }
@@ -364,17 +395,67 @@ impl Shell {
                     Some(c) => self.command(c),
                     None => commands_open = false,
                 },
-                Some(d) = inbox.recv() => {
-                    let now = self.now();
-                    self.core.handle_datagram(now, d.link, d.src, &d.bytes);
+                _ = any_readable(&self.sockets) => {
+                    more = self.receive(RECV_BATCH) == RECV_BATCH;
                 }
             }
-            self.flush().await;
+            self.flush();
+            if more {
+                // A full batch: let the gRPC tasks run before reading on.
+                tokio::task::yield_now().await;
+            }
         }
         info!("shutting down: telling peers we leave");
         let now = self.now();
         self.core.leave(now);
-        self.flush().await;
+        self.flush();
+    }
+
+    fn deadline(&self) -> Instant {
+        self.core
+            .next_deadline()
+            .map_or(self.epoch + Duration::from_secs(3600), |d| self.epoch + d)
+    }
+
+    /// Reads and handles up to `budget` waiting datagrams; returns how many were read.
+    fn receive(&mut self, budget: usize) -> usize {
+        let mut read = 0;
+        for link in 0..self.sockets.len() {
+            while read < budget {
+                match recv_datagram(&self.sockets[link], &mut self.buf, &mut self.cmsg) {
+                    Ok((n, src, drops)) => {
+                        read += 1;
+                        if let Some(d) = drops {
+                            self.note_drops(link, d);
+                        }
+                        let Some(src) = src else { continue };
+                        let now = self.now();
+                        self.core
+                            .handle_datagram(now, link, src, &self.buf[..n.min(RECV_BUF_LEN)]);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        // ICMP errors surface here on Linux (e.g. a peer's port is closed);
+                        // they say nothing about our own socket. Counted as a read so a
+                        // repeating error cannot keep the loop here.
+                        read += 1;
+                        tracing::debug!(link, error = %e, "UDP receive error");
+                    }
+                }
+            }
+        }
+        read
+    }
+
+    /// The kernel's drop counter of socket `link` (cumulative, wrapping at 2^32).
+    fn note_drops(&mut self, link: usize, now: u32) {
+        let new = now.wrapping_sub(self.kernel_drops[link]);
+        if new > 0 {
+            self.kernel_drops[link] = now;
+            self.counters
+                .receive_drops
+                .fetch_add(u64::from(new), Ordering::Relaxed);
+        }
     }
 
     fn command(&mut self, c: Command) {
@@ -414,7 +495,7 @@ impl Shell {
     }
 
     /// Sends queued datagrams and publishes queued events and deliveries.
-    async fn flush(&mut self) {
+    fn flush(&mut self) {
         while let Some(t) = self.core.poll_transmit() {
             let socket = &self.sockets[t.link.min(self.sockets.len() - 1)];
             // try_send_to: a full socket buffer drops this datagram (counted) rather than
@@ -438,7 +519,6 @@ impl Shell {
         while let Some(d) = self.core.poll_delivery() {
             self.deliver(d);
         }
-        tokio::task::yield_now().await;
     }
 
     fn deliver(&mut self, d: Delivery) {
@@ -704,6 +784,7 @@ impl Shell {
                 messages_retransmitted: c.messages_retransmitted,
                 messages_dropped: c.messages_dropped + sc.no_subscriber.load(Ordering::Relaxed),
                 watch_subscribers_dropped: sc.watch_dropped.load(Ordering::Relaxed),
+                stalls: c.stalls,
             }),
             timing: Some(pb::Timing {
                 interval: Some(duration(t.interval)),

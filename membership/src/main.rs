@@ -79,8 +79,9 @@ fn real_main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the daemon is I/O-bound and its loop never blocks; a second worker only
+    // added cross-thread wake-ups and a malloc arena (measured in examples/bench.rs idle).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -235,6 +235,12 @@ pub fn render(s: &pb::StatusResponse, events: &EventCounters) -> String {
             "Watch streams dropped for being too slow",
             c.watch_subscribers_dropped,
         );
+        counter(
+            &mut r,
+            "stalls",
+            "Times this node's protocol loop ran more than two intervals late (frozen or starved)",
+            c.stalls,
+        );
     }
     let mut out = String::new();
     // Writing to a String cannot fail.
@@ -323,6 +329,7 @@ mod tests {
             rejected: [("bad_tag".to_owned(), 3)].into(),
             counters: Some(pb::Counters {
                 datagrams_sent: 11,
+                stalls: 2,
                 ..Default::default()
             }),
             ..Default::default()
@@ -354,6 +361,7 @@ mod tests {
             "tandem_membership_quorate 1.0",
             "tandem_membership_rejected_total{reason=\"bad_tag\"} 3",
             "tandem_membership_datagrams_sent_total 11",
+            "tandem_membership_stalls_total 2",
             "tandem_membership_link_received_total{node=\"b\",link=\"0\"} 42",
             "tandem_membership_node_dead_total{node=\"b\",reason=\"silent\"} 2",
             "tandem_membership_link_transitions_total{node=\"b\",link=\"1\",state=\"down\"} 1",

@@ -802,6 +802,100 @@ async fn a_flood_of_junk_does_not_stall_detection() {
     c.wait_up(0, &[1]).await;
 }
 
+/// The known issue of a full socket buffer, measured: random bytes sent from a loopback
+/// socket as fast as one thread can for three seconds at a's heartbeat port. a's peer must
+/// never be declared dead (LATE, an honest report of heartbeats lost in the flood, is
+/// counted and printed) and a must still answer Status promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unthrottled_flood_of_random_bytes_never_kills_a_live_peer() {
+    const FLOOD: Duration = Duration::from_secs(3);
+    let mut c = Cluster::new(&["a", "b"]);
+    c.start(0);
+    c.start(1);
+    c.wait_up(0, &[1]).await;
+    let mut w = c
+        .client(0)
+        .await
+        .watch(pb::WatchRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seq = w.message().await.unwrap().unwrap().snapshot_seq;
+    let target = c.addrs[0];
+    let flood = std::thread::spawn(move || {
+        let sock = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let mut rng = rand::rng();
+        // A pool of random datagrams of random sizes (1..=1400 bytes: some oversize),
+        // prepared up front so the loop below only sends.
+        let pool: Vec<Vec<u8>> = (0..256)
+            .map(|_| {
+                let len = rng.random_range(1..=1400);
+                (0..len).map(|_| rng.random()).collect()
+            })
+            .collect();
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while start.elapsed() < FLOOD {
+            for d in &pool {
+                if sock.send_to(d, target).is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+        sent
+    });
+    let (mut late, mut dead) = (0u32, Vec::new());
+    let until = Instant::now() + FLOOD + Duration::from_millis(500);
+    while let Ok(e) = timeout(
+        until.saturating_duration_since(Instant::now()),
+        next_matching(&mut w, &mut seq, FLOOD * 2, |k| {
+            matches!(
+                k,
+                pb::event::Kind::NodeLate(_) | pb::event::Kind::NodeDead(_)
+            )
+        }),
+    )
+    .await
+    {
+        match e.kind {
+            Some(pb::event::Kind::NodeLate(_)) => late += 1,
+            other => dead.push(other),
+        }
+    }
+    let sent = flood.join().unwrap();
+    let asked = Instant::now();
+    let s = c.status(0).await;
+    let status_took = asked.elapsed();
+    let rejected: u64 = s
+        .rejected
+        .iter()
+        .filter(|(k, _)| *k != "receive_queue_full")
+        .map(|(_, n)| n)
+        .sum();
+    let kernel_drops = s.rejected.get("receive_queue_full").copied().unwrap_or(0);
+    println!(
+        "flood: {sent} random datagrams in {FLOOD:?}; a rejected {rejected}, the kernel dropped \
+         {kernel_drops}; b LATE {late} times, DEAD {} times; Status answered in {status_took:?}",
+        dead.len()
+    );
+    assert!(
+        dead.is_empty(),
+        "b declared dead during the flood: {dead:?}"
+    );
+    assert!(rejected > 0, "the junk was never read");
+    // The kernel's drops include b's heartbeats lost in the flood: bounded by what b sent.
+    let from_b = c.status(1).await.counters.map_or(0, |k| k.datagrams_sent);
+    assert!(
+        rejected + kernel_drops <= sent + from_b,
+        "more counted ({rejected} + {kernel_drops}) than sent ({sent} + {from_b} from b)"
+    );
+    assert_eq!(
+        node(&s, "b").state,
+        pb::NodeState::Up as i32,
+        "b is up after the flood"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_is_mode_0660_with_the_configured_group() {
     use std::os::unix::fs::MetadataExt;
