@@ -732,3 +732,31 @@ async fn probe_starts_nothing_when_the_ip_is_held_elsewhere() {
     assert_eq!(log_lines(&log), ["start-a"], "b was not started");
     assert_eq!(*calls.lock().expect("lock"), ["holder"], "no assign");
 }
+
+/// Nor when the reserved IP is assigned to nobody: the probe makes no provider call that
+/// membership has not asked for.
+#[tokio::test]
+async fn probe_assigns_nothing_when_the_ip_is_unassigned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("log");
+    std::fs::write(&log, "start-a\n").expect("a already runs");
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let p = ScriptedProvider {
+        holder: Mutex::new(None),
+        me: 3,
+        calls: calls.clone(),
+        fail_assign: false,
+        regions: None,
+    };
+    let g = GroupRunner::new(
+        "web",
+        vec![
+            Box::new(ReservedIp::new(Box::new(p), false, settings(5000))),
+            logging_exec(&log, "a", false),
+            logging_exec(&log, "b", false),
+        ],
+    );
+    assert!(g.probe().await);
+    assert_eq!(log_lines(&log), ["start-a"], "b was not started");
+    assert_eq!(*calls.lock().expect("lock"), ["holder"], "no assign");
+}

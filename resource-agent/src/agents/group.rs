@@ -288,8 +288,9 @@ impl GroupRunner {
     /// by starting, in order, the agents found stopped: otherwise it would be reported
     /// running while they are not, until the first monitor counted a failure and
     /// restarted the whole group. Nothing is started when an agent finds the resource on
-    /// another server (that loss is for the monitor and placement to handle), and a failed
-    /// start stops the group as any failed start does.
+    /// another server or the reserved IP unassigned (no provider call before membership is
+    /// known; the monitor and placement handle those), and a failed start stops the group
+    /// as any failed start does.
     pub async fn probe(&self) -> bool {
         let mut found = Vec::with_capacity(self.agents.len());
         for i in 0..self.agents.len() {
@@ -310,7 +311,12 @@ impl GroupRunner {
             .filter(|(_, r)| matches!(r, Ok(RunState::Stopped { .. })))
             .map(|(i, _)| i)
             .collect();
-        if elsewhere || stopped.is_empty() {
+        // Assigning a reserved IP before membership says who should hold it could move it
+        // for nothing: an IP found unassigned is left to the monitor and placement.
+        let ip_missing = stopped
+            .iter()
+            .any(|&i| self.agents[i].kind() == Kind::ReservedIp);
+        if elsewhere || ip_missing || stopped.is_empty() {
             return true;
         }
         let names: Vec<String> = stopped.iter().map(|&i| self.agents[i].name()).collect();
