@@ -78,6 +78,9 @@ pub struct Spec {
     /// Run each node's membership daemon in its own network namespace (the `netns` kit) so
     /// tests can partition nodes; the agents stay outside and reach it over the Unix socket.
     pub netns: bool,
+    /// Links between the namespaces with [`Spec::netns`] (default 1): each node gets one
+    /// membership address per link, so tests can cut one link and keep the others.
+    pub links: usize,
     /// Where the daemons' binaries are.
     pub binaries: Binaries,
     /// `RUST_LOG` of the daemons.
@@ -103,6 +106,7 @@ impl Spec {
             readiness_interval: None,
             ip_held_at_start: true,
             netns: false,
+            links: 1,
             binaries,
             log_filter: "info".into(),
         }
@@ -255,6 +259,8 @@ pub struct Node {
     pub run_dir: PathBuf,
     pub state_dir: PathBuf,
     pub address: SocketAddr,
+    /// Membership addresses, one per link (`address` is the first).
+    pub addresses: Vec<SocketAddr>,
     /// Droplet id (members only).
     pub droplet: Option<u64>,
     /// The node's API token (members only).
@@ -399,7 +405,7 @@ impl Cluster {
 
         let count = spec.members.len() + usize::from(spec.witness.is_some());
         let net = if spec.netns {
-            Some(crate::netns::Net::new(count, 1)?)
+            Some(crate::netns::Net::new(count, spec.links.max(1))?)
         } else {
             None
         };
@@ -416,15 +422,21 @@ impl Cluster {
             if let Some(t) = &token {
                 write_private(&dir.join("do-token"), t)?;
             }
+            let addresses = match &net {
+                // Each namespace has its own port space: the standard port is free.
+                Some(net) => net.hosts[i]
+                    .addrs
+                    .iter()
+                    .map(|a| SocketAddr::from((*a, 694)))
+                    .collect(),
+                None => vec![free_udp()?],
+            };
             nodes.push(Node {
                 run_dir: dir.join("run"),
                 state_dir: dir.join("state"),
                 dir,
-                address: match &net {
-                    // Each namespace has its own port space: the standard port is free.
-                    Some(net) => SocketAddr::from((net.hosts[i].addrs[0], 694)),
-                    None => free_udp()?,
-                },
+                address: addresses[0],
+                addresses,
                 droplet: (!witness).then_some(FIRST_DROPLET + i as u64),
                 token,
                 name,
@@ -642,6 +654,30 @@ impl Cluster {
         if let Some(mut c) = self.nodes[i].slot(d).take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        SystemTime::now()
+    }
+
+    /// Stops a daemon as its service manager would (SIGTERM, so it shuts down cleanly) and
+    /// reaps it; SIGKILL if it is still running after `limit`. Returns when it exited.
+    pub async fn terminate(&mut self, i: usize, d: Daemon, limit: Duration) -> SystemTime {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        let Some(mut c) = self.nodes[i].slot(d).take() else {
+            return SystemTime::now();
+        };
+        if let Ok(p) = i32::try_from(c.id()) {
+            let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + limit;
+        while matches!(c.try_wait(), Ok(None)) {
+            if Instant::now() >= deadline {
+                tracing::warn!(node = %self.nodes[i].name, daemon = %d, "no exit after SIGTERM; SIGKILL");
+                let _ = c.kill();
+                let _ = c.wait();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         SystemTime::now()
     }
@@ -877,6 +913,19 @@ impl Cluster {
             .and_then(|h| h.at.duration_since(since).ok())
     }
 
+    /// Waits (bounded) until the first member runs [`GROUP`] and the second member's agent
+    /// sees it as the holder: the cluster is up and agrees. False on timeout.
+    pub async fn wait_first_holds(&self, limit: Duration) -> bool {
+        let first = self.nodes[0].name.clone();
+        wait_for(limit, || async {
+            let p = self.group(0).await?;
+            let s = self.group(1).await?;
+            (p.state == apb::GroupState::Running as i32 && s.holder == first).then_some(())
+        })
+        .await
+        .is_some()
+    }
+
     /// Starts the curl loop against the reserved IP's front.
     pub fn probe(&self, period: Duration) -> Prober {
         Prober::start(self.front.clone(), period)
@@ -941,11 +990,13 @@ fn render_config(
     );
     let _ = writeln!(y, "nodes:");
     for n in nodes {
-        let _ = writeln!(
-            y,
-            "  - name: {}\n    addresses: [\"{}\"]",
-            n.name, n.address
-        );
+        let addresses = n
+            .addresses
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(y, "  - name: {}\n    addresses: [{addresses}]", n.name);
         if n.witness {
             let _ = writeln!(y, "    role: witness");
         }
