@@ -2,13 +2,14 @@
 //!
 //! ```text
 //! cargo build --release -p tandem-membership --bins --examples
-//! target/release/examples/bench [detect|idle|messages|all]
+//! target/release/examples/bench [detect|idle|idle2|idle32|messages|all]
 //! ```
 //!
 //! - detect: SIGKILL of one node of two at the default timing (interval 100ms, dead_after
 //!   1s), time until the survivor's Watch stream reports it dead; SIGTERM (clean leave)
 //!   likewise; Watch event latency (event timestamp to receipt).
-//! - idle: CPU and RSS of an idle daemon in a 2-node and a 32-node cluster.
+//! - idle: CPU, RSS and wake-ups of an idle daemon in a 2-node (idle2) and a 32-node
+//!   (idle32) cluster; with BENCH_HOLD set the cluster is kept 30 s more for `strace -c -p`.
 //! - messages: Send/Subscribe round trip (a -> b -> a) p50/p99 and one-way throughput.
 //!
 //! Each run takes well under two minutes.
@@ -278,6 +279,23 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .parse()?)
 }
 
+/// Context switches of every thread of `pid` (voluntary + involuntary): how often it woke.
+fn switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|s| {
+            s.lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 fn clock_ticks() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
@@ -300,9 +318,12 @@ async fn idle(n: usize, secs: u64) -> anyhow::Result<()> {
         .iter()
         .map(|&p| cpu_ticks(p))
         .collect::<Result<_, _>>()?;
+    let wakes_before: u64 = pids.iter().map(|&p| switches(p)).sum();
     let t0 = Instant::now();
     sleep(Duration::from_secs(secs)).await;
     let wall = t0.elapsed().as_secs_f64();
+    let wakes =
+        (pids.iter().map(|&p| switches(p)).sum::<u64>() - wakes_before) as f64 / wall / n as f64;
     let after: Vec<u64> = pids
         .iter()
         .map(|&p| cpu_ticks(p))
@@ -317,10 +338,15 @@ async fn idle(n: usize, secs: u64) -> anyhow::Result<()> {
     let mean_cpu = cpu.iter().sum::<f64>() / n as f64;
     let max_rss = rss.iter().max().copied().unwrap_or(0);
     println!(
-        "idle {n}-node cluster over {secs}s: CPU per daemon mean {mean_cpu:.2}% (max {:.2}%) of one core, RSS max {:.1} MiB",
+        "idle {n}-node cluster over {secs}s: CPU per daemon mean {mean_cpu:.2}% (max {:.2}%) of one core, RSS max {:.1} MiB, {wakes:.0} wake-ups/s per daemon",
         cpu.iter().cloned().fold(0.0, f64::max),
         max_rss as f64 / 1024.0
     );
+    if std::env::var_os("BENCH_HOLD").is_some() {
+        // For a look from outside (strace -c -p PID): keep the cluster running.
+        println!("holding; pids {pids:?}");
+        sleep(Duration::from_secs(30)).await;
+    }
     Ok(())
 }
 
@@ -419,8 +445,10 @@ async fn main() -> anyhow::Result<()> {
     if matches!(what.as_str(), "detect" | "all") {
         detect().await?;
     }
-    if matches!(what.as_str(), "idle" | "all") {
+    if matches!(what.as_str(), "idle" | "idle2" | "all") {
         idle(2, 10).await?;
+    }
+    if matches!(what.as_str(), "idle" | "idle32" | "all") {
         idle(32, 10).await?;
     }
     if matches!(what.as_str(), "messages" | "all") {

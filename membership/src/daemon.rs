@@ -48,9 +48,6 @@ pub const RECV_BUFFER: usize = 4 << 20;
 /// ran, e.g. while the process was frozen, may prove a peer alive). Bounded so a flood
 /// cannot delay detection, heartbeats or the watchdog.
 const RECV_BATCH: usize = 64;
-/// Receive buffer: larger than MAX_DATAGRAM so oversize datagrams are seen (and counted)
-/// as such.
-const RECV_BUF_LEN: usize = 2048;
 /// Pending gRPC commands (Send, Status, Watch) for the protocol loop.
 const COMMANDS: usize = 256;
 /// Events kept for Status (`recent_events`): enough for "what just happened" at a glance,
@@ -141,7 +138,9 @@ pub async fn run(
                 link,
                 source,
             })?;
-        tune_socket(&s, link);
+        for (what, error) in crate::udp::tune(&s, RECV_BUFFER) {
+            warn!(link, error = %error, "{what}");
+        }
         sockets.push(s);
     }
     let bound: Vec<SocketAddr> = sockets
@@ -221,8 +220,8 @@ pub async fn run(
         epoch,
         kernel_drops: vec![0; sockets.len()],
         sockets,
-        buf: vec![0; RECV_BUF_LEN],
-        cmsg: nix::cmsg_space!(u32),
+        batch: crate::udp::Batch::default(),
+        outbox: Vec::new(),
         bound,
         counters,
         events: events_tx,
@@ -264,56 +263,6 @@ fn group_id(name: &str) -> Result<u32, DaemonError> {
     }
 }
 
-/// A larger receive queue, and the kernel's count of what it drops (`SO_RXQ_OVFL`). Both
-/// are best effort: without them the daemon works, only less robust under a flood.
-fn tune_socket(s: &UdpSocket, link: usize) {
-    use nix::sys::socket::{setsockopt, sockopt};
-    if setsockopt(s, sockopt::RcvBufForce, &RECV_BUFFER).is_err()
-        && let Err(e) = setsockopt(s, sockopt::RcvBuf, &RECV_BUFFER)
-    {
-        warn!(link, error = %e, "cannot enlarge the UDP receive buffer");
-    }
-    if let Err(e) = setsockopt(s, sockopt::RxqOvfl, &1) {
-        warn!(link, error = %e, "cannot count the kernel's UDP receive drops");
-    }
-}
-
-/// One datagram, without blocking: its length, its source and the socket's cumulative drop
-/// count if the kernel attached it.
-fn recv_datagram(
-    socket: &UdpSocket,
-    buf: &mut [u8],
-    cmsg: &mut [u8],
-) -> std::io::Result<(usize, Option<SocketAddr>, Option<u32>)> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
-    use std::os::fd::AsRawFd;
-    socket.try_io(tokio::io::Interest::READABLE, || {
-        let mut iov = [std::io::IoSliceMut::new(buf)];
-        let msg = recvmsg::<SockaddrStorage>(
-            socket.as_raw_fd(),
-            &mut iov,
-            Some(cmsg),
-            MsgFlags::MSG_DONTWAIT,
-        )
-        .map_err(std::io::Error::from)?;
-        let src = msg.address.and_then(|a| {
-            a.as_sockaddr_in()
-                .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
-                .or_else(|| {
-                    a.as_sockaddr_in6()
-                        .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
-                })
-        });
-        let drops = msg.cmsgs().ok().and_then(|mut c| {
-            c.find_map(|m| match m {
-                ControlMessageOwned::RxqOvfl(n) => Some(n),
-                _ => None,
-            })
-        });
-        Ok((msg.bytes, src, drops))
-    })
-}
-
 /// Resolves when any of `sockets` is readable (its readiness is cleared again by a read
 /// that finds nothing).
 fn any_readable(sockets: &[UdpSocket]) -> impl std::future::Future<Output = ()> + '_ {
@@ -332,10 +281,10 @@ struct Shell {
     core: Core,
     epoch: Instant,
     sockets: Vec<UdpSocket>,
-    /// The one receive buffer, reused for every datagram.
-    buf: Vec<u8>,
-    /// Room for the `SO_RXQ_OVFL` control message.
-    cmsg: Vec<u8>,
+    /// Receive buffers, reused for every datagram.
+    batch: crate::udp::Batch,
+    /// Datagrams of one flush, grouped by socket before sending.
+    outbox: Vec<crate::core::Transmit>,
     /// Per socket, the kernel's cumulative count of datagrams dropped for a full queue.
     kernel_drops: Vec<u32>,
     bound: Vec<SocketAddr>,
@@ -396,7 +345,7 @@ impl Shell {
                     None => commands_open = false,
                 },
                 _ = any_readable(&self.sockets) => {
-                    more = self.receive(RECV_BATCH) == RECV_BATCH;
+                    more = self.receive(RECV_BATCH) >= RECV_BATCH;
                 }
             }
             self.flush();
@@ -417,21 +366,27 @@ impl Shell {
             .map_or(self.epoch + Duration::from_secs(3600), |d| self.epoch + d)
     }
 
-    /// Reads and handles up to `budget` waiting datagrams; returns how many were read.
+    /// Reads and handles up to `budget` waiting datagrams; returns how many were read
+    /// (`budget` or more only when a socket may have more waiting).
     fn receive(&mut self, budget: usize) -> usize {
         let mut read = 0;
         for link in 0..self.sockets.len() {
             while read < budget {
-                match recv_datagram(&self.sockets[link], &mut self.buf, &mut self.cmsg) {
-                    Ok((n, src, drops)) => {
-                        read += 1;
-                        if let Some(d) = drops {
+                match self.batch.recv(&self.sockets[link]) {
+                    Ok(o) => {
+                        read += o.count;
+                        if let Some(d) = o.drops {
                             self.note_drops(link, d);
                         }
-                        let Some(src) = src else { continue };
-                        let now = self.now();
-                        self.core
-                            .handle_datagram(now, link, src, &self.buf[..n.min(RECV_BUF_LEN)]);
+                        for i in 0..o.count {
+                            let (r, bytes) = self.batch.get(i);
+                            let Some(src) = r.src else { continue };
+                            let now = self.now();
+                            self.core.handle_datagram(now, link, src, bytes);
+                        }
+                        if o.drained {
+                            break;
+                        }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => {
@@ -496,14 +451,28 @@ impl Shell {
 
     /// Sends queued datagrams and publishes queued events and deliveries.
     fn flush(&mut self) {
+        self.outbox.clear();
         while let Some(t) = self.core.poll_transmit() {
-            let socket = &self.sockets[t.link.min(self.sockets.len() - 1)];
-            // try_send_to: a full socket buffer drops this datagram (counted) rather than
-            // stalling detection; heartbeats are repeated every interval anyway.
-            if let Err(e) = socket.try_send_to(&t.bytes, t.dest) {
-                self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(dest = %t.dest, error = %e, "UDP send failed");
+            self.outbox.push(t);
+        }
+        // One sendmmsg per socket for the whole burst (a heartbeat round is one datagram
+        // per peer). Never waits: a full socket buffer drops datagrams (counted) rather
+        // than stalling detection; heartbeats are repeated every interval anyway.
+        for (link, socket) in self.sockets.iter().enumerate() {
+            let last = self.sockets.len() - 1;
+            let batch: Vec<(&[u8], SocketAddr)> = self
+                .outbox
+                .iter()
+                .filter(|t| t.link.min(last) == link)
+                .map(|t| (t.bytes.as_slice(), t.dest))
+                .collect();
+            if batch.is_empty() {
+                continue;
             }
+            let refused = crate::udp::send_all(socket, &batch);
+            self.counters
+                .send_errors
+                .fetch_add(refused as u64, Ordering::Relaxed);
         }
         while let Some(e) = self.core.poll_event() {
             self.log_event(&e);

@@ -5,9 +5,11 @@
 //! - [`generation`]: the persisted, strictly increasing incarnation number.
 //! - [`daemon`]: the tokio shell: UDP sockets, the protocol loop, the gRPC service.
 //! - [`metrics`]: the optional Prometheus endpoint.
+//! - [`udp`]: batched UDP I/O (`recvmmsg`, `sendmmsg`) for the protocol loop.
 #![forbid(unsafe_code)]
 
 pub mod core;
 pub mod daemon;
 pub mod generation;
 pub mod metrics;
+pub mod udp;
