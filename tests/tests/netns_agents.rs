@@ -175,26 +175,29 @@ fn requests(c: &Cluster, method: &str) -> usize {
         .count()
 }
 
-/// The group's failure as node `i`'s agent reports it, if it shows one.
+/// What a group's Status shows of a failure (why this node is not a candidate, readiness
+/// problems, failed agents and actions), if anything.
 fn shown_failure(g: &apb::GroupStatus) -> Option<String> {
     let failed = |a: &apb::LastAction| {
         a.result == apb::ActionResult::Failed as i32
             || a.result == apb::ActionResult::Timeout as i32
     };
-    if let Some(a) = g.last_action.as_ref().filter(|a| failed(a)) {
-        return Some(format!("group's last {}: {}", a.action, a.message));
+    let mut shown = Vec::new();
+    if !g.not_candidate_reason.is_empty() {
+        shown.push(format!("not a candidate: {}", g.not_candidate_reason));
     }
-    if let Some(a) = g
-        .agents
-        .iter()
-        .find(|a| a.failures > 0 || a.last_action.as_ref().is_some_and(failed))
-    {
-        let last = a.last_action.as_ref().map_or_else(String::new, |l| {
-            format!("last {} {:?}: {}", l.action, l.result(), l.message)
-        });
-        return Some(format!("{}: {} failures; {last}", a.name, a.failures));
+    if let Some(r) = g.readiness.as_ref().filter(|r| !r.ready) {
+        shown.push(format!("not ready: {}", r.problems.join(", ")));
     }
-    (!g.not_candidate_reason.is_empty()).then(|| g.not_candidate_reason.clone())
+    for a in &g.agents {
+        if a.failures > 0 {
+            shown.push(format!("{}: {} failures", a.name, a.failures));
+        }
+        if let Some(l) = a.last_action.as_ref().filter(|l| failed(l)) {
+            shown.push(format!("{} {}: {}", a.name, l.action, l.message));
+        }
+    }
+    (!shown.is_empty()).then(|| shown.join("; "))
 }
 
 /// The provider is unreachable for two minutes (every API connection closed without an
