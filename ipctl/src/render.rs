@@ -471,6 +471,15 @@ fn rejected(out: &mut String, paint: &Paint, m: &MembershipReport) {
             bad.join(", ")
         );
     }
+    // Only when it happened: a frozen or starved node explains late detections.
+    if let Some(c) = m.counters.as_ref().filter(|c| c.stalls > 0) {
+        let _ = writeln!(
+            out,
+            "{} {} (this node's membership loop ran more than two intervals late)",
+            paint.p(Tone::Warn, "Loop stalls:"),
+            c.stalls
+        );
+    }
 }
 
 #[cfg(test)]
@@ -538,6 +547,28 @@ mod tests {
         let plain = status_text(&r, false);
         assert!(!plain.contains('\x1b'), "{plain}");
         assert!(plain.contains("Cluster web, seen from a"), "{plain}");
+    }
+
+    #[test]
+    fn loop_stalls_are_shown_only_when_there_were_some() {
+        use tandem_proto::membership::v1 as mv1;
+        let with = |stalls| {
+            let m = mv1::StatusResponse {
+                counters: Some(mv1::Counters {
+                    stalls,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let agent_down = crate::control::Problem {
+                kind: "not_running",
+                message: "down".into(),
+                hint: None,
+            };
+            status_text(&crate::status::report(Ok(m), Err(agent_down)), false)
+        };
+        assert!(with(3).contains("\nLoop stalls: 3 ("), "{}", with(3));
+        assert!(!with(0).contains("stalls"), "{}", with(0));
     }
 
     #[test]

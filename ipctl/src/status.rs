@@ -137,6 +137,8 @@ pub struct CountersReport {
     pub messages_retransmitted: u64,
     pub messages_dropped: u64,
     pub watch_subscribers_dropped: u64,
+    /// Times membership's own loop ran more than two intervals late (frozen or starved).
+    pub stalls: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -340,6 +342,7 @@ pub fn membership_report(r: &mv1::StatusResponse) -> MembershipReport {
             messages_retransmitted: c.messages_retransmitted,
             messages_dropped: c.messages_dropped,
             watch_subscribers_dropped: c.watch_subscribers_dropped,
+            stalls: c.stalls,
         }),
         timing: r.timing.as_ref().map(|t| TimingReport {
             interval_ms: opt_ms(t.interval.as_ref()).unwrap_or(0.0),
