@@ -1052,6 +1052,12 @@ fn member_view(v: &mpb::View) -> MembershipView {
                 generation: n.generation,
             })
             .collect(),
+        late: v
+            .nodes
+            .iter()
+            .filter(|n| mpb::NodeState::try_from(n.state) == Ok(mpb::NodeState::Late))
+            .map(|n| n.name.clone())
+            .collect(),
     }
 }
 

@@ -19,8 +19,10 @@
 //!   or claiming it from an earlier position in the configuration. Of two simultaneous
 //!   claims the node earlier in configuration order wins and the other withdraws, so two
 //!   nodes deciding at once still end with one holder. With no live peer to acknowledge
-//!   (the holder was just declared dead, no other agent announced), the start comes in the
-//!   same step as the claim: a dead node's group is taken over the moment membership says so.
+//!   (the holder was just declared dead, no other agent announced) and no node late, the
+//!   start comes in the same step as the claim: a dead node's group is taken over the
+//!   moment membership says so. (A late node may be the rest of a majority this node is cut
+//!   off from, about to be declared dead too; then the claim waits one `claim_retry`.)
 //! - The groups of a node are free only once membership declares the node dead (messages of
 //!   that incarnation still in flight are then ignored; a node back from a healed partition
 //!   with the same generation is heard again).
@@ -232,6 +234,9 @@ pub struct MemberNode {
 pub struct MembershipView {
     pub quorate: bool,
     pub nodes: Vec<MemberNode>,
+    /// Alive nodes silent for longer than `warn_after` (membership's LATE): likely the next
+    /// to be declared dead, e.g. the rest of the majority when this node is cut off.
+    pub late: Vec<String>,
 }
 
 /// Result of a group action run by the local agents.
@@ -456,6 +461,8 @@ pub struct Handover {
     started_at: Instant,
     /// Alive nodes (membership) with their generation and since when.
     alive: BTreeMap<String, (u64, Instant)>,
+    /// Alive nodes membership reports late (silent past `warn_after`).
+    late: BTreeSet<String>,
     /// Latest announcement of every node not declared dead since. A node's announcement
     /// counts for safety (what it holds or claims, acknowledgements) even before membership
     /// reports it up: the Watch and Subscribe streams are not ordered with each other.
@@ -529,6 +536,7 @@ impl Handover {
             healthy: true,
             started_at: now,
             alive: BTreeMap::new(),
+            late: BTreeSet::new(),
             peers: BTreeMap::new(),
             dead_gen: BTreeMap::new(),
             groups,
@@ -802,6 +810,7 @@ impl Handover {
             info!(quorate = view.quorate, "quorum changed");
             self.quorate = view.quorate;
         }
+        self.late = view.late.into_iter().collect();
         for n in view.nodes {
             if n.name == self.cfg.local || self.node_idx(&n.name).is_none() {
                 continue;
@@ -1115,8 +1124,11 @@ impl Handover {
                     // No live peer to acknowledge (the holder was declared dead and nobody
                     // else has announced itself): waiting for the next claim retry would
                     // only add `claim_retry` to every failover. With any live peer this is
-                    // false until it has seen the claim, which is not sent yet.
-                    if self.acked(gi, now) {
+                    // false until it has seen the claim, which is not sent yet. Not while
+                    // another node is late: when this node is the one cut off, the rest
+                    // are declared dead one by one, and the quorum loss comes after the
+                    // first death; the claim retry leaves time for it.
+                    if self.late.is_empty() && self.acked(gi, now) {
                         self.outputs.push(Output::Start(name.clone()));
                         LocalState::Starting
                     } else {

@@ -274,6 +274,15 @@ async fn start_node(name: &str, root: &Path) -> Node {
 }
 
 async fn start_node_with(name: &str, root: &Path, cfg: tandem_config::ClusterConfig) -> Node {
+    start_node_timers(name, root, cfg, timers()).await
+}
+
+async fn start_node_timers(
+    name: &str,
+    root: &Path,
+    cfg: tandem_config::ClusterConfig,
+    timers: Timers,
+) -> Node {
     let run_dir = root.join(name).join("run");
     let state_dir = root.join(name).join("state");
     let opts = Options {
@@ -281,7 +290,7 @@ async fn start_node_with(name: &str, root: &Path, cfg: tandem_config::ClusterCon
         node: name.into(),
         run_dir: run_dir.clone(),
         state_dir,
-        timers: timers(),
+        timers,
         restart: RestartPolicy {
             max_restarts: 1,
             window: Duration::from_secs(60),
@@ -450,6 +459,56 @@ async fn two_agents_place_hand_over_and_survive_a_membership_outage() {
             .expect("daemon stops")
             .expect("no panic")
             .expect("clean exit");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_holder_s_group_starts_at_once_not_after_a_claim_retry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let subs: Subscribers = Arc::default();
+    let names = ["a", "b"];
+    let ep_a = Endpoint::new("a", &names, subs.clone());
+    let ep_b = Endpoint::new("b", &names, subs.clone());
+    let stop_ma = serve_endpoint(ep_a.clone(), &dir.path().join("a/run/membership.sock")).await;
+    let _stop_mb = serve_endpoint(ep_b.clone(), &dir.path().join("b/run/membership.sock")).await;
+    // A claim retry far longer than the takeover may take: a start that waits for the next
+    // retry (as before the holder's death was enough) fails the bound below.
+    let slow_retry = Timers {
+        claim_retry: Duration::from_secs(5),
+        ..timers()
+    };
+    let a = start_node_timers("a", dir.path(), config(dir.path(), "a"), slow_retry).await;
+    let b = start_node_timers("b", dir.path(), config(dir.path(), "b"), slow_retry).await;
+    wait_status(&a.run_dir, 15, "web running on a", |s| {
+        group_state(s) == RUNNING
+    })
+    .await;
+    wait_status(&b.run_dir, 5, "b sees a holding", |s| {
+        s.groups[0].holder == "a"
+    })
+    .await;
+    ep_a.kill();
+    drop(stop_ma);
+    let marker_b = dir.path().join("b.web.running");
+    ep_b.event(mpb::event::Kind::NodeDead(mpb::NodeDead {
+        node: "a".into(),
+        generation: 1,
+        ..Default::default()
+    }));
+    let t0 = tokio::time::Instant::now();
+    // Generous for a loaded machine, still well under the 5 s retry.
+    let limit = Duration::from_secs(2);
+    while !marker_b.exists() {
+        assert!(
+            t0.elapsed() < limit,
+            "b did not start within {limit:?} of a's death"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!("death event -> exec start on b: {:?}", t0.elapsed());
+    for n in [a, b] {
+        let _ = n.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), n.task).await;
     }
 }
 

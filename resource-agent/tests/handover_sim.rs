@@ -183,6 +183,7 @@ impl Sim {
                     generation: n.view[j].1,
                 })
                 .collect(),
+            late: Vec::new(),
         }
     }
 
@@ -1160,12 +1161,17 @@ struct Single {
 
 impl Single {
     fn new(local: &str, names: &[&str]) -> Single {
+        Single::with_roles(local, names, &vec![Role::Member; names.len()])
+    }
+
+    fn with_roles(local: &str, names: &[&str], roles: &[Role]) -> Single {
         let base = Instant::now();
         let cfg = HandoverConfig {
             local: local.into(),
             nodes: names
                 .iter()
-                .map(|n| (n.to_string(), Role::Member))
+                .zip(roles)
+                .map(|(n, r)| (n.to_string(), *r))
                 .collect(),
             groups: vec![group("ip", Some(names[0]), Failback::Auto)],
             timers: timers(),
@@ -1183,8 +1189,13 @@ impl Single {
     }
 
     fn view(&mut self, ms: u64, alive: &[bool]) -> Vec<Output> {
+        self.view_with(ms, alive, &[], true)
+    }
+
+    fn view_with(&mut self, ms: u64, alive: &[bool], late: &[&str], quorate: bool) -> Vec<Output> {
         let view = MembershipView {
-            quorate: true,
+            quorate,
+            late: late.iter().map(|s| s.to_string()).collect(),
             nodes: self
                 .names
                 .iter()
@@ -1302,4 +1313,34 @@ fn the_holder_s_death_still_waits_for_a_live_peer_to_ack_the_claim() {
     ack.seen.insert("b".into(), (claim.inc, claim.seq));
     let out = n.announce(1520, "c", ack);
     assert_eq!(starts(&out), ["ip"], "started on c's acknowledgement");
+}
+
+#[test]
+fn a_death_while_another_node_is_late_waits_for_the_claim_retry() {
+    // b is cut off from a (the holder) and the witness w: both fall silent together, so w
+    // is late when a is declared dead, and b loses quorum only with w's death.
+    let roles = [Role::Member, Role::Member, Role::Witness];
+    let mut n = Single::with_roles("b", &["a", "b", "w"], &roles);
+    n.view(0, &[true, true, true]);
+    n.announce(10, "a", holding(3, 1, "ip"));
+    n.hv.handle(n.at(1000), Input::Tick);
+    n.hv.drain_outputs();
+    let out = n.view_with(1500, &[false, true, true], &["w"], true);
+    assert!(starts(&out).is_empty(), "w is late: {out:?}");
+    assert_eq!(n.hv.state_of("ip"), Some(LocalState::Waiting));
+    // w's death takes the quorum away before the claim retry (100 ms here).
+    let out = n.view_with(1520, &[false, true, false], &[], false);
+    assert!(starts(&out).is_empty(), "{out:?}");
+    n.hv.handle(n.at(3000), Input::Tick);
+    assert!(starts(&n.hv.drain_outputs()).is_empty());
+    assert_eq!(n.hv.state_of("ip"), Some(LocalState::Stopped));
+
+    // With the witness up (only the holder died) the start comes with the death.
+    let mut n = Single::with_roles("b", &["a", "b", "w"], &roles);
+    n.view(0, &[true, true, true]);
+    n.announce(10, "a", holding(3, 1, "ip"));
+    n.hv.handle(n.at(1000), Input::Tick);
+    n.hv.drain_outputs();
+    let out = n.view_with(1500, &[false, true, true], &[], true);
+    assert_eq!(starts(&out), ["ip"], "{out:?}");
 }
