@@ -1092,6 +1092,27 @@ fn apply_event(view: &mut mpb::View, last_seq: &mut u64, e: mpb::Event) -> Resul
         }
         Some(K::NodeDead(d)) => {
             set(&d.node, mpb::NodeState::Dead, Some(d.generation));
+            // Membership reports the quorum loss a death causes as a later event. Acting on
+            // the death with the old quorum in between let a node cut off from the majority
+            // start the group (and move the IP) for a moment: lose quorum here at once when
+            // the votes left are too few; only membership's own event raises it again.
+            if let Some(q) = view.quorum.as_mut() {
+                let alive = view
+                    .nodes
+                    .iter()
+                    .filter(|n| {
+                        n.local
+                            || matches!(
+                                mpb::NodeState::try_from(n.state),
+                                Ok(mpb::NodeState::Up | mpb::NodeState::Late)
+                            )
+                    })
+                    .count();
+                if alive < q.needed as usize {
+                    q.quorate = false;
+                    q.alive = alive as u32;
+                }
+            }
             true
         }
         Some(K::QuorumChanged(q)) => {
@@ -1462,6 +1483,59 @@ mod tests {
             apply_event(&mut v, &mut seq, dead).is_err(),
             "seq 8 is missing"
         );
+    }
+
+    /// Found by tandem-soak (seed 5, fault 3, three nodes in namespaces): the node cut off
+    /// from the majority saw both peers die, and acted on the second death before
+    /// membership's QuorumChanged event arrived.
+    #[test]
+    fn a_death_leaving_too_few_votes_loses_quorum_before_membership_says_so() {
+        let node = |name: &str, local: bool| mpb::Node {
+            name: name.into(),
+            state: mpb::NodeState::Up as i32,
+            local,
+            ..Default::default()
+        };
+        let mut v = mpb::View {
+            nodes: vec![node("a", false), node("b", true), node("w", false)],
+            quorum: Some(mpb::Quorum {
+                quorate: true,
+                voters: 3,
+                alive: 3,
+                needed: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut seq = 0;
+        let dead = |seq: u64, name: &str| mpb::Event {
+            seq,
+            kind: Some(mpb::event::Kind::NodeDead(mpb::NodeDead {
+                node: name.into(),
+                generation: 1,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert_eq!(apply_event(&mut v, &mut seq, dead(1, "a")), Ok(true));
+        assert!(member_view(&v).quorate, "b and w are a majority");
+        assert_eq!(apply_event(&mut v, &mut seq, dead(2, "w")), Ok(true));
+        assert!(!member_view(&v).quorate, "b alone is no majority");
+        // two_node (needed 1): the survivor stays quorate.
+        let mut v2 = mpb::View {
+            nodes: vec![node("a", false), node("b", true)],
+            quorum: Some(mpb::Quorum {
+                quorate: true,
+                voters: 2,
+                alive: 2,
+                needed: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut seq = 0;
+        assert_eq!(apply_event(&mut v2, &mut seq, dead(1, "a")), Ok(true));
+        assert!(member_view(&v2).quorate);
     }
 
     #[test]
