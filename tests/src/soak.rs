@@ -5,12 +5,15 @@
 //! Every fault is drawn from its own RNG, seeded from `(seed, index)`, and undone before the
 //! next one (a killed daemon is restarted, a frozen one thawed, standby ended, provider
 //! faults cleared, partitions healed), so fault `K` of a seed is the same whatever ran before
-//! it: `--start-at K` on a fresh cluster replays the sequence from there.
+//! it: `--start-at K` on a fresh cluster replays the sequence from there (from a fresh
+//! cluster: a takeover's preference, which lasts until the group moves, is not replayed).
 //!
 //! After each fault the soak waits for the cluster to settle (exactly one node runs the
 //! group, the emulator's holder is that node, nothing starting or stopping, no action in
 //! flight, all of it stable for a while) and checks:
-//! - at no status sample taken during the fault did two nodes report the group running;
+//! - at no status sample taken during the fault did two nodes report the group running,
+//!   except within [`DOUBLE_WINDOW`] when the fault cut the holder's agent off from its own
+//!   membership (the window `handover.rs` documents; noted, not a violation);
 //! - the holder changes in the emulator's audit log are no more than the fault explains
 //!   ([`Fault::explained_moves`]);
 //! - no node reported the group starting or stopping for longer than [`STUCK_AFTER`] plus the
@@ -47,6 +50,13 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(40);
 const STABLE_FOR: Duration = Duration::from_secs(4);
 /// Longest time a node may report the group starting or stopping, beyond provider downtime.
 pub const STUCK_AFTER: Duration = Duration::from_secs(20);
+/// The node the group prefers (the launcher's default: the first member).
+const PREFERRED: usize = 0;
+/// The documented window in which two agents may both report the group running: the
+/// holder's agent cut off from its own membership (killed, frozen, partitioned) cannot know
+/// that the peer took over, until its reserved-ip monitor (every second in the launcher's
+/// configuration) finds the IP elsewhere; see the module doc of `handover.rs`.
+pub const DOUBLE_WINDOW: Duration = Duration::from_secs(2);
 /// Assignment time allowed in the gap bound: the emulator's action delay, the agent's poll,
 /// a retry, and scheduling on a loaded machine.
 pub const ASSIGN_BOUND: Duration = Duration::from_secs(3);
@@ -248,6 +258,11 @@ impl Fault {
             | Fault::Partition { node, .. } => {
                 if hits(*node) {
                     2
+                } else if *node == PREFERRED {
+                    // The preferred node, back from the fault, takes the group back
+                    // (failback auto; a takeover's preference elsewhere lasts only until
+                    // the group moves).
+                    1
                 } else {
                     0
                 }
@@ -269,6 +284,19 @@ impl Fault {
             }
             Fault::Release => 2,
             Fault::Loss { .. } => 0,
+        }
+    }
+
+    /// Whether this fault can open the documented double-running window
+    /// ([`DOUBLE_WINDOW`]): it cuts the holder's agent off from its own membership.
+    pub fn may_run_twice(&self, holder: Option<usize>) -> bool {
+        let hits = |n: &usize| Some(*n) == holder;
+        match self {
+            Fault::Kill { node, target, .. } | Fault::Freeze { node, target, .. } => {
+                hits(node) && *target == Target::One(Daemon::Membership)
+            }
+            Fault::Partition { node, .. } => hits(node),
+            _ => false,
         }
     }
 
@@ -469,6 +497,9 @@ struct Rig {
     sampler: Sampler,
     prober: Prober,
     names: Vec<String>,
+    /// What happened while applying a fault that is no violation (an operator command the
+    /// agent refused, as it may: e.g. a release with no other candidate).
+    notes: Vec<String>,
 }
 
 impl Rig {
@@ -487,6 +518,7 @@ impl Rig {
             prober: c.probe(PROBE_PERIOD),
             c,
             names,
+            notes: Vec::new(),
         };
         Ok(rig)
     }
@@ -546,6 +578,17 @@ impl Rig {
                 return Err(last);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// An operator command; a refusal is noted, not an error (the agent may refuse).
+    async fn operator(&mut self, i: usize, what: &str) -> Result<(), String> {
+        match self.agent_call(i, what).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.notes.push(format!("refused: {e}"));
+                Err(e)
+            }
         }
     }
 
@@ -676,13 +719,31 @@ impl Rig {
                 }
             }
             Fault::Standby { node, lasts } => {
-                self.agent_call(*node, "standby").await?;
-                tokio::time::sleep(*lasts).await;
-                self.agent_call(*node, "online").await
+                if self.operator(*node, "standby").await.is_ok() {
+                    tokio::time::sleep(*lasts).await;
+                    self.agent_call(*node, "online").await?;
+                }
+                Ok(())
             }
-            Fault::Takeover { node } => self.agent_call(*node, "takeover").await,
+            Fault::Takeover { node } => {
+                let _ = self.operator(*node, "takeover").await;
+                Ok(())
+            }
             Fault::Release => match self.holder() {
-                Some(h) => self.agent_call(h, "release").await,
+                Some(h) => {
+                    if self.operator(h, "release").await.is_ok() {
+                        // A released group is one this node will not take again until it
+                        // is brought online: end the release once the group moved, as an
+                        // operator would, so that no later fault inherits it.
+                        let name = self.names[h].clone();
+                        let _ = crate::cluster::wait_for(Duration::from_secs(10), || async {
+                            (self.c.holder().as_deref() != Some(name.as_str())).then_some(())
+                        })
+                        .await;
+                        self.agent_call(h, "online").await?;
+                    }
+                    Ok(())
+                }
                 None => Err("release: nobody holds the IP".into()),
             },
             Fault::Partition { node, lasts } => {
@@ -776,12 +837,18 @@ pub async fn run(
         let samples: Vec<Sample> = samples.into_iter().filter(|s| s.at >= t0).collect();
         let doubles: Vec<&Sample> = samples.iter().filter(|s| s.running.len() > 1).collect();
         if let (Some(first), Some(last)) = (doubles.first(), doubles.last()) {
-            problems.push(format!(
+            let span = last.at.duration_since(first.at) + SAMPLE_PERIOD;
+            let what = format!(
                 "two nodes reported the group running in {} samples, from {} to {} after the fault began",
                 doubles.len(),
                 secs(first.at.duration_since(t0)),
                 secs(last.at.duration_since(t0))
-            ));
+            );
+            if fault.may_run_twice(holder) && span <= DOUBLE_WINDOW {
+                rig.notes.push(format!("{what} (the documented window)"));
+            } else {
+                problems.push(what);
+            }
         }
         let moves = rig
             .c
@@ -833,6 +900,9 @@ pub async fn run(
             holder.map_or("nobody", |h| rig.names[h].as_str()),
             secs(gap)
         ));
+        for n in rig.notes.drain(..) {
+            out(&format!("  note: {n}"));
+        }
         for what in problems {
             out(&format!(
                 "VIOLATION seed {} fault {index} at {}: {what}\n  fault: {}\n  replay: {}\n  logs: {}",
@@ -934,6 +1004,22 @@ mod tests {
         };
         assert_eq!(kill(0).explained_moves(Some(0), 2), 2);
         assert_eq!(kill(1).explained_moves(Some(0), 2), 0);
+        assert_eq!(
+            kill(0).explained_moves(Some(1), 2),
+            1,
+            "the preferred node comes back and takes the group back"
+        );
+        let membership = Fault::Kill {
+            node: 0,
+            target: Target::One(Daemon::Membership),
+            down: Duration::from_secs(1),
+        };
+        assert!(membership.may_run_twice(Some(0)));
+        assert!(!membership.may_run_twice(Some(1)));
+        assert!(
+            !kill(0).may_run_twice(Some(0)),
+            "a crashed holder reports nothing"
+        );
         assert_eq!(kill(2).explained_moves(Some(0), 2), 0, "the witness");
         assert_eq!(Fault::Takeover { node: 0 }.explained_moves(Some(0), 2), 0);
         assert_eq!(Fault::Takeover { node: 1 }.explained_moves(Some(0), 2), 2);

@@ -78,7 +78,16 @@ async fn main() -> anyhow::Result<()> {
         max_faults: args.max_faults,
     };
     let started = tokio::time::Instant::now();
-    let summary = soak::run(&opts, &bins, &mut |line| println!("{line}")).await?;
+    let mut print = |line: &str| println!("{line}");
+    let soak = soak::run(&opts, &bins, &mut print);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // On Ctrl-C or SIGTERM the soak is dropped, and with it the cluster: its processes are
+    // killed and its namespaces deleted.
+    let summary = tokio::select! {
+        r = soak => r?,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+        _ = term.recv() => anyhow::bail!("terminated"),
+    };
     println!(
         "soak done: seed {}, {} faults in {}, {} holder changes, longest gap {:.1}s, {} relaunches, {} violations",
         opts.seed,
