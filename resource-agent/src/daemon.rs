@@ -13,6 +13,7 @@
 //! The driver owns the core ([`Handover`]) and the restart bookkeeping; it feeds inputs,
 //! dispatches outputs and wakes at the core's deadline. Groups keep running when the daemon
 //! stops: a restarted daemon probes them and carries on without moving anything.
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -1037,7 +1038,7 @@ async fn readiness_task(gi: usize, runner: Arc<GroupRunner>, tx: mpsc::Sender<Ev
     }
 }
 
-fn member_view(v: &mpb::View) -> MembershipView {
+fn member_view(v: &mpb::View, left: &BTreeSet<String>) -> MembershipView {
     MembershipView {
         quorate: v.quorum.as_ref().is_some_and(|q| q.quorate),
         nodes: v
@@ -1058,6 +1059,25 @@ fn member_view(v: &mpb::View) -> MembershipView {
             .filter(|n| mpb::NodeState::try_from(n.state) == Ok(mpb::NodeState::Late))
             .map(|n| n.name.clone())
             .collect(),
+        left: left.iter().cloned().collect(),
+    }
+}
+
+/// Tracks which dead nodes left cleanly (see [`MembershipView::left`]).
+fn note_left(left: &mut BTreeSet<String>, e: &mpb::Event) {
+    use mpb::event::Kind as K;
+    match &e.kind {
+        Some(K::NodeDead(d)) => {
+            if d.reason == mpb::node_dead::Reason::Left as i32 {
+                left.insert(d.node.clone());
+            } else {
+                left.remove(&d.node);
+            }
+        }
+        Some(K::NodeUp(u)) => {
+            left.remove(&u.node);
+        }
+        _ => {}
     }
 }
 
@@ -1088,7 +1108,9 @@ fn apply_event(view: &mut mpb::View, last_seq: &mut u64, e: mpb::Event) -> Resul
         }
         Some(K::NodeLate(l)) => {
             set(&l.node, mpb::NodeState::Late, None);
-            false
+            // The core needs to know who is late when a group is lost (a late node is
+            // likely behind the partition that caused the loss).
+            true
         }
         Some(K::NodeDead(d)) => {
             set(&d.node, mpb::NodeState::Dead, Some(d.generation));
@@ -1146,6 +1168,9 @@ async fn membership_session(
         .into_inner();
     client_tx.send_replace(Some(client));
     let mut view: Option<mpb::View> = None;
+    // Nodes dead by a clean leave (REASON_LEFT) not up since: the View has no reason, the
+    // events do. A snapshot starts it empty (a node left before we connected is just dead).
+    let mut left: BTreeSet<String> = BTreeSet::new();
     let mut seq = 0;
     loop {
         tokio::select! {
@@ -1155,16 +1180,18 @@ async fn membership_session(
                     Some(mpb::watch_response::Kind::Snapshot(v)) => {
                         seq = resp.snapshot_seq;
                         view = Some(v);
+                        left.clear();
                         true
                     }
                     Some(mpb::watch_response::Kind::Event(e)) => {
                         let v = view.as_mut().ok_or("watch stream began without a snapshot")?;
+                        note_left(&mut left, &e);
                         apply_event(v, &mut seq, e)?
                     }
                     None => false,
                 };
                 if let (true, Some(v)) = (changed, &view) {
-                    tx.send(Event::View(member_view(v))).await.map_err(|_| "shutting down")?;
+                    tx.send(Event::View(member_view(v, &left))).await.map_err(|_| "shutting down")?;
                 }
             }
             m = sub.message() => {
@@ -1450,7 +1477,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(apply_event(&mut v, &mut seq, up), Ok(true));
-        let mv = member_view(&v);
+        let mv = member_view(&v, &BTreeSet::new());
         assert!(mv.quorate);
         assert_eq!(
             mv.nodes[1],
@@ -1468,8 +1495,11 @@ mod tests {
             })),
             ..Default::default()
         };
-        assert_eq!(apply_event(&mut v, &mut seq, late), Ok(false));
-        assert!(member_view(&v).nodes[1].alive, "late still counts as alive");
+        assert_eq!(apply_event(&mut v, &mut seq, late), Ok(true));
+        assert!(
+            member_view(&v, &BTreeSet::new()).nodes[1].alive,
+            "late still counts as alive"
+        );
         let dead = mpb::Event {
             seq: 9,
             kind: Some(mpb::event::Kind::NodeDead(mpb::NodeDead {
@@ -1518,9 +1548,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(apply_event(&mut v, &mut seq, dead(1, "a")), Ok(true));
-        assert!(member_view(&v).quorate, "b and w are a majority");
+        assert!(
+            member_view(&v, &BTreeSet::new()).quorate,
+            "b and w are a majority"
+        );
         assert_eq!(apply_event(&mut v, &mut seq, dead(2, "w")), Ok(true));
-        assert!(!member_view(&v).quorate, "b alone is no majority");
+        assert!(
+            !member_view(&v, &BTreeSet::new()).quorate,
+            "b alone is no majority"
+        );
         // two_node (needed 1): the survivor stays quorate.
         let mut v2 = mpb::View {
             nodes: vec![node("a", false), node("b", true)],
@@ -1535,7 +1571,7 @@ mod tests {
         };
         let mut seq = 0;
         assert_eq!(apply_event(&mut v2, &mut seq, dead(1, "a")), Ok(true));
-        assert!(member_view(&v2).quorate);
+        assert!(member_view(&v2, &BTreeSet::new()).quorate);
     }
 
     #[test]

@@ -26,6 +26,28 @@
 //! - The groups of a node are free only once membership declares the node dead (messages of
 //!   that incarnation still in flight are then ignored; a node back from a healed partition
 //!   with the same generation is heard again).
+//! - A node whose membership *left* (a clean shutdown, `REASON_LEFT`: what `systemctl
+//!   restart tandem-membership` does) is no candidate at once, but what its agent announced
+//!   as held stays held for [`HandoverConfig::left_grace`] (membership's `dead_after`): its
+//!   agent keeps running, and holding, while membership restarts, and a restart is back
+//!   well within that (a new generation frees nothing). Membership still reports "left";
+//!   this is the agent's reading of it. Cost: a whole-node shutdown (the agent stops too,
+//!   keeping its resources, by design) fails over after `dead_after` instead of at once.
+//! - A group *lost* here (a monitor found the provider giving it to another server, e.g.
+//!   taken over during a partition) is not claimed again while that situation lasts. The
+//!   provider names a server, not a node, so every other member is a possible holder until
+//!   it is accounted for: it announced itself since the loss (from then on its
+//!   announcements say whether it holds the group, and the normal handover applies), or
+//!   membership declared it dead after showing it alive and not late since the loss (a new
+//!   death, not the partition that caused the loss, during which it was already dead or
+//!   late here), or an operator's takeover here. Neither the peer falling silent
+//!   (`peer_stale_after`: with one-way loss the taker's membership never sends to us) nor
+//!   the start-failure backoff lets this node take it back: both made the IP flap (two
+//!   nodes with both links cut, or one-way loss). Accepted cost: in a two-node cluster
+//!   without a witness, if the node that took the group during a partition really dies
+//!   before the partition heals, the group stays down until the heal. A witness is the
+//!   answer. (A restart of this agent during the partition forgets the loss; its start-up
+//!   probe then sees the IP elsewhere and it claims after `settle` as any agent would.)
 //! - Nothing is claimed until the agents that may exist have been heard: for `settle`
 //!   after this agent starts, and after a member peer comes up until it announces itself
 //!   (at most `peer_stale_after`), so a rebooted node learns what is held before acting.
@@ -114,6 +136,10 @@ pub struct HandoverConfig {
     pub nodes: Vec<(String, Role)>,
     pub groups: Vec<GroupSpec>,
     pub timers: Timers,
+    /// How long the groups of a node whose membership *left* (clean shutdown) stay held:
+    /// membership's `dead_after`. A `systemctl restart` of membership is back well within
+    /// it, and its agent kept running (and holding) all along.
+    pub left_grace: Duration,
 }
 
 impl HandoverConfig {
@@ -131,6 +157,7 @@ impl HandoverConfig {
                 })
                 .collect(),
             timers,
+            left_grace: cfg.timing.dead_after,
         }
     }
 }
@@ -237,6 +264,9 @@ pub struct MembershipView {
     /// Alive nodes silent for longer than `warn_after` (membership's LATE): likely the next
     /// to be declared dead, e.g. the rest of the majority when this node is cut off.
     pub late: Vec<String>,
+    /// Dead nodes whose membership announced a clean shutdown (`REASON_LEFT`) and has not
+    /// come back since.
+    pub left: Vec<String>,
 }
 
 /// Result of a group action run by the local agents.
@@ -370,6 +400,10 @@ struct LocalGroup {
     /// Sequence of our first announcement listing the group as held (0: not held or not
     /// announced yet), to tell whether a peer that also claims it knows we hold it.
     held_seq: u64,
+    /// The group was lost here to another server: the member nodes that may hold it now,
+    /// each with whether membership has shown it alive (and not late) since the loss. Not
+    /// claimed again while any is left (see the module doc).
+    lost_to: Option<BTreeMap<String, bool>>,
 }
 
 impl LocalGroup {
@@ -470,6 +504,9 @@ pub struct Handover {
     /// The generation at which membership last declared each node dead; messages of that
     /// incarnation or older still in flight are ignored.
     dead_gen: BTreeMap<String, u64>,
+    /// Nodes whose membership left (clean shutdown) while their agent announced holding
+    /// something, and since when: their groups stay held for `left_grace`.
+    left_at: BTreeMap<String, Instant>,
     groups: Vec<LocalGroup>,
     outputs: Vec<Output>,
     next_announce: Instant,
@@ -524,6 +561,7 @@ impl Handover {
                 last_error: None,
                 lost: false,
                 held_seq: 0,
+                lost_to: None,
             })
             .collect();
         Ok(Handover {
@@ -539,6 +577,7 @@ impl Handover {
             late: BTreeSet::new(),
             peers: BTreeMap::new(),
             dead_gen: BTreeMap::new(),
+            left_at: BTreeMap::new(),
             groups,
             outputs: Vec::new(),
             next_announce: now,
@@ -570,6 +609,9 @@ impl Handover {
             if let Some(t) = g.avoid_until.filter(|t| *t > self.last_step) {
                 d = d.min(t);
             }
+        }
+        for t in self.left_at.values() {
+            d = d.min(*t + self.cfg.left_grace);
         }
         d
     }
@@ -626,6 +668,21 @@ impl Handover {
             warn!(group = %group, "loss of an unknown group ignored");
             return;
         };
+        // The provider names a server, not a node: every other member may be the holder.
+        // One alive and not late now is "seen alive since the loss": its later death is a
+        // new one. One dead or late is most likely on the other side of the partition that
+        // caused the loss: its death proves nothing.
+        let suspects: BTreeMap<String, bool> = self
+            .cfg
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, role))| *i != self.local_idx && *role == Role::Member)
+            .map(|(_, (n, _))| {
+                let seen = self.alive.contains_key(n) && !self.late.contains(n);
+                (n.clone(), seen)
+            })
+            .collect();
         let g = &mut self.groups[gi];
         if g.state != LocalState::Running {
             debug!(group = %group, state = ?g.state, "loss of a group not running here ignored");
@@ -633,6 +690,7 @@ impl Handover {
         }
         warn!(group = %group, reason = %reason, "group lost to another server; stopping it here, not taking it back");
         g.lost = true;
+        g.lost_to = (!suspects.is_empty()).then_some(suspects);
         g.state = LocalState::Stopping;
         g.pinned = false;
         g.last_error = Some(format!("lost: {reason}"));
@@ -682,7 +740,9 @@ impl Handover {
                     return Err(CommandError::NotCandidate(reason.to_owned()));
                 }
                 let g = &mut self.groups[gi];
-                // An explicit request forgives an earlier failure or release here.
+                // An explicit request forgives an earlier failure or release here, and a
+                // loss: the operator decides where the group runs.
+                g.lost_to = None;
                 g.avoid = None;
                 g.avoid_until = None;
                 g.failures = 0;
@@ -811,6 +871,12 @@ impl Handover {
             self.quorate = view.quorate;
         }
         self.late = view.late.into_iter().collect();
+        let left: BTreeSet<String> = view.left.into_iter().collect();
+        for n in &view.nodes {
+            if n.alive && !self.late.contains(&n.name) {
+                self.seen_alive_since_loss(&n.name);
+            }
+        }
         for n in view.nodes {
             if n.name == self.cfg.local || self.node_idx(&n.name).is_none() {
                 continue;
@@ -826,11 +892,34 @@ impl Handover {
                             .insert(n.name.clone(), n.generation.saturating_sub(1));
                         self.alive.insert(n.name.clone(), (n.generation, now));
                         // Membership's stream to a new incarnation starts empty: tell it.
-                        self.reply_to.insert(n.name);
+                        self.reply_to.insert(n.name.clone());
                     }
                 }
+                if self.left_at.remove(&n.name).is_some() {
+                    info!(node = %n.name, "node back after leaving; what it holds stays held");
+                }
             } else {
+                if self.left_at.contains_key(&n.name) {
+                    continue;
+                }
                 let was_alive = self.alive.remove(&n.name).is_some();
+                if was_alive && left.contains(&n.name) {
+                    let dead = self.dead_gen.entry(n.name.clone()).or_default();
+                    *dead = (*dead).max(n.generation);
+                    // Its agent keeps running, and holding, while membership restarts
+                    // (`systemctl restart`): what it announced as held stays held for
+                    // `left_grace`. Its claims are void (a disconnected agent starts nothing).
+                    let holds = self.peers.get_mut(&n.name).is_some_and(|p| {
+                        p.state.claims.clear();
+                        !p.state.holds.is_empty()
+                    });
+                    self.dirty = true;
+                    if holds {
+                        info!(node = %n.name, generation = n.generation, grace = ?self.cfg.left_grace, "node left; its groups stay held unless it does not come back in time");
+                        self.left_at.insert(n.name.clone(), now);
+                        continue;
+                    }
+                }
                 // Only membership's verdict frees what a node held.
                 let freed = self
                     .peers
@@ -845,7 +934,48 @@ impl Handover {
                     info!(node = %n.name, generation = n.generation, "node dead; its groups are free");
                     self.dirty = true;
                 }
+                self.died_since_loss(&n.name);
             }
+        }
+    }
+
+    /// Membership shows `node` alive (not late): a later death of it is a new one.
+    fn seen_alive_since_loss(&mut self, node: &str) {
+        for g in &mut self.groups {
+            if let Some(seen) = g.lost_to.as_mut().and_then(|m| m.get_mut(node)) {
+                *seen = true;
+            }
+        }
+    }
+
+    /// `node` died: a group lost while it may hold it is free again if membership had
+    /// shown it alive since the loss (a new death, not the partition behind the loss).
+    fn died_since_loss(&mut self, node: &str) {
+        for gi in 0..self.groups.len() {
+            if self.groups[gi]
+                .lost_to
+                .as_ref()
+                .is_some_and(|m| m.get(node) == Some(&true))
+            {
+                self.clear_suspect(gi, node, "died after being seen alive since the loss");
+            }
+        }
+    }
+
+    /// `node` is known not to be an unannounced holder of group `gi` any more.
+    fn clear_suspect(&mut self, gi: usize, node: &str, why: &str) {
+        let g = &mut self.groups[gi];
+        let Some(m) = g.lost_to.as_mut() else {
+            return;
+        };
+        if m.remove(node).is_none() {
+            return;
+        }
+        debug!(group = %self.cfg.groups[gi].name, node = %node, why, "no longer a possible holder of a lost group");
+        if m.is_empty() {
+            g.lost_to = None;
+            info!(group = %self.cfg.groups[gi].name, "every node the group may have been lost to is accounted for; it may be claimed again");
+            self.dirty = true;
         }
     }
 
@@ -878,6 +1008,7 @@ impl Handover {
                     return;
                 }
                 let first_of_inc = prev.is_none_or(|p| p.state.inc != a.inc);
+
                 let new_pins: Vec<String> = a
                     .pins
                     .iter()
@@ -895,6 +1026,10 @@ impl Handover {
                         last_heard: now,
                     },
                 );
+                // Heard after the loss: from here on its announcements say whether it holds.
+                for gi in 0..self.groups.len() {
+                    self.clear_suspect(gi, from, "announced itself after the loss");
+                }
                 // The newer takeover request wins.
                 for g in new_pins {
                     if let Some(gi) = self.group_idx(&g)
@@ -1090,9 +1225,10 @@ impl Handover {
     fn acked(&self, gi: usize, now: Instant) -> bool {
         let mine = (self.inc, self.groups[gi].claim_seq);
         self.peers
-            .values()
-            .filter(|p| !self.stale(p, now))
-            .all(|p| {
+            .iter()
+            // A node that left cannot answer; its holds still block through `others_hold`.
+            .filter(|(n, p)| !self.stale(p, now) && !self.left_at.contains_key(*n))
+            .all(|(_, p)| {
                 p.state
                     .seen
                     .get(&self.cfg.local)
@@ -1117,6 +1253,7 @@ impl Handover {
                     if self.connected
                         && local_wanted
                         && settled
+                        && self.groups[gi].lost_to.is_none()
                         && !others_hold
                         && !earlier_claim =>
                 {
@@ -1161,6 +1298,26 @@ impl Handover {
 
     fn step(&mut self, now: Instant) {
         self.last_step = now;
+        let grace = self.cfg.left_grace;
+        let expired: Vec<String> = self
+            .left_at
+            .iter()
+            .filter(|(_, t)| **t + grace <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in expired {
+            info!(node = %n, "node left and did not come back in time; its groups are free");
+            self.left_at.remove(&n);
+            self.peers.remove(&n);
+            // It was alive to say goodbye: as a new death.
+            for g in &mut self.groups {
+                if let Some(seen) = g.lost_to.as_mut().and_then(|m| m.get_mut(&n)) {
+                    *seen = true;
+                }
+            }
+            self.died_since_loss(&n);
+            self.dirty = true;
+        }
         for gi in 0..self.groups.len() {
             let name = &self.cfg.groups[gi].name;
             let lapsed = self.groups[gi].avoid_until.is_some_and(|t| t <= now);
@@ -1264,6 +1421,10 @@ impl Handover {
                     holder: self.holder(gi, now).map(name),
                     not_candidate_reason: match &g.avoid {
                         _ if !self.connected => Some("no connection to membership".to_owned()),
+                        _ if g.lost_to.is_some() => Some(
+                            "lost to another server; not claimed until its holder is heard from"
+                                .to_owned(),
+                        ),
                         Some(why) if !self.standby => Some(why.clone()),
                         _ => placement::not_candidate_reason(&nodes[self.local_idx], quorate)
                             .map(str::to_owned),

@@ -159,6 +159,7 @@ impl Sim {
                 .collect(),
             groups: self.groups.clone(),
             timers: timers(),
+            left_grace: Duration::from_secs(1),
         }
     }
 
@@ -184,6 +185,7 @@ impl Sim {
                 })
                 .collect(),
             late: Vec::new(),
+            left: Vec::new(),
         }
     }
 
@@ -1010,6 +1012,7 @@ fn a_configuration_whose_announcements_cannot_fit_is_refused() {
         nodes: nodes.clone(),
         groups: groups(n),
         timers: timers(),
+        left_grace: Duration::from_secs(1),
     };
     assert!(Handover::new(cfg(3), 1, &[], false, Instant::now()).is_ok());
     let e = Handover::new(cfg(20), 1, &[], false, Instant::now()).expect_err("too large");
@@ -1157,6 +1160,8 @@ struct Single {
     hv: Handover,
     base: Instant,
     names: Vec<String>,
+    /// Membership generation of each node.
+    gens: Vec<u64>,
 }
 
 impl Single {
@@ -1165,6 +1170,15 @@ impl Single {
     }
 
     fn with_roles(local: &str, names: &[&str], roles: &[Role]) -> Single {
+        Single::build(local, names, roles, &[])
+    }
+
+    /// Like `new`, with `running` found running by the start-up probe.
+    fn running(local: &str, names: &[&str], running: &[&str]) -> Single {
+        Single::build(local, names, &vec![Role::Member; names.len()], running)
+    }
+
+    fn build(local: &str, names: &[&str], roles: &[Role], running: &[&str]) -> Single {
         let base = Instant::now();
         let cfg = HandoverConfig {
             local: local.into(),
@@ -1175,12 +1189,15 @@ impl Single {
                 .collect(),
             groups: vec![group("ip", Some(names[0]), Failback::Auto)],
             timers: timers(),
+            left_grace: Duration::from_secs(1),
         };
-        let hv = Handover::new(cfg, 7, &[], false, base).expect("handover");
+        let running: Vec<String> = running.iter().map(|s| s.to_string()).collect();
+        let hv = Handover::new(cfg, 7, &running, false, base).expect("handover");
         Single {
             hv,
             base,
             names: names.iter().map(|s| s.to_string()).collect(),
+            gens: vec![1; names.len()],
         }
     }
 
@@ -1193,17 +1210,30 @@ impl Single {
     }
 
     fn view_with(&mut self, ms: u64, alive: &[bool], late: &[&str], quorate: bool) -> Vec<Output> {
+        self.view_full(ms, alive, late, &[], quorate)
+    }
+
+    fn view_full(
+        &mut self,
+        ms: u64,
+        alive: &[bool],
+        late: &[&str],
+        left: &[&str],
+        quorate: bool,
+    ) -> Vec<Output> {
         let view = MembershipView {
             quorate,
             late: late.iter().map(|s| s.to_string()).collect(),
+            left: left.iter().map(|s| s.to_string()).collect(),
             nodes: self
                 .names
                 .iter()
                 .zip(alive)
-                .map(|(n, a)| MemberNode {
+                .zip(&self.gens)
+                .map(|((n, a), g)| MemberNode {
                     name: n.clone(),
                     alive: *a,
-                    generation: 1,
+                    generation: *g,
                 })
                 .collect(),
         };
@@ -1213,11 +1243,16 @@ impl Single {
 
     fn announce(&mut self, ms: u64, from: &str, a: Announce) -> Vec<Output> {
         let payload = Message::State(a).encode().expect("encode");
+        let generation = self
+            .names
+            .iter()
+            .position(|n| n == from)
+            .map_or(1, |i| self.gens[i]);
         self.hv.handle(
             self.at(ms),
             Input::Message {
                 from: from.into(),
-                generation: 1,
+                generation,
                 payload,
             },
         );
@@ -1343,4 +1378,189 @@ fn a_death_while_another_node_is_late_waits_for_the_claim_retry() {
     n.hv.drain_outputs();
     let out = n.view_with(1500, &[false, true, true], &[], true);
     assert_eq!(starts(&out), ["ip"], "{out:?}");
+}
+
+fn idle(inc: u64, seq: u64) -> Announce {
+    Announce {
+        inc,
+        seq,
+        healthy: true,
+        ..Announce::default()
+    }
+}
+
+impl Single {
+    /// Ticks at every deadline from `from_ms` to `to_ms`, collecting the starts.
+    fn run_until(&mut self, from_ms: u64, to_ms: u64) -> usize {
+        let mut started = 0;
+        let mut t = self.at(from_ms);
+        while t <= self.at(to_ms) {
+            self.hv.handle(t, Input::Tick);
+            started += starts(&self.hv.drain_outputs()).len();
+            // At least 10 ms forward, so a deadline in the past cannot spin.
+            t = self.hv.next_deadline().max(t + Duration::from_millis(10));
+        }
+        started
+    }
+
+    /// The group is lost here (the provider says another server holds it) and stops.
+    fn lose(&mut self, ms: u64) {
+        self.hv.handle(
+            self.at(ms),
+            Input::Lost {
+                group: "ip".into(),
+                reason: "reserved-ip: held by server 222".into(),
+            },
+        );
+        assert_eq!(self.hv.state_of("ip"), Some(LocalState::Stopping));
+        self.hv.handle(
+            self.at(ms + 50),
+            Input::Agent {
+                group: "ip".into(),
+                outcome: AgentOutcome::Stopped,
+            },
+        );
+        assert!(starts(&self.hv.drain_outputs()).is_empty());
+    }
+}
+
+/// Issue 5/7, fault 1: two nodes, both links cut. The preferred holder a sees b dead; b
+/// took the IP, so a's monitor finds it held elsewhere. a must not claim it back while the
+/// only node it could have gone to is dead *because of the partition*: not by the
+/// start-failure backoff either, however long the partition lasts.
+#[test]
+fn a_group_lost_during_a_partition_is_not_taken_back_until_its_holder_is_heard() {
+    let mut n = Single::running("a", &["a", "b"], &["ip"]);
+    n.view(0, &[true, true]);
+    n.announce(10, "b", idle(5, 1));
+    assert_eq!(n.run_until(20, 1000), 0);
+    assert_eq!(n.hv.state_of("ip"), Some(LocalState::Running));
+    // Both links cut: b is late, then dead; meanwhile b took the IP.
+    n.view_with(1500, &[true, true], &["b"], true);
+    n.view(2000, &[true, false]);
+    n.lose(2300);
+    let st = n.hv.status(n.at(2400));
+    assert!(
+        st.groups[0]
+            .not_candidate_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("lost")),
+        "{st:?}"
+    );
+    assert_eq!(n.run_until(2400, 400_000), 0, "no claim while partitioned");
+    assert_eq!(n.hv.state_of("ip"), Some(LocalState::Stopped));
+    // Healed: b is up again (same generation) and announces that it holds the group.
+    n.view(400_100, &[true, true]);
+    assert_eq!(n.run_until(400_100, 400_200), 0);
+    n.announce(400_210, "b", holding(5, 20, "ip"));
+    assert_eq!(
+        n.run_until(400_210, 401_000),
+        0,
+        "b holds: a waits for the release"
+    );
+    // The failback: b (not preferred) stops and announces the release; a claims, b acks.
+    let out = n.announce(401_010, "b", idle(5, 21));
+    let claim = last_announcement(&out).expect("a claims");
+    assert!(claim.claims.contains("ip"), "{claim:?}");
+    let mut ack = idle(5, 22);
+    ack.seen.insert("a".into(), (claim.inc, claim.seq));
+    let out = n.announce(401_020, "b", ack);
+    assert_eq!(starts(&out), ["ip"], "exactly one failback");
+}
+
+/// After a loss, the node it went to dying *again* (seen alive since the loss, then dead)
+/// is a real death: its groups are free, as for any death.
+#[test]
+fn a_lost_group_is_free_once_its_holder_dies_after_being_seen_alive() {
+    let mut n = Single::running("a", &["a", "b"], &["ip"]);
+    n.view(0, &[true, true]);
+    n.announce(10, "b", idle(5, 1));
+    n.run_until(20, 1000);
+    n.view(2000, &[true, false]);
+    n.lose(2300);
+    assert_eq!(n.run_until(2400, 30_000), 0);
+    // Healed, but b's agent is not heard (e.g. its messages do not get through yet) ...
+    n.view(30_000, &[true, true]);
+    assert_eq!(n.run_until(30_000, 31_000), 0);
+    // ... and then b really dies: nobody else can hold the group.
+    let out = n.view(31_000, &[true, false]);
+    assert_eq!(starts(&out), ["ip"], "{out:?}");
+}
+
+/// Issue 5/7, fault 2: one-way loss. b does not hear a, a hears b: b declares a dead and
+/// takes the IP, while b stays alive in a's view and its announcements never reach a (its
+/// membership sends only to nodes it considers alive). Once b's agent counts as silent
+/// (`peer_stale_after`) a must still not claim the group back; a real death of b (alive at
+/// the loss, so seen alive since) frees it.
+#[test]
+fn a_group_lost_to_a_node_that_is_still_alive_is_not_claimed_when_its_agent_falls_silent() {
+    let mut n = Single::running("a", &["a", "b"], &["ip"]);
+    n.view(0, &[true, true]);
+    n.announce(10, "b", idle(5, 1));
+    n.run_until(20, 1000);
+    n.lose(1500);
+    // peer_stale_after is 5 s here: b's last word is long stale.
+    assert_eq!(n.run_until(1600, 120_000), 0, "no flapping");
+    assert_eq!(n.hv.state_of("ip"), Some(LocalState::Stopped));
+    // Healed: b is heard holding; the failback goes through the release.
+    n.announce(120_000, "b", holding(5, 30, "ip"));
+    assert_eq!(n.run_until(120_000, 121_000), 0);
+    let out = n.announce(121_010, "b", idle(5, 31));
+    let claim = last_announcement(&out).expect("a claims");
+    let mut ack = idle(5, 32);
+    ack.seen.insert("a".into(), (claim.inc, claim.seq));
+    assert_eq!(starts(&n.announce(121_020, "b", ack)), ["ip"]);
+
+    // Same loss, never healed, b really dies: the group is free.
+    let mut n = Single::running("a", &["a", "b"], &["ip"]);
+    n.view(0, &[true, true]);
+    n.announce(10, "b", idle(5, 1));
+    n.run_until(20, 1000);
+    n.lose(1500);
+    assert_eq!(n.run_until(1600, 20_000), 0);
+    let out = n.view(20_000, &[true, false]);
+    assert_eq!(starts(&out), ["ip"], "{out:?}");
+}
+
+/// Issue 5/7, fault 3: `systemctl restart tandem-membership` on the holder. Its membership
+/// leaves cleanly (REASON_LEFT) and is back ~100 ms later as a new generation; its agent
+/// held the group all along. Nothing may move. A node that left and does not come back
+/// within `left_grace` is treated as dead.
+#[test]
+fn a_holder_whose_membership_restarts_keeps_the_group() {
+    let mut n = Single::new("b", &["a", "b"]);
+    n.view(0, &[true, true]);
+    n.announce(10, "a", holding(3, 1, "ip"));
+    assert_eq!(n.run_until(20, 1000), 0);
+    let out = n.view_full(1500, &[false, true], &[], &["a"], true);
+    assert!(
+        starts(&out).is_empty(),
+        "a left, its agent still holds: {out:?}"
+    );
+    assert_eq!(n.run_until(1500, 1600), 0);
+    // Back as generation 2 within left_grace (1 s here): its agent announces again.
+    n.gens[0] = 2;
+    assert!(starts(&n.view(1600, &[true, true])).is_empty());
+    assert!(starts(&n.announce(1650, "a", holding(3, 2, "ip"))).is_empty());
+    let st = n.hv.status(n.at(1700));
+    assert_eq!(st.groups[0].holder.as_deref(), Some("a"));
+    assert_eq!(n.run_until(1650, 30_000), 0, "zero moves");
+
+    // Left and not back in time: free after left_grace, not before.
+    let mut n = Single::new("b", &["a", "b"]);
+    n.view(0, &[true, true]);
+    n.announce(10, "a", holding(3, 1, "ip"));
+    n.run_until(20, 1000);
+    assert!(starts(&n.view_full(1500, &[false, true], &[], &["a"], true)).is_empty());
+    assert!(n.hv.next_deadline() <= n.at(2500), "a timer for the grace");
+    assert_eq!(n.run_until(1500, 2490), 0);
+    n.hv.handle(n.at(2500), Input::Tick);
+    assert_eq!(starts(&n.hv.drain_outputs()), ["ip"]);
+
+    // A death by silence (kill -9, power loss) frees at once, as before.
+    let mut n = Single::new("b", &["a", "b"]);
+    n.view(0, &[true, true]);
+    n.announce(10, "a", holding(3, 1, "ip"));
+    n.run_until(20, 1000);
+    assert_eq!(starts(&n.view(1500, &[false, true])), ["ip"]);
 }
