@@ -35,6 +35,36 @@ struct Args {
     /// Directory holding tandem-membership and tandem-resource-agent (default: this binary's).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Tandem's fast row as INTERVAL/DEAD_AFTER (e.g. `10ms/100ms`; default 20ms/200ms), to
+    /// try other timings; warn_after is half of dead_after.
+    #[arg(long, value_parser = parse_fast)]
+    tandem_fast: Option<Timing>,
+}
+
+fn parse_fast(s: &str) -> Result<Timing, String> {
+    let (i, d) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?}: expected INTERVAL/DEAD_AFTER, e.g. 20ms/200ms"))?;
+    let parse = |x: &str| humantime::parse_duration(x.trim()).map_err(|e| format!("{x:?}: {e}"));
+    let (interval, dead_after) = (parse(i)?, parse(d)?);
+    if interval.is_zero() || dead_after <= interval {
+        return Err(format!(
+            "{s:?}: dead_after must be longer than a non-zero interval"
+        ));
+    }
+    Ok(Timing {
+        interval,
+        warn_after: dead_after / 2,
+        dead_after,
+        init_dead: TANDEM_FAST.init_dead,
+    })
+}
+
+/// The fast Tandem timing of this run (`--tandem-fast`, else [`TANDEM_FAST`]).
+static FAST: std::sync::OnceLock<Timing> = std::sync::OnceLock::new();
+
+fn tandem_fast() -> Timing {
+    *FAST.get_or_init(|| TANDEM_FAST)
 }
 
 /// Tandem's fast row: the fastest timing measured here with zero false failovers under 20%
@@ -65,14 +95,21 @@ impl Kind {
     }
 
     /// The timing in words, as configured below.
-    fn timing(self, fast: bool) -> &'static str {
+    fn timing(self, fast: bool) -> String {
         match (self, fast) {
-            (Kind::Tandem, false) => "default 100ms/1s",
-            (Kind::Tandem, true) => "fast 20ms/200ms",
-            (Kind::Keepalived, false) => "default advert 1s",
-            (Kind::Keepalived, true) => "fast advert 0.1s",
-            (Kind::Heartbeat, false) => "sample 2s/30s",
-            (Kind::Heartbeat, true) => "fast 100ms/1s",
+            (Kind::Tandem, false) => "default 100ms/1s".into(),
+            (Kind::Tandem, true) => {
+                let t = tandem_fast();
+                format!(
+                    "fast {}ms/{}ms",
+                    t.interval.as_millis(),
+                    t.dead_after.as_millis()
+                )
+            }
+            (Kind::Keepalived, false) => "default advert 1s".into(),
+            (Kind::Keepalived, true) => "fast advert 0.1s".into(),
+            (Kind::Heartbeat, false) => "sample 2s/30s".into(),
+            (Kind::Heartbeat, true) => "fast 100ms/1s".into(),
         }
     }
 
@@ -80,7 +117,7 @@ impl Kind {
     fn dead(self, fast: bool) -> Duration {
         match (self, fast) {
             (Kind::Tandem, false) => Duration::from_secs(1),
-            (Kind::Tandem, true) => TANDEM_FAST.dead_after,
+            (Kind::Tandem, true) => tandem_fast().dead_after,
             (Kind::Keepalived, false) => Duration::from_millis(3700),
             (Kind::Keepalived, true) => Duration::from_millis(400),
             (Kind::Heartbeat, false) => Duration::from_secs(30),
@@ -504,7 +541,7 @@ async fn build(kind: Kind, fast: bool, bins: &Binaries) -> anyhow::Result<Cluste
                 net,
                 bins.clone(),
                 &["primary", "secondary"],
-                if fast { TANDEM_FAST } else { Timing::DEFAULT },
+                if fast { tandem_fast() } else { Timing::DEFAULT },
                 None,
                 true,
             )?)
@@ -621,6 +658,9 @@ async fn measure(
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
+    if let Some(t) = args.tandem_fast {
+        let _ = FAST.set(t);
+    }
     if args.quick {
         args.runs = args.runs.min(2);
         args.loss_secs = args.loss_secs.min(15);
