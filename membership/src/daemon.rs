@@ -104,7 +104,7 @@ enum Command {
         reply: oneshot::Sender<pb::StatusResponse>,
     },
     Watch {
-        reply: oneshot::Sender<(pb::WatchResponse, broadcast::Receiver<pb::Event>)>,
+        reply: oneshot::Sender<(pb::WatchResponse, broadcast::Receiver<Arc<pb::Event>>)>,
     },
 }
 
@@ -187,6 +187,8 @@ pub async fn run(
             )))
         }
     };
+    // Arcs: the broadcasts allocate and touch every slot up front, and a slot holding an
+    // Arc is a few words where a slot holding the message is a few hundred bytes.
     let (events_tx, _) = broadcast::channel(WATCH_BUFFER);
     let (messages_tx, _) = broadcast::channel(SUBSCRIBE_BUFFER);
     let subscribers = Arc::new(Mutex::new(HashMap::new()));
@@ -289,11 +291,11 @@ struct Shell {
     kernel_drops: Vec<u32>,
     bound: Vec<SocketAddr>,
     counters: Arc<ShellCounters>,
-    events: broadcast::Sender<pb::Event>,
+    events: broadcast::Sender<Arc<pb::Event>>,
     /// The last [`RECENT_EVENTS`] events, for Status.
     recent: std::collections::VecDeque<pb::Event>,
     event_counts: crate::metrics::EventCounters,
-    messages: broadcast::Sender<pb::ClusterMessage>,
+    messages: broadcast::Sender<Arc<pb::ClusterMessage>>,
     subscribers: Arc<Mutex<HashMap<u64, Vec<String>>>>,
 }
 
@@ -483,7 +485,7 @@ impl Shell {
             }
             self.recent.push_back(pe.clone());
             // No receiver is fine: nobody is watching.
-            let _ = self.events.send(pe);
+            let _ = self.events.send(Arc::new(pe));
         }
         while let Some(d) = self.core.poll_delivery() {
             self.deliver(d);
@@ -503,14 +505,14 @@ impl Shell {
             self.counters.no_subscriber.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let _ = self.messages.send(pb::ClusterMessage {
+        let _ = self.messages.send(Arc::new(pb::ClusterMessage {
             from: self.core.nodes()[d.from].name.clone(),
             from_generation: d.from_generation,
             topic: d.topic,
             payload: d.payload,
             broadcast: d.broadcast,
             seq: d.seq,
-        });
+        }));
     }
 
     fn name(&self, i: usize) -> &str {
@@ -782,7 +784,7 @@ fn quorum(q: &Quorum) -> pb::Quorum {
 /// The gRPC service: forwards to the protocol loop and streams from its broadcasts.
 struct Service {
     commands: mpsc::Sender<Command>,
-    messages: broadcast::Sender<pb::ClusterMessage>,
+    messages: broadcast::Sender<Arc<pb::ClusterMessage>>,
     subscribers: Arc<Mutex<HashMap<u64, Vec<String>>>>,
     next_subscriber: AtomicU64,
     counters: Arc<ShellCounters>,
@@ -891,7 +893,7 @@ impl pb::membership_server::Membership for Service {
                 loop {
                     match rx.recv().await {
                         Ok(m) if topics.is_empty() || topics.contains(&m.topic) => {
-                            return Some((Ok(m), Some((rx, reg))));
+                            return Some((Ok(Arc::unwrap_or_clone(m)), Some((rx, reg))));
                         }
                         Ok(_) => continue,
                         Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -913,7 +915,7 @@ impl pb::membership_server::Membership for Service {
 /// behind gets RESOURCE_EXHAUSTED and the stream ends (the broadcast dropped what it missed).
 fn watch_stream(
     snapshot: pb::WatchResponse,
-    rx: broadcast::Receiver<pb::Event>,
+    rx: broadcast::Receiver<Arc<pb::Event>>,
     counters: Arc<ShellCounters>,
 ) -> BoxStream<pb::WatchResponse> {
     let events = futures::stream::unfold(Some(rx), move |rx| {
@@ -923,7 +925,7 @@ fn watch_stream(
             match rx.recv().await {
                 Ok(e) => Some((
                     Ok(pb::WatchResponse {
-                        kind: Some(pb::watch_response::Kind::Event(e)),
+                        kind: Some(pb::watch_response::Kind::Event(Arc::unwrap_or_clone(e))),
                         snapshot_seq: 0,
                     }),
                     Some(rx),
@@ -979,10 +981,10 @@ mod tests {
         let mut s = watch_stream(snapshot, rx, counters.clone());
         // The publisher never waits: it runs WATCH_BUFFER + 1 events ahead.
         for seq in 1..=WATCH_BUFFER as u64 + 1 {
-            tx.send(pb::Event {
+            tx.send(Arc::new(pb::Event {
                 seq,
                 ..Default::default()
-            })
+            }))
             .unwrap();
         }
         assert!(s.next().await.unwrap().is_ok(), "snapshot first");
@@ -998,10 +1000,10 @@ mod tests {
         let counters = Arc::new(ShellCounters::default());
         let mut s = watch_stream(pb::WatchResponse::default(), rx, counters.clone());
         for seq in 1..=WATCH_BUFFER as u64 {
-            tx.send(pb::Event {
+            tx.send(Arc::new(pb::Event {
                 seq,
                 ..Default::default()
-            })
+            }))
             .unwrap();
         }
         drop(tx);

@@ -69,7 +69,13 @@ fn main() -> anyhow::Result<()> {
         println!("agents: ok");
         return Ok(());
     }
-    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    // One thread: the agent waits on sockets, timers and child processes; its only blocking
+    // work (small state-file writes, DNS lookups in tokio's blocking pool) is brief. Worker
+    // threads would only add wake-ups and malloc arenas (see tests/examples/bench_idle.rs).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     runtime.block_on(async move {
         let opts = Options {
             config,

@@ -104,7 +104,8 @@ fn mib(kib: u64) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = match args.bin_dir {
-        Some(d) => d,
+        // Absolute: each node's daemons run in the node's own directory.
+        Some(d) => std::fs::canonicalize(&d).with_context(|| format!("{}", d.display()))?,
         None => std::env::current_exe()?
             .parent()
             .and_then(|p| p.parent())
