@@ -1454,6 +1454,37 @@ mod tests {
     }
 
     #[test]
+    fn a_clean_leave_is_remembered_until_the_node_is_up_or_dies_otherwise() {
+        let dead = |reason: mpb::node_dead::Reason| mpb::Event {
+            kind: Some(mpb::event::Kind::NodeDead(mpb::NodeDead {
+                node: "a".into(),
+                generation: 1,
+                reason: reason as i32,
+                silent_for: None,
+            })),
+            ..Default::default()
+        };
+        let mut left = BTreeSet::new();
+        note_left(&mut left, &dead(mpb::node_dead::Reason::Silent));
+        assert!(left.is_empty());
+        note_left(&mut left, &dead(mpb::node_dead::Reason::Left));
+        assert!(left.contains("a"));
+        let up = mpb::Event {
+            kind: Some(mpb::event::Kind::NodeUp(mpb::NodeUp {
+                node: "a".into(),
+                generation: 2,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        note_left(&mut left, &up);
+        assert!(left.is_empty(), "back up: no longer left");
+        note_left(&mut left, &dead(mpb::node_dead::Reason::Left));
+        note_left(&mut left, &dead(mpb::node_dead::Reason::Silent));
+        assert!(left.is_empty(), "a later silent death is a death");
+    }
+
+    #[test]
     fn events_fold_into_the_view_and_gaps_are_detected() {
         let mut v = mpb::View {
             nodes: vec![

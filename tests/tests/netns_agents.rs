@@ -9,9 +9,8 @@
 //! Skipped, saying why, where namespaces cannot be made (not root, no `ip`/`nft`). The tests
 //! run in parallel with each other: the provider outage alone lasts over three minutes, so its
 //! name sorts first (the test harness starts tests in name order) and the others fit beside
-//! it. Three scenarios find bugs not fixed yet; they are `#[ignore]`d with the reason and run
-//! with `cargo test -p tandem-tests --test netns_agents -- --ignored`. Timing is the documented default (100 ms beats, dead after 1 s) so a
-//! loaded machine does not cause false failovers that would be blamed on the scenario.
+//! it. Timing is the documented default (100 ms beats, dead after 1 s) so a loaded machine does
+//! not cause false failovers that would be blamed on the scenario.
 use std::time::{Duration, SystemTime};
 
 use tandem_proto::agent::v1 as apb;
@@ -379,11 +378,11 @@ async fn rolling_restart_of_both_agents_and_the_standbys_membership_moves_nothin
 }
 
 /// The rest of the rolling restart: membership on the holder. Its clean shutdown tells the
-/// peer it leaves, the peer declares the node dead at once and its agent takes the IP while
-/// the holder's agent still runs; membership is back ~100 ms later and the IP fails back: two
-/// moves where none is expected. (A SIGKILL and a restart within dead_after moves nothing.)
+/// peer it leaves and the peer declares the node dead at once, but the holder's agent still
+/// runs and holds: the peer's agent keeps what it announced as held for dead_after, and
+/// membership is back (a new generation) well within it. (Found here: the IP failed over and
+/// back, two moves.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: SIGTERM of membership on the holder fails over and back (see the doc comment)"]
 async fn rolling_restart_of_membership_on_the_holder_moves_nothing() {
     rolling_restart(
         &[(0, Daemon::Membership)],
@@ -479,13 +478,12 @@ async fn membership_killed_on_the_holder_fails_over_and_back_once() {
 /// One-way loss: the primary hears the secondary, the secondary hears nothing. The IP moves
 /// at most once while it lasts, never flaps, and the heal moves it at most once more.
 ///
-/// Today it flaps: the secondary declares the primary dead and takes the IP; the primary's
-/// monitor finds it lost and stops, but its claim to take it back (it is preferred) is held
-/// only until the secondary's agent goes stale (its messages no longer reach a node its
-/// membership thinks dead), 10 s; then the primary assigns it back, the secondary's monitor
-/// finds it lost and retakes it at once, and so on: about one move a second.
+/// The secondary declares the primary dead and takes the IP; the primary's monitor finds it
+/// lost. Its agent must not claim it back when the secondary's agent falls silent (its
+/// messages no longer reach a node its membership thinks dead): the secondary is still
+/// alive in the primary's view and may hold it. (Found here: after peer_stale_after, 10 s,
+/// about one move a second.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: the IP ping-pongs about once a second under one-way loss (see the doc comment)"]
 async fn asymmetric_loss_with_agents_gives_one_holder_and_no_flapping() {
     let Some(spec) = spec(1, false) else { return };
     let c = launch(spec).await;
@@ -572,13 +570,11 @@ async fn links_cut_one_then_both(witness: bool) {
     check_probe(probe, 2, Duration::from_secs(1), scenario);
 }
 
-/// Today both cut under two_node ping-pongs: the secondary takes the IP; the primary, which
-/// sees the secondary dead, finds it lost, stops and assigns it back at once (it is preferred
-/// and the only candidate it knows); the secondary does the same: about one move a second for
-/// as long as the cut lasts. Nothing marks a group lost to a node declared dead as not to be
-/// taken back.
+/// Both cut under two_node: the secondary takes the IP; the primary, which sees the
+/// secondary dead, finds it lost and must not take it back while the partition that caused
+/// the loss lasts (it is preferred and the only candidate it knows). (Found here: about one
+/// move a second for as long as the cut lasted.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: both links cut under two_node ping-pongs the IP (see the doc comment)"]
 async fn one_link_cut_moves_nothing_both_cut_fail_over_two_node() {
     links_cut_one_then_both(false).await;
 }
