@@ -19,7 +19,8 @@
 //! - no node reported the group starting or stopping for longer than [`STUCK_AFTER`] plus the
 //!   provider's own downtime;
 //! - the curl loop's longest gap is below detection (`dead_after`) plus assignment
-//!   ([`ASSIGN_BOUND`]) plus the provider's downtime.
+//!   ([`ASSIGN_BOUND`]) plus, for provider faults, the provider's downtime and one
+//!   [`START_RETRY`] (the IP moves within one backoff of the provider's recovery).
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -57,6 +58,9 @@ const PREFERRED: usize = 0;
 /// that the peer took over, until its reserved-ip monitor (every second in the launcher's
 /// configuration) finds the IP elsewhere; see the module doc of `handover.rs`.
 pub const DOUBLE_WINDOW: Duration = Duration::from_secs(2);
+/// The agent's default `start_retry` (`handover::Timers`): after a start failed against the
+/// provider, the node retries the group this much later.
+pub const START_RETRY: Duration = Duration::from_secs(10);
 /// Assignment time allowed in the gap bound: the emulator's action delay, the agent's poll,
 /// a retry, and scheduling on a loaded machine.
 pub const ASSIGN_BOUND: Duration = Duration::from_secs(3);
@@ -872,7 +876,14 @@ pub async fn run(
             }
         }
         let gap = ProbeReport::from_samples(rig.prober.since(probe_from)).longest_gap;
-        let gap_bound = dead_after + ASSIGN_BOUND + downtime + 2 * PROBE_PERIOD;
+        // A start that failed against the provider is retried after the agent's
+        // `start_retry`: the IP moves within one such backoff of the provider's recovery.
+        let retry = if matches!(fault, Fault::Provider { .. }) {
+            START_RETRY
+        } else {
+            Duration::ZERO
+        };
+        let gap_bound = dead_after + ASSIGN_BOUND + downtime + retry + 2 * PROBE_PERIOD;
         if gap > gap_bound {
             problems.push(format!(
                 "the curl loop went {} without an answer (bound {})",
