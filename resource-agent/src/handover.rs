@@ -51,6 +51,13 @@
 //! - Nothing is claimed until the agents that may exist have been heard: for `settle`
 //!   after this agent starts, and after a member peer comes up until it announces itself
 //!   (at most `peer_stale_after`), so a rebooted node learns what is held before acting.
+//!   Once every other member's agent has announced itself since this agent started, the
+//!   wait ends at once: what is held or claimed anywhere is then known (witnesses hold
+//!   nothing). A returning node hears the others within a round trip: a peer answers the
+//!   first announcement of a new incarnation, and announces to a node membership reports
+//!   up with a new generation. The failback that follows waits on messages only: the
+//!   holder stops and announces the release, the preferred node claims, the others
+//!   acknowledge, it starts.
 //! - A start that fails (or a monitor that gives up) leaves the group to the others; after
 //!   a growing delay the node becomes a candidate again if nobody else holds the group.
 //! - Operator commands: standby/online (of this node, or of another by message), takeover
@@ -89,7 +96,8 @@ pub struct Timers {
     pub claim_retry: Duration,
     /// A peer silent for this long is not waited for (its agent is presumed gone).
     pub peer_stale_after: Duration,
-    /// After start, wait this long to hear the others before claiming anything. A member
+    /// After start, wait this long to hear the others before claiming anything (less once
+    /// every other member's agent has announced itself: nothing more to learn). A member
     /// peer that comes up is waited for until it announces itself or for
     /// `peer_stale_after` (a rebooting peer must learn what is held before it claims, and
     /// we must learn what it holds); a witness, which may run no agent, for `settle`.
@@ -1204,8 +1212,24 @@ impl Handover {
 
     /// When claiming may begin: after our own start and after every alive peer that has not
     /// announced itself yet had its chance to. `None` when settled.
+    ///
+    /// Settling ends early once the agent of every other member has announced itself since
+    /// this agent started: every node that may hold or claim a group has then said so, and
+    /// waiting longer teaches nothing (a witness never holds or claims, and may run no
+    /// agent: it is not waited for). A member never heard (down, or not yet seen by
+    /// membership) keeps the full `settle`.
     fn settle_until(&self, now: Instant) -> Option<Instant> {
         let settle = self.cfg.timers.settle;
+        let all_heard = self
+            .cfg
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, role))| *i != self.local_idx && *role == Role::Member)
+            .all(|(_, (n, _))| self.peers.get(n).is_some_and(|p| !self.stale(p, now)));
+        if all_heard {
+            return None;
+        }
         std::iter::once(self.started_at + settle)
             .chain(
                 self.alive

@@ -1564,3 +1564,122 @@ fn a_holder_whose_membership_restarts_keeps_the_group() {
     n.run_until(20, 1000);
     assert_eq!(starts(&n.view(1500, &[false, true])), ["ip"]);
 }
+
+/// Issue 7: settling ends as soon as the last member's agent is heard, not after `settle`
+/// (500 ms here); an alive witness that never announces is not waited for.
+#[test]
+fn settle_ends_as_soon_as_the_last_member_is_heard() {
+    let roles = [Role::Member, Role::Member, Role::Member, Role::Witness];
+    let mut n = Single::with_roles("a", &["a", "b", "c", "w"], &roles);
+    n.view(0, &[true, true, true, true]);
+    n.announce(20, "b", idle(5, 1));
+    assert_eq!(
+        n.hv.state_of("ip"),
+        Some(LocalState::Stopped),
+        "c not heard"
+    );
+    let out = n.announce(40, "c", idle(6, 1));
+    assert_eq!(
+        n.hv.state_of("ip"),
+        Some(LocalState::Waiting),
+        "claimed at 40 ms, as c is heard: {out:?}"
+    );
+    let claim = last_announcement(&out).expect("the claim is announced");
+    assert!(claim.claims.contains("ip"), "{claim:?}");
+    // Both acknowledge: started, still well inside the 500 ms settle.
+    let ack = |inc, seq| Announce {
+        seen: [("a".to_owned(), (claim.inc, claim.seq))].into(),
+        ..idle(inc, seq)
+    };
+    assert!(starts(&n.announce(50, "b", ack(5, 2))).is_empty());
+    assert_eq!(starts(&n.announce(55, "c", ack(6, 2))), ["ip"]);
+}
+
+/// A member never heard (here: down, not even seen by membership) keeps the full settle.
+#[test]
+fn settle_does_not_end_early_while_a_member_was_never_heard() {
+    let mut n = Single::new("a", &["a", "b", "c"]);
+    n.view(0, &[true, true, false]);
+    n.announce(20, "b", idle(5, 1));
+    n.hv.handle(n.at(499), Input::Tick);
+    n.hv.drain_outputs();
+    assert_eq!(n.hv.state_of("ip"), Some(LocalState::Stopped), "c unheard");
+    assert!(
+        n.hv.next_deadline() <= n.at(500),
+        "woken at the end of settle"
+    );
+    n.hv.handle(n.at(500), Input::Tick);
+    let out = n.hv.drain_outputs();
+    assert_eq!(n.hv.state_of("ip"), Some(LocalState::Waiting), "{out:?}");
+
+    // A member that membership reports up but whose agent is silent is still waited for
+    // past `settle` (the existing rule, up to `peer_stale_after`).
+    let mut n = Single::new("a", &["a", "b", "c"]);
+    n.view(0, &[true, true, true]);
+    n.announce(20, "b", idle(5, 1));
+    assert_eq!(n.run_until(30, 4900), 0);
+    assert_eq!(n.hv.state_of("ip"), Some(LocalState::Stopped));
+    // Once it is heard, the wait ends at once.
+    n.announce(4950, "c", idle(6, 1));
+    assert_eq!(n.hv.state_of("ip"), Some(LocalState::Waiting));
+}
+
+/// Two agents started together, no view lag: the early end of settling must still leave
+/// exactly one holder, and it comes before `settle` (500 ms) would have ended.
+#[test]
+fn a_both_nodes_fresh_start_still_ends_with_one_holder_before_settle() {
+    for (seed, prefer, want) in [
+        (41, Some("a"), "a"),
+        (42, Some("b"), "b"),
+        (43, None, "a"),
+        (44, None, "a"),
+    ] {
+        let mut sim = Sim::new(
+            seed,
+            &["a", "b"],
+            &[Role::Member; 2],
+            vec![group("ip", prefer, Failback::Auto)],
+        );
+        sim.run_ms(450);
+        assert_eq!(holders(&sim, "ip"), [want], "seed {seed} prefer {prefer:?}");
+        assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+        sim.run_ms(3000);
+        assert_eq!(holders(&sim, "ip"), [want], "seed {seed}");
+        assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+        sim.assert_converged();
+    }
+}
+
+/// Issue 7, failback: the preferred node comes back and gets its group through messages
+/// alone: its membership sees b at once, b's after 50 ms; then b stops (agent: up to
+/// 200 ms), announces the release, a claims, b acknowledges, a starts (messages: up to
+/// 30 ms each). No timer of the handover (settle 500 ms, announce 500 ms) is on that path.
+#[test]
+fn failback_completes_without_waiting_on_a_timer() {
+    for seed in 51..56 {
+        let mut sim = Sim::new(
+            seed,
+            &["a", "b"],
+            &[Role::Member; 2],
+            vec![group("ip", Some("a"), Failback::Auto)],
+        );
+        sim.view_lag_ms = (50, 50);
+        sim.run_ms(1000);
+        assert_eq!(holders(&sim, "ip"), ["a"]);
+        sim.kill(0);
+        sim.run_ms(1000);
+        assert_eq!(holders(&sim, "ip"), ["b"], "seed {seed}: failover");
+        sim.boot(0);
+        let mut waited = 0;
+        while holders(&sim, "ip") != ["a"] && waited < 3000 {
+            sim.run_ms(10);
+            waited += 10;
+        }
+        assert_eq!(holders(&sim, "ip"), ["a"], "seed {seed}: failback");
+        assert!(
+            waited <= 50 + 200 + 3 * 30 + 40,
+            "seed {seed}: failback took {waited} ms"
+        );
+        assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+    }
+}
