@@ -4,16 +4,25 @@
 //! Why: in a 32-node cluster a daemon sends 310 heartbeats a second in bursts of 31 and
 //! receives as many; one system call per burst instead of one per datagram, and no read
 //! that only finds the queue empty, is most of the idle CPU a daemon can still save.
+//!
+//! The sockets are plain non-blocking std sockets, not registered with tokio: tokio's
+//! edge-triggered epoll wakes the thread for every datagram whether or not a task waits.
+//! Their readiness goes through a [`Poller`] instead (a private one-shot epoll set, itself
+//! registered with tokio), so the loop can stop listening for a few milliseconds and read
+//! what arrived meanwhile in one batch, without a wakeup per datagram. The kernel stamps
+//! each datagram on arrival (`SO_TIMESTAMPNS`) so that delay does not skew last-heard or RTT.
 use std::io::{self, IoSlice, IoSliceMut};
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::AsRawFd;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::time::{Duration, SystemTime};
 
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, setsockopt,
     sockopt,
 };
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use nix::sys::time::TimeSpec;
+use tokio::io::unix::AsyncFd;
 
 /// Datagrams read by one `recvmmsg`.
 pub const RECV_MMSG: usize = 16;
@@ -35,14 +44,19 @@ pub fn tune(s: &UdpSocket, recv_buffer: usize) -> Vec<(&'static str, nix::Error)
     if let Err(e) = setsockopt(s, sockopt::RxqOvfl, &1) {
         failed.push(("cannot count the kernel's UDP receive drops", e));
     }
+    if let Err(e) = setsockopt(s, sockopt::ReceiveTimestampns, &true) {
+        failed.push(("cannot have the kernel stamp arrival times", e));
+    }
     failed
 }
 
-/// One received datagram: its length in the batch's buffer and its source.
+/// One received datagram: its length in the batch's buffer, its source and the kernel's
+/// wall-clock arrival stamp (when `SO_TIMESTAMPNS` is on).
 #[derive(Debug, Clone, Copy)]
 pub struct Received {
     pub len: usize,
     pub src: Option<SocketAddr>,
+    pub arrived: Option<SystemTime>,
 }
 
 /// Buffers for [`Batch::recv`], allocated once per daemon.
@@ -61,6 +75,7 @@ impl Default for Batch {
 }
 
 /// What one [`Batch::recv`] found.
+#[derive(Debug)]
 pub struct Outcome {
     /// Datagrams now in the batch.
     pub count: usize,
@@ -76,53 +91,45 @@ impl Batch {
     /// `Err(WouldBlock)` when none was waiting.
     pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<Outcome> {
         self.got.clear();
-        let mut drained = false;
         let mut drops = None;
-        let got = &mut self.got;
-        let bufs = &mut self.bufs;
-        let r = socket.try_io(Interest::READABLE, || {
-            // Fresh headers each call: the kernel shrinks each header's control length to
-            // what it wrote, which would hide the drop count from the next call.
-            let mut headers: MultiHeaders<SockaddrStorage> =
-                MultiHeaders::preallocate(RECV_MMSG, Some(nix::cmsg_space!(u32)));
-            let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
-                .iter_mut()
-                .map(|b| [IoSliceMut::new(&mut b[..])])
-                .collect();
-            let results = recvmmsg(
-                socket.as_raw_fd(),
-                &mut headers,
-                iovs.iter_mut(),
-                MsgFlags::MSG_DONTWAIT,
-                None,
-            )
-            .map_err(io::Error::from)?;
-            for m in results {
-                if let Ok(cmsgs) = m.cmsgs() {
-                    for c in cmsgs {
-                        if let ControlMessageOwned::RxqOvfl(n) = c {
-                            drops = Some(n);
+        // Fresh headers each call: the kernel shrinks each header's control length to
+        // what it wrote, which would hide the drop count from the next call.
+        let mut headers: MultiHeaders<SockaddrStorage> =
+            MultiHeaders::preallocate(RECV_MMSG, Some(nix::cmsg_space!(u32, TimeSpec)));
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
+            .bufs
+            .iter_mut()
+            .map(|b| [IoSliceMut::new(&mut b[..])])
+            .collect();
+        let results = recvmmsg(
+            socket.as_raw_fd(),
+            &mut headers,
+            iovs.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        for m in results {
+            let mut arrived = None;
+            if let Ok(cmsgs) = m.cmsgs() {
+                for c in cmsgs {
+                    match c {
+                        ControlMessageOwned::RxqOvfl(n) => drops = Some(n),
+                        ControlMessageOwned::ScmTimestampns(t) => {
+                            arrived = u64::try_from(t.tv_sec()).ok().map(|s| {
+                                SystemTime::UNIX_EPOCH
+                                    + Duration::new(s, t.tv_nsec().clamp(0, 999_999_999) as u32)
+                            });
                         }
+                        _ => {}
                     }
                 }
-                got.push(Received {
-                    len: m.bytes.min(RECV_BUF_LEN),
-                    src: m.address.as_ref().and_then(socket_addr),
-                });
             }
-            if got.len() < RECV_MMSG {
-                // A short read with MSG_DONTWAIT means the queue is empty now. Telling tokio
-                // "would block" clears the readiness it holds; the socket is edge-triggered,
-                // so any datagram arriving after this read raises a new edge.
-                drained = true;
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(())
-        });
-        match r {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+            self.got.push(Received {
+                len: m.bytes.min(RECV_BUF_LEN),
+                src: m.address.as_ref().and_then(socket_addr),
+                arrived,
+            });
         }
         if self.got.is_empty() {
             return Err(io::ErrorKind::WouldBlock.into());
@@ -130,7 +137,8 @@ impl Batch {
         Ok(Outcome {
             count: self.got.len(),
             drops,
-            drained,
+            // A short read with MSG_DONTWAIT means the queue is empty now.
+            drained: self.got.len() < RECV_MMSG,
         })
     }
 
@@ -155,25 +163,22 @@ pub fn send_all(socket: &UdpSocket, datagrams: &[(&[u8], SocketAddr)]) -> usize 
     let mut rest = datagrams;
     let mut refused = 0;
     while !rest.is_empty() {
-        let r = socket.try_io(Interest::WRITABLE, || {
-            let iovs: Vec<[IoSlice<'_>; 1]> = rest.iter().map(|(b, _)| [IoSlice::new(b)]).collect();
-            let addrs: Vec<Option<SockaddrStorage>> = rest
-                .iter()
-                .map(|(_, a)| Some(SockaddrStorage::from(*a)))
-                .collect();
-            let mut headers: MultiHeaders<SockaddrStorage> =
-                MultiHeaders::preallocate(rest.len(), None);
-            let results = sendmmsg(
-                socket.as_raw_fd(),
-                &mut headers,
-                &iovs,
-                &addrs,
-                [],
-                MsgFlags::MSG_DONTWAIT,
-            )
-            .map_err(io::Error::from)?;
-            Ok(results.count())
-        });
+        let iovs: Vec<[IoSlice<'_>; 1]> = rest.iter().map(|(b, _)| [IoSlice::new(b)]).collect();
+        let addrs: Vec<Option<SockaddrStorage>> = rest
+            .iter()
+            .map(|(_, a)| Some(SockaddrStorage::from(*a)))
+            .collect();
+        let mut headers: MultiHeaders<SockaddrStorage> =
+            MultiHeaders::preallocate(rest.len(), None);
+        let r = sendmmsg(
+            socket.as_raw_fd(),
+            &mut headers,
+            &iovs,
+            &addrs,
+            [],
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .map(|results| results.count());
         match r {
             // The kernel stopped early: the next datagram is the one it refused.
             Ok(0) | Err(_) => {
@@ -185,4 +190,144 @@ pub fn send_all(socket: &UdpSocket, datagrams: &[(&[u8], SocketAddr)]) -> usize 
         }
     }
     refused
+}
+
+/// The readiness of the UDP sockets: a private epoll set with each socket in one-shot mode,
+/// registered with tokio. A socket that reported readiness stays silent (no wakeups) until
+/// [`rearm`](Self::rearm), whatever arrives meanwhile.
+pub struct Poller {
+    fd: AsyncFd<EpollFd>,
+    /// Per socket: whether it will report the next arrival.
+    armed: Vec<bool>,
+}
+
+struct EpollFd(Epoll);
+
+impl AsRawFd for EpollFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.0.as_raw_fd()
+    }
+}
+
+fn interest(link: usize) -> EpollEvent {
+    EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, link as u64)
+}
+
+impl Poller {
+    /// Watches `sockets` (socket `i` is link `i`), all armed. Needs a tokio runtime.
+    pub fn new(sockets: &[UdpSocket]) -> io::Result<Poller> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io::Error::from)?;
+        for (link, s) in sockets.iter().enumerate() {
+            epoll
+                .add(s.as_fd(), interest(link))
+                .map_err(io::Error::from)?;
+        }
+        // Deprecated as unsound for borrowed fds that may be closed while registered; this
+        // one is owned by the AsyncFd (which deregisters before dropping it), and the
+        // replacement is `unsafe`, which this workspace denies.
+        #[allow(deprecated)]
+        let fd = AsyncFd::with_interest(EpollFd(epoll), tokio::io::Interest::READABLE)?;
+        Ok(Poller {
+            fd,
+            armed: vec![true; sockets.len()],
+        })
+    }
+
+    /// Resolves once an armed socket has something to read (or an error); that socket is
+    /// then disarmed. Cancel-safe: nothing happens after its only await.
+    pub async fn wait(&mut self) -> io::Result<()> {
+        let mut guard = self.fd.readable().await?;
+        let mut events = [EpollEvent::empty(); 4];
+        let n = guard
+            .get_inner()
+            .0
+            .wait(&mut events, EpollTimeout::ZERO)
+            .map_err(io::Error::from)?;
+        for e in &events[..n] {
+            if let Some(a) = self.armed.get_mut(e.data() as usize) {
+                *a = false;
+            }
+        }
+        if n < events.len() {
+            // The private set's ready list is empty: the next report raises a new edge.
+            guard.clear_ready();
+        }
+        Ok(())
+    }
+
+    /// Arms every disarmed socket again. One that already has datagrams waiting reports
+    /// at once (the kernel checks on re-arming), so nothing is missed.
+    pub fn rearm(&mut self, sockets: &[UdpSocket]) -> io::Result<()> {
+        for (link, s) in sockets.iter().enumerate() {
+            if !self.armed[link] {
+                self.fd
+                    .get_ref()
+                    .0
+                    .modify(s.as_fd(), &mut interest(link))
+                    .map_err(io::Error::from)?;
+                self.armed[link] = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (UdpSocket, UdpSocket) {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        a.set_nonblocking(true).unwrap();
+        assert!(tune(&a, 1 << 20).iter().all(|(w, _)| !w.contains("stamp")));
+        (a, b)
+    }
+
+    async fn reports(p: &mut Poller) -> bool {
+        tokio::time::timeout(Duration::from_millis(100), p.wait())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_reported_stays_silent_until_rearmed() {
+        let (a, b) = pair();
+        let to = a.local_addr().unwrap();
+        let mut p = Poller::new(std::slice::from_ref(&a)).unwrap();
+        assert!(!reports(&mut p).await, "nothing sent yet");
+        b.send_to(b"one", to).unwrap();
+        assert!(reports(&mut p).await);
+        // Disarmed: more datagrams arrive, no report.
+        b.send_to(b"two", to).unwrap();
+        b.send_to(b"three", to).unwrap();
+        assert!(!reports(&mut p).await);
+        // Re-armed with datagrams waiting: reported at once, none lost.
+        p.rearm(std::slice::from_ref(&a)).unwrap();
+        assert!(reports(&mut p).await);
+        let mut batch = Batch::default();
+        let o = batch.recv(&a).unwrap();
+        assert_eq!(o.count, 3);
+        assert!(o.drained);
+        assert_eq!(batch.get(2).1, b"three");
+        assert_eq!(batch.get(0).0.src, Some(b.local_addr().unwrap()));
+        assert_eq!(
+            batch.recv(&a).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+    }
+
+    #[tokio::test]
+    async fn the_kernel_stamps_arrival_before_the_read() {
+        let (a, b) = pair();
+        b.send_to(b"x", a.local_addr().unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        let mut batch = Batch::default();
+        batch.recv(&a).unwrap();
+        let arrived = batch.get(0).0.arrived.expect("SO_TIMESTAMPNS stamp");
+        let age = SystemTime::now().duration_since(arrived).unwrap();
+        // Read 30 ms after arrival: the stamp says so (an upper bound allows for a busy box).
+        assert!(age >= Duration::from_millis(29), "{age:?}");
+        assert!(age < Duration::from_secs(5), "{age:?}");
+    }
 }
