@@ -1226,7 +1226,13 @@ impl Handover {
             .iter()
             .enumerate()
             .filter(|(i, (_, role))| *i != self.local_idx && *role == Role::Member)
-            .all(|(_, (n, _))| self.peers.get(n).is_some_and(|p| !self.stale(p, now)));
+            .all(|(_, (n, _))| {
+                // Heard from its current membership incarnation: an announcement from before
+                // a restart membership already reports says nothing of what it probed since.
+                self.peers.get(n).is_some_and(|p| {
+                    !self.stale(p, now) && self.alive.get(n).is_none_or(|(g, _)| p.generation >= *g)
+                })
+            });
         if all_heard {
             return None;
         }

@@ -1622,6 +1622,26 @@ fn settle_does_not_end_early_while_a_member_was_never_heard() {
     // Once it is heard, the wait ends at once.
     n.announce(4950, "c", idle(6, 1));
     assert_eq!(n.hv.state_of("ip"), Some(LocalState::Waiting));
+
+    // b was heard, then membership reports it restarted (a new generation): its earlier
+    // announcement says nothing of what it found running since, so it counts as unheard.
+    let mut n = Single::new("a", &["a", "b", "c"]);
+    n.view(0, &[true, true, true]);
+    n.announce(20, "b", idle(5, 1));
+    n.gens[1] = 2;
+    n.view(30, &[true, true, true]);
+    n.announce(40, "c", idle(6, 1));
+    assert_eq!(
+        n.hv.state_of("ip"),
+        Some(LocalState::Stopped),
+        "b restarted"
+    );
+    n.announce(60, "b", idle(9, 1));
+    assert_eq!(
+        n.hv.state_of("ip"),
+        Some(LocalState::Waiting),
+        "b heard again"
+    );
 }
 
 /// Two agents started together, no view lag: the early end of settling must still leave
