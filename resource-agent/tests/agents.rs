@@ -494,6 +494,7 @@ impl ReservedIpProvider for ScriptedProvider {
                 action_id: Some("1".into()),
                 elapsed: Duration::ZERO,
                 api_calls: 1,
+                errored_actions: 0,
             })
         })
     }

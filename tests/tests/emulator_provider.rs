@@ -311,17 +311,111 @@ async fn an_outage_is_ridden_out() {
     assert_eq!(emu.holder(ip()), Some(SECONDARY));
 }
 
+/// An emulator writing its audit log into `dir`.
+async fn start_audited(delay_ms: u64, dir: &tempfile::TempDir) -> Emulator {
+    let mut cfg = fixture(Duration::from_millis(delay_ms));
+    cfg.audit_log = Some(dir.path().join("audit.jsonl"));
+    Emulator::start(cfg).await.expect("emulator starts")
+}
+
+/// POSTs to an actions path, as the emulator's audit log saw them.
+fn action_posts(dir: &tempfile::TempDir) -> usize {
+    testkit::read_audit(&dir.path().join("audit.jsonl"))
+        .iter()
+        .filter(|l| {
+            l["event"] == "request"
+                && l["method"] == "POST"
+                && l["path"].as_str().is_some_and(|p| p.contains("/actions"))
+        })
+        .count()
+}
+
 #[tokio::test]
-async fn an_errored_action_is_reported_and_the_holder_is_unchanged() {
-    let emu = start(30).await;
+async fn errored_actions_are_retried_within_one_assign() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = start_audited(30, &dir).await;
+    emu.set_faults(json!({"error_actions": 2})).await;
+    let c = client(&emu, SECONDARY, TOKEN);
+    let t = tokio::time::Instant::now();
+    let out = c
+        .assign()
+        .await
+        .expect("assign rides out two errored actions");
+    assert_eq!(out.errored_actions, 2);
+    assert!(!out.already_held);
+    assert!(out.action_id.is_some());
+    assert_eq!(emu.holder(ip()), Some(SECONDARY));
+    assert_eq!(
+        action_posts(&dir),
+        3,
+        "two errored actions, one that worked"
+    );
+    // The errored-action backoff: 0.5s after the first, 1s after the second.
+    assert!(
+        t.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_assign_whose_every_action_errors_fails_within_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = start_audited(30, &dir).await;
+    emu.set_faults(json!({"error_actions": 1000})).await;
+    let mut o = opts(&emu, SECONDARY);
+    o.deadline = Duration::from_secs(3);
+    let c = DigitalOcean::new(ip(), Secret::new(TOKEN.into()), o).unwrap();
+    let t = tokio::time::Instant::now();
+    let e = c.assign().await.unwrap_err();
+    let took = t.elapsed();
+    let ProviderError::ActionErrored { attempts, .. } = &e else {
+        panic!("expected ActionErrored, got {e}");
+    };
+    // Errors at ~0s, ~0.5s, ~1.5s; the next wait (2s) would pass the 3s deadline.
+    assert!((2..=3).contains(attempts), "{e}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(e.to_string().contains("ended with an error"), "{e}");
+    assert!(!e.to_string().contains(TOKEN));
+    assert_eq!(action_posts(&dir), *attempts as usize);
+    assert_eq!(emu.holder(ip()), Some(PRIMARY));
+}
+
+#[tokio::test]
+async fn an_ip_that_became_ours_after_an_errored_action_is_not_posted_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = start_audited(20, &dir).await;
     emu.set_faults(json!({"error_actions": 1})).await;
     let c = client(&emu, SECONDARY, TOKEN);
-    let e = c.assign().await.unwrap_err();
-    assert!(matches!(e, ProviderError::ActionErrored { .. }), "{e}");
-    assert_eq!(emu.holder(ip()), Some(PRIMARY));
-    // The next try works.
-    c.assign().await.expect("second try");
+    let (out, ()) = tokio::join!(c.assign(), async {
+        // Inside the 0.5s wait after the errored action: the provider "half-did" it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        emu.world
+            .set_holder(ip(), Some(SECONDARY), "test: late effect", None);
+    });
+    let out = out.expect("assign");
+    assert_eq!(out.errored_actions, 1);
+    assert!(!out.already_held, "we posted, so the move is ours");
+    assert_eq!(out.action_id, None);
+    assert_eq!(
+        action_posts(&dir),
+        1,
+        "an IP already ours must not be posted"
+    );
+}
+
+#[tokio::test]
+async fn hetzner_retries_an_errored_action_within_one_assign() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = start_audited(30, &dir).await;
+    emu.set_faults(json!({"error_actions": 1})).await;
+    let mut o = opts(&emu, SECONDARY);
+    o.api_url = Some(emu.addresses.hetzner.clone());
+    let c = Hetzner::new(ip(), Secret::new(TOKEN.into()), o).unwrap();
+    let out = c.assign().await.expect("assign after one errored action");
+    assert_eq!(out.errored_actions, 1);
     assert_eq!(emu.holder(ip()), Some(SECONDARY));
+    assert_eq!(action_posts(&dir), 2);
 }
 
 #[tokio::test]

@@ -88,6 +88,7 @@ impl Agent for ReservedIp {
             info!(
                 ip = %self.provider.ip(),
                 already_held = out.already_held,
+                errored_actions = out.errored_actions,
                 previous = ?out.previous.as_ref().map(ToString::to_string),
                 took = ?out.elapsed,
                 "reserved IP assigned here"

@@ -243,6 +243,7 @@ impl DigitalOcean {
             return Err(ProviderError::ActionErrored {
                 provider: NAME,
                 action_id: id.to_string(),
+                attempts: 1,
             });
         }
         Ok(Some(id))
@@ -260,6 +261,7 @@ impl DigitalOcean {
         // Set once an assign was sent: a later "ours" is our own doing, even when the
         // answer to that POST was lost and only the holder shows it.
         let mut posted = false;
+        let mut errored = 0;
         loop {
             let h = self.holder_at(deadline).await?;
             if first {
@@ -273,21 +275,34 @@ impl DigitalOcean {
                     action_id: None,
                     elapsed: started.elapsed(),
                     api_calls: self.api.calls() - calls0,
+                    errored_actions: errored,
                 });
             }
             if !h.locked {
                 let body = json!({"type": "assign", "droplet_id": me});
                 posted = true;
-                if let Some(id) = self.run_action(body, &what, started, deadline).await? {
-                    tracing::info!(provider = NAME, ip = %self.ip, droplet = me, action_id = id,
-                        elapsed = ?started.elapsed(), "reserved IP assigned");
-                    return Ok(AssignOutcome {
-                        already_held: false,
-                        previous,
-                        action_id: Some(id.to_string()),
-                        elapsed: started.elapsed(),
-                        api_calls: self.api.calls() - calls0,
-                    });
+                match self.run_action(body, &what, started, deadline).await {
+                    Ok(Some(id)) => {
+                        tracing::info!(provider = NAME, ip = %self.ip, droplet = me, action_id = id,
+                            errored_actions = errored, elapsed = ?started.elapsed(), "reserved IP assigned");
+                        return Ok(AssignOutcome {
+                            already_held: false,
+                            previous,
+                            action_id: Some(id.to_string()),
+                            elapsed: started.elapsed(),
+                            api_calls: self.api.calls() - calls0,
+                            errored_actions: errored,
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(ProviderError::ActionErrored { action_id, .. }) => {
+                        errored += 1;
+                        self.api
+                            .after_errored_action(&what, action_id, errored, deadline)
+                            .await?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
                 }
             } else {
                 self.api.progress(Progress::WaitingForPendingAction);
@@ -311,6 +326,7 @@ impl DigitalOcean {
         let deadline = self.api.deadline();
         let what = format!("unassigning {}", self.ip);
         let mut waits = self.api.opts().poll.delays();
+        let mut errored = 0;
         loop {
             let h = self.holder_at(deadline).await?;
             if !h.ours {
@@ -320,17 +336,29 @@ impl DigitalOcean {
                     elapsed: started.elapsed(),
                 });
             }
-            if !h.locked
-                && let Some(id) = self
+            if !h.locked {
+                match self
                     .run_action(json!({"type": "unassign"}), &what, started, deadline)
-                    .await?
-            {
-                tracing::info!(provider = NAME, ip = %self.ip, action_id = id, "reserved IP unassigned");
-                return Ok(ReleaseOutcome {
-                    not_held: false,
-                    action_id: Some(id.to_string()),
-                    elapsed: started.elapsed(),
-                });
+                    .await
+                {
+                    Ok(Some(id)) => {
+                        tracing::info!(provider = NAME, ip = %self.ip, action_id = id, "reserved IP unassigned");
+                        return Ok(ReleaseOutcome {
+                            not_held: false,
+                            action_id: Some(id.to_string()),
+                            elapsed: started.elapsed(),
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(ProviderError::ActionErrored { action_id, .. }) => {
+                        errored += 1;
+                        self.api
+                            .after_errored_action(&what, action_id, errored, deadline)
+                            .await?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             let d = self.api.poll_wait(waits.next());
             self.api

@@ -243,6 +243,7 @@ impl Hetzner {
             return Err(ProviderError::ActionErrored {
                 provider: NAME,
                 action_id: action_id.to_string(),
+                attempts: 1,
             });
         }
         Ok(Some(action_id))
@@ -260,6 +261,7 @@ impl Hetzner {
         // answer to that POST was lost and only the holder shows it.
         let mut posted = false;
         let mut waits = self.api.opts().poll.delays();
+        let mut errored = 0;
         loop {
             let h = self.holder_at(deadline).await?;
             if std::mem::take(&mut first) {
@@ -272,21 +274,35 @@ impl Hetzner {
                     action_id: None,
                     elapsed: started.elapsed(),
                     api_calls: self.api.calls() - calls0,
+                    errored_actions: errored,
                 });
             }
             posted = true;
-            if let Some(id) = self
+            match self
                 .run_action("assign", json!({"server": me}), &what, started, deadline)
-                .await?
+                .await
             {
-                tracing::info!(provider = NAME, ip = %self.ip, server = me, action_id = id, "floating IP assigned");
-                return Ok(AssignOutcome {
-                    already_held: false,
-                    previous,
-                    action_id: Some(id.to_string()),
-                    elapsed: started.elapsed(),
-                    api_calls: self.api.calls() - calls0,
-                });
+                Ok(Some(id)) => {
+                    tracing::info!(provider = NAME, ip = %self.ip, server = me, action_id = id,
+                        errored_actions = errored, "floating IP assigned");
+                    return Ok(AssignOutcome {
+                        already_held: false,
+                        previous,
+                        action_id: Some(id.to_string()),
+                        elapsed: started.elapsed(),
+                        api_calls: self.api.calls() - calls0,
+                        errored_actions: errored,
+                    });
+                }
+                Ok(None) => {}
+                Err(ProviderError::ActionErrored { action_id, .. }) => {
+                    errored += 1;
+                    self.api
+                        .after_errored_action(&what, action_id, errored, deadline)
+                        .await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
             }
             let d = self.api.poll_wait(waits.next());
             self.api
@@ -300,6 +316,7 @@ impl Hetzner {
         let deadline = self.api.deadline();
         let what = format!("unassigning {}", self.ip);
         let mut waits = self.api.opts().poll.delays();
+        let mut errored = 0;
         loop {
             if !self.holder_at(deadline).await?.ours {
                 return Ok(ReleaseOutcome {
@@ -308,15 +325,26 @@ impl Hetzner {
                     elapsed: started.elapsed(),
                 });
             }
-            if let Some(id) = self
+            match self
                 .run_action("unassign", json!({}), &what, started, deadline)
-                .await?
+                .await
             {
-                return Ok(ReleaseOutcome {
-                    not_held: false,
-                    action_id: Some(id.to_string()),
-                    elapsed: started.elapsed(),
-                });
+                Ok(Some(id)) => {
+                    return Ok(ReleaseOutcome {
+                        not_held: false,
+                        action_id: Some(id.to_string()),
+                        elapsed: started.elapsed(),
+                    });
+                }
+                Ok(None) => {}
+                Err(ProviderError::ActionErrored { action_id, .. }) => {
+                    errored += 1;
+                    self.api
+                        .after_errored_action(&what, action_id, errored, deadline)
+                        .await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
             }
             let d = self.api.poll_wait(waits.next());
             self.api

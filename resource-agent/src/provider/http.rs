@@ -13,6 +13,14 @@ use tokio::time::Instant;
 
 use super::{Options, Progress, ProviderError};
 
+/// The wait after the `attempt`-th (1-based) errored action.
+fn errored_action_wait(attempt: u32) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(16);
+    ERRORED_ACTION_FIRST_WAIT
+        .saturating_mul(1 << doublings)
+        .min(ERRORED_ACTION_MAX_WAIT)
+}
+
 /// Longest wait accepted for a rate-limit reset; past it the reset value is treated as bogus.
 const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(120);
 /// Extra wait after a 429's reset so the first request after it lands in the new window.
@@ -22,6 +30,11 @@ const RATE_LIMIT_SLACK: Duration = Duration::from_millis(100);
 /// failover, monitors, the operator) need.
 const LOW_RATE_BUDGET: u64 = 20;
 const SPARING_POLL: Duration = Duration::from_secs(2);
+/// First wait after an action ended `errored`; it doubles per errored action up to
+/// [`ERRORED_ACTION_MAX_WAIT`]. Short, because the IP is usually unheld meanwhile, yet long
+/// enough that a provider failing every action is not hammered.
+const ERRORED_ACTION_FIRST_WAIT: Duration = Duration::from_millis(500);
+const ERRORED_ACTION_MAX_WAIT: Duration = Duration::from_secs(4);
 
 /// One answer the provider logic has to interpret (everything but transient failures).
 #[derive(Debug)]
@@ -207,6 +220,42 @@ impl Api {
             return Err(self.gave_up(what, started, last.to_owned(), changed));
         }
         tokio::time::sleep(d).await;
+        Ok(())
+    }
+
+    /// After the `attempt`-th (1-based) errored action of one call: logs it, waits the
+    /// errored-action backoff (0.5s, 1s, 2s, 4s, 4s ...) and returns, so the caller re-reads
+    /// the holder (the action may have half-happened) before posting again. When that wait
+    /// would pass `deadline` the call ends with [`ProviderError::ActionErrored`] instead.
+    pub async fn after_errored_action(
+        &self,
+        what: &str,
+        action_id: String,
+        attempt: u32,
+        deadline: Instant,
+    ) -> Result<(), ProviderError> {
+        let wait = errored_action_wait(attempt);
+        if Instant::now() + wait >= deadline {
+            tracing::warn!(
+                provider = self.provider,
+                what,
+                action_id,
+                attempt,
+                "action ended with an error and the time budget is spent; giving up"
+            );
+            return Err(ProviderError::ActionErrored {
+                provider: self.provider,
+                action_id,
+                attempts: attempt,
+            });
+        }
+        tracing::warn!(provider = self.provider, what, action_id, attempt, wait = ?wait,
+            "action ended with an error; re-reading the holder before posting again");
+        self.progress(Progress::Retrying {
+            reason: format!("action {action_id} ended with an error (attempt {attempt})"),
+            wait,
+        });
+        tokio::time::sleep(wait).await;
         Ok(())
     }
 

@@ -4,9 +4,15 @@
 //! reconciles against), moves the IP to this machine, and releases it. Every call has an
 //! overall deadline; transient failures (5xx, resets, timeouts) are retried with capped,
 //! jittered backoff, 429 waits for the rate-limit reset, and 401/403 are fatal errors naming
-//! what the token lacks. When the provider's `ratelimit-remaining` drops low, polling slows
-//! to one call every 2s so a slow action cannot starve later calls. The token is a [`Secret`]: it appears in no log line, error or
-//! `Debug` output.
+//! what the token lacks. An action that ends `errored` (the provider accepted it, then
+//! failed it) is retried within the same call: wait 0.5s, doubling up to 4s, re-read the
+//! holder (the action may have half-happened: an IP that is ours now is never posted
+//! again), then post again; only when the next wait would pass the call's deadline (the
+//! agent's start timeout) does the call fail with [`ProviderError::ActionErrored`]. Each
+//! errored action is logged (warn, with action id and attempt number) and counted in
+//! [`AssignOutcome::errored_actions`]. When the provider's `ratelimit-remaining` drops low,
+//! polling slows to one call every 2s so a slow action cannot starve later calls. The token
+//! is a [`Secret`]: it appears in no log line, error or `Debug` output.
 //!
 //! Token files: read with [`tandem_config::read_secret_file`] in private mode, so a token file
 //! that group or others can read is refused, exactly like the cluster key: the token moves the
@@ -69,6 +75,8 @@ pub struct AssignOutcome {
     pub elapsed: Duration,
     /// HTTP requests made (polls, retries and the metadata query included).
     pub api_calls: u64,
+    /// Actions that ended `errored` before the one that moved the IP (each was retried).
+    pub errored_actions: u32,
 }
 
 /// What `release` did.
@@ -232,10 +240,15 @@ pub enum ProviderError {
         code: String,
         message: String,
     },
-    #[error("{provider}: action {action_id} ended with an error; the holder did not change")]
+    #[error(
+        "{provider}: action {action_id} ended with an error, the last of {attempts} errored \
+         action(s) within the time budget; the holder did not change"
+    )]
     ActionErrored {
         provider: &'static str,
         action_id: String,
+        /// Errored actions posted within this one call.
+        attempts: u32,
     },
     #[error(
         "{provider}: gave up on {what} after {elapsed:?}: {last}{}",

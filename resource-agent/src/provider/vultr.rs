@@ -220,6 +220,8 @@ impl Vultr {
             action_id: None,
             elapsed: started.elapsed(),
             api_calls: self.api.calls() - calls0,
+            // Vultr attaches synchronously: there is no action that could end errored.
+            errored_actions: 0,
         };
         if h.ours {
             return Ok(outcome(true));
