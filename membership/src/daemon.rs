@@ -301,7 +301,7 @@ struct Shell {
     core: Core,
     epoch: Instant,
     sockets: Vec<std::net::UdpSocket>,
-    /// Readiness of `sockets`, one-shot per socket so a coalescing wait costs no wakeups.
+    /// Readiness of `sockets`, disarmed while coalescing so the wait costs no wakeups.
     poller: crate::udp::Poller,
     /// The latest time given to the core: time never goes back for it.
     last_now: std::cell::Cell<Time>,
@@ -371,6 +371,9 @@ impl Shell {
         // The last Send, delivery or other datagram that was more than a heartbeat: for an
         // interval after it, messages (and their acks) are read as soon as they arrive.
         let mut last_activity: Option<Instant> = None;
+        // Datagrams may be waiting unannounced (a full batch was read, or some came before a
+        // re-arm): read again as soon as timers and commands have had their turn.
+        let mut read_on = false;
         loop {
             let deadline = self.deadline();
             if timer.deadline() != deadline {
@@ -386,7 +389,11 @@ impl Shell {
                 biased;
                 _ = &mut shutdown => break,
                 _ = &mut timer => {
-                    self.receive(RECV_BATCH);
+                    let read = self.receive(RECV_BATCH);
+                    if read >= RECV_BATCH {
+                        // Some may be left, unannounced: read on below.
+                        datagrams = Some(read);
+                    }
                     let now = self.now();
                     self.core.handle_timeout(now);
                 }
@@ -401,9 +408,11 @@ impl Shell {
                         if matches!(c, Command::Send { .. }) {
                             // Acks and replies follow: do not make them wait.
                             last_activity = Some(Instant::now());
-                            coalesce_until = None;
-                            if let Err(e) = self.poller.rearm(&self.sockets) {
-                                warn!(error = %e, "re-arming UDP readiness failed");
+                            if self.poller.disarmed() {
+                                coalesce_until = None;
+                                if self.rearm() >= RECV_BATCH {
+                                    read_on = true;
+                                }
                             }
                         }
                         self.command(c)
@@ -414,7 +423,11 @@ impl Shell {
                     if coalesce_until.is_some() => {
                     datagrams = Some(self.receive(RECV_BATCH));
                 }
-                r = self.poller.wait(), if coalesce_until.is_none() => {
+                _ = std::future::ready(()), if read_on => {
+                    read_on = false;
+                    datagrams = Some(self.receive(RECV_BATCH));
+                }
+                r = self.poller.wait(), if coalesce_until.is_none() && !read_on => {
                     if let Err(e) = r {
                         warn!(error = %e, "waiting for UDP readiness failed");
                     }
@@ -429,14 +442,23 @@ impl Shell {
                     last_activity = Some(now);
                 }
                 let quiet = last_activity.is_none_or(|t| now.duration_since(t) >= interval);
-                if coalesce && quiet && read > 0 && !busy && !more {
+                if more {
+                    // Datagrams may be left and no new arrival need announce them: read
+                    // on right after the yield below.
+                    read_on = true;
+                } else if coalesce && quiet && read > 0 && !busy {
                     // Only heartbeats (nothing to send, publish or deliver): wait a little
                     // so the next ones, from other peers, come in one read.
                     coalesce_until = Some(now + delay);
+                    if let Err(e) = self.poller.disarm(&self.sockets) {
+                        warn!(error = %e, "disarming UDP readiness failed");
+                    }
                 } else {
                     coalesce_until = None;
-                    if let Err(e) = self.poller.rearm(&self.sockets) {
-                        warn!(error = %e, "re-arming UDP readiness failed");
+                    if self.rearm() > 0 {
+                        // Came between the last read and the re-arm: handled; look again.
+                        self.flush();
+                        read_on = true;
                     }
                 }
             }
@@ -449,6 +471,18 @@ impl Shell {
         let now = self.now();
         self.core.leave(now);
         self.flush();
+    }
+
+    /// Re-arms the sockets' readiness if disarmed, then reads what came meanwhile (an
+    /// arrival before the re-arm is not reported). Returns how many were read.
+    fn rearm(&mut self) -> usize {
+        if !self.poller.disarmed() {
+            return 0;
+        }
+        if let Err(e) = self.poller.rearm(&self.sockets) {
+            warn!(error = %e, "re-arming UDP readiness failed");
+        }
+        self.receive(RECV_BATCH)
     }
 
     fn deadline(&self) -> Instant {

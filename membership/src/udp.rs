@@ -7,8 +7,8 @@
 //!
 //! The sockets are plain non-blocking std sockets, not registered with tokio: tokio's
 //! edge-triggered epoll wakes the thread for every datagram whether or not a task waits.
-//! Their readiness goes through a [`Poller`] instead (a private one-shot epoll set, itself
-//! registered with tokio), so the loop can stop listening for a few milliseconds and read
+//! Their readiness goes through a [`Poller`] instead (a private epoll set, itself registered
+//! with tokio, whose sockets can be disarmed), so the loop can stop listening for a few milliseconds and read
 //! what arrived meanwhile in one batch, without a wakeup per datagram. The kernel stamps
 //! each datagram on arrival (`SO_TIMESTAMPNS`) so that delay does not skew last-heard or RTT.
 use std::io::{self, IoSlice, IoSliceMut};
@@ -16,7 +16,7 @@ use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::{Duration, SystemTime};
 
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, setsockopt,
     sockopt,
@@ -192,12 +192,13 @@ pub fn send_all(socket: &UdpSocket, datagrams: &[(&[u8], SocketAddr)]) -> usize 
     refused
 }
 
-/// The readiness of the UDP sockets: a private epoll set with each socket in one-shot mode,
-/// registered with tokio. A socket that reported readiness stays silent (no wakeups) until
-/// [`rearm`](Self::rearm), whatever arrives meanwhile.
+/// The readiness of the UDP sockets: a private epoll set, registered with tokio. Every
+/// arrival on an armed socket is reported (as tokio's own registration would); a
+/// [`disarm`](Self::disarm)ed socket stays silent (no wakeups) until [`rearm`](Self::rearm),
+/// whatever arrives meanwhile. Only the changes cost a system call.
 pub struct Poller {
     fd: AsyncFd<EpollFd>,
-    /// Per socket: whether it will report the next arrival.
+    /// Per socket: whether it reports arrivals.
     armed: Vec<bool>,
 }
 
@@ -209,8 +210,14 @@ impl AsRawFd for EpollFd {
     }
 }
 
-fn interest(link: usize) -> EpollEvent {
-    EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, link as u64)
+fn interest(link: usize, armed: bool) -> EpollEvent {
+    let flags = if armed {
+        EpollFlags::EPOLLIN
+    } else {
+        // Errors (EPOLLERR) are still reported: the kernel always adds them.
+        EpollFlags::empty()
+    };
+    EpollEvent::new(flags, link as u64)
 }
 
 impl Poller {
@@ -219,7 +226,7 @@ impl Poller {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io::Error::from)?;
         for (link, s) in sockets.iter().enumerate() {
             epoll
-                .add(s.as_fd(), interest(link))
+                .add(s.as_fd(), interest(link, true))
                 .map_err(io::Error::from)?;
         }
         // Deprecated as unsound for borrowed fds that may be closed while registered; this
@@ -233,39 +240,41 @@ impl Poller {
         })
     }
 
-    /// Resolves once an armed socket has something to read (or an error); that socket is
-    /// then disarmed. Cancel-safe: nothing happens after its only await.
-    pub async fn wait(&mut self) -> io::Result<()> {
+    /// Resolves at the next arrival on an armed socket (or an error) since the last call.
+    /// The caller then reads the sockets until they are empty. Cancel-safe.
+    pub async fn wait(&self) -> io::Result<()> {
         let mut guard = self.fd.readable().await?;
-        let mut events = [EpollEvent::empty(); 4];
-        let n = guard
-            .get_inner()
-            .0
-            .wait(&mut events, EpollTimeout::ZERO)
-            .map_err(io::Error::from)?;
-        for e in &events[..n] {
-            if let Some(a) = self.armed.get_mut(e.data() as usize) {
-                *a = false;
-            }
-        }
-        if n < events.len() {
-            // The private set's ready list is empty: the next report raises a new edge.
-            guard.clear_ready();
-        }
+        // The private set is edge-triggered from tokio's side: every arrival raises a new
+        // edge, so clearing here loses nothing.
+        guard.clear_ready();
         Ok(())
     }
 
-    /// Arms every disarmed socket again. One that already has datagrams waiting reports
-    /// at once (the kernel checks on re-arming), so nothing is missed.
+    /// Whether any socket is disarmed.
+    pub fn disarmed(&self) -> bool {
+        self.armed.iter().any(|a| !a)
+    }
+
+    /// Stops reporting arrivals on every socket.
+    pub fn disarm(&mut self, sockets: &[UdpSocket]) -> io::Result<()> {
+        self.set(sockets, false)
+    }
+
+    /// Reports arrivals again. What came while disarmed is not necessarily reported: the
+    /// caller reads the sockets right after re-arming (in that order, so nothing is missed).
     pub fn rearm(&mut self, sockets: &[UdpSocket]) -> io::Result<()> {
+        self.set(sockets, true)
+    }
+
+    fn set(&mut self, sockets: &[UdpSocket], armed: bool) -> io::Result<()> {
         for (link, s) in sockets.iter().enumerate() {
-            if !self.armed[link] {
+            if self.armed[link] != armed {
                 self.fd
                     .get_ref()
                     .0
-                    .modify(s.as_fd(), &mut interest(link))
+                    .modify(s.as_fd(), &mut interest(link, armed))
                     .map_err(io::Error::from)?;
-                self.armed[link] = true;
+                self.armed[link] = armed;
             }
         }
         Ok(())
@@ -284,27 +293,32 @@ mod tests {
         (a, b)
     }
 
-    async fn reports(p: &mut Poller) -> bool {
+    async fn reports(p: &Poller) -> bool {
         tokio::time::timeout(Duration::from_millis(100), p.wait())
             .await
             .is_ok()
     }
 
     #[tokio::test]
-    async fn a_socket_that_reported_stays_silent_until_rearmed() {
+    async fn a_disarmed_socket_stays_silent_until_rearmed() {
         let (a, b) = pair();
         let to = a.local_addr().unwrap();
-        let mut p = Poller::new(std::slice::from_ref(&a)).unwrap();
-        assert!(!reports(&mut p).await, "nothing sent yet");
+        let socks = std::slice::from_ref(&a);
+        let mut p = Poller::new(socks).unwrap();
+        assert!(!reports(&p).await, "nothing sent yet");
         b.send_to(b"one", to).unwrap();
-        assert!(reports(&mut p).await);
-        // Disarmed: more datagrams arrive, no report.
+        assert!(reports(&p).await);
+        // Armed: each arrival is reported, even unread.
         b.send_to(b"two", to).unwrap();
+        assert!(reports(&p).await);
+        // Disarmed: more datagrams arrive, no report.
+        p.disarm(socks).unwrap();
+        assert!(p.disarmed());
         b.send_to(b"three", to).unwrap();
-        assert!(!reports(&mut p).await);
-        // Re-armed with datagrams waiting: reported at once, none lost.
-        p.rearm(std::slice::from_ref(&a)).unwrap();
-        assert!(reports(&mut p).await);
+        assert!(!reports(&p).await);
+        // Re-armed, then read: none lost; the next arrival is reported again.
+        p.rearm(socks).unwrap();
+        assert!(!p.disarmed());
         let mut batch = Batch::default();
         let o = batch.recv(&a).unwrap();
         assert_eq!(o.count, 3);
@@ -315,6 +329,8 @@ mod tests {
             batch.recv(&a).unwrap_err().kind(),
             io::ErrorKind::WouldBlock
         );
+        b.send_to(b"four", to).unwrap();
+        assert!(reports(&p).await);
     }
 
     #[tokio::test]
