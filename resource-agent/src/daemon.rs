@@ -232,13 +232,14 @@ enum GroupCmd {
     Verify,
 }
 
-/// The driver wakes at least this often, to notice that it was stalled (SIGSTOP, a paused
-/// VM): it cannot tell otherwise, its next deadline may be seconds away.
-const STALL_CHECK: Duration = Duration::from_millis(250);
-/// A gap between two wake-ups longer than this means this process did not run: what it
-/// believes it runs may have been taken over meanwhile. Four missed checks, so a busy
+/// A gap between two wake-ups longer than the stall threshold means this process did not
+/// run: what it believes it runs may have been taken over meanwhile. The other node can
+/// take over once this one has been silent for `dead_after`, so the threshold is half of
+/// that (at most 1 s, at least 40 ms); the driver wakes four times per threshold, so a busy
 /// machine's scheduling delays are not mistaken for a stall.
-const STALL_AFTER: Duration = Duration::from_secs(1);
+fn stall_after(dead_after: Duration) -> Duration {
+    (dead_after / 2).clamp(Duration::from_millis(40), Duration::from_secs(1))
+}
 
 /// Runs the daemon until `shutdown` completes.
 pub async fn run(
@@ -385,6 +386,7 @@ pub async fn run(
         readiness: vec![None; cfg.resources.len()],
         last_holder: vec![None; cfg.resources.len()],
         last_ran: Instant::now(),
+        stall_after: stall_after(cfg.timing.dead_after),
         unverified: vec![false; cfg.resources.len()],
         metrics,
     };
@@ -456,6 +458,8 @@ struct Driver {
     metrics: Option<Metrics>,
     /// When the driver last woke, to notice a stall of this process.
     last_ran: Instant,
+    /// A gap between wake-ups longer than this is a stall (see [`stall_after`]).
+    stall_after: Duration,
     /// Per group: running here but not confirmed since a stall (see `check_stall`).
     unverified: Vec<bool>,
 }
@@ -469,7 +473,7 @@ impl Driver {
         loop {
             let deadline = self.hv.next_deadline();
             let ping_at = watchdog.map(|_| next_ping);
-            let stall_check = self.last_ran + STALL_CHECK;
+            let stall_check = self.last_ran + self.stall_after / 4;
             tokio::select! {
                 () = &mut shutdown => return,
                 ev = rx.recv() => match ev {
@@ -501,7 +505,7 @@ impl Driver {
         let now = Instant::now();
         let gap = now.saturating_duration_since(self.last_ran);
         self.last_ran = now;
-        if gap <= STALL_AFTER {
+        if gap <= self.stall_after {
             return;
         }
         warn!(stalled_for = ?gap, "this agent was stalled for {gap:?}; checking the groups it runs before reporting them running");
@@ -1451,6 +1455,25 @@ mod tests {
             generation,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_stall_is_noticed_before_the_other_node_can_take_over() {
+        // A freeze of dead_after lets the peer take over: it must count as a stall, with
+        // room for the check period (a quarter of the threshold) on top.
+        for ms in [100, 200, 500, 1000, 3000] {
+            let dead_after = Duration::from_millis(ms);
+            let t = stall_after(dead_after);
+            assert!(
+                t + t / 4 < dead_after,
+                "dead_after {ms} ms: threshold {t:?}"
+            );
+        }
+        assert_eq!(stall_after(Duration::from_secs(10)), Duration::from_secs(1));
+        assert_eq!(
+            stall_after(Duration::from_millis(20)),
+            Duration::from_millis(40)
+        );
     }
 
     #[test]
