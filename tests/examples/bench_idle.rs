@@ -103,17 +103,8 @@ fn mib(kib: u64) -> f64 {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let dir = match args.bin_dir {
-        // Absolute: each node's daemons run in the node's own directory.
-        Some(d) => std::fs::canonicalize(&d).with_context(|| format!("{}", d.display()))?,
-        None => std::env::current_exe()?
-            .parent()
-            .and_then(|p| p.parent())
-            .context("no profile directory")?
-            .to_owned(),
-    };
-    let binaries = Binaries::in_dir(
-        &dir,
+    let binaries = Binaries::given_or_beside_this(
+        args.bin_dir.as_deref(),
         "cargo build --release -p tandem-membership -p tandem-resource-agent --bins",
     )?;
     let mut spec = Spec::defaults(binaries);

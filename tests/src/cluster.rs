@@ -187,6 +187,32 @@ impl Binaries {
         )
     }
 
+    /// For the benchmark and soak tools: the binaries in `dir` when given (made absolute, as
+    /// each node's daemons run in the node's own directory), else next to the running
+    /// executable (an example's `examples/` directory counts as its profile directory).
+    pub fn given_or_beside_this(
+        dir: Option<&Path>,
+        build_hint: &str,
+    ) -> Result<Binaries, LaunchError> {
+        let dir = match dir {
+            Some(d) => std::fs::canonicalize(d)
+                .map_err(|e| LaunchError::Binaries(format!("{}: {e}", d.display())))?,
+            None => {
+                let exe =
+                    std::env::current_exe().map_err(|e| LaunchError::Binaries(e.to_string()))?;
+                let parent = exe
+                    .parent()
+                    .ok_or_else(|| LaunchError::Binaries("no directory of this binary".into()))?;
+                match parent.file_name() {
+                    Some(n) if n == "examples" => parent.parent().unwrap_or(parent),
+                    _ => parent,
+                }
+                .to_owned()
+            }
+        };
+        Binaries::in_dir(&dir, build_hint)
+    }
+
     /// The binaries in `dir`; `build_hint` is the command that builds them, named when one
     /// is missing.
     pub fn in_dir(dir: &Path, build_hint: &str) -> Result<Binaries, LaunchError> {

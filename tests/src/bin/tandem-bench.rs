@@ -669,15 +669,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(why) = tandem_tests::netns::unavailable() {
         bail!("cannot create network namespaces: {why}");
     }
-    let bin_dir = match &args.bin_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("no directory of this binary")?
-            .to_owned(),
-    };
-    let bins = Binaries::in_dir(
-        &bin_dir,
+    let bins = Binaries::given_or_beside_this(
+        args.bin_dir.as_deref(),
         "cargo build -p tandem-membership -p tandem-resource-agent --bins",
     )?;
     let mut kinds = vec![Kind::Tandem];

@@ -24,7 +24,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 use tandem_tests::cluster::Binaries;
 use tandem_tests::soak::{self, Options};
@@ -58,15 +57,8 @@ struct Args {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bin_dir = match &args.bin_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("no directory of this binary")?
-            .to_owned(),
-    };
-    let bins = Binaries::in_dir(
-        &bin_dir,
+    let bins = Binaries::given_or_beside_this(
+        args.bin_dir.as_deref(),
         "cargo build -p tandem-membership -p tandem-resource-agent --bins",
     )?;
     let opts = Options {
