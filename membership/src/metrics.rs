@@ -3,18 +3,13 @@
 //! Each scrape asks the protocol loop for a Status and renders it with prometheus-client,
 //! so the metrics can never disagree with `Status` and the loop keeps no second set of
 //! counters. Only transitions (node up/late/dead, link up/down), which a Status cannot show
-//! after the fact, are counted as they are published ([`EventCounters`]). HTTP is axum's
-//! (hyper, already in the binary through tonic): `GET /metrics`, nothing else.
+//! after the fact, are counted as they are published ([`EventCounters`]). HTTP is served by
+//! [`tandem_proto::metrics`] (axum on hyper): `GET /metrics`, nothing else.
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use futures::future::BoxFuture;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -23,9 +18,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tandem_proto::membership::v1 as pb;
 use tokio::net::TcpListener;
-
-/// The Prometheus text exposition format, version 0.0.4.
-const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 type Labels = Vec<(String, String)>;
 
@@ -251,41 +243,18 @@ pub fn render(s: &pb::StatusResponse, events: &EventCounters) -> String {
 /// Fetches a fresh Status from the protocol loop; `None` while it is shutting down.
 pub type StatusFn = Arc<dyn Fn() -> BoxFuture<'static, Option<pb::StatusResponse>> + Send + Sync>;
 
-#[derive(Clone)]
-struct AppState {
-    status: StatusFn,
-    events: EventCounters,
-}
-
 /// Serves `GET /metrics` on `listener` until `shutdown` completes.
-///
-/// hyper (through axum) does the HTTP; every response asks the client to close the
-/// connection, so an idle daemon keeps no scraper connections open between scrapes.
 pub async fn serve(
     listener: TcpListener,
     status: StatusFn,
     events: EventCounters,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(scrape))
-        .with_state(AppState { status, events });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-async fn scrape(State(st): State<AppState>) -> Response {
-    let close = (header::CONNECTION, "close");
-    match (st.status)().await {
-        Some(s) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, CONTENT_TYPE), close],
-            render(&s, &st.events),
-        )
-            .into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, [close], "shutting down\n").into_response(),
-    }
+    let page: tandem_proto::metrics::RenderFn = Arc::new(move || {
+        let (status, events) = (status.clone(), events.clone());
+        Box::pin(async move { status().await.map(|s| render(&s, &events)) })
+    });
+    tandem_proto::metrics::serve(listener, page, shutdown).await
 }
 
 /// Refuses anything but a loopback address: the metrics reveal the cluster's topology.

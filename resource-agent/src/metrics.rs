@@ -11,11 +11,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use futures::future::BoxFuture;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -31,9 +26,6 @@ use crate::agents::{Agent, AgentError, Kind, RunState};
 use crate::provider::{
     AssignOutcome, Holder, ProviderError, Readiness, ReleaseOutcome, ReservedIpProvider, ServerId,
 };
-
-/// The Prometheus text exposition format, version 0.0.4.
-const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 type Labels = Vec<(String, String)>;
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
@@ -394,41 +386,18 @@ impl ReservedIpProvider for MeteredProvider {
 /// Fetches a fresh Status from the driver; `None` while it is shutting down.
 pub type StatusFn = Arc<dyn Fn() -> BoxFuture<'static, Option<pb::StatusResponse>> + Send + Sync>;
 
-#[derive(Clone)]
-struct AppState {
-    status: StatusFn,
-    metrics: Metrics,
-}
-
 /// Serves `GET /metrics` on `listener` until `shutdown` completes.
-///
-/// hyper (through axum) does the HTTP; every response asks the client to close the
-/// connection, so an idle daemon keeps no scraper connections open between scrapes.
 pub async fn serve(
     listener: TcpListener,
     status: StatusFn,
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(scrape))
-        .with_state(AppState { status, metrics });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-async fn scrape(State(st): State<AppState>) -> Response {
-    let close = (header::CONNECTION, "close");
-    match (st.status)().await {
-        Some(s) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, CONTENT_TYPE), close],
-            st.metrics.render(&s),
-        )
-            .into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, [close], "shutting down\n").into_response(),
-    }
+    let page: tandem_proto::metrics::RenderFn = Arc::new(move || {
+        let (status, metrics) = (status.clone(), metrics.clone());
+        Box::pin(async move { status().await.map(|s| metrics.render(&s)) })
+    });
+    tandem_proto::metrics::serve(listener, page, shutdown).await
 }
 
 #[cfg(test)]
