@@ -24,6 +24,7 @@ pub mod agent {
 
 pub mod metrics;
 pub mod time;
+pub mod timer;
 pub mod uds;
 
 /// Encoded `FileDescriptorSet` of every Tandem proto, for gRPC reflection.
