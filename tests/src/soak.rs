@@ -308,7 +308,11 @@ impl Fault {
     fn provider_downtime(&self) -> Duration {
         match self {
             Fault::Provider { fault, lasts, .. } => match fault {
-                ProviderFault::RateLimit { reset_secs, .. } => Duration::from_secs(*reset_secs),
+                // The limit holds until cleared (after `lasts`, unless the burst is used up
+                // first), and a 429 just before that tells the client to wait `reset_secs` more.
+                ProviderFault::RateLimit { reset_secs, .. } => {
+                    *lasts + Duration::from_secs(*reset_secs)
+                }
                 _ => *lasts,
             },
             _ => Duration::ZERO,
