@@ -24,6 +24,7 @@ use tandem_config::{AgentConfig, ClusterConfig, Failback};
 use tandem_proto::agent::v1 as pb;
 use tandem_proto::membership::v1 as mpb;
 use tandem_proto::membership::v1::membership_client::MembershipClient;
+use tandem_proto::timer::Timer;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tonic::transport::Channel;
@@ -235,10 +236,61 @@ enum GroupCmd {
 /// A gap between two wake-ups longer than the stall threshold means this process did not
 /// run: what it believes it runs may have been taken over meanwhile. The other node can
 /// take over once this one has been silent for `dead_after`, so the threshold is half of
-/// that (at most 1 s, at least 40 ms); the driver wakes four times per threshold, so a busy
-/// machine's scheduling delays are not mistaken for a stall.
+/// that (at most 1 s, at least 40 ms).
 fn stall_after(dead_after: Duration) -> Duration {
     (dead_after / 2).clamp(Duration::from_millis(40), Duration::from_secs(1))
+}
+
+/// Notices stalls of this process (SIGSTOP, a paused VM, a starved scheduler) from the gaps
+/// between the driver's wake-ups.
+///
+/// A stall only matters while a group runs or starts here (`armed`): then the driver ticks
+/// every half threshold, so an unstalled process never goes a threshold without waking.
+/// Why half is enough (was a quarter): detection does not depend on the tick. A freeze
+/// longer than the threshold spans a whole tick period, so that tick is overdue when the
+/// process runs again: the first wake-up after the thaw (the tick itself, or any event, each
+/// checked before it is handled) sees a gap of at least the freeze. The period only sets the
+/// margin against false alarms: a tick may run up to half the threshold late (>= 20 ms,
+/// 250 ms at the default dead_after) before it counts as a stall. With nothing running
+/// here there is nothing to re-check: no tick at all, and the gap to the next wake-up (the
+/// core's announcement every 2 s, any event) is no stall.
+#[derive(Debug)]
+struct StallWatch {
+    threshold: Duration,
+    last_ran: Instant,
+    armed: bool,
+}
+
+impl StallWatch {
+    fn new(threshold: Duration, now: Instant) -> StallWatch {
+        StallWatch {
+            threshold,
+            last_ran: now,
+            armed: false,
+        }
+    }
+
+    /// Records a wake-up at `now`; returns the gap since the last one when it was a stall
+    /// that matters (armed).
+    fn wake(&mut self, now: Instant) -> Option<Duration> {
+        let gap = now.saturating_duration_since(self.last_ran);
+        self.last_ran = now;
+        (self.armed && gap > self.threshold).then_some(gap)
+    }
+
+    /// Whether a group runs or starts here, after each wake-up's work. Arming counts from
+    /// `now` (the wake-up that started the group), never from an idle gap before it.
+    fn arm(&mut self, armed: bool, now: Instant) {
+        if armed && !self.armed {
+            self.last_ran = self.last_ran.max(now);
+        }
+        self.armed = armed;
+    }
+
+    /// The next tick the driver must wake for, if any.
+    fn next_tick(&self) -> Option<Instant> {
+        self.armed.then(|| self.last_ran + self.threshold / 2)
+    }
 }
 
 /// Runs the daemon until `shutdown` completes.
@@ -385,8 +437,7 @@ pub async fn run(
         reported_down: false,
         readiness: vec![None; cfg.resources.len()],
         last_holder: vec![None; cfg.resources.len()],
-        last_ran: Instant::now(),
-        stall_after: stall_after(cfg.timing.dead_after),
+        stall: StallWatch::new(stall_after(cfg.timing.dead_after), now),
         unverified: vec![false; cfg.resources.len()],
         metrics,
     };
@@ -456,10 +507,8 @@ struct Driver {
     /// a failover from a handover when the group starts here. Kept only with metrics on.
     last_holder: Vec<Option<String>>,
     metrics: Option<Metrics>,
-    /// When the driver last woke, to notice a stall of this process.
-    last_ran: Instant,
-    /// A gap between wake-ups longer than this is a stall (see [`stall_after`]).
-    stall_after: Duration,
+    /// Notices a stall of this process (see `check_stall`).
+    stall: StallWatch,
     /// Per group: running here but not confirmed since a stall (see `check_stall`).
     unverified: Vec<bool>,
 }
@@ -470,10 +519,21 @@ impl Driver {
         // Ping the watchdog at half its period, from the loop itself: a stuck driver stops it.
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
         let mut next_ping = Instant::now();
+        // One timer for the earliest of the core's deadline, the stall tick and the
+        // watchdog: one wake-up each, and none re-created per iteration.
+        let mut alarm = Alarm::new("driver");
         loop {
-            let deadline = self.hv.next_deadline();
-            let ping_at = watchdog.map(|_| next_ping);
-            let stall_check = self.last_ran + self.stall_after / 4;
+            let armed = self.runs_here();
+            self.stall.arm(armed, Instant::now());
+            let next = [
+                Some(self.hv.next_deadline()),
+                self.stall.next_tick(),
+                watchdog.map(|_| next_ping),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            alarm.set(next);
             tokio::select! {
                 () = &mut shutdown => return,
                 ev = rx.recv() => match ev {
@@ -483,18 +543,32 @@ impl Driver {
                     }
                     None => return,
                 },
-                () = tokio::time::sleep_until(deadline) => {
+                () = alarm.wait() => {
                     self.check_stall();
-                    self.hv.handle(Instant::now(), Input::Tick);
-                }
-                () = tokio::time::sleep_until(stall_check) => self.check_stall(),
-                () = sleep_until_opt(ping_at) => {
-                    notify(&[sd_notify::NotifyState::Watchdog]);
-                    next_ping = Instant::now() + watchdog.unwrap_or(Duration::from_secs(1));
+                    let now = Instant::now();
+                    if now >= self.hv.next_deadline() {
+                        self.hv.handle(now, Input::Tick);
+                    }
+                    if let Some(period) = watchdog
+                        && now >= next_ping
+                    {
+                        notify(&[sd_notify::NotifyState::Watchdog]);
+                        next_ping = now + period;
+                    }
                 }
             }
             self.dispatch();
         }
+    }
+
+    /// Whether a stall would matter: a group runs or starts here.
+    fn runs_here(&self) -> bool {
+        self.runners.iter().any(|r| {
+            matches!(
+                self.hv.state_of(r.name()),
+                Some(LocalState::Running | LocalState::Starting)
+            )
+        })
     }
 
     /// Notices that this process was stalled. Whatever it believes it runs may have been
@@ -502,12 +576,9 @@ impl Driver {
     /// here is monitored at once, and reported as starting, not running, until that check
     /// confirms it (a loss is handled like any monitor finding the group elsewhere).
     fn check_stall(&mut self) {
-        let now = Instant::now();
-        let gap = now.saturating_duration_since(self.last_ran);
-        self.last_ran = now;
-        if gap <= self.stall_after {
+        let Some(gap) = self.stall.wake(Instant::now()) else {
             return;
-        }
+        };
         warn!(stalled_for = ?gap, "this agent was stalled for {gap:?}; checking the groups it runs before reporting them running");
         for gi in 0..self.runners.len() {
             if self.hv.state_of(self.runners[gi].name()) == Some(LocalState::Running) {
@@ -846,10 +917,57 @@ impl Driver {
     }
 }
 
-async fn sleep_until_opt(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
+/// A deadline for a task's loop: [`Timer`] (a timerfd: one wake-up per deadline, where
+/// tokio's wheel wakes twice or more for any sleep past 64 ms), or tokio's timer should the
+/// timerfd fail (never seen; the daemon keeps its deadlines either way).
+struct Alarm {
+    timer: Option<Timer>,
+    at: Option<Instant>,
+    name: &'static str,
+}
+
+impl Alarm {
+    fn new(name: &'static str) -> Alarm {
+        let timer = Timer::new()
+            .inspect_err(|e| warn!(task = name, error = %e, "no timerfd; using tokio's timer"))
+            .ok();
+        Alarm {
+            timer,
+            at: None,
+            name,
+        }
+    }
+
+    /// Replaces the deadline (`None`: never); the same deadline again costs nothing.
+    fn set(&mut self, at: Option<Instant>) {
+        self.at = at;
+        if let Some(t) = &mut self.timer
+            && let Err(e) = t.set(at)
+        {
+            warn!(task = self.name, error = %e, "timerfd failed; using tokio's timer");
+            self.timer = None;
+        }
+    }
+
+    /// Resolves once the deadline has passed (and disarms); cancel-safe.
+    async fn wait(&mut self) {
+        if let Some(t) = &mut self.timer {
+            match t.wait().await {
+                Ok(()) => {
+                    self.at = None;
+                    return;
+                }
+                Err(e) => {
+                    warn!(task = self.name, error = %e, "timerfd failed; using tokio's timer");
+                    self.timer = None;
+                }
+            }
+        }
+        match self.at {
+            Some(t) => tokio::time::sleep_until(t).await,
+            None => std::future::pending().await,
+        }
+        self.at = None;
     }
 }
 
@@ -913,8 +1031,10 @@ async fn group_worker(
     let mut due = schedule(Instant::now());
     // A command that arrived while a restart was waiting: it replaces the restart.
     let mut pending: Option<GroupCmd> = None;
+    let mut alarm = Alarm::new("group monitor");
     loop {
-        let next = due.iter().min().copied();
+        // Disarmed while not monitoring: a paused group costs no wake-ups.
+        alarm.set(due.iter().min().copied().filter(|_| monitoring));
         let cmd = match pending.take() {
             Some(cmd) => Some(cmd),
             None => tokio::select! {
@@ -922,7 +1042,7 @@ async fn group_worker(
                     Some(cmd) => Some(cmd),
                     None => return,
                 },
-                () = sleep_until_opt(next), if monitoring => None,
+                () = alarm.wait() => None,
             },
         };
         let had_cmd = cmd.is_some();
@@ -1021,6 +1141,7 @@ async fn group_worker(
 }
 
 async fn readiness_task(gi: usize, runner: Arc<GroupRunner>, tx: mpsc::Sender<Event>) {
+    let mut alarm = Alarm::new("readiness");
     loop {
         // Groups whose agents cannot tell need no task.
         let Some(problems) = runner.readiness().await else {
@@ -1038,7 +1159,8 @@ async fn readiness_task(gi: usize, runner: Arc<GroupRunner>, tx: mpsc::Sender<Ev
         {
             return;
         }
-        tokio::time::sleep(readiness_interval()).await;
+        alarm.set(Some(Instant::now() + readiness_interval()));
+        alarm.wait().await;
     }
 }
 
@@ -1459,21 +1581,66 @@ mod tests {
 
     #[test]
     fn a_stall_is_noticed_before_the_other_node_can_take_over() {
-        // A freeze of dead_after lets the peer take over: it must count as a stall, with
-        // room for the check period (a quarter of the threshold) on top.
-        for ms in [100, 200, 500, 1000, 3000] {
-            let dead_after = Duration::from_millis(ms);
+        let ms = Duration::from_millis;
+        for dead_after in [100, 200, 500, 1000, 3000].map(ms) {
             let t = stall_after(dead_after);
-            assert!(
-                t + t / 4 < dead_after,
-                "dead_after {ms} ms: threshold {t:?}"
-            );
+            // A freeze of dead_after lets the peer take over: it must count as a stall.
+            assert!(t < dead_after, "dead_after {dead_after:?}: threshold {t:?}");
+            let start = Instant::now();
+            let mut w = StallWatch::new(t, start);
+            w.arm(true, start);
+            // Ticks each up to just under half the threshold late: never a stall.
+            let late = t / 2 - ms(1);
+            let mut now = start;
+            for _ in 0..50 {
+                let tick = w.next_tick().expect("armed: ticking");
+                assert_eq!(tick, now + t / 2, "a tick every half threshold");
+                now = tick + late;
+                assert_eq!(w.wake(now), None, "a late tick is no stall");
+            }
+            // A freeze of dead_after beginning anywhere in a tick period: the first wake-up
+            // after the thaw (the overdue tick, or any event) reports at least the freeze.
+            for phase in [ms(0), t / 8, t / 4, t / 2 - ms(1)] {
+                let mut w = StallWatch::new(t, now);
+                w.arm(true, now);
+                let frozen_at = now + phase;
+                let tick = w.next_tick().expect("armed");
+                assert!(
+                    tick <= frozen_at + dead_after,
+                    "the tick falls in the freeze"
+                );
+                let thaw = frozen_at + dead_after;
+                let gap = w.wake(thaw).expect("a freeze of dead_after is a stall");
+                assert!(gap >= dead_after, "{gap:?}");
+            }
         }
         assert_eq!(stall_after(Duration::from_secs(10)), Duration::from_secs(1));
-        assert_eq!(
-            stall_after(Duration::from_millis(20)),
-            Duration::from_millis(40)
-        );
+        assert_eq!(stall_after(ms(20)), ms(40));
+    }
+
+    #[test]
+    fn an_agent_running_nothing_neither_ticks_nor_reports_a_stall() {
+        let t = stall_after(Duration::from_secs(1));
+        let start = Instant::now();
+        let mut w = StallWatch::new(t, start);
+        assert_eq!(w.next_tick(), None, "nothing runs here: no tick");
+        // Idle for a long time (or frozen meanwhile): nothing to re-check.
+        let later = start + Duration::from_secs(30);
+        assert_eq!(w.wake(later), None);
+        // A group starts at the next wake-up: ticking resumes from then, and the idle gap
+        // before it is no stall.
+        let start_here = later + Duration::from_secs(2);
+        assert_eq!(w.wake(start_here), None);
+        w.arm(true, start_here);
+        assert_eq!(w.next_tick(), Some(start_here + t / 2));
+        assert_eq!(w.wake(start_here + t / 2), None);
+        // Running: a freeze longer than the threshold is reported.
+        let thaw = start_here + t / 2 + t + Duration::from_millis(1);
+        assert!(w.wake(thaw).is_some(), "a stall while running is noticed");
+        // Stopped again: no tick, and the next long gap is no stall.
+        w.arm(false, thaw);
+        assert_eq!(w.next_tick(), None);
+        assert_eq!(w.wake(thaw + Duration::from_secs(10)), None);
     }
 
     #[test]
