@@ -24,7 +24,6 @@ use tandem_config::{AgentConfig, ClusterConfig, Failback};
 use tandem_proto::agent::v1 as pb;
 use tandem_proto::membership::v1 as mpb;
 use tandem_proto::membership::v1::membership_client::MembershipClient;
-use tandem_proto::timer::Timer;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tonic::transport::Channel;
@@ -33,6 +32,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::agents::group::{AgentState, GroupRunner};
 use crate::agents::{self, Kind};
+use crate::alarm::Alarm;
 use crate::handover::{
     AgentOutcome, Command, CommandError, Handover, HandoverConfig, Input, LocalState, MemberNode,
     MembershipView, Output, TOPIC, Timers,
@@ -914,60 +914,6 @@ impl Driver {
                 .collect(),
             groups,
         }
-    }
-}
-
-/// A deadline for a task's loop: [`Timer`] (a timerfd: one wake-up per deadline, where
-/// tokio's wheel wakes twice or more for any sleep past 64 ms), or tokio's timer should the
-/// timerfd fail (never seen; the daemon keeps its deadlines either way).
-struct Alarm {
-    timer: Option<Timer>,
-    at: Option<Instant>,
-    name: &'static str,
-}
-
-impl Alarm {
-    fn new(name: &'static str) -> Alarm {
-        let timer = Timer::new()
-            .inspect_err(|e| warn!(task = name, error = %e, "no timerfd; using tokio's timer"))
-            .ok();
-        Alarm {
-            timer,
-            at: None,
-            name,
-        }
-    }
-
-    /// Replaces the deadline (`None`: never); the same deadline again costs nothing.
-    fn set(&mut self, at: Option<Instant>) {
-        self.at = at;
-        if let Some(t) = &mut self.timer
-            && let Err(e) = t.set(at)
-        {
-            warn!(task = self.name, error = %e, "timerfd failed; using tokio's timer");
-            self.timer = None;
-        }
-    }
-
-    /// Resolves once the deadline has passed (and disarms); cancel-safe.
-    async fn wait(&mut self) {
-        if let Some(t) = &mut self.timer {
-            match t.wait().await {
-                Ok(()) => {
-                    self.at = None;
-                    return;
-                }
-                Err(e) => {
-                    warn!(task = self.name, error = %e, "timerfd failed; using tokio's timer");
-                    self.timer = None;
-                }
-            }
-        }
-        match self.at {
-            Some(t) => tokio::time::sleep_until(t).await,
-            None => std::future::pending().await,
-        }
-        self.at = None;
     }
 }
 

@@ -189,6 +189,7 @@ pub async fn run(
     };
     let mut health = Health::new(&cfgs, Instant::now());
     tokio::pin!(shutdown);
+    let mut alarm = crate::alarm::Alarm::new("health checks");
     loop {
         let Some(next) = health.next_due() else {
             // No checks: always healthy; nothing to do until shutdown.
@@ -196,9 +197,10 @@ pub async fn run(
             shutdown.await;
             return;
         };
+        alarm.set(Some(next));
         tokio::select! {
             () = &mut shutdown => return,
-            () = tokio::time::sleep_until(next) => {}
+            () = alarm.wait() => {}
         }
         let now = Instant::now();
         let due = health.due(now);

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agents;
+pub mod alarm;
 pub mod daemon;
 pub mod handover;
 pub mod health;
