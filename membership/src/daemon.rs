@@ -31,6 +31,7 @@ use futures::Stream;
 use tandem_config::{ClusterConfig, QuorumPolicy, Role};
 use tandem_proto::membership::v1 as pb;
 use tandem_proto::time::{duration, timestamp};
+use tandem_proto::timer::Timer;
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
@@ -83,6 +84,8 @@ pub enum DaemonError {
     Grpc(#[from] tonic::transport::Error),
     #[error("{0}")]
     Metrics(String),
+    #[error("cannot create the protocol loop's timer: {0}")]
+    Timer(std::io::Error),
 }
 
 /// Where the daemon keeps its files.
@@ -242,6 +245,8 @@ pub async fn run(
             source,
         })?,
         sockets,
+        timer: Timer::new().map_err(DaemonError::Timer)?,
+        coalesce_timer: Timer::new().map_err(DaemonError::Timer)?,
         last_now: std::cell::Cell::new(Duration::ZERO),
         batch: crate::udp::Batch::default(),
         outbox: Vec::new(),
@@ -303,6 +308,11 @@ struct Shell {
     sockets: Vec<std::net::UdpSocket>,
     /// Readiness of `sockets`, disarmed while coalescing so the wait costs no wakeups.
     poller: crate::udp::Poller,
+    /// The earlier of the core's next deadline and the watchdog's next ping. Timerfds, not
+    /// tokio sleeps: one wake-up per deadline (see [`tandem_proto::timer`]).
+    timer: Timer,
+    /// Set while coalescing: when to read what arrived meanwhile.
+    coalesce_timer: Timer,
     /// The latest time given to the core: time never goes back for it.
     last_now: std::cell::Cell<Time>,
     /// Receive buffers, reused for every datagram.
@@ -352,22 +362,16 @@ impl Shell {
         tokio::pin!(shutdown);
         // Pinged from this loop, at half the period systemd asks for: a stuck loop stops it.
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
-        let mut next_ping = Instant::now();
+        let mut next_ping = watchdog.map(|_| Instant::now());
         let mut commands_open = true;
         self.core.handle_timeout(self.now());
         self.flush();
-        // One timer, moved to the core's next deadline: no timer is registered per wakeup.
-        let timer = tokio::time::sleep_until(self.deadline());
-        tokio::pin!(timer);
         let interval = self.core.timing().interval;
         let delay = coalesce_delay(interval);
         // Waiting pays only if more heartbeats than not arrive within the delay (32 nodes:
         // 1.55 on average); with few peers it would add a wakeup per heartbeat instead.
         let peers = self.core.nodes().len().saturating_sub(1) * self.sockets.len();
         let coalesce = delay * u32::try_from(peers).unwrap_or(u32::MAX) >= interval;
-        // While set, the sockets are not watched: what arrives until then is read in one
-        // batch (only entered after a wakeup that brought nothing but heartbeats).
-        let mut coalesce_until: Option<Instant> = None;
         // The last Send, delivery or other datagram that was more than a heartbeat: for an
         // interval after it, messages (and their acks) are read as soon as they arrive.
         let mut last_activity: Option<Instant> = None;
@@ -375,10 +379,17 @@ impl Shell {
         // re-arm): read again as soon as timers and commands have had their turn.
         let mut read_on = false;
         loop {
-            let deadline = self.deadline();
-            if timer.deadline() != deadline {
-                timer.as_mut().reset(deadline);
+            let due = self.deadline();
+            let wake = match (due, next_ping) {
+                (Some(d), Some(p)) => Some(d.min(p)),
+                (d, p) => d.or(p),
+            };
+            if let Err(e) = self.timer.set(wake) {
+                warn!(error = %e, "setting the loop's timer failed");
             }
+            // While the coalescing timer is armed the sockets are not watched: what arrives
+            // until it fires is read in one batch.
+            let coalescing = self.coalesce_timer.deadline().is_some();
             let mut more = false;
             // Some(read) when this wakeup was for datagrams.
             let mut datagrams = None;
@@ -388,20 +399,28 @@ impl Shell {
                 // drops, and counts, what does not fit in the socket queue).
                 biased;
                 _ = &mut shutdown => break,
-                _ = &mut timer => {
-                    let read = self.receive(RECV_BATCH);
-                    if read >= RECV_BATCH {
-                        // Some may be left, unannounced: read on below.
-                        datagrams = Some(read);
+                r = self.timer.wait() => {
+                    if let Err(e) = r {
+                        warn!(error = %e, "waiting for the loop's timer failed");
                     }
-                    let now = self.now();
-                    self.core.handle_timeout(now);
-                }
-                _ = tokio::time::sleep_until(next_ping), if watchdog.is_some() => {
-                    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
-                        warn!(error = %e, "sd_notify WATCHDOG failed");
+                    // The timerfd fires at or after its deadline on the same clock as
+                    // Instant: whichever of the two was due is due now.
+                    let now = Instant::now();
+                    if next_ping.is_some_and(|p| now >= p) {
+                        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
+                            warn!(error = %e, "sd_notify WATCHDOG failed");
+                        }
+                        next_ping = Some(now + watchdog.unwrap_or(Duration::from_secs(1)));
                     }
-                    next_ping = Instant::now() + watchdog.unwrap_or(Duration::from_secs(1));
+                    if due.is_some_and(|d| now >= d) {
+                        let read = self.receive(RECV_BATCH);
+                        if read >= RECV_BATCH {
+                            // Some may be left, unannounced: read on below.
+                            datagrams = Some(read);
+                        }
+                        let now = self.now();
+                        self.core.handle_timeout(now);
+                    }
                 }
                 cmd = commands.recv(), if commands_open => match cmd {
                     Some(c) => {
@@ -409,7 +428,7 @@ impl Shell {
                             // Acks and replies follow: do not make them wait.
                             last_activity = Some(Instant::now());
                             if self.poller.disarmed() {
-                                coalesce_until = None;
+                                self.stop_coalescing();
                                 if self.rearm() >= RECV_BATCH {
                                     read_on = true;
                                 }
@@ -419,15 +438,17 @@ impl Shell {
                     }
                     None => commands_open = false,
                 },
-                _ = tokio::time::sleep_until(coalesce_until.unwrap_or(next_ping)),
-                    if coalesce_until.is_some() => {
+                r = self.coalesce_timer.wait(), if coalescing => {
+                    if let Err(e) = r {
+                        warn!(error = %e, "waiting for the coalescing timer failed");
+                    }
                     datagrams = Some(self.receive(RECV_BATCH));
                 }
                 _ = std::future::ready(()), if read_on => {
                     read_on = false;
                     datagrams = Some(self.receive(RECV_BATCH));
                 }
-                r = self.poller.wait(), if coalesce_until.is_none() && !read_on => {
+                r = self.poller.wait(), if !coalescing && !read_on => {
                     if let Err(e) = r {
                         warn!(error = %e, "waiting for UDP readiness failed");
                     }
@@ -449,12 +470,17 @@ impl Shell {
                 } else if coalesce && quiet && read > 0 && !busy {
                     // Only heartbeats (nothing to send, publish or deliver): wait a little
                     // so the next ones, from other peers, come in one read.
-                    coalesce_until = Some(now + delay);
-                    if let Err(e) = self.poller.disarm(&self.sockets) {
-                        warn!(error = %e, "disarming UDP readiness failed");
+                    match self.coalesce_timer.set(Some(now + delay)) {
+                        Ok(()) => {
+                            if let Err(e) = self.poller.disarm(&self.sockets) {
+                                warn!(error = %e, "disarming UDP readiness failed");
+                            }
+                        }
+                        // No timer to end the wait: do not start it (keep reading at once).
+                        Err(e) => warn!(error = %e, "setting the coalescing timer failed"),
                     }
                 } else {
-                    coalesce_until = None;
+                    self.stop_coalescing();
                     if self.rearm() > 0 {
                         // Came between the last read and the re-arm: handled; look again.
                         self.flush();
@@ -473,6 +499,13 @@ impl Shell {
         self.flush();
     }
 
+    /// Ends a coalescing wait early (the sockets are re-armed by [`Self::rearm`]).
+    fn stop_coalescing(&mut self) {
+        if let Err(e) = self.coalesce_timer.set(None) {
+            warn!(error = %e, "disarming the coalescing timer failed");
+        }
+    }
+
     /// Re-arms the sockets' readiness if disarmed, then reads what came meanwhile (an
     /// arrival before the re-arm is not reported). Returns how many were read.
     fn rearm(&mut self) -> usize {
@@ -485,10 +518,9 @@ impl Shell {
         self.receive(RECV_BATCH)
     }
 
-    fn deadline(&self) -> Instant {
-        self.core
-            .next_deadline()
-            .map_or(self.epoch + Duration::from_secs(3600), |d| self.epoch + d)
+    /// The core's next deadline, if it has one.
+    fn deadline(&self) -> Option<Instant> {
+        self.core.next_deadline().map(|d| self.epoch + d)
     }
 
     /// Reads and handles up to `budget` waiting datagrams; returns how many were read
