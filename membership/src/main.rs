@@ -54,12 +54,11 @@ fn real_main() -> anyhow::Result<()> {
         std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    tracing_subscriber::registry()
+        .with(log_filter())
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
     let cfg = tandem_config::load(&args.config).map_err(|e| anyhow!("{e}"))?;
     let node = args.node.unwrap_or_else(tandem_config::default_node_name);
@@ -108,4 +107,26 @@ fn real_main() -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::from)
     })
+}
+
+/// The log filter: `RUST_LOG` (comma-separated `level` or `target=level` directives), `info`
+/// when unset. tracing-subscriber's `Targets`, not `EnvFilter`: the same directives without
+/// span and field filters, and no regex engine, whose ~140 KiB of code stayed resident.
+fn log_filter() -> tracing_subscriber::filter::Targets {
+    let default = || {
+        tracing_subscriber::filter::Targets::new()
+            .with_default(tracing_subscriber::filter::LevelFilter::INFO)
+    };
+    match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => match directives.parse() {
+            Ok(filter) => filter,
+            Err(e) => {
+                eprintln!(
+                    "tandem-membership: RUST_LOG={directives:?} ignored, logging at info: {e}"
+                );
+                default()
+            }
+        },
+        _ => default(),
+    }
 }
