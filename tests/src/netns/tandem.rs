@@ -79,7 +79,7 @@ pub struct TandemNet {
 impl TandemNet {
     /// Writes the configuration: node `i` is `names[i]` on host `i`; `witness` names a
     /// witness node; with `resource`, an `exec` group preferring `names[0]` whose start
-    /// appends a wall-clock timestamp to [`TandemNet::takeovers_file`].
+    /// appends a wall-clock timestamp to [`TandemNet::takeovers_file`], monitored every second.
     pub fn new(
         net: Net,
         bins: Binaries,
@@ -87,6 +87,21 @@ impl TandemNet {
         timing: Timing,
         witness: Option<usize>,
         resource: bool,
+    ) -> Result<TandemNet, TandemError> {
+        let monitor = Some(Duration::from_secs(1));
+        TandemNet::with_monitor_interval(net, bins, names, timing, witness, resource, monitor)
+    }
+
+    /// As [`TandemNet::new`], with the resource's `monitor_interval` given; `None` leaves the
+    /// key out, so the documented default (10 s) applies (for measurements at the defaults).
+    pub fn with_monitor_interval(
+        net: Net,
+        bins: Binaries,
+        names: &[&str],
+        timing: Timing,
+        witness: Option<usize>,
+        resource: bool,
+        monitor_interval: Option<Duration>,
     ) -> Result<TandemNet, TandemError> {
         let dir = tempfile::Builder::new()
             .prefix("tandem-netns-")
@@ -139,12 +154,14 @@ impl TandemNet {
                 y.push_str(&format!(
                     "resources:\n  - name: svc\n    prefer: {}\n    failback: auto\n    agents:\n      \
                      - exec:\n          start: \"date +%s.%N >> {log} && touch {state}\"\n          \
-                     stop: \"rm -f {state}\"\n          monitor: \"test -f {state} || exit 7\"\n          \
-                     monitor_interval: 1s\n",
+                     stop: \"rm -f {state}\"\n          monitor: \"test -f {state} || exit 7\"\n",
                     names[0],
                     log = log.display(),
                     state = state.display(),
                 ));
+                if let Some(m) = monitor_interval {
+                    y.push_str(&format!("          monitor_interval: {}\n", ms(m)));
+                }
             }
             std::fs::write(dir.path().join(format!("{n}.yaml")), y).map_err(io("write config"))?;
         }
