@@ -16,6 +16,7 @@ use clap::Parser;
 use tandem_tests::cluster::Binaries;
 use tandem_tests::netns::Net;
 use tandem_tests::netns::tandem::{TandemNet, Timing};
+use tandem_tests::procstat::{self, CpuMeter};
 
 #[derive(Debug, Parser)]
 #[command(about = "Failover benchmark: Tandem vs keepalived vs Heartbeat in network namespaces")]
@@ -26,6 +27,9 @@ struct Args {
     /// Seconds of 20% random loss per system and timing (false failovers).
     #[arg(long, default_value_t = 60)]
     loss_secs: u64,
+    /// Window of the idle measurement (CPU, wake-ups), seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_secs: u64,
     /// Short run: 2 runs, 15 s of loss.
     #[arg(long)]
     quick: bool,
@@ -111,6 +115,47 @@ impl Kind {
             (Kind::Keepalived, true) => "fast advert 0.1s".into(),
             (Kind::Heartbeat, false) => "sample 2s/30s".into(),
             (Kind::Heartbeat, true) => "fast 100ms/1s".into(),
+        }
+    }
+
+    /// Everything configured for the row, so a reader can tell like from like.
+    fn settings(self, fast: bool) -> String {
+        match (self, fast) {
+            (Kind::Tandem, _) => {
+                let t = if fast { tandem_fast() } else { Timing::DEFAULT };
+                let ms = |d: Duration| d.as_millis();
+                format!(
+                    "interval {}ms, warn_after {}ms, dead_after {}ms, init_dead {}ms{}; \
+                     quorum two_node; one exec resource with `monitor_interval` and `timeout` \
+                     unset (documented defaults 10s, 20s); readiness probe and RUST_LOG at the \
+                     daemons' defaults (60s, info)",
+                    ms(t.interval),
+                    ms(t.warn_after),
+                    ms(t.dead_after),
+                    ms(t.init_dead),
+                    if fast {
+                        ""
+                    } else {
+                        " (the documented defaults)"
+                    },
+                )
+            }
+            (Kind::Keepalived, false) => {
+                "VRRPv2, advert_int 1, unicast, priority 150/100 with preemption, \
+                 notify scripts, -D --vrrp"
+                    .into()
+            }
+            (Kind::Keepalived, true) => {
+                "VRRPv3, advert_int 0.1, unicast, priority 150/100 with preemption, \
+                 notify scripts, -D --vrrp"
+                    .into()
+            }
+            (Kind::Heartbeat, false) => "keepalive 2, warntime 10, deadtime 30, initdead 60, \
+                 ucast, crm no, auto_failback on, use_logd no"
+                .into(),
+            (Kind::Heartbeat, true) => "keepalive 100ms, warntime 500ms, deadtime 1, initdead 2, \
+                 ucast, crm no, auto_failback on, use_logd no"
+                .into(),
         }
     }
 
@@ -333,7 +378,9 @@ impl Foreign {
             .ok()
     }
 
-    /// Every process in node `i`'s pid namespace.
+    /// Every process of the system in node `i`'s pid namespace: all of them for keepalived
+    /// (its init is keepalived itself), all but the init for Heartbeat (there the init is the
+    /// `sleep` that keeps the namespace alive once Heartbeat has daemonized).
     fn pids(&self, i: usize) -> Vec<u32> {
         let Some(init) = self.init(i) else {
             return Vec::new();
@@ -346,10 +393,11 @@ impl Foreign {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;
             };
-            if std::fs::read_link(format!("/proc/{pid}/ns/pid"))
-                .ok()
-                .as_ref()
-                == Some(&ns)
+            if (self.kind != Kind::Heartbeat || pid != init)
+                && std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+                    .ok()
+                    .as_ref()
+                    == Some(&ns)
             {
                 out.push(pid);
             }
@@ -460,47 +508,61 @@ async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// CPU seconds (user + system) of a process, from /proc/PID/stat.
-fn cpu_ticks(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // Fields after the ")" that closes the command name: state is field 3, utime 14, stime 15.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let get = |n: usize| {
-        f.get(n - 3)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    get(14) + get(15)
+/// Idle footprint of one node.
+#[derive(Debug, Default, Clone)]
+struct Idle {
+    /// Percent of one core, all processes and threads of the node.
+    cpu: f64,
+    wakeups: f64,
+    rss_mib: f64,
+    /// The processes counted, as `ps` names them.
+    processes: Vec<String>,
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
+/// How often the idle measurement reads the counters: a thread that exits takes its
+/// counters along, so at most this much of its time is lost.
+const IDLE_SAMPLE: Duration = Duration::from_secs(1);
 
-/// Idle CPU (% of one core) and RSS (MiB) of node `i`, over `window`.
-async fn idle_usage(c: &Cluster, i: usize, window: Duration) -> (f64, f64) {
-    let pids = c.pids(i);
-    let ticks = |p: &[u32]| p.iter().map(|&x| cpu_ticks(x)).sum::<u64>();
-    let t0 = ticks(&pids);
-    tokio::time::sleep(window).await;
-    let t1 = ticks(&pids);
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    let cpu = (t1.saturating_sub(t0)) as f64 / hz / window.as_secs_f64() * 100.0;
-    let rss = pids.iter().map(|&p| rss_kib(p)).sum::<u64>() as f64 / 1024.0;
-    (cpu, rss)
+/// CPU and wake-ups from `/proc/PID/task/*/schedstat` of every process of each node, both
+/// nodes over the same `window` (processes appearing in it are counted too), then RSS.
+async fn idle_usage(c: &Cluster, window: Duration) -> anyhow::Result<Vec<Idle>> {
+    let mut meters: Vec<CpuMeter> = (0..2).map(|_| CpuMeter::new()).collect();
+    let sample = |meters: &mut Vec<CpuMeter>| -> anyhow::Result<()> {
+        for (i, m) in meters.iter_mut().enumerate() {
+            let pids = c.pids(i);
+            if pids.is_empty() {
+                bail!("idle measurement: node {i} has no processes");
+            }
+            m.sample(&pids)
+                .with_context(|| format!("scheduler statistics of node {i}"))?;
+        }
+        Ok(())
+    };
+    sample(&mut meters)?;
+    let t0 = tokio::time::Instant::now();
+    let end = t0 + window;
+    while tokio::time::Instant::now() < end {
+        tokio::time::sleep_until((tokio::time::Instant::now() + IDLE_SAMPLE).min(end)).await;
+        sample(&mut meters)?;
+    }
+    let wall = t0.elapsed();
+    let mut out = Vec::new();
+    for (i, m) in meters.iter().enumerate() {
+        let u = m.usage(wall);
+        let now = c.pids(i);
+        let rss: u64 = now
+            .iter()
+            .filter_map(|&p| procstat::memory(p).ok())
+            .map(|m| m.rss)
+            .sum();
+        out.push(Idle {
+            cpu: u.cpu_percent,
+            wakeups: u.wakeups_per_sec,
+            rss_mib: rss as f64 / 1024.0,
+            processes: now.iter().map(|&p| procstat::command(p)).collect(),
+        });
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Default)]
@@ -511,8 +573,7 @@ struct Row {
     loss_secs: u64,
     both_held_in_partition: Option<bool>,
     unheld_after_heal: Option<Duration>,
-    cpu: Vec<f64>,
-    rss: Vec<f64>,
+    idle: Vec<Idle>,
     notes: Vec<String>,
 }
 
@@ -538,13 +599,16 @@ async fn build(kind: Kind, fast: bool, bins: &Binaries) -> anyhow::Result<Cluste
     Ok(match kind {
         Kind::Tandem => {
             let net = Net::new(2, 1)?;
-            Cluster::Tandem(TandemNet::new(
+            // The resource's monitor at its documented default, as every other setting but
+            // the timing the row is about.
+            Cluster::Tandem(TandemNet::with_monitor_interval(
                 net,
                 bins.clone(),
                 &["primary", "secondary"],
                 if fast { tandem_fast() } else { Timing::DEFAULT },
                 None,
                 true,
+                None,
             )?)
         }
         k => Cluster::Foreign(Foreign::new(k, fast)?),
@@ -558,6 +622,7 @@ async fn measure(
     bins: &Binaries,
     runs: usize,
     loss_secs: u64,
+    idle_secs: u64,
 ) -> anyhow::Result<Row> {
     let mut row = Row {
         loss_secs,
@@ -578,12 +643,9 @@ async fn measure(
             kind.timing(fast)
         );
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for i in 0..2 {
-        let (cpu, rss) = idle_usage(&c, i, Duration::from_secs(5)).await;
-        row.cpu.push(cpu);
-        row.rss.push(rss);
-    }
+    // Let start-up work (first probes, allocations) settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    row.idle = idle_usage(&c, Duration::from_secs(idle_secs)).await?;
 
     for run in 0..runs {
         let before = c.takeovers(1).len();
@@ -669,6 +731,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(why) = tandem_tests::netns::unavailable() {
         bail!("cannot create network namespaces: {why}");
     }
+    if let Err(why) = procstat::available() {
+        bail!("no per-thread scheduler statistics for the idle measurement: {why}");
+    }
     let bins = Binaries::given_or_beside_this(
         args.bin_dir.as_deref(),
         "cargo build -p tandem-membership -p tandem-resource-agent --bins",
@@ -691,31 +756,38 @@ async fn main() -> anyhow::Result<()> {
     for &kind in &kinds {
         for fast in [false, true] {
             eprintln!("measuring {} ({})", kind.name(), kind.timing(fast));
-            let row = match measure(kind, fast, &bins, args.runs, args.loss_secs).await {
-                Ok(r) => r,
-                Err(e) => Row {
-                    notes: vec![format!("failed: {e:#}")],
-                    ..Row::default()
-                },
-            };
+            let row =
+                match measure(kind, fast, &bins, args.runs, args.loss_secs, args.idle_secs).await {
+                    Ok(r) => r,
+                    Err(e) => Row {
+                        notes: vec![format!("failed: {e:#}")],
+                        ..Row::default()
+                    },
+                };
             rows.insert((kind, fast), row);
         }
     }
-    print!("{}", table(&rows, args.runs));
+    print!("{}", table(&rows, args.runs, args.idle_secs));
     Ok(())
 }
 
-fn table(rows: &BTreeMap<(Kind, bool), Row>, runs: usize) -> String {
+fn table(rows: &BTreeMap<(Kind, bool), Row>, runs: usize, idle_secs: u64) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| system | timing | failover s min/med/max (n={runs}) | failback s min/med/max | false failovers (20% loss) | both held in partition | unheld after heal s | idle CPU % per node | RSS MiB per node |"
+        "| system | timing | failover s min/med/max (n={runs}) | failback s min/med/max | false failovers (20% loss) | both held in partition | unheld after heal s | idle CPU % per node ({idle_secs} s) | idle wake-ups/s per node | RSS MiB per node |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    let per_node = |r: &Row, f: &dyn Fn(&Idle) -> String| {
+        if r.idle.is_empty() {
+            return "-".to_owned();
+        }
+        r.idle.iter().map(f).collect::<Vec<_>>().join(" / ")
+    };
     for ((kind, fast), r) in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             kind.name(),
             kind.timing(*fast),
             stats(&r.failover),
@@ -727,17 +799,32 @@ fn table(rows: &BTreeMap<(Kind, bool), Row>, runs: usize) -> String {
                 .map(|b| if b { "yes" } else { "no" }.to_owned())
                 .unwrap_or_else(|| "-".into()),
             r.unheld_after_heal.map(secs).unwrap_or_else(|| "-".into()),
-            r.cpu
-                .iter()
-                .map(|c| format!("{c:.2}"))
-                .collect::<Vec<_>>()
-                .join(" / "),
-            r.rss
-                .iter()
-                .map(|c| format!("{c:.1}"))
-                .collect::<Vec<_>>()
-                .join(" / "),
+            per_node(r, &|i| format!("{:.3}", i.cpu)),
+            per_node(r, &|i| format!("{:.1}", i.wakeups)),
+            per_node(r, &|i| format!("{:.1}", i.rss_mib)),
         );
+    }
+    let _ = writeln!(
+        out,
+        "\nIdle: CPU time and wake-ups (timeslices) of every thread of every process of a \
+         node, from /proc/PID/task/*/schedstat, both nodes over the same {idle_secs} s window."
+    );
+    for ((kind, fast), r) in rows {
+        let _ = writeln!(
+            out,
+            "settings: {} ({}): {}",
+            kind.name(),
+            kind.timing(*fast),
+            kind.settings(*fast)
+        );
+        for (i, idle) in r.idle.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  node {i} idle processes ({}): {}",
+                idle.processes.len(),
+                idle.processes.join("; ")
+            );
+        }
     }
     for ((kind, fast), r) in rows {
         for n in &r.notes {
