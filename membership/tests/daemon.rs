@@ -134,6 +134,11 @@ impl Cluster {
     }
 
     fn start(&mut self, i: usize) {
+        self.start_with_env(i, &[]);
+    }
+
+    /// Starts node `i` with extra environment variables (e.g. systemd's).
+    fn start_with_env(&mut self, i: usize, env: &[(&str, &std::ffi::OsStr)]) {
         let name = &self.names[i];
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_tandem-membership"))
@@ -145,6 +150,7 @@ impl Cluster {
             .arg("--state-dir")
             .arg(self.dir.path().join(format!("state-{name}")))
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -351,6 +357,67 @@ async fn killed_daemon_is_dead_within_dead_after_and_comes_back_with_a_new_gener
         "oldest first"
     );
     assert!(s.view.unwrap().quorum.unwrap().quorate);
+}
+
+/// Under systemd's watchdog the protocol loop itself pings, at half the period it is given,
+/// from the same timer as the core's deadlines (heartbeats every 50 ms here): steadily, never
+/// once per heartbeat, and the heartbeats go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_is_pinged_at_half_its_period_while_heartbeats_go_on() {
+    // systemd's WatchdogSec=400ms: a ping every 200 ms, four heartbeats between pings.
+    const PING: Duration = Duration::from_millis(200);
+    const WINDOW: Duration = Duration::from_secs(2);
+    let mut c = Cluster::new(&["a", "b"]);
+    let path = c.dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&path).expect("bind the notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("read timeout");
+    let usec = (PING * 2).as_micros().to_string();
+    c.start_with_env(
+        0,
+        &[
+            ("NOTIFY_SOCKET", path.as_os_str()),
+            ("WATCHDOG_USEC", usec.as_ref()),
+        ],
+    );
+    c.start(1);
+    // Counts the pings in WINDOW from READY=1 (a blocking socket: read on its own thread).
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        let start = Instant::now();
+        let mut ready_at = None;
+        let mut pings = 0u32;
+        while ready_at.is_none_or(|t: Instant| t.elapsed() < WINDOW) {
+            assert!(start.elapsed() < Duration::from_secs(20), "no READY=1");
+            let Ok(n) = notify.recv(&mut buf) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&buf[..n]);
+            if text.lines().any(|l| l == "READY=1") && ready_at.is_none() {
+                ready_at = Some(Instant::now());
+            }
+            if text.lines().any(|l| l == "WATCHDOG=1") {
+                assert!(ready_at.is_some(), "a watchdog ping before READY=1");
+                pings += 1;
+            }
+        }
+        pings
+    });
+    let pings = tokio::task::spawn_blocking(move || reader.join())
+        .await
+        .expect("join")
+        .expect("reader thread");
+    // One at the start, then one per PING: never more (a slow machine may delay some).
+    let most = (WINDOW.as_millis() / PING.as_millis()) as u32 + 1;
+    println!("{pings} watchdog pings in {WINDOW:?} (every {PING:?}: at most {most})");
+    assert!(
+        pings <= most + 1,
+        "{pings} pings: more than one per {PING:?}"
+    );
+    assert!(pings >= most / 2, "{pings} pings: the watchdog would fire");
+    c.wait_up(0, &[1]).await;
+    c.wait_up(1, &[0]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
