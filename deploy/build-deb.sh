@@ -8,7 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 target="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --release --locked -p ipctl -p tandem-membership -p tandem-resource-agent --bins
+# The daemons on their own: cargo unifies features across the packages of one invocation, and
+# ipctl's tokio "rt-multi-thread" would link the multi-threaded scheduler (and libm) into them.
+cargo build --release --locked -p tandem-membership -p tandem-resource-agent --bins
+cargo build --release --locked -p ipctl --bins
 
 # cargo-deb takes these through the `target/release/generated/...` assets in ipctl/Cargo.toml.
 gen="$target/release/generated"
