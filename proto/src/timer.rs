@@ -90,6 +90,9 @@ impl Timer {
             // EAGAIN here, which clears it, and the loop waits again.
             match guard.try_io(|fd| fd.get_ref().0.wait().map_err(io::Error::from)) {
                 Ok(Ok(())) => {
+                    // One-shot and read: nothing more can come until the next set(), whose
+                    // expiry raises a new edge. Saves a read that would find nothing.
+                    guard.clear_ready();
                     self.deadline = None;
                     return Ok(());
                 }
