@@ -2,7 +2,8 @@
 //!
 //! Tasks, all talking to one driver through a bounded inbox ([`EVENT_QUEUE`]):
 //! - membership: `Watch` + `Subscribe` on `<run-dir>/membership.sock`, reconnecting with
-//!   backoff; while disconnected the core keeps what it holds and starts nothing;
+//!   backoff; while disconnected the core keeps what it holds and starts nothing, and the
+//!   driver checks what runs here from `dead_after` on (`DisconnectWatch`);
 //! - sender: `Send` of the core's announcements ([`SEND_QUEUE`] deep; a full queue drops,
 //!   the periodic re-announcement repairs it);
 //! - one worker per group: start/stop/restart actions and the monitor on its interval;
@@ -229,7 +230,8 @@ enum GroupCmd {
     Start,
     Stop,
     Restart(Duration),
-    /// Monitor every agent now (after this process was stalled).
+    /// Monitor every agent now (after this process was stalled, or while membership is
+    /// unreachable).
     Verify,
 }
 
@@ -291,6 +293,79 @@ impl StallWatch {
     fn next_tick(&self) -> Option<Instant> {
         self.armed.then(|| self.last_ran + self.threshold / 2)
     }
+}
+
+/// When to check the groups running here while membership is unreachable.
+///
+/// A node whose membership died or is cut off from this agent stops heartbeating: after
+/// `dead_after` the peers declare it dead and take its groups over, while this agent, which
+/// keeps what it holds, would go on reporting them running until a monitor happened to run
+/// (`monitor_interval`, 10 s by default). So the first check comes `dead_after` after the
+/// disconnection (when a takeover becomes possible), the next ones after a period doubling
+/// from `dead_after` up to the longest monitor interval (beyond that the monitors check as
+/// often anyway): an outage of hours costs few provider calls. Only while a group runs or
+/// starts here (`armed`); connected, it has no deadline at all.
+#[derive(Debug)]
+struct DisconnectWatch {
+    first: Duration,
+    max: Duration,
+    /// While disconnected: the next check and the period that follows it.
+    next: Option<(Instant, Duration)>,
+    /// Whether the first check of this outage is still to come.
+    first_pending: bool,
+}
+
+impl DisconnectWatch {
+    fn new(first: Duration, max: Duration) -> DisconnectWatch {
+        DisconnectWatch {
+            first,
+            max: max.max(first),
+            next: None,
+            first_pending: false,
+        }
+    }
+
+    /// Membership became unreachable at `since` (a repeated report of the same outage,
+    /// e.g. each failed reconnection, changes nothing).
+    fn disconnected(&mut self, since: Instant) {
+        if self.next.is_none() {
+            self.next = Some((since + self.first, self.first));
+            self.first_pending = true;
+        }
+    }
+
+    /// Membership is back: no more checks.
+    fn connected(&mut self) {
+        self.next = None;
+        self.first_pending = false;
+    }
+
+    /// The deadline the driver must wake for, if any.
+    fn next_check(&self, armed: bool) -> Option<Instant> {
+        self.next.filter(|_| armed).map(|(at, _)| at)
+    }
+
+    /// Whether a check is due at `now`: `Some(true)` for the first one of this outage,
+    /// after which a takeover was possible, `Some(false)` for the later ones. The period
+    /// counts from the check, so a late wake-up (a stall) does not bunch them up.
+    fn due(&mut self, now: Instant, armed: bool) -> Option<bool> {
+        let (at, period) = self.next?;
+        if !armed || now < at {
+            return None;
+        }
+        self.next = Some((now + period, period.saturating_mul(2).min(self.max)));
+        Some(std::mem::take(&mut self.first_pending))
+    }
+}
+
+/// The longest monitor interval of any agent: past it, re-checking during an outage adds
+/// nothing the monitors do not do.
+fn longest_monitor(runners: &[Arc<GroupRunner>]) -> Duration {
+    runners
+        .iter()
+        .flat_map(|r| r.monitor_intervals())
+        .max()
+        .unwrap_or_default()
 }
 
 /// Runs the daemon until `shutdown` completes.
@@ -417,6 +492,10 @@ pub async fn run(
         let _ = stop_server.wait_for(|s| *s).await;
     }));
 
+    // Not connected yet: should membership never come up, the groups probed running here
+    // are checked as in any outage.
+    let mut disconnect = DisconnectWatch::new(cfg.timing.dead_after, longest_monitor(&runners));
+    disconnect.disconnected(now);
     let mut driver = Driver {
         cfg: cfg.clone(),
         node: opts.node.clone(),
@@ -438,6 +517,7 @@ pub async fn run(
         readiness: vec![None; cfg.resources.len()],
         last_holder: vec![None; cfg.resources.len()],
         stall: StallWatch::new(stall_after(cfg.timing.dead_after), now),
+        disconnect,
         unverified: vec![false; cfg.resources.len()],
         metrics,
     };
@@ -509,7 +589,11 @@ struct Driver {
     metrics: Option<Metrics>,
     /// Notices a stall of this process (see `check_stall`).
     stall: StallWatch,
-    /// Per group: running here but not confirmed since a stall (see `check_stall`).
+    /// Checks the groups running here while membership is unreachable (see
+    /// `check_disconnected`).
+    disconnect: DisconnectWatch,
+    /// Per group: running here but not confirmed since a stall or since a takeover became
+    /// possible during a membership outage (see `check_stall`, `check_disconnected`).
     unverified: Vec<bool>,
 }
 
@@ -519,8 +603,9 @@ impl Driver {
         // Ping the watchdog at half its period, from the loop itself: a stuck driver stops it.
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
         let mut next_ping = Instant::now();
-        // One timer for the earliest of the core's deadline, the stall tick and the
-        // watchdog: one wake-up each, and none re-created per iteration.
+        // One timer for the earliest of the core's deadline, the stall tick, the check
+        // while disconnected and the watchdog: one wake-up each, and none re-created per
+        // iteration.
         let mut alarm = Alarm::new("driver");
         loop {
             let armed = self.runs_here();
@@ -528,6 +613,7 @@ impl Driver {
             let next = [
                 Some(self.hv.next_deadline()),
                 self.stall.next_tick(),
+                self.disconnect.next_check(armed),
                 watchdog.map(|_| next_ping),
             ]
             .into_iter()
@@ -549,6 +635,7 @@ impl Driver {
                     if now >= self.hv.next_deadline() {
                         self.hv.handle(now, Input::Tick);
                     }
+                    self.check_disconnected(now, armed);
                     if let Some(period) = watchdog
                         && now >= next_ping
                     {
@@ -580,9 +667,35 @@ impl Driver {
             return;
         };
         warn!(stalled_for = ?gap, "this agent was stalled for {gap:?}; checking the groups it runs before reporting them running");
+        self.verify_running(true);
+    }
+
+    /// While membership is unreachable the peers may have declared this node dead and taken
+    /// its groups over (see [`DisconnectWatch`]): the groups running here are checked as
+    /// after a stall. The first check of an outage (a takeover became possible just then)
+    /// also reports them starting until confirmed; the later ones are plain re-checks.
+    fn check_disconnected(&mut self, now: Instant, armed: bool) {
+        let Some(first) = self.disconnect.due(now, armed) else {
+            return;
+        };
+        if first {
+            let since = self
+                .disconnected_since
+                .map(|t| now.saturating_duration_since(t));
+            warn!(disconnected_for = ?since, "membership unreachable for dead_after: the peers may have taken over; checking the groups running here");
+        } else {
+            debug!("membership still unreachable; checking the groups running here again");
+        }
+        self.verify_running(first);
+    }
+
+    /// Monitors every group running here at once (`GroupCmd::Verify`); `unconfirmed`:
+    /// reported starting, not running, until that check confirms it (a loss is handled
+    /// like any monitor finding the group elsewhere).
+    fn verify_running(&mut self, unconfirmed: bool) {
         for gi in 0..self.runners.len() {
             if self.hv.state_of(self.runners[gi].name()) == Some(LocalState::Running) {
-                self.unverified[gi] = true;
+                self.unverified[gi] |= unconfirmed;
                 let _ = self.cmds[gi].send(GroupCmd::Verify);
             }
         }
@@ -674,6 +787,7 @@ impl Driver {
             Event::View(v) => {
                 if self.disconnected_since.take().is_some() {
                     info!("membership connected");
+                    self.disconnect.connected();
                 }
                 self.reported_down = false;
                 self.hv.handle(now, Input::View(v));
@@ -684,9 +798,8 @@ impl Driver {
                     warn!(reason = %why, "membership unreachable; keeping what is held, starting nothing");
                     self.reported_down = true;
                 }
-                if self.disconnected_since.is_none() {
-                    self.disconnected_since = Some(now);
-                }
+                let since = *self.disconnected_since.get_or_insert(now);
+                self.disconnect.disconnected(since);
                 self.hv.handle(now, Input::Disconnected);
             }
             Event::Message {
@@ -752,13 +865,14 @@ impl Driver {
 
     fn on_group(&mut self, now: Instant, gi: usize, result: GroupResult) {
         let name = self.runners[gi].name().to_owned();
-        // A result of the group's worker (the check a stall asked for, or any later
-        // monitor, start or stop) says what runs here: no longer unconfirmed.
-        self.unverified[gi] = false;
+        // A result of the group's worker (the check a stall or an outage asked for, or any
+        // later monitor, start or stop) says what runs here: no longer unconfirmed.
+        let was_unconfirmed = std::mem::take(&mut self.unverified[gi]);
         match result {
-            GroupResult::Verified => {
-                info!(group = %name, "group confirmed running here after a stall")
+            GroupResult::Verified if was_unconfirmed => {
+                info!(group = %name, "group confirmed running here")
             }
+            GroupResult::Verified => debug!(group = %name, "group still running here"),
             GroupResult::Outcome(outcome) => {
                 if outcome == AgentOutcome::Stopped {
                     self.trackers[gi].reset();
@@ -1587,6 +1701,68 @@ mod tests {
         w.arm(false, thaw);
         assert_eq!(w.next_tick(), None);
         assert_eq!(w.wake(thaw + Duration::from_secs(10)), None);
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// The instants at which `w` checks, waking exactly at each deadline, until `until`.
+    fn checks(w: &mut DisconnectWatch, until: Instant) -> Vec<Instant> {
+        let mut at = Vec::new();
+        while let Some(t) = w.next_check(true).filter(|t| *t <= until) {
+            assert_eq!(w.due(t - ms(1), true), None, "not before its deadline");
+            assert!(w.due(t, true).is_some());
+            at.push(t);
+        }
+        at
+    }
+
+    #[test]
+    fn an_outage_is_checked_at_dead_after_then_ever_less_often() {
+        let start = Instant::now();
+        let s = Duration::from_secs;
+        let mut w = DisconnectWatch::new(s(1), s(10));
+        assert_eq!(w.next_check(true), None, "connected: no deadline");
+        w.disconnected(start);
+        // A repeated report (each failed reconnection) does not move the schedule.
+        w.disconnected(start + ms(300));
+        assert_eq!(w.next_check(true), Some(start + s(1)));
+        assert_eq!(w.due(start + s(1), true), Some(true), "the first check");
+        let later = checks(&mut w, start + s(60));
+        let offsets: Vec<u64> = later.iter().map(|t| (*t - start).as_secs()).collect();
+        // 1 s, then periods 1, 2, 4, 8, 10, 10 ... s: the later checks are not the first.
+        assert_eq!(offsets, [2, 4, 8, 16, 26, 36, 46, 56]);
+        let mut w2 = DisconnectWatch::new(s(1), s(10));
+        w2.disconnected(start);
+        let hour = checks(&mut w2, start + s(3600)).len();
+        assert!(hour <= 365, "an hour's outage costs {hour} checks");
+        // Reconnected: no deadline any more; a new outage starts over from dead_after.
+        w.connected();
+        assert_eq!(w.next_check(true), None);
+        assert_eq!(w.due(start + s(3600), true), None);
+        let again = start + s(100);
+        w.disconnected(again);
+        assert_eq!(w.next_check(true), Some(again + s(1)));
+        assert_eq!(w.due(again + s(1), true), Some(true));
+    }
+
+    #[test]
+    fn nothing_running_here_costs_no_wake_up_and_a_late_check_does_not_bunch_up() {
+        let start = Instant::now();
+        let s = Duration::from_secs;
+        // Monitors more frequent than dead_after: every period is dead_after.
+        let mut w = DisconnectWatch::new(s(2), ms(500));
+        w.disconnected(start);
+        assert_eq!(w.next_check(false), None, "nothing runs here: no deadline");
+        assert_eq!(w.due(start + s(5), false), None);
+        // A group runs (again) here with the first check overdue: it comes at once.
+        assert_eq!(w.next_check(true), Some(start + s(2)));
+        assert_eq!(w.due(start + s(5), true), Some(true));
+        // The period counts from the late check, and stays dead_after.
+        assert_eq!(w.next_check(true), Some(start + s(7)));
+        assert_eq!(w.due(start + s(7), true), Some(false));
+        assert_eq!(w.next_check(true), Some(start + s(9)));
     }
 
     #[test]

@@ -63,7 +63,14 @@
 //! - Operator commands: standby/online (of this node, or of another by message), takeover
 //!   (a preference for this node until the group moves away) and release (a group this
 //!   node will not take until brought online or asked to take it over).
-//! - While disconnected from membership a node keeps what it holds and starts nothing.
+//! - While disconnected from membership a node keeps what it holds and starts nothing. Its
+//!   peers declare it dead `dead_after` after its membership went away and may take its
+//!   groups over, so the daemon (not this core) checks the groups running here from then on:
+//!   a monitor of each at `dead_after` after the disconnection, the group reported starting,
+//!   not running, until confirmed, then again with a period doubling from `dead_after` up to
+//!   the longest `monitor_interval` until membership is back. A group found elsewhere is
+//!   [`Input::Lost`]: stopped here, not taken back. (A frozen membership keeps its socket
+//!   open: the agent sees no disconnection, and only the monitors tell it.)
 //!
 //! The window in which two nodes can both run a group: a peer that has not announced
 //! anything for [`Timers::peer_stale_after`] is not waited for (its agent is presumed gone,
