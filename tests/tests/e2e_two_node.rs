@@ -5,7 +5,7 @@
 //!
 //! The tests of this file run one at a time: they measure failover times on a small shared
 //! machine, and four clusters at once would measure the scheduler instead.
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tandem_proto::agent::v1 as apb;
 use tandem_resource_agent::handover::Timers;
@@ -351,4 +351,83 @@ async fn provider_errors_and_rate_limits_delay_the_move_but_it_happens() {
         count(&c, 429)
     );
     assert_eq!(c.assign_calls(), 1);
+}
+
+/// A path replacing the agent binary in `holder_cut_off_from_its_membership_...`, to measure
+/// the same scenario with another build; unset in the suite.
+const AGENT_BIN_ENV: &str = "TANDEM_E2E_AGENT_BIN";
+
+/// The holder's membership dies (kill -9) while its agent lives: the secondary declares the
+/// primary dead after dead_after and takes the IP. The primary's agent, cut off from its
+/// membership, keeps what it holds; with the reserved-ip monitor every 30 s only its check
+/// of a membership outage can tell it, within seconds, that the IP left: it must stop
+/// reporting the group running within dead_after + a little of the takeover, stop the
+/// group there and never take the IP back (the provider's record shows one move, from the
+/// primary to the secondary, and one assign call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holder_cut_off_from_its_membership_stops_reporting_running_soon_after_the_takeover() {
+    let _serial = SERIAL.lock().await;
+    let monitor = Duration::from_secs(30);
+    let mut c = launch(|mut s| {
+        if let Some(agent) = std::env::var_os(AGENT_BIN_ENV) {
+            s.binaries.agent = agent.into();
+        }
+        Spec {
+            monitor_interval: monitor,
+            ..s
+        }
+    })
+    .await;
+    let dead_after = c.spec.dead_after;
+    let killed = c.kill9(0, Daemon::Membership);
+    wait_holder(&c, "secondary").await;
+    let took = c.moved_after(killed, "secondary").expect("move recorded");
+    let taken_at = killed + took;
+    // Long enough to measure a build without the check too (the monitor finds it).
+    let noticed = wait_for(monitor + MOVE_LIMIT, || async {
+        let g = c.group(0).await?;
+        (g.state != apb::GroupState::Running as i32).then(SystemTime::now)
+    })
+    .await;
+    let noticed = noticed.unwrap_or_else(|| {
+        panic!(
+            "the primary's agent still reports running{}",
+            c.diagnostics()
+        )
+    });
+    let window = noticed.duration_since(taken_at).unwrap_or_default();
+    println!(
+        "holder's membership killed: the secondary took the IP {} ms after, the primary's agent \
+         reported running {} ms after that (dead_after {} ms, monitor_interval {} s)",
+        took.as_millis(),
+        window.as_millis(),
+        dead_after.as_millis(),
+        monitor.as_secs()
+    );
+    assert!(
+        window < dead_after + Duration::from_secs(3),
+        "the cut-off holder reported running {window:?} after the takeover{}",
+        c.diagnostics()
+    );
+    // It stops the group there (lost, not restarted) and the secondary alone runs it.
+    let stopped = wait_for(MOVE_LIMIT, || async {
+        let g = c.group(0).await?;
+        (g.state == apb::GroupState::Stopped as i32).then_some(())
+    })
+    .await;
+    assert!(
+        stopped.is_some(),
+        "the primary never stopped the group{}",
+        c.diagnostics()
+    );
+    wait_running_only(&c, "secondary").await;
+    // A while later, nothing has moved back.
+    tokio::time::sleep(dead_after * 4).await;
+    let primary = c.nodes[0].droplet;
+    let secondary = c.nodes[1].droplet;
+    let changes = c.holder_changes();
+    assert_eq!(changes.len(), 1, "one move only: {changes:?}");
+    assert_eq!((changes[0].from, changes[0].to), (primary, secondary));
+    assert_eq!(c.assign_calls(), 1);
+    assert_eq!(c.holder().as_deref(), Some("secondary"));
 }
