@@ -1145,15 +1145,32 @@ async fn group_worker(
                 })
             }
             Some(GroupCmd::Restart(after)) => {
-                let go = tokio::select! {
-                    () = tokio::time::sleep(after) => true,
-                    cmd = rx.recv() => {
-                        let Some(cmd) = cmd else { return };
-                        pending = Some(cmd);
-                        false
+                let until = Instant::now() + after;
+                let mut lost = None;
+                let go = loop {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => break true,
+                        cmd = rx.recv() => {
+                            let Some(cmd) = cmd else { return };
+                            if !matches!(cmd, GroupCmd::Verify) {
+                                pending = Some(cmd);
+                                break false;
+                            }
+                            // A check (a stall, an outage) while the restart waits: only a
+                            // loss changes anything, as restarting would take the resource
+                            // back from the server that took it over; any other failure is
+                            // the one the restart is for, and must not cancel it.
+                            if let Some(f) = lost_elsewhere(&runner).await {
+                                lost = Some(f);
+                                break false;
+                            }
+                        }
                     }
                 };
-                if go {
+                if let Some(f) = lost {
+                    monitoring = false;
+                    Some(GroupResult::Lost(f.to_string()))
+                } else if go {
                     let r = match runner.stop().await {
                         Ok(()) => runner.start().await.map_err(|e| e.to_string()),
                         Err(e) => Err(e.to_string()),
@@ -1198,6 +1215,18 @@ async fn group_worker(
             return;
         }
     }
+}
+
+/// Monitors every agent of the group, past failures, for one that runs on another server.
+async fn lost_elsewhere(runner: &GroupRunner) -> Option<crate::agents::group::MonitorFailure> {
+    for i in 0..runner.monitor_intervals().len() {
+        if let Err(f) = runner.monitor_one(i).await
+            && f.lost_to.is_some()
+        {
+            return Some(f);
+        }
+    }
+    None
 }
 
 async fn readiness_task(gi: usize, runner: Arc<GroupRunner>, tx: mpsc::Sender<Event>) {

@@ -549,6 +549,74 @@ async fn a_group_whose_monitor_keeps_failing_is_released() {
     let _ = tokio::time::timeout(Duration::from_secs(5), a.task).await;
 }
 
+/// Cut off from membership, the agent checks what runs here every second (dead_after 1 s,
+/// monitors every 200 ms). A local restart waiting meanwhile (3 s) must not be cancelled by
+/// those checks (cancelled, the next monitor failure would count twice and release the
+/// group): only a loss to another server may cancel it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_during_a_membership_outage_leave_a_waiting_restart_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let subs: Subscribers = Arc::default();
+    let ep_a = Endpoint::new("a", &["a", "b"], subs.clone());
+    ep_a.state.lock().expect("lock").0.nodes[1].state = mpb::NodeState::Dead as i32;
+    let stop_ma = serve_endpoint(ep_a.clone(), &dir.path().join("a/run/membership.sock")).await;
+    let cfg = config(dir.path(), "a");
+    assert_eq!(cfg.timing.dead_after, Duration::from_secs(1));
+    let run_dir = dir.path().join("a/run");
+    let opts = Options {
+        config: cfg,
+        node: "a".into(),
+        run_dir: run_dir.clone(),
+        state_dir: dir.path().join("a/state"),
+        timers: timers(),
+        restart: RestartPolicy {
+            max_restarts: 1,
+            window: Duration::from_secs(60),
+            first_delay: Duration::from_secs(3),
+            ..RestartPolicy::default()
+        },
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(daemon::run(opts, async {
+        let _ = stopped.await;
+    }));
+    let marker = dir.path().join("a.web.running");
+    wait_status(&run_dir, 10, "web running on a", |s| {
+        group_state(s) == RUNNING
+    })
+    .await;
+
+    ep_a.kill();
+    drop(stop_ma);
+    wait_status(&run_dir, 5, "a disconnected", |s| !s.membership_connected).await;
+    // The service dies: a restart 3 s later, with three checks of the outage in between.
+    std::fs::remove_file(&marker).expect("rm");
+    let failed = tokio::time::Instant::now();
+    let s = wait_status(&run_dir, 5, "a restart decided", |s| {
+        s.groups[0].restarts == 1
+    })
+    .await;
+    assert_ne!(group_state(&s), STOPPED, "{:?}", s.groups[0]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !marker.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "never restarted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        failed.elapsed() >= Duration::from_secs(3),
+        "restarted after the delay, not by a check ({:?})",
+        failed.elapsed()
+    );
+    // Still cut off, checked every second: it keeps running, and one restart was counted.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let s = status(&run_dir).await.expect("status");
+    assert_eq!(group_state(&s), RUNNING, "{:?}", s.groups[0]);
+    assert_eq!(s.groups[0].restarts, 1);
+    assert!(!s.membership_connected);
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+}
+
 /// Runs this test binary's `unprivileged_client` as nobody (uid/gid 65534) against `sock`.
 fn run_as_nobody(sock: &Path, expect_allowed: bool) -> std::process::Output {
     std::process::Command::new("setpriv")
