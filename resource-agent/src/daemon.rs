@@ -230,8 +230,8 @@ enum GroupCmd {
     Start,
     Stop,
     Restart(Duration),
-    /// Monitor every agent now (after this process was stalled, or while membership is
-    /// unreachable).
+    /// Monitor every agent now (after this process was stalled, while membership is
+    /// unreachable, or when a peer newly announces holding the group).
     Verify,
 }
 
@@ -592,8 +592,9 @@ struct Driver {
     /// Checks the groups running here while membership is unreachable (see
     /// `check_disconnected`).
     disconnect: DisconnectWatch,
-    /// Per group: running here but not confirmed since a stall or since a takeover became
-    /// possible during a membership outage (see `check_stall`, `check_disconnected`).
+    /// Per group: running here but not confirmed since a stall, since a takeover became
+    /// possible during a membership outage, or since a peer announced holding it too (see
+    /// `check_stall`, `check_disconnected`, `Output::Verify`).
     unverified: Vec<bool>,
 }
 
@@ -748,7 +749,9 @@ impl Driver {
     fn dispatch(&mut self) {
         for out in self.hv.drain_outputs() {
             match out {
-                Output::Start(g) | Output::Stop(g) if self.group_idx(&g).is_none() => {
+                Output::Start(g) | Output::Stop(g) | Output::Verify(g)
+                    if self.group_idx(&g).is_none() =>
+                {
                     error!(group = %g, "the core named an unknown group");
                 }
                 Output::Start(g) => {
@@ -759,6 +762,15 @@ impl Driver {
                 Output::Stop(g) => {
                     let gi = self.group_idx(&g).unwrap_or_default();
                     let _ = self.cmds[gi].send(GroupCmd::Stop);
+                }
+                Output::Verify(g) => {
+                    // A peer announces holding a group running here: reported starting
+                    // until the provider confirms it here (a loss stops it, as after a stall).
+                    let gi = self.group_idx(&g).unwrap_or_default();
+                    if self.hv.state_of(&g) == Some(LocalState::Running) {
+                        self.unverified[gi] = true;
+                        let _ = self.cmds[gi].send(GroupCmd::Verify);
+                    }
                 }
                 Output::Send { to, payload } => {
                     if self.send_tx.try_send((to, payload)).is_err() {

@@ -75,8 +75,14 @@
 //! The window in which two nodes can both run a group: a peer that has not announced
 //! anything for [`Timers::peer_stale_after`] is not waited for (its agent is presumed gone,
 //! though whatever it announced as held still blocks), and a peer that membership declares
-//! dead while it actually runs (a partition under `two_node`) is not known to run. Both are
-//! bounded by membership's detection and the agents' announcement period.
+//! dead while it actually runs (a partition under `two_node`, a freeze) is not known to
+//! run. When the two hear each other again, a node running a group that a peer newly
+//! announces as held checks it against the provider at once ([`Output::Verify`], once
+//! per conflict): the one that really has the resource confirms, the other finds it
+//! lost and stops. So a stale holder stops reporting the group running (it is reported
+//! starting while the check runs) once the taker's announcement reaches it, not at its
+//! next regular monitor (`monitor_interval`). Groups whose monitors cannot see another
+//! server's hold (LSB/OCF only) confirm; configuration order decides.
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -372,6 +378,11 @@ pub enum Output {
         payload: Vec<u8>,
     },
     PersistStandby(bool),
+    /// Check the group, running here, against the provider at once (`GroupCmd::Verify`:
+    /// reported starting until confirmed): a peer newly announces holding it too. A peer
+    /// announces a hold once its start has completed, so the one of the two that really
+    /// has the resource confirms it and the other finds it elsewhere ([`Input::Lost`]).
+    Verify(String),
 }
 
 /// State of a group on this node.
@@ -419,6 +430,9 @@ struct LocalGroup {
     /// each with whether membership has shown it alive (and not late) since the loss. Not
     /// claimed again while any is left (see the module doc).
     lost_to: Option<BTreeMap<String, bool>>,
+    /// While the group runs here: the peers announcing it held whose hold has been checked
+    /// against the provider ([`Output::Verify`]), so a lasting double hold asks once.
+    verified_against: BTreeSet<String>,
 }
 
 impl LocalGroup {
@@ -577,6 +591,7 @@ impl Handover {
                 lost: false,
                 held_seq: 0,
                 lost_to: None,
+                verified_against: BTreeSet::new(),
             })
             .collect();
         Ok(Handover {
@@ -1164,10 +1179,12 @@ impl Handover {
     ///
     /// When this node holds it too, a peer counts only once its announcement shows it has
     /// seen ours listing the group: a peer claiming it without knowing we hold it claims
-    /// from before it was declared dead (frozen, cut off) while we took the group over,
-    /// and its own monitor is about to find the group lost. Yielding to that stale claim
-    /// would move the group back. Once it has seen our hold and still claims the group,
-    /// the conflict is real and configuration order decides, as for any double hold.
+    /// from before it was declared dead (frozen, cut off) while we took the group over.
+    /// Our announcement makes it check the group against the provider at once
+    /// ([`Output::Verify`], see `check_double_holds`) and find it lost; yielding to that
+    /// stale claim meanwhile would move the group back. Once it has seen our hold and
+    /// still claims the group, its check confirmed it (or cannot tell, LSB/OCF only): the
+    /// conflict is real and configuration order decides, as for any double hold.
     fn holder(&self, gi: usize, now: Instant) -> Option<usize> {
         let group = &self.cfg.groups[gi].name;
         let mine = self.groups[gi].holds();
@@ -1375,6 +1392,7 @@ impl Handover {
             }
         }
         self.reconcile(now);
+        self.check_double_holds();
         if now >= self.next_announce {
             self.dirty = true;
         }
@@ -1396,6 +1414,41 @@ impl Handover {
         }
         if let Some(t) = self.settle_until(now) {
             self.next_announce = self.next_announce.min(t);
+        }
+    }
+
+    /// A group running here that a peer newly announces as held is checked against the
+    /// provider at once ([`Output::Verify`]), once per peer and hold: its announcement comes
+    /// after its start completed, so the check sees the resource where it really is. Without
+    /// it a holder that was frozen past `dead_after` and taken over, whose post-thaw check
+    /// ran before the taker's assignment landed, went on reporting the group running until
+    /// its next regular monitor (up to `monitor_interval`). Groups whose monitors cannot see
+    /// another server's hold (LSB/OCF only) confirm, and configuration order decides.
+    fn check_double_holds(&mut self) {
+        for (g, spec) in self.groups.iter_mut().zip(&self.cfg.groups) {
+            if g.state != LocalState::Running || g.lost {
+                g.verified_against.clear();
+                continue;
+            }
+            let holders: BTreeSet<&String> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.state.holds.contains(&spec.name))
+                .map(|(n, _)| n)
+                .collect();
+            // A peer that stopped holding (or died) and holds again is a new conflict.
+            g.verified_against.retain(|n| holders.contains(n));
+            let new: Vec<String> = holders
+                .into_iter()
+                .filter(|n| !g.verified_against.contains(*n))
+                .cloned()
+                .collect();
+            if new.is_empty() {
+                continue;
+            }
+            warn!(group = %spec.name, peers = ?new, "a peer announces holding a group running here; checking it against the provider");
+            g.verified_against.extend(new);
+            self.outputs.push(Output::Verify(spec.name.clone()));
         }
     }
 

@@ -75,6 +75,9 @@ struct Sim {
     allow_takeover: bool,
     /// Pairs (lower index first) that cannot reach each other.
     cut: BTreeSet<(usize, usize)>,
+    /// Checks against the provider asked for (node, group). The simulated resources are
+    /// like LSB services, whose monitors cannot see another node's hold: never answered.
+    verifies: Vec<(usize, String)>,
 }
 
 fn timers() -> Timers {
@@ -122,6 +125,7 @@ impl Sim {
             takeovers: 0,
             allow_takeover: false,
             cut: BTreeSet::new(),
+            verifies: Vec::new(),
         };
         for i in 0..n {
             sim.boot(i);
@@ -393,6 +397,7 @@ impl Sim {
                     }
                 }
                 Output::PersistStandby(on) => self.nodes[i].standby = on,
+                Output::Verify(g) => self.verifies.push((i, g)),
             }
         }
     }
@@ -1110,6 +1115,18 @@ fn a_holder_thawed_after_its_death_loses_the_group_and_does_not_take_it_back() {
         sim.feed(1, Input::View(v));
         sim.feed(0, Input::Tick);
         sim.run_ms(100);
+        // a hears b's hold and checks its own against the provider at once, once (the
+        // simulated check cannot answer; the Lost below stands for a's finding). So does b
+        // while it still runs the group (with auto failback it is already releasing it).
+        let asked = |node: usize| sim.verifies.iter().filter(|(n, _)| *n == node).count();
+        assert_eq!(asked(0), 1, "seed {seed}: {:?}", sim.verifies);
+        let b_runs = failback == Failback::Manual;
+        assert_eq!(
+            asked(1),
+            usize::from(b_runs),
+            "seed {seed}: {:?}",
+            sim.verifies
+        );
         if failback == Failback::Manual {
             // (With auto failback b rightly releases to the preferred node either way.)
             assert_eq!(
@@ -1702,4 +1719,63 @@ fn failback_completes_without_waiting_on_a_timer() {
         );
         assert!(sim.violations.is_empty(), "{:?}", sim.violations);
     }
+}
+
+fn verifies(out: &[Output]) -> Vec<&str> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Verify(g) => Some(g.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Soak seed 23, fault 637: the holder, frozen past `dead_after`, was taken over; its
+/// post-thaw check ran before the taker's assignment landed and confirmed it, and both
+/// nodes reported the group running until its next regular monitor. A peer's announcement
+/// newly holding a group that runs here now makes this node check it against the provider
+/// at once, once per conflict: not again on every announcement while it lasts.
+#[test]
+fn a_peer_newly_holding_a_group_running_here_makes_it_check_the_provider_once() {
+    let mut n = Single::running("a", &["a", "b"], &["ip"]);
+    n.view(0, &[true, true]);
+    let out = n.announce(10, "b", idle(5, 1));
+    assert!(verifies(&out).is_empty(), "no conflict yet: {out:?}");
+    n.run_until(20, 1000);
+    assert_eq!(n.hv.state_of("ip"), Some(LocalState::Running));
+
+    // b took it over while a (preferred) was cut off or frozen.
+    let out = n.announce(1010, "b", holding(5, 2, "ip"));
+    assert_eq!(verifies(&out), ["ip"], "{out:?}");
+    // Reported as a conflict only once while it lasts, ticks and announcements alike.
+    for (i, ms) in [1500u64, 2000, 2500, 3000].into_iter().enumerate() {
+        let out = n.announce(ms, "b", holding(5, 3 + i as u64, "ip"));
+        assert!(verifies(&out).is_empty(), "at {ms} ms: {out:?}");
+        n.hv.handle(n.at(ms + 10), Input::Tick);
+        assert!(verifies(&n.hv.drain_outputs()).is_empty());
+    }
+    assert_eq!(n.hv.state_of("ip"), Some(LocalState::Running));
+
+    // b released it and later holds it again: a new conflict, checked again.
+    let out = n.announce(3100, "b", idle(5, 10));
+    assert!(verifies(&out).is_empty());
+    let out = n.announce(3200, "b", holding(5, 11, "ip"));
+    assert_eq!(verifies(&out), ["ip"], "{out:?}");
+
+    // The check found the group elsewhere: stopped here, nothing more to check.
+    n.lose(3300);
+    let out = n.announce(3400, "b", holding(5, 12, "ip"));
+    assert!(verifies(&out).is_empty(), "not running here: {out:?}");
+}
+
+#[test]
+fn a_peer_holding_a_group_not_running_here_asks_for_no_check() {
+    let mut n = Single::new("b", &["a", "b"]);
+    n.view(0, &[true, true]);
+    for seq in 1..5 {
+        let out = n.announce(seq * 500, "a", holding(5, seq, "ip"));
+        assert!(verifies(&out).is_empty(), "{out:?}");
+    }
+    assert_eq!(n.run_until(2000, 5000), 0);
+    assert_eq!(n.hv.state_of("ip"), Some(LocalState::Stopped));
 }
