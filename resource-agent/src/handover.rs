@@ -7,9 +7,9 @@
 //! Protocol (one message kind does most of the work: a full, idempotent *announcement* of
 //! the sender's state, so a lost or reordered message is repaired by the next one):
 //! - Every node announces its standby flag, health, the groups it holds (from the moment it
-//!   starts them until they are fully stopped), the groups it *claims* (wants to start), the
-//!   groups it will not take (released or failed here) and, per peer, the newest
-//!   announcement of that peer it has seen. Announcements are numbered by
+//!   starts them until they are fully stopped; which of them are still starting), the
+//!   groups it *claims* (wants to start), the groups it will not take (released or failed
+//!   here) and, per peer, the newest announcement of that peer it has seen. Announcements are numbered by
 //!   (agent incarnation, sequence); older ones are ignored.
 //! - Placement ([`crate::placement`]) runs on every node with the same inputs.
 //! - The holder stops a group when placement moves it away and keeps announcing it as held
@@ -77,8 +77,8 @@
 //! though whatever it announced as held still blocks), and a peer that membership declares
 //! dead while it actually runs (a partition under `two_node`, a freeze) is not known to
 //! run. When the two hear each other again, a node running a group that a peer newly
-//! announces as held checks it against the provider at once ([`Output::Verify`], once
-//! per conflict): the one that really has the resource confirms, the other finds it
+//! announces as held, its start completed, checks it against the provider at once
+//! ([`Output::Verify`], once per conflict): the one that really has the resource confirms, the other finds it
 //! lost and stops. So a stale holder stops reporting the group running (it is reported
 //! starting while the check runs) once the taker's announcement reaches it, not at its
 //! next regular monitor (`monitor_interval`). Groups whose monitors cannot see another
@@ -195,8 +195,16 @@ pub struct Announce {
     pub healthy: bool,
     #[serde(default)]
     pub holds: BTreeSet<String>,
-    #[serde(default)]
+    /// Absent when empty, like `starting`, so either full costs the same bytes.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub claims: BTreeSet<String>,
+    /// Groups of `holds` whose start has not completed (a reserved IP not assigned yet):
+    /// a peer running one checks it against the provider only once the start is done.
+    /// Absent when empty (older agents neither send nor read it). A group is never claimed
+    /// and starting at once, and the key is as long as `claims`', so the worst-case size
+    /// ([`worst_case_announcement`]) is unchanged.
+    #[serde(default, rename = "starts", skip_serializing_if = "BTreeSet::is_empty")]
+    pub starting: BTreeSet<String>,
     /// Groups this node will not take (released by an operator, or failed here).
     #[serde(default)]
     pub avoid: BTreeSet<String>,
@@ -379,8 +387,8 @@ pub enum Output {
     },
     PersistStandby(bool),
     /// Check the group, running here, against the provider at once (`GroupCmd::Verify`:
-    /// reported starting until confirmed): a peer newly announces holding it too. A peer
-    /// announces a hold once its start has completed, so the one of the two that really
+    /// reported starting until confirmed): a peer newly announces holding it too, its
+    /// start completed (not in [`Announce::starting`]), so the one of the two that really
     /// has the resource confirms it and the other finds it elsewhere ([`Input::Lost`]).
     Verify(String),
 }
@@ -485,29 +493,34 @@ pub struct Status {
 }
 
 /// Size of the largest announcement this configuration can produce: every group in every
-/// list, every peer in `seen` with the largest numbers.
+/// list but one of `claims` and `starting` (a group is never claimed and starting at
+/// once), every peer in `seen` with the largest numbers.
 pub fn worst_case_announcement(cfg: &HandoverConfig) -> usize {
     let all: BTreeSet<String> = cfg.groups.iter().map(|g| g.name.clone()).collect();
-    let a = Announce {
-        inc: u64::MAX,
-        seq: u64::MAX,
-        standby: true,
-        healthy: true,
-        holds: all.clone(),
-        claims: all.clone(),
-        avoid: all.clone(),
-        pins: all,
-        seen: cfg
-            .nodes
-            .iter()
-            .map(|(n, _)| (n.clone(), (u64::MAX, u64::MAX)))
-            .collect(),
+    let size = |claims: BTreeSet<String>, starting: BTreeSet<String>| {
+        let a = Announce {
+            inc: u64::MAX,
+            seq: u64::MAX,
+            standby: true,
+            healthy: true,
+            holds: all.clone(),
+            claims,
+            starting,
+            avoid: all.clone(),
+            pins: all.clone(),
+            seen: cfg
+                .nodes
+                .iter()
+                .map(|(n, _)| (n.clone(), (u64::MAX, u64::MAX)))
+                .collect(),
+        };
+        serde_json::to_vec(&EnvelopeOut {
+            v: MESSAGE_VERSION,
+            msg: &Message::State(a),
+        })
+        .map_or(usize::MAX, |b| b.len())
     };
-    serde_json::to_vec(&EnvelopeOut {
-        v: MESSAGE_VERSION,
-        msg: &Message::State(a),
-    })
-    .map_or(usize::MAX, |b| b.len())
+    size(all.clone(), BTreeSet::new()).max(size(BTreeSet::new(), all.clone()))
 }
 
 /// The per-node handover state machine.
@@ -1417,9 +1430,10 @@ impl Handover {
         }
     }
 
-    /// A group running here that a peer newly announces as held is checked against the
-    /// provider at once ([`Output::Verify`]), once per peer and hold: its announcement comes
-    /// after its start completed, so the check sees the resource where it really is. Without
+    /// A group running here that a peer newly announces as held and started is checked
+    /// against the provider at once ([`Output::Verify`]), once per peer and hold: a peer
+    /// announces as soon as its start completed, so the check sees the resource where it
+    /// really is (checked while the peer's assignment was still under way, it confirmed). Without
     /// it a holder that was frozen past `dead_after` and taken over, whose post-thaw check
     /// ran before the taker's assignment landed, went on reporting the group running until
     /// its next regular monitor (up to `monitor_interval`). Groups whose monitors cannot see
@@ -1433,7 +1447,9 @@ impl Handover {
             let holders: BTreeSet<&String> = self
                 .peers
                 .iter()
-                .filter(|(_, p)| p.state.holds.contains(&spec.name))
+                .filter(|(_, p)| {
+                    p.state.holds.contains(&spec.name) && !p.state.starting.contains(&spec.name)
+                })
                 .map(|(n, _)| n)
                 .collect();
             // A peer that stopped holding (or died) and holds again is a new conflict.
@@ -1468,6 +1484,7 @@ impl Handover {
             healthy: self.healthy,
             holds: names(&|g| g.holds()),
             claims: names(&|g| g.state == LocalState::Waiting),
+            starting: names(&|g| g.state == LocalState::Starting && g.holds()),
             avoid: names(&|g| g.avoid.is_some()),
             pins: names(&|g| g.pinned),
             seen: self

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use tandem_config::{Failback, Role};
 use tandem_resource_agent::handover::{
     AgentOutcome, Announce, Command, GroupSpec, Handover, HandoverConfig, Input, LocalState,
-    MemberNode, MembershipView, Message, Output, Timers,
+    MemberNode, MembershipView, Message, Output, Timers, worst_case_announcement,
 };
 use tandem_resource_agent::placement::{self, GroupView, NodeView};
 use tokio::time::Instant;
@@ -1744,12 +1744,18 @@ fn a_peer_newly_holding_a_group_running_here_makes_it_check_the_provider_once() 
     n.run_until(20, 1000);
     assert_eq!(n.hv.state_of("ip"), Some(LocalState::Running));
 
-    // b took it over while a (preferred) was cut off or frozen.
-    let out = n.announce(1010, "b", holding(5, 2, "ip"));
+    // b took it over while a (preferred) was cut off or frozen. While b's start (the
+    // assignment) is under way, a check here would still find the resource here.
+    let mut starting = holding(5, 2, "ip");
+    starting.starting.insert("ip".into());
+    let out = n.announce(1000, "b", starting);
+    assert!(verifies(&out).is_empty(), "b is still starting: {out:?}");
+    // b's start completed: it announces at once, and a checks.
+    let out = n.announce(1010, "b", holding(5, 3, "ip"));
     assert_eq!(verifies(&out), ["ip"], "{out:?}");
     // Reported as a conflict only once while it lasts, ticks and announcements alike.
     for (i, ms) in [1500u64, 2000, 2500, 3000].into_iter().enumerate() {
-        let out = n.announce(ms, "b", holding(5, 3 + i as u64, "ip"));
+        let out = n.announce(ms, "b", holding(5, 4 + i as u64, "ip"));
         assert!(verifies(&out).is_empty(), "at {ms} ms: {out:?}");
         n.hv.handle(n.at(ms + 10), Input::Tick);
         assert!(verifies(&n.hv.drain_outputs()).is_empty());
@@ -1778,4 +1784,57 @@ fn a_peer_holding_a_group_not_running_here_asks_for_no_check() {
     }
     assert_eq!(n.run_until(2000, 5000), 0);
     assert_eq!(n.hv.state_of("ip"), Some(LocalState::Stopped));
+}
+
+#[test]
+fn the_groups_still_starting_are_announced_within_the_worst_case_size() {
+    let mut n = Single::new("b", &["a", "b"]);
+    n.view(0, &[true, true]);
+    n.announce(10, "a", idle(5, 1));
+    // a dead, b takes the group over: announced held and starting until the start is done.
+    let out = n.view(600, &[false, true]);
+    assert_eq!(starts(&out), ["ip"]);
+    let a = last_announcement(&out).expect("announced");
+    assert!(a.holds.contains("ip") && a.starting.contains("ip"), "{a:?}");
+    n.hv.handle(
+        n.at(700),
+        Input::Agent {
+            group: "ip".into(),
+            outcome: AgentOutcome::Started,
+        },
+    );
+    let a = last_announcement(&n.hv.drain_outputs()).expect("announced at once");
+    assert!(a.holds.contains("ip") && a.starting.is_empty(), "{a:?}");
+
+    // Claimed and starting never go together, and "starts" is no longer than "claims".
+    let groups: Vec<String> = (0..8).map(|i| format!("group-{i:02}")).collect();
+    let cfg = HandoverConfig {
+        local: "a".into(),
+        nodes: vec![("a".into(), Role::Member), ("b".into(), Role::Member)],
+        groups: groups
+            .iter()
+            .map(|g| group(g, None, Failback::Manual))
+            .collect(),
+        timers: timers(),
+        left_grace: Duration::from_secs(1),
+    };
+    let all: BTreeSet<String> = groups.iter().cloned().collect();
+    let real = Announce {
+        inc: u64::MAX,
+        seq: u64::MAX,
+        standby: true,
+        healthy: true,
+        holds: all.clone(),
+        claims: BTreeSet::new(),
+        starting: all.clone(),
+        avoid: all.clone(),
+        pins: all,
+        seen: [
+            ("a".into(), (u64::MAX, u64::MAX)),
+            ("b".into(), (u64::MAX, u64::MAX)),
+        ]
+        .into(),
+    };
+    let size = Message::State(real).encode().expect("fits").len();
+    assert!(size <= worst_case_announcement(&cfg), "{size}");
 }
