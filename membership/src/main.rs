@@ -57,7 +57,7 @@ fn real_main() -> anyhow::Result<()> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     tracing_subscriber::registry()
-        .with(log_filter())
+        .with(tandem_proto::log::filter_from_env("tandem-membership"))
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
     let cfg = tandem_config::load(&args.config).map_err(|e| anyhow!("{e}"))?;
@@ -107,26 +107,4 @@ fn real_main() -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::from)
     })
-}
-
-/// The log filter: `RUST_LOG` (comma-separated `level` or `target=level` directives), `info`
-/// when unset. tracing-subscriber's `Targets`, not `EnvFilter`: the same directives without
-/// span and field filters, and no regex engine, whose ~140 KiB of code stayed resident.
-fn log_filter() -> tracing_subscriber::filter::Targets {
-    let default = || {
-        tracing_subscriber::filter::Targets::new()
-            .with_default(tracing_subscriber::filter::LevelFilter::INFO)
-    };
-    match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.trim().is_empty() => match directives.parse() {
-            Ok(filter) => filter,
-            Err(e) => {
-                eprintln!(
-                    "tandem-membership: RUST_LOG={directives:?} ignored, logging at info: {e}"
-                );
-                default()
-            }
-        },
-        _ => default(),
-    }
 }

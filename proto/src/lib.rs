@@ -22,6 +22,7 @@ pub mod agent {
     }
 }
 
+pub mod log;
 pub mod metrics;
 pub mod time;
 pub mod timer;

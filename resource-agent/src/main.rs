@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     tracing_subscriber::registry()
-        .with(log_filter())
+        .with(tandem_proto::log::filter_from_env("tandem-resource-agent"))
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
@@ -110,27 +110,5 @@ async fn shutdown_signal() {
             // Without signal handlers, only Ctrl-C via tokio's portable handler remains.
             let _ = tokio::signal::ctrl_c().await;
         }
-    }
-}
-
-/// The log filter: `RUST_LOG` (comma-separated `level` or `target=level` directives), `info`
-/// when unset. tracing-subscriber's `Targets`, not `EnvFilter`: the same directives without
-/// span and field filters, and no regex engine, whose ~140 KiB of code stayed resident.
-fn log_filter() -> tracing_subscriber::filter::Targets {
-    let default = || {
-        tracing_subscriber::filter::Targets::new()
-            .with_default(tracing_subscriber::filter::LevelFilter::INFO)
-    };
-    match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.trim().is_empty() => match directives.parse() {
-            Ok(filter) => filter,
-            Err(e) => {
-                eprintln!(
-                    "tandem-resource-agent: RUST_LOG={directives:?} ignored, logging at info: {e}"
-                );
-                default()
-            }
-        },
-        _ => default(),
     }
 }

@@ -1,0 +1,20 @@
+//! The daemons' log filter.
+use tracing_subscriber::filter::{LevelFilter, Targets};
+
+/// The log filter: `RUST_LOG` (comma-separated `level` or `target=level` directives), `info`
+/// when unset. tracing-subscriber's `Targets`, not `EnvFilter`: the same directives without
+/// span and field filters, and no regex engine, whose ~140 KiB of code stayed resident. An
+/// unparsable `RUST_LOG` is reported on stderr (logging is not up yet) and logs at info.
+pub fn filter_from_env(program: &str) -> Targets {
+    let default = || Targets::new().with_default(LevelFilter::INFO);
+    match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => match directives.parse() {
+            Ok(filter) => filter,
+            Err(e) => {
+                eprintln!("{program}: RUST_LOG={directives:?} ignored, logging at info: {e}");
+                default()
+            }
+        },
+        _ => default(),
+    }
+}
