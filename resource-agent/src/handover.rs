@@ -431,8 +431,9 @@ struct LocalGroup {
     /// Stopping because the resource was found on another server: not held here any more
     /// (announcing it would claim what another node holds).
     lost: bool,
-    /// Sequence of our first announcement listing the group as held (0: not held or not
-    /// announced yet), to tell whether a peer that also claims it knows we hold it.
+    /// Sequence of our first announcement listing the group as held and started (0: not
+    /// held, still starting or not announced yet), to tell whether a peer that also claims
+    /// it knows we hold it, and has checked its own hold since (see `holder`).
     held_seq: u64,
     /// The group was lost here to another server: the member nodes that may hold it now,
     /// each with whether membership has shown it alive (and not late) since the loss. Not
@@ -1191,9 +1192,9 @@ impl Handover {
     /// The first node in configuration order that holds the group, as known here.
     ///
     /// When this node holds it too, a peer counts only once its announcement shows it has
-    /// seen ours listing the group: a peer claiming it without knowing we hold it claims
-    /// from before it was declared dead (frozen, cut off) while we took the group over.
-    /// Our announcement makes it check the group against the provider at once
+    /// seen ours listing the group as held and started: a peer claiming it without knowing
+    /// that claims from before it was declared dead (frozen, cut off) while we took the
+    /// group over. Our announcement makes it check the group against the provider at once
     /// ([`Output::Verify`], see `check_double_holds`) and find it lost; yielding to that
     /// stale claim meanwhile would move the group back. Once it has seen our hold and
     /// still claims the group, its check confirmed it (or cannot tell, LSB/OCF only): the
@@ -1201,7 +1202,12 @@ impl Handover {
     fn holder(&self, gi: usize, now: Instant) -> Option<usize> {
         let group = &self.cfg.groups[gi].name;
         let mine = self.groups[gi].holds();
-        let held_since = (self.inc, self.groups[gi].held_seq);
+        // Still starting (or not announced yet): no peer has seen our finished start, and
+        // its check would have found the resource still on its side (see above).
+        let held_since = match self.groups[gi].held_seq {
+            0 => (self.inc, u64::MAX),
+            s => (self.inc, s),
+        };
         (0..self.cfg.nodes.len()).find(|&i| {
             if i == self.local_idx {
                 mine
@@ -1501,7 +1507,8 @@ impl Handover {
         }
         self.seq += 1;
         for g in &mut self.groups {
-            g.held_seq = match (g.holds(), g.held_seq) {
+            let started = g.holds() && g.state != LocalState::Starting;
+            g.held_seq = match (started, g.held_seq) {
                 (true, 0) => self.seq,
                 (true, s) => s,
                 (false, _) => 0,

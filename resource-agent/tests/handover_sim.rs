@@ -1838,3 +1838,81 @@ fn the_groups_still_starting_are_announced_within_the_worst_case_size() {
     let size = Message::State(real).encode().expect("fits").len();
     assert!(size <= worst_case_announcement(&cfg), "{size}");
 }
+
+/// The holder thawed while the taker's start (the assignment) is still under way: the
+/// taker must not yield to it on config order once its start completes just because the
+/// thawed node has seen its *starting* announcement; that node's check could only confirm
+/// the stale hold then. It counts once it has seen the finished start (and checked).
+#[test]
+fn a_thawed_holder_that_saw_only_the_start_does_not_make_the_taker_yield() {
+    let base = Instant::now();
+    let at = |ms: u64| base + Duration::from_millis(ms);
+    let cfg = HandoverConfig {
+        local: "b".into(),
+        nodes: vec![("a".into(), Role::Member), ("b".into(), Role::Member)],
+        groups: vec![group("ip", None, Failback::Manual)],
+        timers: timers(),
+        left_grace: Duration::from_secs(1),
+    };
+    let mut hv = Handover::new(cfg, 7, &[], false, base).expect("handover");
+    let view = |a_alive: bool| MembershipView {
+        quorate: true,
+        late: Vec::new(),
+        left: Vec::new(),
+        nodes: vec![
+            MemberNode {
+                name: "a".into(),
+                alive: a_alive,
+                generation: 1,
+            },
+            MemberNode {
+                name: "b".into(),
+                alive: true,
+                generation: 1,
+            },
+        ],
+    };
+    let msg = |a: Announce| Input::Message {
+        from: "a".into(),
+        generation: 1,
+        payload: Message::State(a).encode().expect("encode"),
+    };
+    hv.handle(at(0), Input::View(view(true)));
+    hv.handle(at(10), msg(holding(5, 1, "ip")));
+    hv.handle(at(1000), Input::Tick);
+    hv.drain_outputs();
+    // a frozen past dead_after: declared dead, b starts the group at once.
+    hv.handle(at(1500), Input::View(view(false)));
+    let out = hv.drain_outputs();
+    assert_eq!(starts(&out), ["ip"]);
+    let starting = last_announcement(&out).expect("announced");
+    // Thawed: a (first in configuration order) still announces its hold, having seen b's
+    // starting announcement.
+    hv.handle(at(1600), Input::View(view(true)));
+    let mut stale = holding(5, 2, "ip");
+    stale.seen.insert("b".into(), (starting.inc, starting.seq));
+    hv.handle(at(1610), msg(stale.clone()));
+    assert_eq!(hv.status(at(1610)).groups[0].holder.as_deref(), Some("b"));
+    // b's start completes: it keeps the group and announces the finished start.
+    hv.handle(
+        at(1700),
+        Input::Agent {
+            group: "ip".into(),
+            outcome: AgentOutcome::Started,
+        },
+    );
+    let out = hv.drain_outputs();
+    assert!(!out.iter().any(|o| matches!(o, Output::Stop(_))), "{out:?}");
+    assert_eq!(hv.state_of("ip"), Some(LocalState::Running));
+    let running = last_announcement(&out).expect("announced at once");
+    assert!(running.starting.is_empty());
+    stale.seq = 3;
+    hv.handle(at(1710), msg(stale.clone()));
+    assert_eq!(hv.state_of("ip"), Some(LocalState::Running));
+    // a saw the finished start and still holds: its check confirmed, a real double hold;
+    // configuration order decides.
+    stale.seq = 4;
+    stale.seen.insert("b".into(), (running.inc, running.seq));
+    hv.handle(at(1720), msg(stale));
+    assert_eq!(hv.status(at(1720)).groups[0].holder.as_deref(), Some("a"));
+}
