@@ -431,3 +431,86 @@ async fn holder_cut_off_from_its_membership_stops_reporting_running_soon_after_t
     assert_eq!(c.assign_calls(), 1);
     assert_eq!(c.holder().as_deref(), Some("secondary"));
 }
+
+/// Soak seed 23, fault 637: the holder, frozen just past dead_after, is thawed while the
+/// secondary's takeover assignment is still under way, so its post-thaw check finds the IP
+/// still on its droplet and confirms. The secondary's announcement of its finished start
+/// makes it check again at once: it must stop reporting the group running within a little
+/// of the move, not at its next reserved-ip monitor (30 s here), and the IP moves once.
+/// Nor may the secondary yield on configuration order to a hold the primary kept only
+/// because it checked too early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holder_thawed_during_the_takeover_assign_stops_reporting_running_at_once() {
+    let _serial = SERIAL.lock().await;
+    let monitor = Duration::from_secs(30);
+    let mut c = launch(|mut s| {
+        if let Some(agent) = std::env::var_os(AGENT_BIN_ENV) {
+            s.binaries.agent = agent.into();
+        }
+        Spec {
+            monitor_interval: monitor,
+            // Longer than the freeze's aftermath: the thaw lands inside the assignment.
+            action_delay: Duration::from_secs(2),
+            failback_auto: false,
+            ..s
+        }
+    })
+    .await;
+    let frozen = c.freeze(0, Daemon::Membership, true);
+    c.freeze(0, Daemon::Agent, true);
+    let starting = wait_for(MOVE_LIMIT, || async {
+        let g = c.group(1).await?;
+        (g.state == apb::GroupState::Starting as i32).then_some(())
+    })
+    .await;
+    assert!(
+        starting.is_some(),
+        "the secondary never started the takeover{}",
+        c.diagnostics()
+    );
+    c.freeze(0, Daemon::Agent, false);
+    c.freeze(0, Daemon::Membership, false);
+    assert_eq!(
+        c.holder().as_deref(),
+        Some("primary"),
+        "thawed before the move"
+    );
+    wait_holder(&c, "secondary").await;
+    let moved_at = frozen + c.moved_after(frozen, "secondary").expect("move recorded");
+    let noticed = wait_for(monitor + MOVE_LIMIT, || async {
+        let g = c.group(0).await?;
+        (g.state != apb::GroupState::Running as i32).then(SystemTime::now)
+    })
+    .await;
+    let noticed = noticed.unwrap_or_else(|| {
+        panic!(
+            "the primary's agent still reports running{}",
+            c.diagnostics()
+        )
+    });
+    let window = noticed.duration_since(moved_at).unwrap_or_default();
+    println!(
+        "holder thawed during the takeover's assign: it reported running {} ms after the move \
+         (monitor_interval {} s)",
+        window.as_millis(),
+        monitor.as_secs()
+    );
+    assert!(
+        window < Duration::from_secs(3),
+        "the thawed holder reported running {window:?} after the move{}",
+        c.diagnostics()
+    );
+    wait_running_only(&c, "secondary").await;
+    // A while later, nothing has moved back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let changes = c.holder_changes();
+    assert_eq!(
+        changes.len(),
+        1,
+        "one move only: {changes:?}{}",
+        c.diagnostics()
+    );
+    assert_eq!(c.assign_calls(), 1);
+    assert_eq!(c.holder().as_deref(), Some("secondary"));
+    assert_eq!(c.running_on().await, ["secondary"]);
+}
