@@ -383,13 +383,12 @@ impl World {
 
     /// Sets the holder of `ip`, recording the change in the audit log.
     pub fn set_holder(&self, ip: IpAddr, to: Option<u64>, cause: &str, action: Option<u64>) {
-        let from = {
-            let mut g = self.lock();
-            let Some(r) = g.ips.get_mut(&ip) else {
-                return;
-            };
-            std::mem::replace(&mut r.holder, to)
+        let mut g = self.lock();
+        let Some(r) = g.ips.get_mut(&ip) else {
+            return;
         };
+        let from = std::mem::replace(&mut r.holder, to);
+        // Under the lock: whoever sees the new holder finds it in the audit log too.
         self.audit_holder(ip, from, to, cause, action);
     }
 
@@ -407,8 +406,9 @@ impl World {
                 Some(r) if r.holder == expect && r.pending.is_none() => r.holder = to,
                 _ => return false,
             }
+            // Under the lock, as in `set_holder`.
+            self.audit_holder(ip, expect, to, cause, None);
         }
-        self.audit_holder(ip, expect, to, cause, None);
         true
     }
 
@@ -432,44 +432,42 @@ impl World {
     /// Finishes an action: applies it (or marks it errored) and unlocks the IP, all under
     /// one lock so no reader sees the IP unlocked with the old holder.
     pub fn complete_action(&self, id: u64) {
-        let (ip, kind, droplet, errored, from, to) = {
-            let mut g = self.lock();
-            let errored = if g.faults.error_actions > 0 {
-                g.faults.error_actions -= 1;
-                true
-            } else {
-                false
-            };
-            let Some(a) = g.actions.get_mut(&id) else {
-                return;
-            };
-            if a.status != ActionStatus::InProgress {
-                return;
-            }
-            a.status = if errored {
-                ActionStatus::Errored
-            } else {
-                ActionStatus::Completed
-            };
-            a.completed_at = Some(SystemTime::now());
-            let (ip, kind, droplet) = (a.ip, a.kind, a.droplet);
-            let (mut from, mut to) = (None, None);
-            if let Some(r) = g.ips.get_mut(&ip) {
-                if r.pending == Some(id) {
-                    r.pending = None;
-                }
-                from = r.holder;
-                to = r.holder;
-                if !errored {
-                    to = match kind {
-                        ActionKind::Assign => droplet,
-                        ActionKind::Unassign => None,
-                    };
-                    r.holder = to;
-                }
-            }
-            (ip, kind, droplet, errored, from, to)
+        let mut g = self.lock();
+        let errored = if g.faults.error_actions > 0 {
+            g.faults.error_actions -= 1;
+            true
+        } else {
+            false
         };
+        let Some(a) = g.actions.get_mut(&id) else {
+            return;
+        };
+        if a.status != ActionStatus::InProgress {
+            return;
+        }
+        a.status = if errored {
+            ActionStatus::Errored
+        } else {
+            ActionStatus::Completed
+        };
+        a.completed_at = Some(SystemTime::now());
+        let (ip, kind, droplet) = (a.ip, a.kind, a.droplet);
+        let (mut from, mut to) = (None, None);
+        if let Some(r) = g.ips.get_mut(&ip) {
+            if r.pending == Some(id) {
+                r.pending = None;
+            }
+            from = r.holder;
+            to = r.holder;
+            if !errored {
+                to = match kind {
+                    ActionKind::Assign => droplet,
+                    ActionKind::Unassign => None,
+                };
+                r.holder = to;
+            }
+        }
+        // Under the lock, as in `set_holder`.
         self.audit(json!({
             "event": "action", "action_id": id, "ip": ip.to_string(), "type": kind,
             "droplet_id": droplet, "status": if errored { "errored" } else { "completed" },
