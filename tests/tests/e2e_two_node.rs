@@ -58,6 +58,23 @@ async fn wait_holder(c: &Cluster, name: &str) {
     assert!(ok.is_some(), "{name} never held the IP{}", c.diagnostics());
 }
 
+/// Waits (up to `limit`) until the primary's agent stops reporting the group running; returns
+/// how long after `since` that was.
+async fn primary_reports_running_for(c: &Cluster, since: SystemTime, limit: Duration) -> Duration {
+    let noticed = wait_for(limit, || async {
+        let g = c.group(0).await?;
+        (g.state != apb::GroupState::Running as i32).then(SystemTime::now)
+    })
+    .await;
+    let noticed = noticed.unwrap_or_else(|| {
+        panic!(
+            "the primary's agent still reports running{}",
+            c.diagnostics()
+        )
+    });
+    noticed.duration_since(since).unwrap_or_default()
+}
+
 /// Waits until exactly `name` runs the group, by every answering agent's account.
 async fn wait_running_only(c: &Cluster, name: &str) {
     let ok = wait_for(MOVE_LIMIT, || async {
@@ -384,18 +401,7 @@ async fn holder_cut_off_from_its_membership_stops_reporting_running_soon_after_t
     let took = c.moved_after(killed, "secondary").expect("move recorded");
     let taken_at = killed + took;
     // Long enough to measure a build without the check too (the monitor finds it).
-    let noticed = wait_for(monitor + MOVE_LIMIT, || async {
-        let g = c.group(0).await?;
-        (g.state != apb::GroupState::Running as i32).then(SystemTime::now)
-    })
-    .await;
-    let noticed = noticed.unwrap_or_else(|| {
-        panic!(
-            "the primary's agent still reports running{}",
-            c.diagnostics()
-        )
-    });
-    let window = noticed.duration_since(taken_at).unwrap_or_default();
+    let window = primary_reports_running_for(&c, taken_at, monitor + MOVE_LIMIT).await;
     println!(
         "holder's membership killed: the secondary took the IP {} ms after, the primary's agent \
          reported running {} ms after that (dead_after {} ms, monitor_interval {} s)",
@@ -477,18 +483,7 @@ async fn holder_thawed_during_the_takeover_assign_stops_reporting_running_at_onc
     );
     wait_holder(&c, "secondary").await;
     let moved_at = frozen + c.moved_after(frozen, "secondary").expect("move recorded");
-    let noticed = wait_for(monitor + MOVE_LIMIT, || async {
-        let g = c.group(0).await?;
-        (g.state != apb::GroupState::Running as i32).then(SystemTime::now)
-    })
-    .await;
-    let noticed = noticed.unwrap_or_else(|| {
-        panic!(
-            "the primary's agent still reports running{}",
-            c.diagnostics()
-        )
-    });
-    let window = noticed.duration_since(moved_at).unwrap_or_default();
+    let window = primary_reports_running_for(&c, moved_at, monitor + MOVE_LIMIT).await;
     println!(
         "holder thawed during the takeover's assign: it reported running {} ms after the move \
          (monitor_interval {} s)",
