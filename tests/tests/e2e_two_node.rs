@@ -58,6 +58,14 @@ async fn wait_holder(c: &Cluster, name: &str) {
     assert!(ok.is_some(), "{name} never held the IP{}", c.diagnostics());
 }
 
+/// `s` with the agent binary named by [`AGENT_BIN_ENV`], if set (to measure another build).
+fn agent_from_env(mut s: Spec) -> Spec {
+    if let Some(agent) = std::env::var_os(AGENT_BIN_ENV) {
+        s.binaries.agent = agent.into();
+    }
+    s
+}
+
 /// Waits (up to `limit`) until the primary's agent stops reporting the group running; returns
 /// how long after `since` that was.
 async fn primary_reports_running_for(c: &Cluster, since: SystemTime, limit: Duration) -> Duration {
@@ -385,10 +393,8 @@ const AGENT_BIN_ENV: &str = "TANDEM_E2E_AGENT_BIN";
 async fn holder_cut_off_from_its_membership_stops_reporting_running_soon_after_the_takeover() {
     let _serial = SERIAL.lock().await;
     let monitor = Duration::from_secs(30);
-    let mut c = launch(|mut s| {
-        if let Some(agent) = std::env::var_os(AGENT_BIN_ENV) {
-            s.binaries.agent = agent.into();
-        }
+    let mut c = launch(|s| {
+        let s = agent_from_env(s);
         Spec {
             monitor_interval: monitor,
             ..s
@@ -449,10 +455,8 @@ async fn holder_cut_off_from_its_membership_stops_reporting_running_soon_after_t
 async fn holder_thawed_during_the_takeover_assign_stops_reporting_running_at_once() {
     let _serial = SERIAL.lock().await;
     let monitor = Duration::from_secs(30);
-    let mut c = launch(|mut s| {
-        if let Some(agent) = std::env::var_os(AGENT_BIN_ENV) {
-            s.binaries.agent = agent.into();
-        }
+    let mut c = launch(|s| {
+        let s = agent_from_env(s);
         Spec {
             monitor_interval: monitor,
             // Longer than the freeze's aftermath: the thaw lands inside the assignment.
