@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, bail};
 use serde::Serialize;
 use tandem_proto::agent::v1 as apb;
-use tandem_resource_agent::handover::Timers;
+use tandem_resource_agent::core::Timers;
 use tandem_tests::cluster::{Binaries, Cluster, Prober, Spec, wait_for};
 
 /// The curl loop's period (the tutorial's loop sleeps between requests the same way).

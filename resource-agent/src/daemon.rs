@@ -11,7 +11,7 @@
 //! - the gRPC Agent service on `<run-dir>/agent.sock` (mutating calls: root, the daemon's
 //!   own user, or members of `agent.admin_group`).
 //!
-//! The driver owns the core ([`Handover`]) and the restart bookkeeping; it feeds inputs,
+//! The driver owns the core ([`Core`]) and the restart bookkeeping; it feeds inputs,
 //! dispatches outputs and wakes at the core's deadline. Groups keep running when the daemon
 //! stops: a restarted daemon probes them and carries on without moving anything.
 use std::collections::BTreeSet;
@@ -34,13 +34,13 @@ use tracing::{debug, error, info, warn};
 use crate::agents::group::{AgentState, GroupRunner};
 use crate::agents::{self, Kind};
 use crate::alarm::Alarm;
-use crate::handover::{
-    AgentOutcome, Command, CommandError, Handover, HandoverConfig, Input, LocalState, MemberNode,
-    MembershipView, Output, TOPIC, Timers,
+use crate::core::restart::{Decision, RestartPolicy, RestartTracker};
+use crate::core::{
+    AgentOutcome, Command, CommandError, Config as CoreConfig, Core, Input, LocalState, MemberNode,
+    MembershipView, Output, TOPIC, Time, Timers,
 };
 use crate::health::{self, Health};
 use crate::metrics::{Metrics, StartCause};
-use crate::monitor::{Decision, RestartPolicy, RestartTracker};
 use crate::provider::{self, ProviderError};
 
 /// Depth of the driver's inbox. Membership events, messages and action results are small
@@ -415,8 +415,9 @@ pub async fn run(
     info!(node = %opts.node, incarnation, standby, running = ?running, "resource agent starting");
 
     let now = Instant::now();
-    let hcfg = HandoverConfig::from_cluster(&cfg, &opts.node, opts.timers);
-    let hv = Handover::new(hcfg, incarnation, &running, standby, now)
+    let hcfg = CoreConfig::from_cluster(&cfg, &opts.node, opts.timers);
+    // The core's clock starts here (`Time::ZERO`).
+    let hv = Core::new(hcfg, incarnation, &running, standby, Time::ZERO)
         .map_err(|e| DaemonError::Config(e.to_string()))?;
 
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
@@ -500,6 +501,7 @@ pub async fn run(
         cfg: cfg.clone(),
         node: opts.node.clone(),
         hv,
+        epoch: now,
         runners,
         cmds,
         trackers: cfg
@@ -522,7 +524,7 @@ pub async fn run(
         metrics,
     };
     let h = driver.healthy;
-    driver.hv.handle(now, Input::Health(h));
+    driver.hv.handle(Time::ZERO, Input::Health(h));
     driver.dispatch();
 
     notify(&[
@@ -571,7 +573,9 @@ fn lookup_gid(name: &str) -> Result<u32, DaemonError> {
 struct Driver {
     cfg: Arc<ClusterConfig>,
     node: String,
-    hv: Handover,
+    hv: Core,
+    /// The instant the core's clock counts from.
+    epoch: Instant,
     runners: Vec<Arc<GroupRunner>>,
     cmds: Vec<mpsc::UnboundedSender<GroupCmd>>,
     trackers: Vec<RestartTracker>,
@@ -612,7 +616,7 @@ impl Driver {
             let armed = self.runs_here();
             self.stall.arm(armed, Instant::now());
             let next = [
-                Some(self.hv.next_deadline()),
+                Some(self.epoch + self.hv.next_deadline()),
                 self.stall.next_tick(),
                 self.disconnect.next_check(armed),
                 watchdog.map(|_| next_ping),
@@ -633,8 +637,9 @@ impl Driver {
                 () = alarm.wait() => {
                     self.check_stall();
                     let now = Instant::now();
-                    if now >= self.hv.next_deadline() {
-                        self.hv.handle(now, Input::Tick);
+                    let t = self.at(now);
+                    if t >= self.hv.next_deadline() {
+                        self.hv.handle(t, Input::Tick);
                     }
                     self.check_disconnected(now, armed);
                     if let Some(period) = watchdog
@@ -647,6 +652,11 @@ impl Driver {
             }
             self.dispatch();
         }
+    }
+
+    /// `now` on the core's clock.
+    fn at(&self, now: Instant) -> Time {
+        now.saturating_duration_since(self.epoch)
     }
 
     /// Whether a stall would matter: a group runs or starts here.
@@ -710,7 +720,7 @@ impl Driver {
             Some(h) => {
                 let alive = self
                     .hv
-                    .status(Instant::now())
+                    .status(self.at(Instant::now()))
                     .nodes
                     .iter()
                     .any(|n| n.name == *h && n.alive);
@@ -730,7 +740,7 @@ impl Driver {
         if self.metrics.is_none() {
             return;
         }
-        let st = self.hv.status(Instant::now());
+        let st = self.hv.status(self.at(Instant::now()));
         for (gi, g) in st.groups.iter().enumerate() {
             match &g.holder {
                 Some(h) if *h != self.node => self.last_holder[gi] = Some(h.clone()),
@@ -802,7 +812,7 @@ impl Driver {
                     self.disconnect.connected();
                 }
                 self.reported_down = false;
-                self.hv.handle(now, Input::View(v));
+                self.hv.handle(self.at(now), Input::View(v));
             }
             Event::Disconnected(why) => {
                 if !self.reported_down {
@@ -812,7 +822,7 @@ impl Driver {
                 }
                 let since = *self.disconnected_since.get_or_insert(now);
                 self.disconnect.disconnected(since);
-                self.hv.handle(now, Input::Disconnected);
+                self.hv.handle(self.at(now), Input::Disconnected);
             }
             Event::Message {
                 from,
@@ -820,7 +830,7 @@ impl Driver {
                 payload,
             } => {
                 self.hv.handle(
-                    now,
+                    self.at(now),
                     Input::Message {
                         from,
                         generation,
@@ -834,7 +844,7 @@ impl Driver {
                 let healthy = self.health.healthy();
                 if healthy != self.healthy {
                     self.healthy = healthy;
-                    self.hv.handle(now, Input::Health(healthy));
+                    self.hv.handle(self.at(now), Input::Health(healthy));
                 }
             }
             Event::Readiness {
@@ -863,7 +873,7 @@ impl Driver {
                     Command::Takeover(g) => self.group_idx(g).into_iter().collect(),
                     _ => Vec::new(),
                 };
-                let result = self.hv.command(now, cmd);
+                let result = self.hv.command(self.at(now), cmd);
                 if result.is_ok() {
                     for gi in forgive {
                         self.trackers[gi].reset();
@@ -890,7 +900,7 @@ impl Driver {
                     self.trackers[gi].reset();
                 }
                 self.hv.handle(
-                    now,
+                    self.at(now),
                     Input::Agent {
                         group: name,
                         outcome,
@@ -903,7 +913,7 @@ impl Driver {
                     return;
                 }
                 // Another live node announcing the group means it moved: never take it back.
-                let status = self.hv.status(now);
+                let status = self.hv.status(self.at(now));
                 let elsewhere = status
                     .nodes
                     .iter()
@@ -914,7 +924,10 @@ impl Driver {
                         Decision::GiveUp { restarts: 0 },
                         format!("{reason}; {node} holds it"),
                     ),
-                    None => (self.trackers[gi].on_failure(now), reason),
+                    None => {
+                        let t = self.at(now);
+                        (self.trackers[gi].on_failure(t), reason)
+                    }
                 };
                 match decision {
                     Decision::Restart { after, attempt } => {
@@ -924,7 +937,7 @@ impl Driver {
                     Decision::GiveUp { restarts } => {
                         warn!(group = %name, reason = %reason, restarts, "monitor failed; releasing the group");
                         self.hv.handle(
-                            now,
+                            self.at(now),
                             Input::MonitorGaveUp {
                                 group: name,
                                 reason,
@@ -938,7 +951,7 @@ impl Driver {
                 // took it over (e.g. while this one was frozen). The handover stops the
                 // group here and placement decides where it runs.
                 self.hv.handle(
-                    now,
+                    self.at(now),
                     Input::Lost {
                         group: name,
                         reason,
@@ -949,7 +962,7 @@ impl Driver {
             GroupResult::Restarted(Err(e)) => {
                 if self.hv.state_of(&name) == Some(LocalState::Running) {
                     self.hv.handle(
-                        now,
+                        self.at(now),
                         Input::MonitorGaveUp {
                             group: name,
                             reason: format!("restart failed: {e}"),
@@ -961,7 +974,8 @@ impl Driver {
     }
 
     fn status(&mut self, now: Instant) -> pb::StatusResponse {
-        let st = self.hv.status(now);
+        let t = self.at(now);
+        let st = self.hv.status(t);
         let groups = st
             .groups
             .iter()
@@ -993,7 +1007,7 @@ impl Driver {
                         group_state(g.state) as i32
                     },
                     agents,
-                    restarts: self.trackers[gi].restarts(now),
+                    restarts: self.trackers[gi].restarts(t),
                     last_action,
                     readiness: self.readiness[gi]
                         .as_ref()

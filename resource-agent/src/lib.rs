@@ -1,12 +1,11 @@
-//! Tandem resource agent: placement (pure), handover, and the agents it runs.
+//! Tandem resource agent: its sans-IO core (handover, placement, restart policy), the daemon
+//! around it, and the agents it runs.
 #![forbid(unsafe_code)]
 
 pub mod agents;
 pub mod alarm;
+pub mod core;
 pub mod daemon;
-pub mod handover;
 pub mod health;
 pub mod metrics;
-pub mod monitor;
-pub mod placement;
 pub mod provider;

@@ -3,9 +3,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
+use tandem_resource_agent::core::Timers;
+use tandem_resource_agent::core::restart::RestartPolicy;
 use tandem_resource_agent::daemon::{self, Options};
-use tandem_resource_agent::handover::Timers;
-use tandem_resource_agent::monitor::RestartPolicy;
 
 #[derive(Debug, Parser)]
 #[command(

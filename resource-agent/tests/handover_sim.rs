@@ -8,12 +8,11 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tandem_config::{Failback, Role};
-use tandem_resource_agent::handover::{
-    AgentOutcome, Announce, Command, GroupSpec, Handover, HandoverConfig, Input, LocalState,
-    MemberNode, MembershipView, Message, Output, Timers, worst_case_announcement,
+use tandem_resource_agent::core::placement::{self, GroupView, NodeView};
+use tandem_resource_agent::core::{
+    AgentOutcome, Announce, Command, Config, Core, GroupSpec, Input, LocalState, MemberNode,
+    MembershipView, Message, Output, Time, Timers, worst_case_announcement,
 };
-use tandem_resource_agent::placement::{self, GroupView, NodeView};
-use tokio::time::Instant;
 
 const STEP_MS: u64 = 10;
 
@@ -41,7 +40,7 @@ enum Event {
 }
 
 struct SimNode {
-    hv: Option<Handover>,
+    hv: Option<Core>,
     life: u64,
     /// Groups whose start was issued and whose stop has not completed: really running.
     active: BTreeSet<String>,
@@ -57,7 +56,7 @@ struct SimNode {
 
 struct Sim {
     rng: SmallRng,
-    base: Instant,
+    base: Time,
     t: u64,
     seq: u64,
     names: Vec<String>,
@@ -98,7 +97,7 @@ impl Sim {
         let n = names.len();
         let mut sim = Sim {
             rng: SmallRng::seed_from_u64(seed),
-            base: Instant::now(),
+            base: Time::ZERO,
             t: 0,
             seq: 0,
             names: names.iter().map(|s| s.to_string()).collect(),
@@ -139,7 +138,7 @@ impl Sim {
         sim
     }
 
-    fn now(&self) -> Instant {
+    fn now(&self) -> Time {
         self.base + Duration::from_millis(self.t)
     }
 
@@ -152,8 +151,8 @@ impl Sim {
         self.events.insert((self.t + delay_ms, self.seq), ev);
     }
 
-    fn cfg(&self, i: usize) -> HandoverConfig {
-        HandoverConfig {
+    fn cfg(&self, i: usize) -> Config {
+        Config {
             local: self.names[i].clone(),
             nodes: self
                 .names
@@ -210,8 +209,7 @@ impl Sim {
         node.life += 1;
         node.active = running.iter().map(|s| s.to_string()).collect();
         let running: Vec<String> = running.iter().map(|s| s.to_string()).collect();
-        let mut hv =
-            Handover::new(cfg, node.life, &running, node.standby, now).expect("valid config");
+        let mut hv = Core::new(cfg, node.life, &running, node.standby, now).expect("valid config");
         hv.handle(now, Input::Health(node.healthy));
         node.hv = Some(hv);
         // The restarted node sees the truth at once; the others learn late.
@@ -1012,15 +1010,15 @@ fn a_configuration_whose_announcements_cannot_fit_is_refused() {
             })
             .collect()
     };
-    let cfg = |n| HandoverConfig {
+    let cfg = |n| Config {
         local: "a".into(),
         nodes: nodes.clone(),
         groups: groups(n),
         timers: timers(),
         left_grace: Duration::from_secs(1),
     };
-    assert!(Handover::new(cfg(3), 1, &[], false, Instant::now()).is_ok());
-    let e = Handover::new(cfg(20), 1, &[], false, Instant::now()).expect_err("too large");
+    assert!(Core::new(cfg(3), 1, &[], false, Time::ZERO).is_ok());
+    let e = Core::new(cfg(20), 1, &[], false, Time::ZERO).expect_err("too large");
     assert!(e.to_string().contains("900"), "{e}");
 }
 
@@ -1174,8 +1172,8 @@ fn a_holder_thawed_after_its_death_loses_the_group_and_does_not_take_it_back() {
 
 /// One node's machine driven by hand with a controlled clock, for step-exact assertions.
 struct Single {
-    hv: Handover,
-    base: Instant,
+    hv: Core,
+    base: Time,
     names: Vec<String>,
     /// Membership generation of each node.
     gens: Vec<u64>,
@@ -1196,8 +1194,8 @@ impl Single {
     }
 
     fn build(local: &str, names: &[&str], roles: &[Role], running: &[&str]) -> Single {
-        let base = Instant::now();
-        let cfg = HandoverConfig {
+        let base = Time::ZERO;
+        let cfg = Config {
             local: local.into(),
             nodes: names
                 .iter()
@@ -1209,7 +1207,7 @@ impl Single {
             left_grace: Duration::from_secs(1),
         };
         let running: Vec<String> = running.iter().map(|s| s.to_string()).collect();
-        let hv = Handover::new(cfg, 7, &running, false, base).expect("handover");
+        let hv = Core::new(cfg, 7, &running, false, base).expect("handover");
         Single {
             hv,
             base,
@@ -1218,7 +1216,7 @@ impl Single {
         }
     }
 
-    fn at(&self, ms: u64) -> Instant {
+    fn at(&self, ms: u64) -> Time {
         self.base + Duration::from_millis(ms)
     }
 
@@ -1808,7 +1806,7 @@ fn the_groups_still_starting_are_announced_within_the_worst_case_size() {
 
     // Claimed and starting never go together, and "starts" is no longer than "claims".
     let groups: Vec<String> = (0..8).map(|i| format!("group-{i:02}")).collect();
-    let cfg = HandoverConfig {
+    let cfg = Config {
         local: "a".into(),
         nodes: vec![("a".into(), Role::Member), ("b".into(), Role::Member)],
         groups: groups
@@ -1845,16 +1843,16 @@ fn the_groups_still_starting_are_announced_within_the_worst_case_size() {
 /// the stale hold then. It counts once it has seen the finished start (and checked).
 #[test]
 fn a_thawed_holder_that_saw_only_the_start_does_not_make_the_taker_yield() {
-    let base = Instant::now();
+    let base = Time::ZERO;
     let at = |ms: u64| base + Duration::from_millis(ms);
-    let cfg = HandoverConfig {
+    let cfg = Config {
         local: "b".into(),
         nodes: vec![("a".into(), Role::Member), ("b".into(), Role::Member)],
         groups: vec![group("ip", None, Failback::Manual)],
         timers: timers(),
         left_grace: Duration::from_secs(1),
     };
-    let mut hv = Handover::new(cfg, 7, &[], false, base).expect("handover");
+    let mut hv = Core::new(cfg, 7, &[], false, base).expect("handover");
     let view = |a_alive: bool| MembershipView {
         quorate: true,
         late: Vec::new(),

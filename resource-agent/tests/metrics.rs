@@ -13,9 +13,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use tandem_resource_agent::core::Timers;
+use tandem_resource_agent::core::restart::RestartPolicy;
 use tandem_resource_agent::daemon::{self, Options};
-use tandem_resource_agent::handover::Timers;
-use tandem_resource_agent::monitor::RestartPolicy;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 

@@ -34,7 +34,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use serde_json::{Value, json};
 use tandem_proto::membership::v1 as mpb;
-use tandem_resource_agent::handover::Timers;
+use tandem_resource_agent::core::Timers;
 use tandem_tests::cluster::{Binaries, Cluster, Daemon, GROUP, Spec, wait_for};
 use tandem_tests::emulator::World;
 

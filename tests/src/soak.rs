@@ -13,7 +13,7 @@
 //! flight, all of it stable for a while) and checks:
 //! - at no status sample taken during the fault did two nodes report the group running,
 //!   except within [`DOUBLE_WINDOW`] when the fault cut the holder's agent off from its own
-//!   membership (the window `handover.rs` documents; noted, not a violation);
+//!   membership (the window `resource-agent/src/core/handover.rs` documents; noted, not a violation);
 //! - the holder changes in the emulator's audit log are no more than the fault explains
 //!   ([`Fault::explained_moves`]);
 //! - no node reported the group starting or stopping for longer than [`STUCK_AFTER`] plus the
@@ -56,9 +56,9 @@ const PREFERRED: usize = 0;
 /// The documented window in which two agents may both report the group running: the
 /// holder's agent cut off from its own membership (killed, frozen, partitioned) cannot know
 /// that the peer took over, until its reserved-ip monitor (every second in the launcher's
-/// configuration) finds the IP elsewhere; see the module doc of `handover.rs`.
+/// configuration) finds the IP elsewhere; see the module doc of `core/handover.rs`.
 pub const DOUBLE_WINDOW: Duration = Duration::from_secs(2);
-/// The agent's default `start_retry` (`handover::Timers`): after a start failed against the
+/// The agent's default `start_retry` (`core::Timers`): after a start failed against the
 /// provider, the node retries the group this much later.
 pub const START_RETRY: Duration = Duration::from_secs(10);
 /// Assignment time allowed in the gap bound: the emulator's action delay, the agent's poll,

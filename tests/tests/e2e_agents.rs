@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tandem_proto::agent::v1 as apb;
-use tandem_resource_agent::handover::Timers;
+use tandem_resource_agent::core::Timers;
 use tandem_tests::cluster::{Binaries, Cluster, Daemon, Spec, wait_for};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -8,7 +8,7 @@
 use std::time::{Duration, SystemTime};
 
 use tandem_proto::agent::v1 as apb;
-use tandem_resource_agent::handover::Timers;
+use tandem_resource_agent::core::Timers;
 use tandem_tests::cluster::{Binaries, Cluster, Daemon, GROUP, Prober, Spec, wait_for};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

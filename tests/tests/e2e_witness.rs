@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use tandem_proto::agent::v1 as apb;
-use tandem_resource_agent::handover::Timers;
+use tandem_resource_agent::core::Timers;
 use tandem_tests::cluster::{Binaries, Cluster, Spec, wait_for};
 
 const MOVE_LIMIT: Duration = Duration::from_secs(15);

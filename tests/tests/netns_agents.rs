@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use tandem_proto::agent::v1 as apb;
 use tandem_proto::membership::v1 as mpb;
-use tandem_resource_agent::handover::Timers;
+use tandem_resource_agent::core::Timers;
 use tandem_tests::cluster::{Binaries, Cluster, Daemon, HolderChange, Prober, Spec, wait_for};
 
 /// The curl loop's period.

@@ -1,10 +1,10 @@
-//! What to do when a running group's monitor fails: restart it here a few times (with a
-//! growing delay), and when it keeps failing within the window, give the group up so that
-//! another node takes it. Sans-IO: fed `now`.
+//! The restart policy: what to do when a running group's monitor fails. Restart it here a
+//! few times (with a growing delay), and when it keeps failing within the window, give the
+//! group up so that another node takes it. Sans-IO: fed `now`.
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use super::Time;
 
 /// Local restarts allowed within [`RestartPolicy::window`] before the group is released.
 pub const DEFAULT_MAX_RESTARTS: u32 = 3;
@@ -46,7 +46,7 @@ pub enum Decision {
 #[derive(Debug, Clone)]
 pub struct RestartTracker {
     policy: RestartPolicy,
-    restarts: VecDeque<Instant>,
+    restarts: VecDeque<Time>,
 }
 
 impl RestartTracker {
@@ -57,18 +57,18 @@ impl RestartTracker {
         }
     }
 
-    fn expire(&mut self, now: Instant) {
+    fn expire(&mut self, now: Time) {
         while self
             .restarts
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= self.policy.window)
+            .is_some_and(|t| now.saturating_sub(*t) >= self.policy.window)
         {
             self.restarts.pop_front();
         }
     }
 
     /// A monitor failed at `now`.
-    pub fn on_failure(&mut self, now: Instant) -> Decision {
+    pub fn on_failure(&mut self, now: Time) -> Decision {
         self.expire(now);
         let done = self.restarts.len() as u32;
         if done >= self.policy.max_restarts {
@@ -87,7 +87,7 @@ impl RestartTracker {
     }
 
     /// Restarts within the window at `now` (shown in status).
-    pub fn restarts(&mut self, now: Instant) -> u32 {
+    pub fn restarts(&mut self, now: Time) -> u32 {
         self.expire(now);
         self.restarts.len() as u32
     }
@@ -113,7 +113,7 @@ mod tests {
 
     #[test]
     fn restarts_with_growing_delay_then_gives_up() {
-        let t0 = Instant::now();
+        let t0 = Time::from_secs(1000);
         let mut t = RestartTracker::new(policy());
         let s = Duration::from_secs;
         assert_eq!(
@@ -143,7 +143,7 @@ mod tests {
 
     #[test]
     fn failures_outside_the_window_are_forgotten() {
-        let t0 = Instant::now();
+        let t0 = Time::from_secs(1000);
         let mut t = RestartTracker::new(policy());
         let s = Duration::from_secs;
         for i in 0..3 {

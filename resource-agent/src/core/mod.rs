@@ -1,0 +1,489 @@
+//! The resource agent's core: every decision of the agent, sans-IO.
+//!
+//! One type, [`Core`], fed `now` (a [`Time`]: monotonic time since an arbitrary epoch, as
+//! in membership's core) with each [`Input`] or [`Command`], returning [`Output`]s to
+//! execute ([`Core::drain_outputs`]) and the next deadline ([`Core::next_deadline`]). It
+//! never reads a clock, never touches a socket or a process: the daemon (`crate::daemon`)
+//! reads the clock, carries inputs in and executes outputs.
+//!
+//! Split by concern: [`handover`] (the protocol between the agents and the group states),
+//! [`codec`] (its messages), [`placement`] (where a group should run), [`restart`] (the
+//! restart policy), `membership` (membership's events as the core reads them), `operator`
+//! (standby, online, takeover, release) and `status`.
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tandem_config::{ClusterConfig, Failback, Role};
+use tracing::{info, warn};
+
+pub mod codec;
+pub mod handover;
+mod membership;
+mod operator;
+pub mod placement;
+pub mod restart;
+mod status;
+
+pub use codec::{
+    Announce, CodecError, MAX_PAYLOAD, MESSAGE_VERSION, Message, TOPIC, worst_case_announcement,
+};
+pub use status::{GroupStatus, NodeStatus, Status};
+
+/// The core's clock: monotonic time since an arbitrary epoch (the daemon's start). Only
+/// differences and order matter.
+pub type Time = Duration;
+
+/// Timers of the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    /// Period of the full announcement (repairs anything lost).
+    pub announce_interval: Duration,
+    /// While claiming, re-announce this often so a lost acknowledgement is asked again.
+    pub claim_retry: Duration,
+    /// A peer silent for this long is not waited for (its agent is presumed gone).
+    pub peer_stale_after: Duration,
+    /// After start, wait this long to hear the others before claiming anything (less once
+    /// every other member's agent has announced itself: nothing more to learn). A member
+    /// peer that comes up is waited for until it announces itself or for
+    /// `peer_stale_after` (a rebooting peer must learn what is held before it claims, and
+    /// we must learn what it holds); a witness, which may run no agent, for `settle`.
+    pub settle: Duration,
+    /// After a failed start (or a monitor giving up) this node leaves the group to others
+    /// for this long, doubling per failure up to `start_retry_max`; then, if nobody else
+    /// holds the group, it becomes a candidate again (a transient provider outage during a
+    /// failover must not leave the group down for good).
+    pub start_retry: Duration,
+    pub start_retry_max: Duration,
+    /// First delay before retrying a failed stop; doubles up to `stop_retry_max`.
+    pub stop_retry: Duration,
+    pub stop_retry_max: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            announce_interval: Duration::from_secs(2),
+            claim_retry: Duration::from_millis(250),
+            peer_stale_after: Duration::from_secs(10),
+            settle: Duration::from_secs(2),
+            stop_retry: Duration::from_secs(1),
+            stop_retry_max: Duration::from_secs(60),
+            start_retry: Duration::from_secs(10),
+            start_retry_max: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A resource group as the handover needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSpec {
+    pub name: String,
+    pub prefer: Option<String>,
+    pub failback: Failback,
+}
+
+/// What the core is built from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub local: String,
+    /// Every node, in configuration order.
+    pub nodes: Vec<(String, Role)>,
+    pub groups: Vec<GroupSpec>,
+    pub timers: Timers,
+    /// How long the groups of a node whose membership *left* (clean shutdown) stay held:
+    /// membership's `dead_after`. A `systemctl restart` of membership is back well within
+    /// it, and its agent kept running (and holding) all along.
+    pub left_grace: Duration,
+}
+
+impl Config {
+    pub fn from_cluster(cfg: &ClusterConfig, local: &str, timers: Timers) -> Self {
+        Config {
+            local: local.to_owned(),
+            nodes: cfg.nodes.iter().map(|n| (n.name.clone(), n.role)).collect(),
+            groups: cfg
+                .resources
+                .iter()
+                .map(|g| GroupSpec {
+                    name: g.name.clone(),
+                    prefer: g.prefer.clone(),
+                    failback: g.failback,
+                })
+                .collect(),
+            timers,
+            left_grace: cfg.timing.dead_after,
+        }
+    }
+}
+
+/// One node in the membership view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberNode {
+    pub name: String,
+    /// UP or LATE.
+    pub alive: bool,
+    pub generation: u64,
+}
+
+/// The membership view as the handover needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipView {
+    pub quorate: bool,
+    pub nodes: Vec<MemberNode>,
+    /// Alive nodes silent for longer than `warn_after` (membership's LATE): likely the next
+    /// to be declared dead, e.g. the rest of the majority when this node is cut off.
+    pub late: Vec<String>,
+    /// Dead nodes whose membership announced a clean shutdown (`REASON_LEFT`) and has not
+    /// come back since.
+    pub left: Vec<String>,
+}
+
+/// Result of a group action run by the local agents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentOutcome {
+    Started,
+    /// The start failed; `clean` when everything already started was stopped again.
+    StartFailed {
+        clean: bool,
+        reason: String,
+    },
+    Stopped,
+    StopFailed {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// The membership view after a change (also the first snapshot after connecting).
+    View(MembershipView),
+    /// The membership socket is gone.
+    Disconnected,
+    /// A message on [`TOPIC`]; `generation` is the sender's membership generation
+    /// (`ClusterMessage.from_generation`).
+    Message {
+        from: String,
+        generation: u64,
+        payload: Vec<u8>,
+    },
+    Agent {
+        group: String,
+        outcome: AgentOutcome,
+    },
+    /// Local health (all checks pass).
+    Health(bool),
+    /// Monitors failed more often than allowed: give the group up on this node.
+    MonitorGaveUp { group: String, reason: String },
+    /// A monitor found the group's resource running on another server (a reserved IP
+    /// assigned elsewhere): it was lost, e.g. taken over while this node was frozen. Not a
+    /// failure to restart here: the group stops here and is no longer announced as held,
+    /// and placement decides like for any group held elsewhere (it comes back only by a
+    /// release there or that node's death, as a failback through the handover).
+    Lost { group: String, reason: String },
+    /// A deadline passed.
+    Tick,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `None` = this node.
+    Standby(Option<String>),
+    Online(Option<String>),
+    Takeover(String),
+    Release(String),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CommandError {
+    #[error("unknown node {0:?}")]
+    UnknownNode(String),
+    #[error("unknown group {0:?}")]
+    UnknownGroup(String),
+    #[error("this node is not a candidate: {0}")]
+    NotCandidate(String),
+    #[error("group {0:?} is not held by this node")]
+    NotHeld(String),
+    #[error("no other node could take group {0:?}; it stays here")]
+    NoOtherCandidate(String),
+    #[error("node {0:?} is not reachable")]
+    Unreachable(String),
+    #[error("cannot encode the request: {0}")]
+    Codec(#[from] CodecError),
+    #[error(
+        "the announcement of this node's state could reach {0} bytes, more than membership carries \
+         ({MAX_PAYLOAD}); use fewer or shorter group and node names"
+    )]
+    TooLarge(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Start(String),
+    Stop(String),
+    /// Send on [`TOPIC`]; `to: None` = every other node.
+    Send {
+        to: Option<String>,
+        payload: Vec<u8>,
+    },
+    PersistStandby(bool),
+    /// Check the group, running here, against the provider at once (`GroupCmd::Verify`:
+    /// reported starting until confirmed): a peer newly announces holding it too, its
+    /// start completed (not in [`Announce::starting`]), so the one of the two that really
+    /// has the resource confirms it and the other finds it elsewhere ([`Input::Lost`]).
+    Verify(String),
+}
+
+/// State of a group on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalState {
+    Stopped,
+    /// Claimed; waiting for acknowledgements (or for the holder to release).
+    Waiting,
+    Starting,
+    Running,
+    Stopping,
+    /// A stop failed; still counted as held; the stop is retried.
+    Failed,
+}
+
+impl LocalState {
+    fn holds(self) -> bool {
+        matches!(
+            self,
+            LocalState::Starting | LocalState::Running | LocalState::Stopping | LocalState::Failed
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+struct LocalGroup {
+    state: LocalState,
+    claim_seq: u64,
+    retry_at: Option<Time>,
+    retry_delay: Duration,
+    avoid: Option<String>,
+    /// When a failure's `avoid` may lapse (none for an operator's release).
+    avoid_until: Option<Time>,
+    /// Failures in a row here (start failed or monitor gave up), for the backoff.
+    failures: u32,
+    pinned: bool,
+    last_error: Option<String>,
+    /// Stopping because the resource was found on another server: not held here any more
+    /// (announcing it would claim what another node holds).
+    lost: bool,
+    /// Sequence of our first announcement listing the group as held and started (0: not
+    /// held, still starting or not announced yet), to tell whether a peer that also claims
+    /// it knows we hold it, and has checked its own hold since (see `holder`).
+    held_seq: u64,
+    /// The group was lost here to another server: the member nodes that may hold it now,
+    /// each with whether membership has shown it alive (and not late) since the loss. Not
+    /// claimed again while any is left (see the module doc).
+    lost_to: Option<BTreeMap<String, bool>>,
+    /// While the group runs here: the peers announcing it held whose hold has been checked
+    /// against the provider ([`Output::Verify`]), so a lasting double hold asks once.
+    verified_against: BTreeSet<String>,
+}
+
+impl LocalGroup {
+    fn holds(&self) -> bool {
+        self.state.holds() && !self.lost
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    state: Announce,
+    /// Membership generation of the sender when it sent `state`.
+    generation: u64,
+    last_heard: Time,
+}
+
+/// The per-node core of the resource agent.
+#[derive(Debug)]
+pub struct Core {
+    cfg: Config,
+    local_idx: usize,
+    inc: u64,
+    seq: u64,
+    connected: bool,
+    quorate: bool,
+    standby: bool,
+    healthy: bool,
+    started_at: Time,
+    /// Alive nodes (membership) with their generation and since when.
+    alive: BTreeMap<String, (u64, Time)>,
+    /// Alive nodes membership reports late (silent past `warn_after`).
+    late: BTreeSet<String>,
+    /// Latest announcement of every node not declared dead since. A node's announcement
+    /// counts for safety (what it holds or claims, acknowledgements) even before membership
+    /// reports it up: the Watch and Subscribe streams are not ordered with each other.
+    peers: BTreeMap<String, Peer>,
+    /// The generation at which membership last declared each node dead; messages of that
+    /// incarnation or older still in flight are ignored.
+    dead_gen: BTreeMap<String, u64>,
+    /// Nodes whose membership left (clean shutdown) while their agent announced holding
+    /// something, and since when: their groups stay held for `left_grace`.
+    left_at: BTreeMap<String, Time>,
+    groups: Vec<LocalGroup>,
+    outputs: Vec<Output>,
+    next_announce: Time,
+    reply_to: BTreeSet<String>,
+    dirty: bool,
+    /// `now` of the last step (deadlines at or before it have been handled).
+    last_step: Time,
+    bad_messages: u64,
+}
+
+impl Core {
+    /// `incarnation` must increase on every start of the agent; `running` are the groups
+    /// that probing found running here; `standby` is the persisted flag.
+    pub fn new(
+        cfg: Config,
+        incarnation: u64,
+        running: &[String],
+        standby: bool,
+        now: Time,
+    ) -> Result<Self, CommandError> {
+        let local_idx = cfg
+            .nodes
+            .iter()
+            .position(|(n, _)| *n == cfg.local)
+            .ok_or_else(|| CommandError::UnknownNode(cfg.local.clone()))?;
+        if let Some(g) = running
+            .iter()
+            .find(|g| !cfg.groups.iter().any(|s| &s.name == *g))
+        {
+            return Err(CommandError::UnknownGroup(g.clone()));
+        }
+        let worst = worst_case_announcement(&cfg);
+        if worst > MAX_PAYLOAD {
+            return Err(CommandError::TooLarge(worst));
+        }
+        let groups = cfg
+            .groups
+            .iter()
+            .map(|g| LocalGroup {
+                state: if running.contains(&g.name) {
+                    LocalState::Running
+                } else {
+                    LocalState::Stopped
+                },
+                claim_seq: 0,
+                retry_at: None,
+                retry_delay: cfg.timers.stop_retry,
+                avoid: None,
+                avoid_until: None,
+                failures: 0,
+                pinned: false,
+                last_error: None,
+                lost: false,
+                held_seq: 0,
+                lost_to: None,
+                verified_against: BTreeSet::new(),
+            })
+            .collect();
+        Ok(Core {
+            local_idx,
+            inc: incarnation,
+            seq: 0,
+            connected: false,
+            quorate: false,
+            standby,
+            healthy: true,
+            started_at: now,
+            alive: BTreeMap::new(),
+            late: BTreeSet::new(),
+            peers: BTreeMap::new(),
+            dead_gen: BTreeMap::new(),
+            left_at: BTreeMap::new(),
+            groups,
+            outputs: Vec::new(),
+            next_announce: now,
+            reply_to: BTreeSet::new(),
+            dirty: false,
+            last_step: now,
+            bad_messages: 0,
+            cfg,
+        })
+    }
+
+    pub fn local(&self) -> &str {
+        &self.cfg.local
+    }
+
+    /// Everything the machine wants done since the last call.
+    pub fn drain_outputs(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.outputs)
+    }
+
+    /// When [`Input::Tick`] should be fed next.
+    pub fn next_deadline(&self) -> Time {
+        let mut d = self.next_announce;
+        for g in &self.groups {
+            if let Some(r) = g.retry_at {
+                d = d.min(r);
+            }
+            // A lapsed avoid waiting for the other holder to go needs no timer.
+            if let Some(t) = g.avoid_until.filter(|t| *t > self.last_step) {
+                d = d.min(t);
+            }
+        }
+        for t in self.left_at.values() {
+            d = d.min(*t + self.cfg.left_grace);
+        }
+        d
+    }
+
+    pub fn state_of(&self, group: &str) -> Option<LocalState> {
+        self.group_idx(group).map(|i| self.groups[i].state)
+    }
+
+    fn group_idx(&self, group: &str) -> Option<usize> {
+        self.cfg.groups.iter().position(|g| g.name == group)
+    }
+
+    fn node_idx(&self, node: &str) -> Option<usize> {
+        self.cfg.nodes.iter().position(|(n, _)| n == node)
+    }
+
+    pub fn handle(&mut self, now: Time, input: Input) {
+        match input {
+            Input::View(view) => self.on_view(now, view),
+            Input::Disconnected => {
+                if self.connected {
+                    warn!("membership disconnected: keeping what is held, starting nothing");
+                }
+                self.connected = false;
+            }
+            Input::Message {
+                from,
+                generation,
+                payload,
+            } => self.on_message(now, &from, generation, &payload),
+            Input::Agent { group, outcome } => self.on_agent(now, &group, outcome),
+            Input::Health(h) => {
+                if h != self.healthy {
+                    info!(healthy = h, "local health changed");
+                    self.healthy = h;
+                    self.dirty = true;
+                }
+            }
+            Input::MonitorGaveUp { group, reason } => {
+                if let Some(i) = self.group_idx(&group) {
+                    warn!(group = %group, reason = %reason, "monitor gave up; releasing the group");
+                    self.fail_here(i, now, format!("monitor failed: {reason}"));
+                    self.groups[i].last_error = Some(reason);
+                }
+            }
+            Input::Lost { group, reason } => self.lost(&group, reason),
+            Input::Tick => {}
+        }
+        self.step(now);
+    }
+
+    pub fn command(&mut self, now: Time, cmd: Command) -> Result<String, CommandError> {
+        let result = self.apply_command(now, cmd);
+        self.step(now);
+        result
+    }
+}

@@ -1,0 +1,153 @@
+//! Operator commands: standby and online (of this node, or of another by message), takeover
+//! and release.
+use tracing::info;
+
+use super::placement::{self, NodeView};
+use super::{Command, CommandError, Core, LocalState, Message, Output, Time};
+
+impl Core {
+    pub(super) fn apply_command(
+        &mut self,
+        now: Time,
+        cmd: Command,
+    ) -> Result<String, CommandError> {
+        match cmd {
+            Command::Standby(node) => self.set_standby(now, node, true),
+            Command::Online(node) => self.set_standby(now, node, false),
+            Command::Takeover(group) => {
+                let gi = self
+                    .group_idx(&group)
+                    .ok_or_else(|| CommandError::UnknownGroup(group.clone()))?;
+                let me = NodeView {
+                    name: &self.cfg.local,
+                    role: self.cfg.nodes[self.local_idx].1,
+                    up: self.connected,
+                    standby: self.standby,
+                    healthy: self.healthy,
+                };
+                if let Some(reason) =
+                    placement::not_candidate_reason(&me, self.connected && self.quorate)
+                {
+                    return Err(CommandError::NotCandidate(reason.to_owned()));
+                }
+                let g = &mut self.groups[gi];
+                // An explicit request forgives an earlier failure or release here, and a
+                // loss: the operator decides where the group runs.
+                g.lost_to = None;
+                g.avoid = None;
+                g.avoid_until = None;
+                g.failures = 0;
+                g.pinned = true;
+                self.dirty = true;
+                info!(group = %group, "takeover requested");
+                Ok(if g.holds() {
+                    format!("{group} already runs here; it stays here")
+                } else {
+                    format!("taking {group} over; the current holder releases it first")
+                })
+            }
+            Command::Release(group) => {
+                let gi = self
+                    .group_idx(&group)
+                    .ok_or_else(|| CommandError::UnknownGroup(group.clone()))?;
+                let state = self.groups[gi].state;
+                if !self.groups[gi].holds() && state != LocalState::Waiting {
+                    return Err(CommandError::NotHeld(group));
+                }
+                let nodes = self.node_views(gi, now);
+                let quorate = self.connected && self.quorate;
+                let other = nodes.iter().enumerate().any(|(i, n)| {
+                    i != self.local_idx && placement::not_candidate_reason(n, quorate).is_none()
+                });
+                if !other {
+                    return Err(CommandError::NoOtherCandidate(group));
+                }
+                let g = &mut self.groups[gi];
+                g.avoid = Some("released by an operator".to_owned());
+                g.avoid_until = None;
+                g.pinned = false;
+                self.dirty = true;
+                info!(group = %group, "release requested");
+                Ok(format!("releasing {group}; the next candidate takes it"))
+            }
+        }
+    }
+
+    pub(super) fn set_standby(
+        &mut self,
+        now: Time,
+        node: Option<String>,
+        on: bool,
+    ) -> Result<String, CommandError> {
+        let word = if on { "standby" } else { "online" };
+        let node = node
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| self.cfg.local.clone());
+        if self.node_idx(&node).is_none() {
+            return Err(CommandError::UnknownNode(node));
+        }
+        if node == self.cfg.local {
+            let stranded = if on {
+                self.stranded_groups(now)
+            } else {
+                Vec::new()
+            };
+            self.set_local_standby(on);
+            return Ok(if stranded.is_empty() {
+                format!("{node} is {word}")
+            } else {
+                format!(
+                    "{node} is {word}; no other node can take {}: stopped",
+                    stranded.join(", ")
+                )
+            });
+        }
+        if !self.connected || !self.alive.contains_key(&node) {
+            return Err(CommandError::Unreachable(node));
+        }
+        let payload = Message::Standby {
+            node: node.clone(),
+            on,
+        }
+        .encode()?;
+        self.outputs.push(Output::Send {
+            to: Some(node.clone()),
+            payload,
+        });
+        Ok(format!("asked {node} to go {word}"))
+    }
+
+    /// Groups held here that no other node could take now.
+    pub(super) fn stranded_groups(&self, now: Time) -> Vec<String> {
+        let quorate = self.connected && self.quorate;
+        (0..self.groups.len())
+            .filter(|&gi| self.groups[gi].holds())
+            .filter(|&gi| {
+                let nodes = self.node_views(gi, now);
+                !nodes.iter().enumerate().any(|(i, n)| {
+                    i != self.local_idx && placement::not_candidate_reason(n, quorate).is_none()
+                })
+            })
+            .map(|gi| self.cfg.groups[gi].name.clone())
+            .collect()
+    }
+
+    pub(super) fn set_local_standby(&mut self, on: bool) {
+        if on != self.standby {
+            info!(standby = on, "standby changed");
+            self.standby = on;
+            self.outputs.push(Output::PersistStandby(on));
+            self.dirty = true;
+        }
+        if !on {
+            // Bringing a node online also forgives its failed or released groups.
+            for g in &mut self.groups {
+                g.avoid_until = None;
+                g.failures = 0;
+                if g.avoid.take().is_some() {
+                    self.dirty = true;
+                }
+            }
+        }
+    }
+}
