@@ -23,6 +23,7 @@ mod operator;
 pub mod placement;
 pub mod restart;
 mod status;
+pub mod watch;
 
 pub use codec::{
     Announce, CodecError, MAX_PAYLOAD, MESSAGE_VERSION, Message, TOPIC, worst_case_announcement,

@@ -1,0 +1,140 @@
+//! The core's status, and the shell's own (agents, readiness, health), as protobuf.
+use tandem_config::Failback;
+use tandem_proto::agent::v1 as pb;
+use tokio::time::Instant;
+
+use super::driver::Driver;
+use crate::agents::Kind;
+use crate::agents::group::AgentState;
+use crate::core::LocalState;
+
+impl Driver {
+    pub(super) fn status(&mut self, now: Instant) -> pb::StatusResponse {
+        let t = self.at(now);
+        let st = self.hv.status(t);
+        let groups = st
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(gi, g)| {
+                let spec = &self.cfg.resources[gi];
+                let agents: Vec<pb::AgentStatus> = self.runners[gi]
+                    .records()
+                    .into_iter()
+                    .map(agent_status)
+                    .collect();
+                let last_action = agents
+                    .iter()
+                    .filter_map(|a| a.last_action.clone())
+                    .max_by_key(|a| a.started_at.as_ref().map(|t| (t.seconds, t.nanos)));
+                pb::GroupStatus {
+                    name: g.name.clone(),
+                    prefer: spec.prefer.clone().unwrap_or_default(),
+                    failback: match spec.failback {
+                        Failback::Auto => "auto".into(),
+                        Failback::Manual => "manual".into(),
+                    },
+                    desired_holder: g.desired.clone().unwrap_or_default(),
+                    holder: g.holder.clone().unwrap_or_default(),
+                    state: if self.unverified[gi] && g.state == LocalState::Running {
+                        // Not confirmed since a stall: it may have been taken over.
+                        pb::GroupState::Starting as i32
+                    } else {
+                        group_state(g.state) as i32
+                    },
+                    agents,
+                    restarts: self.trackers[gi].restarts(t),
+                    last_action,
+                    readiness: self.readiness[gi]
+                        .as_ref()
+                        .map(|(problems, at)| pb::Readiness {
+                            ready: problems.is_empty(),
+                            problems: problems.clone(),
+                            checked_at: Some(tandem_proto::time::timestamp(*at)),
+                        }),
+                    not_candidate_reason: g.not_candidate_reason.clone().unwrap_or_default(),
+                }
+            })
+            .collect();
+        pb::StatusResponse {
+            node: self.node.clone(),
+            cluster: self.cfg.cluster.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            membership_connected: st.connected,
+            membership_disconnected_for: self
+                .disconnected_since
+                .map(|t| tandem_proto::time::duration(now.duration_since(t))),
+            quorate: st.quorate,
+            health: self
+                .health
+                .checks
+                .iter()
+                .map(|c| pb::HealthCheck {
+                    name: c.name(),
+                    healthy: c.healthy == Some(true),
+                    consecutive_failures: c.consecutive_failures,
+                    consecutive_successes: c.consecutive_successes,
+                    last_error: c.last_error.clone().unwrap_or_default(),
+                    last_checked: c.last_checked.map(tandem_proto::time::timestamp),
+                })
+                .collect(),
+            nodes: st
+                .nodes
+                .iter()
+                .map(|n| pb::NodeFlags {
+                    name: n.name.clone(),
+                    standby: n.standby,
+                    healthy: n.healthy,
+                    holds: n.holds.clone(),
+                })
+                .collect(),
+            groups,
+        }
+    }
+}
+
+fn group_state(s: LocalState) -> pb::GroupState {
+    match s {
+        LocalState::Stopped => pb::GroupState::Stopped,
+        LocalState::Waiting => pb::GroupState::Waiting,
+        LocalState::Starting => pb::GroupState::Starting,
+        LocalState::Running => pb::GroupState::Running,
+        LocalState::Stopping => pb::GroupState::Stopping,
+        LocalState::Failed => pb::GroupState::Failed,
+    }
+}
+
+fn agent_status(r: crate::agents::group::AgentRecord) -> pb::AgentStatus {
+    pb::AgentStatus {
+        name: r.name,
+        kind: match r.kind {
+            Kind::ReservedIp => pb::AgentKind::ReservedIp,
+            Kind::Lsb => pb::AgentKind::Lsb,
+            Kind::Ocf => pb::AgentKind::Ocf,
+            Kind::Exec => pb::AgentKind::Exec,
+        } as i32,
+        state: match r.state {
+            AgentState::Unknown => pb::AgentState::Unknown,
+            AgentState::Stopped => pb::AgentState::Stopped,
+            AgentState::Starting => pb::AgentState::Starting,
+            AgentState::Running => pb::AgentState::Running,
+            AgentState::Stopping => pb::AgentState::Stopping,
+            AgentState::Failed => pb::AgentState::Failed,
+        } as i32,
+        last_action: r.last_action.map(|a| pb::LastAction {
+            action: a.action.to_string(),
+            result: if a.ok {
+                pb::ActionResult::Ok
+            } else if a.timed_out {
+                pb::ActionResult::Timeout
+            } else {
+                pb::ActionResult::Failed
+            } as i32,
+            started_at: Some(tandem_proto::time::timestamp(a.started_at)),
+            duration: Some(tandem_proto::time::duration(a.took)),
+            message: a.message,
+        }),
+        failures: r.failures,
+        detail: r.detail,
+    }
+}

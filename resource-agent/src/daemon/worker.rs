@@ -1,0 +1,204 @@
+//! One worker per group: start, stop, restart and verify on the driver's command, and the
+//! monitors on their intervals; and the readiness check of the groups that can tell.
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::driver::{Event, GroupCmd, GroupResult};
+use crate::agents::group::GroupRunner;
+use crate::alarm::Alarm;
+use crate::core::AgentOutcome;
+
+/// How often groups that can tell (reserved-ip) check whether this node could take them:
+/// one cheap read-only API call a minute per IP keeps a broken token or a region mismatch
+/// visible long before a failover needs it.
+pub const READINESS_INTERVAL: Duration = Duration::from_secs(60);
+/// Overrides [`READINESS_INTERVAL`] (milliseconds) so end-to-end tests see a revoked token
+/// within seconds; not meant for production, hence an undocumented variable.
+pub const READINESS_INTERVAL_ENV: &str = "TANDEM_AGENT_READINESS_INTERVAL_MS";
+
+fn readiness_interval() -> Duration {
+    std::env::var(READINESS_INTERVAL_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&ms| ms > 0)
+        .map_or(READINESS_INTERVAL, Duration::from_millis)
+}
+
+pub(super) async fn group_worker(
+    gi: usize,
+    runner: Arc<GroupRunner>,
+    mut rx: mpsc::UnboundedReceiver<GroupCmd>,
+    tx: mpsc::Sender<Event>,
+    mut monitoring: bool,
+) {
+    // Each agent is monitored on its own period (a reserved-ip monitor is an API call; an
+    // init script's status is cheap and may run more often).
+    let intervals = runner.monitor_intervals();
+    let schedule = |now: Instant| -> Vec<Instant> { intervals.iter().map(|d| now + *d).collect() };
+    let mut due = schedule(Instant::now());
+    // A command that arrived while a restart was waiting: it replaces the restart.
+    let mut pending: Option<GroupCmd> = None;
+    let mut alarm = Alarm::new("group monitor");
+    loop {
+        // Disarmed while not monitoring: a paused group costs no wake-ups.
+        alarm.set(due.iter().min().copied().filter(|_| monitoring));
+        let cmd = match pending.take() {
+            Some(cmd) => Some(cmd),
+            None => tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => Some(cmd),
+                    None => return,
+                },
+                () = alarm.wait() => None,
+            },
+        };
+        let had_cmd = cmd.is_some();
+        let result = match cmd {
+            Some(GroupCmd::Start) => Some(match runner.start().await {
+                Ok(()) => {
+                    monitoring = true;
+                    GroupResult::Outcome(AgentOutcome::Started)
+                }
+                Err(e) => {
+                    monitoring = false;
+                    GroupResult::Outcome(AgentOutcome::StartFailed {
+                        clean: e.clean,
+                        reason: e.to_string(),
+                    })
+                }
+            }),
+            Some(GroupCmd::Verify) => Some(match runner.monitor().await {
+                Ok(()) => {
+                    monitoring = true;
+                    GroupResult::Verified
+                }
+                Err(f) => {
+                    // Paused until the driver decides, as for a failed periodic monitor.
+                    monitoring = false;
+                    if f.lost_to.is_some() {
+                        GroupResult::Lost(f.to_string())
+                    } else {
+                        GroupResult::MonitorFailed(f.to_string())
+                    }
+                }
+            }),
+            Some(GroupCmd::Stop) => {
+                monitoring = false;
+                Some(match runner.stop().await {
+                    Ok(()) => GroupResult::Outcome(AgentOutcome::Stopped),
+                    Err(e) => GroupResult::Outcome(AgentOutcome::StopFailed {
+                        reason: e.to_string(),
+                    }),
+                })
+            }
+            Some(GroupCmd::Restart(after)) => {
+                let until = Instant::now() + after;
+                let mut lost = None;
+                let go = loop {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => break true,
+                        cmd = rx.recv() => {
+                            let Some(cmd) = cmd else { return };
+                            if !matches!(cmd, GroupCmd::Verify) {
+                                pending = Some(cmd);
+                                break false;
+                            }
+                            // A check (a stall, an outage) while the restart waits: only a
+                            // loss changes anything, as restarting would take the resource
+                            // back from the server that took it over; any other failure is
+                            // the one the restart is for, and must not cancel it.
+                            if let Some(f) = lost_elsewhere(&runner).await {
+                                lost = Some(f);
+                                break false;
+                            }
+                        }
+                    }
+                };
+                if let Some(f) = lost {
+                    monitoring = false;
+                    Some(GroupResult::Lost(f.to_string()))
+                } else if go {
+                    let r = match runner.stop().await {
+                        Ok(()) => runner.start().await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    monitoring = r.is_ok();
+                    Some(GroupResult::Restarted(r))
+                } else {
+                    // The driver moved on (a stop); that command decides what happens.
+                    None
+                }
+            }
+            None => {
+                let now = Instant::now();
+                let mut failed = None;
+                for i in 0..due.len() {
+                    if due[i] > now {
+                        continue;
+                    }
+                    due[i] = Instant::now() + intervals[i];
+                    if let Err(f) = runner.monitor_one(i).await {
+                        failed = Some(f);
+                        break;
+                    }
+                }
+                failed.map(|f| {
+                    // Paused until the driver decides (restart or release).
+                    monitoring = false;
+                    if f.lost_to.is_some() {
+                        GroupResult::Lost(f.to_string())
+                    } else {
+                        GroupResult::MonitorFailed(f.to_string())
+                    }
+                })
+            }
+        };
+        if had_cmd {
+            due = schedule(Instant::now());
+        }
+        if let Some(result) = result
+            && tx.send(Event::Group { group: gi, result }).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Monitors every agent of the group, past failures, for one that runs on another server.
+async fn lost_elsewhere(runner: &GroupRunner) -> Option<crate::agents::group::MonitorFailure> {
+    for i in 0..runner.monitor_intervals().len() {
+        if let Err(f) = runner.monitor_one(i).await
+            && f.lost_to.is_some()
+        {
+            return Some(f);
+        }
+    }
+    None
+}
+
+pub(super) async fn readiness_task(gi: usize, runner: Arc<GroupRunner>, tx: mpsc::Sender<Event>) {
+    let mut alarm = Alarm::new("readiness");
+    loop {
+        // Groups whose agents cannot tell need no task.
+        let Some(problems) = runner.readiness().await else {
+            return;
+        };
+        let at = std::time::SystemTime::now();
+        if tx
+            .send(Event::Readiness {
+                group: gi,
+                problems,
+                at,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        alarm.set(Some(Instant::now() + readiness_interval()));
+        alarm.wait().await;
+    }
+}
