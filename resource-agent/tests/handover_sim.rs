@@ -10,8 +10,9 @@ use rand::{Rng, SeedableRng};
 use tandem_config::{Failback, Role};
 use tandem_resource_agent::core::placement::{self, GroupView, NodeView};
 use tandem_resource_agent::core::{
-    AgentOutcome, Announce, Command, Config, Core, GroupSpec, Input, LocalState, MemberNode,
-    MembershipView, Message, Output, Time, Timers, worst_case_announcement,
+    AgentOutcome, Announce, Command, Config, Core, DeathReason, GroupSpec, Input, LocalState,
+    MemberNode, MemberState, Membership, Message, Output, Quorum, Time, Timers,
+    worst_case_announcement,
 };
 
 const STEP_MS: u64 = 10;
@@ -132,8 +133,8 @@ impl Sim {
         // Everything started together: every membership knows everyone from the start.
         for i in 0..n {
             sim.nodes[i].view = vec![(true, 1); n];
-            let v = sim.view_of(i);
-            sim.feed(i, Input::View(v));
+            let v = sim.snapshot_of(i);
+            sim.feed(i, Input::Membership(v));
         }
         sim
     }
@@ -166,29 +167,45 @@ impl Sim {
         }
     }
 
-    fn view_of(&self, i: usize) -> MembershipView {
-        let n = &self.nodes[i];
-        let alive = n
+    /// Node i's membership quorum, by its view: majority with three nodes or more, always
+    /// with two (`two_node`).
+    fn quorum_of(&self, i: usize) -> Quorum {
+        let n = self.names.len();
+        let alive = self.nodes[i]
             .view
             .iter()
             .enumerate()
             .filter(|(j, v)| *j == i || v.0)
             .count();
-        MembershipView {
-            quorate: if self.names.len() == 2 {
-                true
-            } else {
-                alive * 2 > self.names.len()
-            },
+        if n == 2 {
+            Quorum {
+                quorate: true,
+                needed: 1,
+            }
+        } else {
+            Quorum {
+                quorate: alive * 2 > n,
+                needed: (n / 2 + 1) as u32,
+            }
+        }
+    }
+
+    /// What node i's membership sends first on connecting.
+    fn snapshot_of(&self, i: usize) -> Membership {
+        let n = &self.nodes[i];
+        Membership::Snapshot {
+            quorum: self.quorum_of(i),
             nodes: (0..self.names.len())
                 .map(|j| MemberNode {
                     name: self.names[j].clone(),
-                    alive: j == i || n.view[j].0,
+                    state: if j == i || n.view[j].0 {
+                        MemberState::Up
+                    } else {
+                        MemberState::Dead
+                    },
                     generation: n.view[j].1,
                 })
                 .collect(),
-            late: Vec::new(),
-            left: Vec::new(),
         }
     }
 
@@ -217,8 +234,8 @@ impl Sim {
             .map(|j| (self.alive(j), self.nodes[j].life))
             .collect();
         self.nodes[i].view = truth;
-        let v = self.view_of(i);
-        self.feed(i, Input::View(v));
+        let v = self.snapshot_of(i);
+        self.feed(i, Input::Membership(v));
         self.announce_truth_change(i);
     }
 
@@ -293,6 +310,28 @@ impl Sim {
         };
         hv.handle(now, input);
         self.drain(i);
+    }
+
+    /// Node i's membership sees `of` up or dead: the event, then the quorum change it
+    /// causes, as membership reports them.
+    fn membership_event(&mut self, i: usize, of: usize, alive: bool, generation: u64) {
+        let before = self.quorum_of(i);
+        self.nodes[i].view[of] = (alive, generation);
+        let node = self.names[of].clone();
+        let ev = if alive {
+            Membership::NodeUp { node, generation }
+        } else {
+            Membership::NodeDead {
+                node,
+                generation,
+                reason: DeathReason::Silent,
+            }
+        };
+        self.feed(i, Input::Membership(ev));
+        let after = self.quorum_of(i);
+        if after != before {
+            self.feed(i, Input::Membership(Membership::QuorumChanged(after)));
+        }
     }
 
     fn command(&mut self, i: usize, cmd: Command) -> Result<String, String> {
@@ -464,9 +503,7 @@ impl Sim {
                 if !alive && self.nodes[of].life > generation {
                     return;
                 }
-                self.nodes[node].view[of] = (alive, generation);
-                let v = self.view_of(node);
-                self.feed(node, Input::View(v));
+                self.membership_event(node, of, alive, generation);
             }
         }
     }
@@ -1108,9 +1145,7 @@ fn a_holder_thawed_after_its_death_loses_the_group_and_does_not_take_it_back() {
         // (still holding the group) before its monitor has answered: b must not yield to it.
         sim.nodes[0].hv = frozen;
         sim.cut.clear();
-        sim.nodes[1].view[0] = (true, 1);
-        let v = sim.view_of(1);
-        sim.feed(1, Input::View(v));
+        sim.membership_event(1, 0, true, 1);
         sim.feed(0, Input::Tick);
         sim.run_ms(100);
         // a hears b's hold and checks its own against the provider at once, once (the
@@ -1177,6 +1212,8 @@ struct Single {
     names: Vec<String>,
     /// Membership generation of each node.
     gens: Vec<u64>,
+    /// What membership last reported: each node's state (with its generation) and quorum.
+    reported: Option<(Vec<(MemberState, u64)>, bool)>,
 }
 
 impl Single {
@@ -1213,6 +1250,7 @@ impl Single {
             base,
             names: names.iter().map(|s| s.to_string()).collect(),
             gens: vec![1; names.len()],
+            reported: None,
         }
     }
 
@@ -1236,23 +1274,90 @@ impl Single {
         left: &[&str],
         quorate: bool,
     ) -> Vec<Output> {
-        let view = MembershipView {
-            quorate,
-            late: late.iter().map(|s| s.to_string()).collect(),
-            left: left.iter().map(|s| s.to_string()).collect(),
-            nodes: self
-                .names
-                .iter()
-                .zip(alive)
-                .zip(&self.gens)
-                .map(|((n, a), g)| MemberNode {
-                    name: n.clone(),
-                    alive: *a,
-                    generation: *g,
-                })
-                .collect(),
+        // The events membership would send for this change (a snapshot the first time).
+        let states: Vec<(MemberState, u64)> = self
+            .names
+            .iter()
+            .zip(alive)
+            .zip(&self.gens)
+            .map(|((n, a), g)| {
+                let state = match (*a, late.contains(&n.as_str())) {
+                    (false, _) => MemberState::Dead,
+                    (true, true) => MemberState::Late,
+                    (true, false) => MemberState::Up,
+                };
+                (state, *g)
+            })
+            .collect();
+        let needed = if self.names.len() == 2 {
+            1
+        } else {
+            self.names.len() as u32 / 2 + 1
         };
-        self.hv.handle(self.at(ms), Input::View(view));
+        let quorum = Quorum { quorate, needed };
+        let mut events = Vec::new();
+        match &self.reported {
+            None => events.push(Membership::Snapshot {
+                quorum,
+                nodes: self
+                    .names
+                    .iter()
+                    .zip(&states)
+                    .map(|(n, (state, generation))| MemberNode {
+                        name: n.clone(),
+                        state: *state,
+                        generation: *generation,
+                    })
+                    .collect(),
+            }),
+            Some((before, was_quorate)) => {
+                // In the order membership notices them: late (at warn_after), then deaths
+                // (at dead_after); those coming back; then the quorum they change.
+                let (mut lates, mut ups, mut deaths) = (Vec::new(), Vec::new(), Vec::new());
+                for (j, (now, was)) in states.iter().zip(before).enumerate() {
+                    let node = self.names[j].clone();
+                    let generation = now.1;
+                    match now.0 {
+                        _ if now == was => {}
+                        MemberState::Dead => deaths.push(Membership::NodeDead {
+                            reason: if left.contains(&node.as_str()) {
+                                DeathReason::Left
+                            } else {
+                                DeathReason::Silent
+                            },
+                            node,
+                            generation,
+                        }),
+                        MemberState::Late if was.0 == MemberState::Up && was.1 == generation => {
+                            lates.push(Membership::NodeLate { node })
+                        }
+                        MemberState::Late => {
+                            ups.push(Membership::NodeUp {
+                                node: node.clone(),
+                                generation,
+                            });
+                            ups.push(Membership::NodeLate { node });
+                        }
+                        MemberState::Up => ups.push(Membership::NodeUp { node, generation }),
+                    }
+                }
+                events.extend(lates.into_iter().chain(deaths).chain(ups));
+                if *was_quorate != quorate {
+                    events.push(Membership::QuorumChanged(quorum));
+                }
+            }
+        }
+        self.reported = Some((states, quorate));
+        let mut out = Vec::new();
+        for ev in events {
+            out.extend(self.event(ms, ev));
+        }
+        out
+    }
+
+    /// One event of membership's stream.
+    fn event(&mut self, ms: u64, ev: Membership) -> Vec<Output> {
+        self.hv.handle(self.at(ms), Input::Membership(ev));
         self.hv.drain_outputs()
     }
 
@@ -1393,6 +1498,58 @@ fn a_death_while_another_node_is_late_waits_for_the_claim_retry() {
     n.hv.drain_outputs();
     let out = n.view_with(1500, &[false, true, true], &[], true);
     assert_eq!(starts(&out), ["ip"], "{out:?}");
+}
+
+/// Found by tandem-soak (seed 5, fault 3, three nodes in namespaces): the node cut off
+/// from the majority saw both peers die, and acted on the second death before
+/// membership's QuorumChanged event arrived. The death itself takes the quorum away when
+/// the votes left are too few; only membership's event gives it back.
+#[test]
+fn a_death_leaving_too_few_votes_loses_quorum_before_membership_says_so() {
+    let dead = |node: &str| Membership::NodeDead {
+        node: node.into(),
+        generation: 1,
+        reason: DeathReason::Silent,
+    };
+    let roles = [Role::Member, Role::Member, Role::Witness];
+    let mut n = Single::with_roles("b", &["a", "b", "w"], &roles);
+    n.view(0, &[true, true, true]);
+    n.announce(10, "a", holding(3, 1, "ip"));
+    assert_eq!(n.run_until(20, 1000), 0);
+    assert!(starts(&n.event(1500, dead("w"))).is_empty(), "a holds");
+    assert!(n.hv.status(n.at(1500)).quorate, "b and a are a majority");
+    let out = n.event(1510, dead("a"));
+    assert!(starts(&out).is_empty(), "b alone is no majority: {out:?}");
+    assert!(!n.hv.status(n.at(1510)).quorate);
+    assert_eq!(n.run_until(1510, 5000), 0);
+    // Membership's own event raises it again (here: w back).
+    n.event(
+        5000,
+        Membership::NodeUp {
+            node: "w".into(),
+            generation: 1,
+        },
+    );
+    assert!(
+        !n.hv.status(n.at(5000)).quorate,
+        "not before membership says so"
+    );
+    n.event(
+        5010,
+        Membership::QuorumChanged(Quorum {
+            quorate: true,
+            needed: 2,
+        }),
+    );
+    // (After the settle a node that comes up gets; a witness may run no agent.)
+    assert_eq!(n.run_until(5010, 6000), 1);
+
+    // two_node (one vote needed): the survivor stays quorate and takes over.
+    let mut n = Single::new("b", &["a", "b"]);
+    n.view(0, &[true, true]);
+    n.announce(10, "a", holding(3, 1, "ip"));
+    assert_eq!(n.run_until(20, 1000), 0);
+    assert_eq!(starts(&n.event(1500, dead("a"))), ["ip"]);
 }
 
 fn idle(inc: u64, seq: u64) -> Announce {
@@ -1853,19 +2010,21 @@ fn a_thawed_holder_that_saw_only_the_start_does_not_make_the_taker_yield() {
         left_grace: Duration::from_secs(1),
     };
     let mut hv = Core::new(cfg, 7, &[], false, base).expect("handover");
-    let view = |a_alive: bool| MembershipView {
-        quorate: true,
-        late: Vec::new(),
-        left: Vec::new(),
+    let a = |state: MemberState| MemberNode {
+        name: "a".into(),
+        state,
+        generation: 1,
+    };
+    let snapshot = Membership::Snapshot {
+        quorum: Quorum {
+            quorate: true,
+            needed: 1,
+        },
         nodes: vec![
-            MemberNode {
-                name: "a".into(),
-                alive: a_alive,
-                generation: 1,
-            },
+            a(MemberState::Up),
             MemberNode {
                 name: "b".into(),
-                alive: true,
+                state: MemberState::Up,
                 generation: 1,
             },
         ],
@@ -1875,18 +2034,31 @@ fn a_thawed_holder_that_saw_only_the_start_does_not_make_the_taker_yield() {
         generation: 1,
         payload: Message::State(a).encode().expect("encode"),
     };
-    hv.handle(at(0), Input::View(view(true)));
+    hv.handle(at(0), Input::Membership(snapshot));
     hv.handle(at(10), msg(holding(5, 1, "ip")));
     hv.handle(at(1000), Input::Tick);
     hv.drain_outputs();
     // a frozen past dead_after: declared dead, b starts the group at once.
-    hv.handle(at(1500), Input::View(view(false)));
+    hv.handle(
+        at(1500),
+        Input::Membership(Membership::NodeDead {
+            node: "a".into(),
+            generation: 1,
+            reason: DeathReason::Silent,
+        }),
+    );
     let out = hv.drain_outputs();
     assert_eq!(starts(&out), ["ip"]);
     let starting = last_announcement(&out).expect("announced");
     // Thawed: a (first in configuration order) still announces its hold, having seen b's
     // starting announcement.
-    hv.handle(at(1600), Input::View(view(true)));
+    hv.handle(
+        at(1600),
+        Input::Membership(Membership::NodeUp {
+            node: "a".into(),
+            generation: 1,
+        }),
+    );
     let mut stale = holding(5, 2, "ip");
     stale.seen.insert("b".into(), (starting.inc, starting.seq));
     hv.handle(at(1610), msg(stale.clone()));

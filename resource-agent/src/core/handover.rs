@@ -1,8 +1,9 @@
-//! The handover state machine of one node: sans-IO, fed `now` and inputs, returning actions.
+//! The handover protocol between the agents, and the state of each group on this node.
 //!
-//! Inputs: membership view changes, announcements from the other nodes' agents (carried by
-//! membership's `Send`/`Subscribe` on [`TOPIC`]), results of local agent actions, health,
-//! and operator commands. Outputs: start/stop a group, messages to send, persist standby.
+//! Inputs: membership's events (deaths, leaves, quorum), announcements from the other
+//! nodes' agents (carried by membership's `Send`/`Subscribe` on [`super::TOPIC`]), results
+//! of local agent actions, health, and operator commands. Outputs: start/stop a group,
+//! messages to send, persist standby.
 //!
 //! Protocol (one message kind does most of the work: a full, idempotent *announcement* of
 //! the sender's state, so a lost or reordered message is repaired by the next one):

@@ -1,12 +1,14 @@
 //! Membership's events as the core reads them: who is alive (and late), who died or left,
 //! quorum; and the loss of a group to another server, which only membership's verdicts
 //! resolve.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use tandem_config::Role;
 use tracing::{debug, info, warn};
 
-use super::{Core, LocalState, MembershipView, Output, Time};
+use super::{
+    Core, DeathReason, LocalState, MemberNode, MemberState, Membership, Output, Quorum, Time,
+};
 
 impl Core {
     pub(super) fn lost(&mut self, group: &str, reason: String) {
@@ -44,83 +46,135 @@ impl Core {
         self.dirty = true;
     }
 
-    pub(super) fn on_view(&mut self, now: Time, view: MembershipView) {
+    pub(super) fn on_membership(&mut self, now: Time, m: Membership) {
+        match m {
+            Membership::Snapshot { quorum, nodes } => self.on_snapshot(now, quorum, nodes),
+            Membership::NodeUp { node, generation } => {
+                self.late.remove(&node);
+                self.node_up(now, &node, generation);
+            }
+            Membership::NodeLate { node } => {
+                self.late.insert(node);
+            }
+            Membership::NodeDead {
+                node,
+                generation,
+                reason,
+            } => {
+                self.late.remove(&node);
+                self.node_dead(now, &node, generation, reason == DeathReason::Left);
+                // Membership reports the quorum loss a death causes as a later event. Acting
+                // on the death with the old quorum in between let a node cut off from the
+                // majority start the group (and move the IP) for a moment: quorum is lost
+                // here at once when the votes left are too few; only membership's own event
+                // raises it again.
+                let votes = 1 + self.alive.len() as u32;
+                if self.quorate && self.quorum_needed.is_some_and(|n| votes < n) {
+                    info!(votes, "quorum lost with this death");
+                    self.quorate = false;
+                }
+            }
+            Membership::QuorumChanged(q) => self.set_quorum(q),
+        }
+    }
+
+    fn set_quorum(&mut self, q: Quorum) {
+        if self.quorate != q.quorate {
+            info!(quorate = q.quorate, "quorum changed");
+            self.quorate = q.quorate;
+        }
+        self.quorum_needed = Some(q.needed);
+    }
+
+    /// The first news after (re)connecting: the whole view. A node that left before we
+    /// connected is just dead here.
+    fn on_snapshot(&mut self, now: Time, quorum: Quorum, nodes: Vec<MemberNode>) {
         if !self.connected {
-            info!(quorate = view.quorate, "membership view received");
+            info!(quorate = quorum.quorate, "membership view received");
             self.dirty = true;
         }
         self.connected = true;
-        if self.quorate != view.quorate {
-            info!(quorate = view.quorate, "quorum changed");
-            self.quorate = view.quorate;
-        }
-        self.late = view.late.into_iter().collect();
-        let left: BTreeSet<String> = view.left.into_iter().collect();
-        for n in &view.nodes {
-            if n.alive && !self.late.contains(&n.name) {
-                self.seen_alive_since_loss(&n.name);
+        self.set_quorum(quorum);
+        self.late = nodes
+            .iter()
+            .filter(|n| n.state == MemberState::Late)
+            .map(|n| n.name.clone())
+            .collect();
+        for n in nodes {
+            match n.state {
+                MemberState::Up | MemberState::Late => self.node_up(now, &n.name, n.generation),
+                MemberState::Dead => self.node_dead(now, &n.name, n.generation, false),
             }
         }
-        for n in view.nodes {
-            if n.name == self.cfg.local || self.node_idx(&n.name).is_none() {
-                continue;
-            }
-            if n.alive {
-                match self.alive.get(&n.name) {
-                    Some((g, _)) if *g == n.generation => {}
-                    known => {
-                        info!(node = %n.name, generation = n.generation, new_incarnation = known.is_some(), "node up");
-                        // Alive again (a healed partition keeps its generation): its messages
-                        // count again; those of older incarnations still do not.
-                        self.dead_gen
-                            .insert(n.name.clone(), n.generation.saturating_sub(1));
-                        self.alive.insert(n.name.clone(), (n.generation, now));
-                        // Membership's stream to a new incarnation starts empty: tell it.
-                        self.reply_to.insert(n.name.clone());
-                    }
-                }
-                if self.left_at.remove(&n.name).is_some() {
-                    info!(node = %n.name, "node back after leaving; what it holds stays held");
-                }
-            } else {
-                if self.left_at.contains_key(&n.name) {
-                    continue;
-                }
-                let was_alive = self.alive.remove(&n.name).is_some();
-                if was_alive && left.contains(&n.name) {
-                    let dead = self.dead_gen.entry(n.name.clone()).or_default();
-                    *dead = (*dead).max(n.generation);
-                    // Its agent keeps running, and holding, while membership restarts
-                    // (`systemctl restart`): what it announced as held stays held for
-                    // `left_grace`. Its claims are void (a disconnected agent starts nothing).
-                    let holds = self.peers.get_mut(&n.name).is_some_and(|p| {
-                        p.state.claims.clear();
-                        !p.state.holds.is_empty()
-                    });
-                    self.dirty = true;
-                    if holds {
-                        info!(node = %n.name, generation = n.generation, grace = ?self.cfg.left_grace, "node left; its groups stay held unless it does not come back in time");
-                        self.left_at.insert(n.name.clone(), now);
-                        continue;
-                    }
-                }
-                // Only membership's verdict frees what a node held.
-                let freed = self
-                    .peers
-                    .get(&n.name)
-                    .is_some_and(|p| p.generation <= n.generation);
-                if freed {
-                    self.peers.remove(&n.name);
-                }
-                let dead = self.dead_gen.entry(n.name.clone()).or_default();
-                *dead = (*dead).max(n.generation);
-                if was_alive || freed {
-                    info!(node = %n.name, generation = n.generation, "node dead; its groups are free");
-                    self.dirty = true;
-                }
-                self.died_since_loss(&n.name);
+    }
+
+    /// Membership shows `node` alive at `generation`.
+    fn node_up(&mut self, now: Time, node: &str, generation: u64) {
+        if node == self.cfg.local || self.node_idx(node).is_none() {
+            return;
+        }
+        if !self.late.contains(node) {
+            self.seen_alive_since_loss(node);
+        }
+        match self.alive.get(node) {
+            Some((g, _)) if *g == generation => {}
+            known => {
+                info!(node = %node, generation, new_incarnation = known.is_some(), "node up");
+                // Alive again (a healed partition keeps its generation): its messages count
+                // again; those of older incarnations still do not.
+                self.dead_gen
+                    .insert(node.to_owned(), generation.saturating_sub(1));
+                self.alive.insert(node.to_owned(), (generation, now));
+                // Membership's stream to a new incarnation starts empty: tell it.
+                self.reply_to.insert(node.to_owned());
             }
         }
+        if self.left_at.remove(node).is_some() {
+            info!(node = %node, "node back after leaving; what it holds stays held");
+        }
+    }
+
+    /// Membership declared `node` dead at `generation`; `left`: by a clean shutdown.
+    fn node_dead(&mut self, now: Time, node: &str, generation: u64, left: bool) {
+        if node == self.cfg.local
+            || self.node_idx(node).is_none()
+            || self.left_at.contains_key(node)
+        {
+            return;
+        }
+        let was_alive = self.alive.remove(node).is_some();
+        if was_alive && left {
+            let dead = self.dead_gen.entry(node.to_owned()).or_default();
+            *dead = (*dead).max(generation);
+            // Its agent keeps running, and holding, while membership restarts (`systemctl
+            // restart`): what it announced as held stays held for `left_grace`. Its claims
+            // are void (a disconnected agent starts nothing).
+            let holds = self.peers.get_mut(node).is_some_and(|p| {
+                p.state.claims.clear();
+                !p.state.holds.is_empty()
+            });
+            self.dirty = true;
+            if holds {
+                info!(node = %node, generation, grace = ?self.cfg.left_grace, "node left; its groups stay held unless it does not come back in time");
+                self.left_at.insert(node.to_owned(), now);
+                return;
+            }
+        }
+        // Only membership's verdict frees what a node held.
+        let freed = self
+            .peers
+            .get(node)
+            .is_some_and(|p| p.generation <= generation);
+        if freed {
+            self.peers.remove(node);
+        }
+        let dead = self.dead_gen.entry(node.to_owned()).or_default();
+        *dead = (*dead).max(generation);
+        if was_alive || freed {
+            info!(node = %node, generation, "node dead; its groups are free");
+            self.dirty = true;
+        }
+        self.died_since_loss(node);
     }
 
     /// Membership shows `node` alive (not late): a later death of it is a new one.

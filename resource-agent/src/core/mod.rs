@@ -117,26 +117,66 @@ impl Config {
     }
 }
 
-/// One node in the membership view.
+/// A node's state as membership reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberState {
+    Up,
+    /// Alive but silent for longer than `warn_after`: likely the next to be declared dead,
+    /// e.g. the rest of the majority when this node is cut off.
+    Late,
+    /// Dead, or never heard since membership started.
+    Dead,
+}
+
+/// One node in membership's snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberNode {
     pub name: String,
-    /// UP or LATE.
-    pub alive: bool,
+    pub state: MemberState,
     pub generation: u64,
 }
 
-/// The membership view as the handover needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MembershipView {
+/// Membership's quorum as far as the core needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quorum {
     pub quorate: bool,
-    pub nodes: Vec<MemberNode>,
-    /// Alive nodes silent for longer than `warn_after` (membership's LATE): likely the next
-    /// to be declared dead, e.g. the rest of the majority when this node is cut off.
-    pub late: Vec<String>,
-    /// Dead nodes whose membership announced a clean shutdown (`REASON_LEFT`) and has not
-    /// come back since.
-    pub left: Vec<String>,
+    /// Votes needed for quorum (the local node's own included).
+    pub needed: u32,
+}
+
+/// Why membership declared a node dead (`NodeDead.reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeathReason {
+    /// Silent on every link for `dead_after`.
+    Silent,
+    /// Never heard within `init_dead`.
+    NeverHeard,
+    /// Its membership announced a clean shutdown (`REASON_LEFT`).
+    Left,
+}
+
+/// Membership's news, as its `Watch` stream reports it: a snapshot first after each
+/// (re)connection, then one event per change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Membership {
+    Snapshot {
+        quorum: Quorum,
+        nodes: Vec<MemberNode>,
+    },
+    /// Up, back from late, or a new incarnation (a new generation).
+    NodeUp {
+        node: String,
+        generation: u64,
+    },
+    NodeLate {
+        node: String,
+    },
+    NodeDead {
+        node: String,
+        generation: u64,
+        reason: DeathReason,
+    },
+    QuorumChanged(Quorum),
 }
 
 /// Result of a group action run by the local agents.
@@ -156,8 +196,8 @@ pub enum AgentOutcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
-    /// The membership view after a change (also the first snapshot after connecting).
-    View(MembershipView),
+    /// Membership's snapshot or event, in the order of its `Watch` stream.
+    Membership(Membership),
     /// The membership socket is gone.
     Disconnected,
     /// A message on [`TOPIC`]; `generation` is the sender's membership generation
@@ -308,6 +348,8 @@ pub struct Core {
     seq: u64,
     connected: bool,
     quorate: bool,
+    /// Votes needed for quorum, from membership's latest report.
+    quorum_needed: Option<u32>,
     standby: bool,
     healthy: bool,
     started_at: Time,
@@ -389,6 +431,7 @@ impl Core {
             seq: 0,
             connected: false,
             quorate: false,
+            quorum_needed: None,
             standby,
             healthy: true,
             started_at: now,
@@ -449,7 +492,7 @@ impl Core {
 
     pub fn handle(&mut self, now: Time, input: Input) {
         match input {
-            Input::View(view) => self.on_view(now, view),
+            Input::Membership(m) => self.on_membership(now, m),
             Input::Disconnected => {
                 if self.connected {
                     warn!("membership disconnected: keeping what is held, starting nothing");

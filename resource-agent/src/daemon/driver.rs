@@ -17,14 +17,14 @@ use crate::alarm::Alarm;
 use crate::core::restart::{Decision, RestartTracker};
 use crate::core::watch::{DisconnectWatch, StallWatch};
 use crate::core::{
-    AgentOutcome, Command, CommandError, Core, Input, LocalState, MembershipView, Output, Time,
+    AgentOutcome, Command, CommandError, Core, Input, LocalState, Membership, Output, Time,
 };
 use crate::health::Health;
 use crate::metrics::{Metrics, StartCause};
 
 #[derive(Debug)]
 pub(super) enum Event {
-    View(MembershipView),
+    Membership(Membership),
     Disconnected(String),
     Message {
         from: String,
@@ -309,13 +309,13 @@ impl Driver {
     fn on_event(&mut self, ev: Event) {
         let now = Instant::now();
         match ev {
-            Event::View(v) => {
+            Event::Membership(m) => {
                 if self.disconnected_since.take().is_some() {
                     info!("membership connected");
                     self.disconnect.connected();
                 }
                 self.reported_down = false;
-                self.hv.handle(self.at(now), Input::View(v));
+                self.hv.handle(self.at(now), Input::Membership(m));
             }
             Event::Disconnected(why) => {
                 if !self.reported_down {
