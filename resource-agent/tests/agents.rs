@@ -243,8 +243,6 @@ async fn agents_do_not_inherit_the_daemon_environment() {
     assert!(env.contains("PATH=") && !env.contains("HOME="), "{env}");
 }
 
-const DUMMY: &str = "/usr/lib/ocf/resource.d/heartbeat/Dummy";
-
 fn dummy(state: &Path, root: &str) -> Ocf {
     let mut params = BTreeMap::new();
     params.insert("state".to_owned(), state.display().to_string());
@@ -262,10 +260,7 @@ fn dummy(state: &Path, root: &str) -> Ocf {
 
 #[tokio::test]
 async fn real_ocf_dummy_agent_starts_monitors_and_stops() {
-    if !Path::new(DUMMY).exists() {
-        eprintln!("SKIPPED: {DUMMY} is absent (apt-get install resource-agents)");
-        return;
-    }
+    tandem_tests::skip_unless!(tandem_tests::require::ocf_dummy());
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("dummy.state");
     let ocf = dummy(&state, "/usr/lib/ocf");
@@ -677,7 +672,7 @@ async fn probe_of_a_stopped_group_reports_stopped_not_failed() {
             settings: settings(5000),
         })) as Box<dyn Agent>,
     ];
-    if Path::new("/usr/lib/ocf/resource.d/heartbeat/Dummy").exists() {
+    if tandem_tests::require::ocf_dummy().is_ok() {
         agents.push(Box::new(dummy(&state, "/usr/lib/ocf")));
     }
     let g = GroupRunner::new("web", agents);

@@ -678,10 +678,11 @@ fn open_up(paths: &[&Path], mode: u32) {
 
 #[tokio::test]
 async fn mutating_calls_need_root_or_the_admin_group() {
-    if !nix::unistd::getuid().is_root() || which("setpriv").is_none() {
-        eprintln!("SKIPPED: needs root and setpriv to act as another user");
-        return;
-    }
+    // Acting as another user needs both.
+    tandem_tests::skip_unless!(
+        tandem_tests::require::root(),
+        tandem_tests::require::tools(&["setpriv"])
+    );
     for (admin, allowed) in [(false, false), (true, true)] {
         let dir = tempfile::tempdir().expect("tempdir");
         let extra = if admin {
@@ -710,14 +711,6 @@ async fn mutating_calls_need_root_or_the_admin_group() {
         let _ = a.stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(5), a.task).await;
     }
-}
-
-fn which(cmd: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(cmd))
-        .find(|p| p.is_file())
 }
 
 #[test]

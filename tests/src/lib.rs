@@ -5,4 +5,5 @@ pub mod cluster;
 pub mod emulator;
 pub mod netns;
 pub mod procstat;
+pub mod require;
 pub mod soak;

@@ -117,23 +117,7 @@ fn ip(args: &[&str]) -> Result<String, NetnsError> {
 
 /// Why namespaces cannot be used here, if they cannot.
 pub fn unavailable() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("not root".into());
-    }
-    for tool in ["ip", "nft"] {
-        let found = Command::new(tool)
-            .arg("-V")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        if !found {
-            return Some(format!(
-                "`{tool}` not found (apt-get install -y iproute2 nftables)"
-            ));
-        }
-    }
-    None
+    crate::require::netns().err()
 }
 
 /// Deletes `tdm-<pid>-...` namespaces whose creating process is gone.

@@ -9,11 +9,11 @@ use std::time::Duration;
 use tandem_proto::agent::v1 as apb;
 use tandem_resource_agent::core::Timers;
 use tandem_tests::cluster::{Binaries, Cluster, Daemon, Spec, wait_for};
+use tandem_tests::{require, skip_unless};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const MOVE_LIMIT: Duration = Duration::from_secs(15);
-const DUMMY: &str = "/usr/lib/ocf/resource.d/heartbeat/Dummy";
 
 async fn launch(spec: Spec, dir: Option<&Path>) -> Cluster {
     let started = tokio::time::Instant::now();
@@ -63,10 +63,7 @@ fn order(c: &Cluster) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lsb_ocf_and_exec_start_in_order_and_stop_in_reverse() {
-    if !Path::new(DUMMY).exists() {
-        println!("skipped: {DUMMY} is absent (install the resource-agents package)");
-        return;
-    }
+    skip_unless!(require::ocf_dummy());
     let _serial = SERIAL.lock().await;
     let tmp = tempfile::tempdir().expect("temp dir");
     // Each script runs in its node's directory: `../order.log` is shared, the flags are per
@@ -254,10 +251,7 @@ async fn agent_states(c: &Cluster, i: usize) -> Option<(i32, Vec<(String, i32, u
 /// holder dies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_not_running_at_start_are_stopped_not_failed_and_start_on_failover() {
-    if !Path::new(DUMMY).exists() {
-        println!("skipped: {DUMMY} is absent (install the resource-agents package)");
-        return;
-    }
+    skip_unless!(require::ocf_dummy());
     let _serial = SERIAL.lock().await;
     let tmp = tempfile::tempdir().expect("temp dir");
     let lsb = tmp.path().join("lsb-svc");

@@ -182,14 +182,7 @@ async fn ipctl_assign_fails_clearly_without_leaking_the_token() {
 #[tokio::test]
 async fn ipctl_assign_redraws_one_line_on_a_terminal() {
     // util-linux `script` gives ipctl a pseudo-terminal; skip where it is missing.
-    if std::process::Command::new("script")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: util-linux `script` is not installed (needed for a pty)");
-        return;
-    }
+    tandem_tests::skip_unless!(tandem_tests::require::tools(&["script"]));
     let emu = Emulator::start(fixture(Duration::from_millis(300)))
         .await
         .unwrap();

@@ -280,6 +280,8 @@ fn replay(c: &TandemNet, from: usize, to: std::net::SocketAddrV4, payloads: &[Ve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn captured_heartbeats_replayed_later_are_rejected_and_change_nothing() {
+    // Checked before anything starts: `ip netns exec tcpdump` spawns fine without tcpdump.
+    tandem_tests::skip_unless!(tandem_tests::require::tools(&["tcpdump"]));
     let Some(mut c) = cluster(2, 1, &["a", "b"], TEST, None).await else {
         return;
     };
@@ -291,13 +293,7 @@ async fn captured_heartbeats_replayed_later_are_rejected_and_change_nothing() {
         .args(["udp", "port", "694"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    let pid = match c.net.spawn(cmd) {
-        Ok(pid) => pid,
-        Err(e) => {
-            eprintln!("skipped: tcpdump unavailable ({e}); apt-get install -y tcpdump");
-            return;
-        }
-    };
+    let pid = c.net.spawn(cmd).expect("tcpdump started");
     tokio::time::sleep(Duration::from_secs(2)).await;
     c.net.kill9(pid);
     let bytes = std::fs::read(&pcap_file).expect("capture written");
