@@ -1,16 +1,20 @@
 //! gRPC over Unix sockets, done fully: safe binding (a stale socket left by a dead process
 //! is replaced, the socket of a live daemon never is), the socket's mode and group, health and
-//! reflection beside every service, and a client connector with errors that say what to do.
+//! reflection beside every service, a relay that lets every stock gRPC client in whatever it
+//! sends as `:authority` ([`relay`]), and a client connector with errors that say what to do.
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use futures::TryStreamExt;
 use hyper_util::rt::TokioIo;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::Routes;
 use tonic::transport::{Channel, Endpoint, Server, Uri};
 use tonic_health::server::HealthReporter;
+
+mod relay;
 
 /// Why a socket could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -109,16 +113,20 @@ pub async fn standard_routes(routes: Routes, service_name: &str) -> (Routes, Hea
     (routes, reporter)
 }
 
-/// Serves `routes` on `listener` until `shutdown` completes. Handlers can read the caller's
-/// credentials from `request.extensions().get::<tonic::transport::server::UdsConnectInfo>()`.
+/// Serves `routes` on `listener` until `shutdown` completes. Each connection goes through
+/// [`relay`], so clients that send the socket path as `:authority` (Python, Java) are served
+/// like those that send `localhost` (Go, Node). Handlers can read the caller's credentials
+/// from `request.extensions().get::<tonic::transport::server::UdsConnectInfo>()`.
 pub async fn serve(
     listener: UnixListener,
     routes: Routes,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    let incoming = UnixListenerStream::new(listener).map_ok(relay::accept);
     Server::builder()
+        .max_frame_size(relay::MAX_FRAME_SIZE)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
 
