@@ -32,10 +32,12 @@ for f in usr/bin/ipctl usr/bin/tandem-membership usr/bin/tandem-resource-agent \
     usr/share/doc/tandem/examples/cluster.yaml usr/share/man/man1/ipctl.1.gz \
     usr/share/man/man1/ipctl-status.1.gz usr/share/man/man8/tandem-membership.8.gz \
     usr/share/man/man8/tandem-resource-agent.8.gz usr/share/bash-completion/completions/ipctl \
-    usr/share/zsh/vendor-completions/_ipctl usr/share/fish/vendor_completions.d/ipctl.fish; do
+    usr/share/zsh/vendor-completions/_ipctl usr/share/fish/vendor_completions.d/ipctl.fish \
+    usr/share/doc/tandem/QUERYING.md usr/share/tandem/proto/tandem/membership/v1/membership.proto \
+    usr/share/tandem/proto/tandem/agent/v1/agent.proto; do
     grep -q " \./$f\$" <<<"$contents" || fail "$f is not in the package"
 done
-ok "package holds the binaries, units, sysusers/tmpfiles files, example, man pages, completions"
+ok "package holds the binaries, units, sysusers/tmpfiles files, example, man pages, completions, protos"
 if grep -q ' \./etc/.' <<<"$contents"; then
     fail "the package ships files under /etc (a live config with placeholder addresses?)"
 fi

@@ -1,0 +1,156 @@
+//! Stock gRPC clients with their default settings against both sockets of real daemons: the
+//! Python programs of docs/QUERYING.md, run as they stand with grpcio (which sends the socket
+//! path, percent-encoded, as `:authority`), through reflection and through stubs generated
+//! from proto/proto with grpcio-tools. Skipped, saying why, without python3 and those modules.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::Value;
+use tandem_proto::agent::v1 as apb;
+use tandem_tests::cluster::{Binaries, Cluster, Spec, wait_for};
+use tandem_tests::{require, skip_unless};
+
+const SETTLE: Duration = Duration::from_secs(15);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The fenced blocks of `lang` in docs/QUERYING.md, in order.
+fn doc_blocks(lang: &str) -> Vec<String> {
+    let doc = std::fs::read_to_string(repo().join("docs/QUERYING.md")).expect("docs/QUERYING.md");
+    let open = format!("```{lang}");
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in doc.lines() {
+        match current.as_mut() {
+            None if line.trim_end() == open => current = Some(String::new()),
+            None => {}
+            Some(_) if line.trim_end() == "```" => blocks.extend(current.take()),
+            Some(text) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    blocks
+}
+
+fn python(script: &str, run_dir: &Path, cwd: &Path) -> Output {
+    Command::new("python3")
+        .args(["-c", script])
+        .env("TANDEM_RUN_DIR", run_dir)
+        .current_dir(cwd)
+        .output()
+        .expect("run python3")
+}
+
+fn stdout_of(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "python failed: {}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Two nodes, the group running on `primary`, as both daemons report it.
+async fn settled() -> Cluster {
+    let c = Cluster::start(Spec::fast(Binaries::for_tests().expect("daemon binaries")))
+        .await
+        .expect("cluster starts");
+    let ok = wait_for(SETTLE, || async {
+        let g = c.group(0).await?;
+        (g.state == apb::GroupState::Running as i32 && g.holder == "primary").then_some(())
+    })
+    .await;
+    assert!(ok.is_some(), "cluster never settled{}", c.diagnostics());
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_without_options_queries_both_sockets() {
+    skip_unless!(require::python(&["grpc", "grpc_tools", "grpc_reflection"]));
+    let python_blocks = doc_blocks("python");
+    assert_eq!(
+        python_blocks.len(),
+        2,
+        "QUERYING.md: reflection, then stubs"
+    );
+    let c = settled().await;
+    let run_dir = &c.nodes[0].run_dir;
+
+    // Through reflection: one JSON line per socket.
+    let out = stdout_of(&python(&python_blocks[0], run_dir, &c.path));
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    let (membership, agent) = (&lines[0], &lines[1]);
+    for (line, service) in [
+        (membership, "tandem.membership.v1.Membership"),
+        (agent, "tandem.agent.v1.Agent"),
+    ] {
+        let services = line["services"].as_array().expect("services");
+        for s in [
+            service,
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ] {
+            assert!(services.iter().any(|v| v == s), "{s} missing: {line}");
+        }
+    }
+    let view = &membership["status"]["view"];
+    assert_eq!(view["localNode"], "primary", "{membership}");
+    let states: Vec<(&str, &str)> = view["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| (n["name"].as_str().unwrap(), n["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        [("primary", "NODE_STATE_UP"), ("secondary", "NODE_STATE_UP")]
+    );
+    assert_eq!(agent["status"]["node"], "primary", "{agent}");
+    assert_eq!(agent["status"]["groups"][0]["holder"], "primary", "{agent}");
+
+    // Through generated stubs: the documented protoc command, from the repository's protos.
+    let stubs = tempfile::tempdir().expect("temp dir");
+    let protoc = Command::new("python3")
+        .args(["-m", "grpc_tools.protoc", "-I"])
+        .arg(repo().join("proto/proto"))
+        .args([
+            "--python_out=.",
+            "--grpc_python_out=.",
+            "tandem/membership/v1/membership.proto",
+            "tandem/agent/v1/agent.proto",
+        ])
+        .current_dir(stubs.path())
+        .output()
+        .expect("run grpc_tools.protoc");
+    stdout_of(&protoc);
+    let out = stdout_of(&python(&python_blocks[1], run_dir, stubs.path()));
+    for expected in [
+        "node primary NODE_STATE_UP",
+        "node secondary NODE_STATE_UP",
+        "quorate True",
+        "snapshot of 2 nodes",
+        "held by primary here: GROUP_STATE_RUNNING",
+    ] {
+        assert!(out.contains(expected), "{expected:?} missing:\n{out}");
+    }
+    // The agent on the other node, whose group runs elsewhere, answers the same way.
+    let out = stdout_of(&python(
+        &python_blocks[1],
+        &c.nodes[1].run_dir,
+        stubs.path(),
+    ));
+    assert!(
+        out.contains("held by primary here: GROUP_STATE_STOPPED"),
+        "{out}"
+    );
+}
