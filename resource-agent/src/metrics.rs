@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::agents::{Agent, AgentError, Kind, RunState};
+use crate::core::StartCause;
 use crate::provider::{
     AssignOutcome, Holder, ProviderError, Readiness, ReleaseOutcome, ReservedIpProvider, ServerId,
 };
@@ -43,27 +44,6 @@ fn seconds_histogram() -> Histogram {
     // 0.01 s doubling to 81.92 s, as exponential_buckets(0.01, 2.0, 14) gives, but without its
     // powf: that call alone made the agent load libm.so (~0.3 MiB resident).
     Histogram::new((0..14).map(|i| 0.01 * f64::from(1u32 << i)))
-}
-
-/// Why a group started here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartCause {
-    /// The last node known to hold it is dead: a failover.
-    Failover,
-    /// The last node known to hold it is alive and let it go (failback, takeover, standby).
-    Handover,
-    /// No other holder was known (cluster start, or it was held here before).
-    Initial,
-}
-
-impl StartCause {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StartCause::Failover => "failover",
-            StartCause::Handover => "handover",
-            StartCause::Initial => "initial",
-        }
-    }
 }
 
 /// Counters shared by the daemon, the agent wrappers and the endpoint.

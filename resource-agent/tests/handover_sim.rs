@@ -9,9 +9,10 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tandem_config::{Failback, Role};
 use tandem_resource_agent::core::placement::{self, GroupView, NodeView};
+use tandem_resource_agent::core::restart::RestartPolicy;
 use tandem_resource_agent::core::{
     AgentOutcome, Announce, Command, Config, Core, DeathReason, GroupSpec, Input, LocalState,
-    MemberNode, MemberState, Membership, Message, Output, Quorum, Time, Timers,
+    MemberNode, MemberState, Membership, Message, Output, Quorum, StartCause, Time, Timers,
     worst_case_announcement,
 };
 
@@ -71,6 +72,8 @@ struct Sim {
     view_lag_ms: (u64, u64),
     violations: Vec<String>,
     starts: usize,
+    /// Restarts the cores asked for (monitor failures).
+    restarts: usize,
     takeovers: usize,
     allow_takeover: bool,
     /// Pairs (lower index first) that cannot reach each other.
@@ -78,6 +81,16 @@ struct Sim {
     /// Checks against the provider asked for (node, group). The simulated resources are
     /// like LSB services, whose monitors cannot see another node's hold: never answered.
     verifies: Vec<(usize, String)>,
+}
+
+/// One restart here, then the group is given up.
+fn restart_policy() -> RestartPolicy {
+    RestartPolicy {
+        max_restarts: 1,
+        window: Duration::from_secs(60),
+        first_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(1),
+    }
 }
 
 fn timers() -> Timers {
@@ -122,6 +135,7 @@ impl Sim {
             view_lag_ms: (200, 1200),
             violations: Vec::new(),
             starts: 0,
+            restarts: 0,
             takeovers: 0,
             allow_takeover: false,
             cut: BTreeSet::new(),
@@ -163,7 +177,9 @@ impl Sim {
                 .collect(),
             groups: self.groups.clone(),
             timers: timers(),
-            left_grace: Duration::from_secs(1),
+            dead_after: Duration::from_secs(1),
+            restart: restart_policy(),
+            longest_monitor: Duration::from_secs(10),
         }
     }
 
@@ -360,7 +376,7 @@ impl Sim {
                 eprintln!("t={} {}: {shown}", self.t, self.names[i]);
             }
             match out {
-                Output::Start(g) => {
+                Output::Start { group: g, .. } => {
                     self.starts += 1;
                     self.nodes[i].active.insert(g.clone());
                     let holders: Vec<&str> = (0..self.names.len())
@@ -433,6 +449,21 @@ impl Sim {
                         );
                     }
                 }
+                Output::Restart { group, after } => {
+                    self.restarts += 1;
+                    let d = after.as_millis() as u64 + self.rng.random_range(10..200);
+                    self.schedule(
+                        d,
+                        Event::AgentDone {
+                            node: i,
+                            life,
+                            group,
+                            outcome: AgentOutcome::Restarted,
+                        },
+                    );
+                }
+                // The simulated agents count no failures of their own.
+                Output::Forgive(_) => {}
                 Output::PersistStandby(on) => self.nodes[i].standby = on,
                 Output::Verify(g) => self.verifies.push((i, g)),
             }
@@ -827,7 +858,7 @@ fn disconnected_from_membership_keeps_what_it_holds_and_starts_nothing() {
     );
     sim.run_ms(3000);
     sim.nodes[0].disconnected = true;
-    sim.feed(0, Input::Disconnected);
+    sim.feed(0, Input::Disconnected("socket closed".into()));
     sim.kill(1);
     sim.run_ms(5000);
     assert_eq!(holders(&sim, "ip"), ["a"]);
@@ -1009,13 +1040,16 @@ fn a_lone_node_retries_a_failing_start_with_backoff_until_it_works() {
     sim.nodes[0].fail_starts.insert("ip".into(), 3);
     sim.command(0, Command::Release("ip".into()))
         .expect_err("nobody else could take it");
-    sim.feed(
-        0,
-        Input::MonitorGaveUp {
-            group: "ip".into(),
+    // Its monitor fails: restarted here once (the simulation's policy), then given up.
+    let failed = || Input::Agent {
+        group: "ip".into(),
+        outcome: AgentOutcome::MonitorFailed {
             reason: "gone".into(),
         },
-    );
+    };
+    sim.feed(0, failed());
+    assert_eq!(sim.restarts, 1, "restarted here first");
+    sim.feed(0, failed());
     let starts = sim.starts;
     // Retries after 1s, 2s, 4s, 4s (the cap), plus action times.
     sim.run_ms(4000);
@@ -1052,7 +1086,9 @@ fn a_configuration_whose_announcements_cannot_fit_is_refused() {
         nodes: nodes.clone(),
         groups: groups(n),
         timers: timers(),
-        left_grace: Duration::from_secs(1),
+        dead_after: Duration::from_secs(1),
+        restart: restart_policy(),
+        longest_monitor: Duration::from_secs(10),
     };
     assert!(Core::new(cfg(3), 1, &[], false, Time::ZERO).is_ok());
     let e = Core::new(cfg(20), 1, &[], false, Time::ZERO).expect_err("too large");
@@ -1147,12 +1183,19 @@ fn a_holder_thawed_after_its_death_loses_the_group_and_does_not_take_it_back() {
         sim.cut.clear();
         sim.membership_event(1, 0, true, 1);
         sim.feed(0, Input::Tick);
+        // Its first wake-up tells a it was stalled (3 s, past dead_after): it checks what
+        // it runs, and reports it starting, not running, until the check answers.
+        let asked =
+            |sim: &Sim, node: usize| sim.verifies.iter().filter(|(n, _)| *n == node).count();
+        assert_eq!(asked(&sim, 0), 1, "seed {seed}: {:?}", sim.verifies);
+        let st = sim.nodes[0].hv.as_ref().unwrap().status(sim.now());
+        assert_eq!(st.groups[0].state, LocalState::Starting, "seed {seed}");
         sim.run_ms(100);
-        // a hears b's hold and checks its own against the provider at once, once (the
+        // a hears b's hold and checks its own against the provider at once, once more (the
         // simulated check cannot answer; the Lost below stands for a's finding). So does b
         // while it still runs the group (with auto failback it is already releasing it).
-        let asked = |node: usize| sim.verifies.iter().filter(|(n, _)| *n == node).count();
-        assert_eq!(asked(0), 1, "seed {seed}: {:?}", sim.verifies);
+        let asked = |node: usize| asked(&sim, node);
+        assert_eq!(asked(0), 2, "seed {seed}: {:?}", sim.verifies);
         let b_runs = failback == Failback::Manual;
         assert_eq!(
             asked(1),
@@ -1174,9 +1217,11 @@ fn a_holder_thawed_after_its_death_loses_the_group_and_does_not_take_it_back() {
         );
         sim.feed(
             0,
-            Input::Lost {
+            Input::Agent {
                 group: "ip".into(),
-                reason: "reserved-ip 10.0.0.1: held by server b".into(),
+                outcome: AgentOutcome::Lost {
+                    reason: "reserved-ip 10.0.0.1: held by server b".into(),
+                },
             },
         );
         assert_eq!(
@@ -1241,7 +1286,9 @@ impl Single {
                 .collect(),
             groups: vec![group("ip", Some(names[0]), Failback::Auto)],
             timers: timers(),
-            left_grace: Duration::from_secs(1),
+            dead_after: Duration::from_secs(1),
+            restart: restart_policy(),
+            longest_monitor: Duration::from_secs(10),
         };
         let running: Vec<String> = running.iter().map(|s| s.to_string()).collect();
         let hv = Core::new(cfg, 7, &running, false, base).expect("handover");
@@ -1355,6 +1402,26 @@ impl Single {
         out
     }
 
+    /// Membership's socket closed: the next view is a fresh snapshot, as on reconnecting.
+    fn disconnect(&mut self, ms: u64) -> Vec<Output> {
+        self.reported = None;
+        self.hv
+            .handle(self.at(ms), Input::Disconnected("socket closed".into()));
+        self.hv.drain_outputs()
+    }
+
+    /// A result of the group's worker.
+    fn agent(&mut self, ms: u64, outcome: AgentOutcome) -> Vec<Output> {
+        self.hv.handle(
+            self.at(ms),
+            Input::Agent {
+                group: "ip".into(),
+                outcome,
+            },
+        );
+        self.hv.drain_outputs()
+    }
+
     /// One event of membership's stream.
     fn event(&mut self, ms: u64, ev: Membership) -> Vec<Output> {
         self.hv.handle(self.at(ms), Input::Membership(ev));
@@ -1383,7 +1450,7 @@ impl Single {
 fn starts(out: &[Output]) -> Vec<&str> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Start(g) => Some(g.as_str()),
+            Output::Start { group, .. } => Some(group.as_str()),
             _ => None,
         })
         .collect()
@@ -1564,24 +1631,31 @@ fn idle(inc: u64, seq: u64) -> Announce {
 impl Single {
     /// Ticks at every deadline from `from_ms` to `to_ms`, collecting the starts.
     fn run_until(&mut self, from_ms: u64, to_ms: u64) -> usize {
-        let mut started = 0;
+        starts(&self.outputs_until(from_ms, to_ms)).len()
+    }
+
+    /// Ticks at every deadline from `from_ms` to `to_ms`, collecting the outputs.
+    fn outputs_until(&mut self, from_ms: u64, to_ms: u64) -> Vec<Output> {
+        let mut out = Vec::new();
         let mut t = self.at(from_ms);
         while t <= self.at(to_ms) {
             self.hv.handle(t, Input::Tick);
-            started += starts(&self.hv.drain_outputs()).len();
+            out.extend(self.hv.drain_outputs());
             // At least 10 ms forward, so a deadline in the past cannot spin.
             t = self.hv.next_deadline().max(t + Duration::from_millis(10));
         }
-        started
+        out
     }
 
     /// The group is lost here (the provider says another server holds it) and stops.
     fn lose(&mut self, ms: u64) {
         self.hv.handle(
             self.at(ms),
-            Input::Lost {
+            Input::Agent {
                 group: "ip".into(),
-                reason: "reserved-ip: held by server 222".into(),
+                outcome: AgentOutcome::Lost {
+                    reason: "reserved-ip: held by server 222".into(),
+                },
             },
         );
         assert_eq!(self.hv.state_of("ip"), Some(LocalState::Stopping));
@@ -1971,7 +2045,9 @@ fn the_groups_still_starting_are_announced_within_the_worst_case_size() {
             .map(|g| group(g, None, Failback::Manual))
             .collect(),
         timers: timers(),
-        left_grace: Duration::from_secs(1),
+        dead_after: Duration::from_secs(1),
+        restart: restart_policy(),
+        longest_monitor: Duration::from_secs(10),
     };
     let all: BTreeSet<String> = groups.iter().cloned().collect();
     let real = Announce {
@@ -2007,7 +2083,9 @@ fn a_thawed_holder_that_saw_only_the_start_does_not_make_the_taker_yield() {
         nodes: vec![("a".into(), Role::Member), ("b".into(), Role::Member)],
         groups: vec![group("ip", None, Failback::Manual)],
         timers: timers(),
-        left_grace: Duration::from_secs(1),
+        dead_after: Duration::from_secs(1),
+        restart: restart_policy(),
+        longest_monitor: Duration::from_secs(10),
     };
     let mut hv = Core::new(cfg, 7, &[], false, base).expect("handover");
     let a = |state: MemberState| MemberNode {
@@ -2085,4 +2163,251 @@ fn a_thawed_holder_that_saw_only_the_start_does_not_make_the_taker_yield() {
     stale.seen.insert("b".into(), (running.inc, running.seq));
     hv.handle(at(1720), msg(stale));
     assert_eq!(hv.status(at(1720)).groups[0].holder.as_deref(), Some("a"));
+}
+
+fn restarts_asked(out: &[Output]) -> Vec<Duration> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Restart { after, .. } => Some(*after),
+            _ => None,
+        })
+        .collect()
+}
+
+fn monitor_failed(reason: &str) -> AgentOutcome {
+    AgentOutcome::MonitorFailed {
+        reason: reason.into(),
+    }
+}
+
+/// `a` runs the group, `b` is up, idle and announced: both settled at 1 s.
+fn running_a_with_idle_b() -> Single {
+    let mut n = Single::running("a", &["a", "b"], &["ip"]);
+    n.view(0, &[true, true]);
+    n.announce(10, "b", idle(5, 1));
+    assert_eq!(n.run_until(20, 1000), 0);
+    assert_eq!(n.hv.state_of("ip"), Some(LocalState::Running));
+    n
+}
+
+/// The restart policy is the core's (was the daemon's): a failing monitor restarts the
+/// group here, with the policy's delay, until the window's restarts are used up; then the
+/// group is left to the others. A restart that fails gives it up at once.
+#[test]
+fn a_failing_monitor_restarts_the_group_here_then_gives_it_up() {
+    let mut n = running_a_with_idle_b();
+    let out = n.agent(1100, monitor_failed("exit 7"));
+    assert_eq!(
+        restarts_asked(&out),
+        [Duration::from_millis(100)],
+        "{out:?}"
+    );
+    assert_eq!(n.hv.state_of("ip"), Some(LocalState::Running));
+    assert_eq!(n.hv.status(n.at(1100)).groups[0].restarts, 1);
+    assert!(n.agent(1300, AgentOutcome::Restarted).is_empty());
+    // The policy allows one restart in its window: the next failure gives the group up.
+    let out = n.agent(2000, monitor_failed("exit 7"));
+    assert!(restarts_asked(&out).is_empty(), "{out:?}");
+    assert!(out.contains(&Output::Stop("ip".into())), "{out:?}");
+    let st = n.hv.status(n.at(2000));
+    assert_eq!(st.groups[0].last_error.as_deref(), Some("exit 7"));
+    assert_eq!(
+        st.groups[0].not_candidate_reason.as_deref(),
+        Some("monitor failed: exit 7")
+    );
+
+    // A restart that fails: given up.
+    let mut n = running_a_with_idle_b();
+    assert_eq!(
+        restarts_asked(&n.agent(1100, monitor_failed("exit 7"))).len(),
+        1
+    );
+    let out = n.agent(
+        1300,
+        AgentOutcome::RestartFailed {
+            reason: "start: exit 1".into(),
+        },
+    );
+    assert!(out.contains(&Output::Stop("ip".into())), "{out:?}");
+    let st = n.hv.status(n.at(1300));
+    assert_eq!(
+        st.groups[0].last_error.as_deref(),
+        Some("restart failed: start: exit 1")
+    );
+}
+
+/// A monitor failure while another live node announces holding the group means it moved:
+/// no restart here (it would take the group back), given up at once.
+#[test]
+fn a_monitor_failure_while_a_live_peer_holds_the_group_gives_it_up_without_a_restart() {
+    let mut n = running_a_with_idle_b();
+    let out = n.announce(1100, "b", holding(5, 2, "ip"));
+    assert_eq!(verifies(&out), ["ip"], "{out:?}");
+    let out = n.agent(1200, monitor_failed("IP elsewhere"));
+    assert!(restarts_asked(&out).is_empty(), "{out:?}");
+    assert_eq!(n.hv.state_of("ip"), Some(LocalState::Stopping));
+    let st = n.hv.status(n.at(1200));
+    assert_eq!(
+        st.groups[0].last_error.as_deref(),
+        Some("IP elsewhere; b holds it")
+    );
+    assert_eq!(st.groups[0].restarts, 0);
+}
+
+/// The forgive rules are the core's: bringing this node online forgets the restarts of
+/// every group and asks the shell to reset its agents' failure counts; a takeover, those
+/// of its group.
+#[test]
+fn online_and_takeover_forgive_past_failures() {
+    let mut n = running_a_with_idle_b();
+    n.agent(1100, monitor_failed("exit 7"));
+    assert_eq!(n.hv.status(n.at(1100)).groups[0].restarts, 1);
+    n.hv.command(n.at(1200), Command::Online(None))
+        .expect("online");
+    let out = n.hv.drain_outputs();
+    assert!(out.contains(&Output::Forgive("ip".into())), "{out:?}");
+    assert_eq!(n.hv.status(n.at(1200)).groups[0].restarts, 0);
+
+    n.agent(1300, monitor_failed("exit 7"));
+    n.hv.command(n.at(1400), Command::Takeover("ip".into()))
+        .expect("takeover");
+    let out = n.hv.drain_outputs();
+    assert!(out.contains(&Output::Forgive("ip".into())), "{out:?}");
+    assert_eq!(n.hv.status(n.at(1400)).groups[0].restarts, 0);
+
+    // A refused command forgives nothing; online of another node neither.
+    n.agent(1500, monitor_failed("exit 7"));
+    assert!(
+        n.hv.command(n.at(1600), Command::Takeover("nope".into()))
+            .is_err()
+    );
+    n.hv.command(n.at(1600), Command::Online(Some("b".into())))
+        .expect("asked");
+    let out = n.hv.drain_outputs();
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Forgive(_))),
+        "{out:?}"
+    );
+    assert_eq!(n.hv.status(n.at(1600)).groups[0].restarts, 1);
+}
+
+/// The stall watch is the core's: a gap between two inputs longer than the threshold
+/// (half of dead_after, 500 ms here) while a group runs here checks it at once and reports
+/// it starting until the check answers. With nothing running here there is no tick, and a
+/// long gap is no stall.
+#[test]
+fn a_stall_while_a_group_runs_here_checks_it_and_reports_it_starting_until_confirmed() {
+    let mut n = running_a_with_idle_b();
+    assert!(
+        n.hv.next_deadline() <= n.at(1000) + Duration::from_millis(250),
+        "armed: a tick every half threshold"
+    );
+    // Frozen for 2 s: the first wake-up after it is a stall.
+    n.hv.handle(n.at(3000), Input::Tick);
+    let out = n.hv.drain_outputs();
+    assert_eq!(verifies(&out), ["ip"], "{out:?}");
+    assert_eq!(
+        n.hv.status(n.at(3000)).groups[0].state,
+        LocalState::Starting
+    );
+    assert_eq!(n.hv.state_of("ip"), Some(LocalState::Running));
+    assert!(n.agent(3100, AgentOutcome::Verified).is_empty());
+    assert_eq!(n.hv.status(n.at(3100)).groups[0].state, LocalState::Running);
+
+    // Nothing runs here: no stall tick, and a long gap checks nothing.
+    let mut n = Single::new("b", &["a", "b"]);
+    n.view(0, &[true, true]);
+    n.announce(10, "a", holding(3, 1, "ip"));
+    n.run_until(20, 1000);
+    n.hv.handle(n.at(30_000), Input::Tick);
+    assert!(verifies(&n.hv.drain_outputs()).is_empty());
+}
+
+/// The disconnect watch is the core's: while membership is unreachable, the groups
+/// running here are checked from dead_after on (the first check reports them starting
+/// until confirmed), then with a period doubling from dead_after up to the longest monitor
+/// interval (10 s here); back in touch, no more checks.
+#[test]
+fn an_outage_checks_the_groups_running_here_from_dead_after_on() {
+    let mut n = running_a_with_idle_b();
+    n.disconnect(1000);
+    let mut checks = Vec::new();
+    let mut t = n.at(1000);
+    while t <= n.at(20_000) {
+        n.hv.handle(t, Input::Tick);
+        if !verifies(&n.hv.drain_outputs()).is_empty() {
+            checks.push((t - n.at(1000)).as_millis());
+            // Answered at once.
+            n.agent((t.as_millis() as u64) + 1, AgentOutcome::Verified);
+        }
+        t = n.hv.next_deadline().max(t + Duration::from_millis(10));
+    }
+    assert_eq!(
+        checks,
+        [1000, 2000, 4000, 8000, 16_000],
+        "ms after the outage began"
+    );
+    let st = n.hv.status(n.at(20_000));
+    assert_eq!(st.disconnected_for, Some(Duration::from_secs(19)));
+    // Back: a snapshot; no more checks.
+    n.view(20_000, &[true, true]);
+    assert_eq!(n.hv.status(n.at(20_000)).disconnected_for, None);
+    assert!(verifies(&n.outputs_until(20_000, 60_000)).is_empty());
+}
+
+fn start_cause(out: &[Output]) -> Option<StartCause> {
+    out.iter().find_map(|o| match o {
+        Output::Start { cause, .. } => Some(*cause),
+        _ => None,
+    })
+}
+
+/// Why a group starts here is the core's to say (it was the shell's, with metrics on):
+/// its last holder elsewhere is dead (failover), alive (handover), or none was known.
+#[test]
+fn a_start_says_whether_it_is_a_failover_a_handover_or_the_first() {
+    let mut n = Single::new("b", &["a", "b"]);
+    n.view(0, &[true, true]);
+    n.announce(10, "a", holding(3, 1, "ip"));
+    n.run_until(20, 1000);
+    assert_eq!(
+        start_cause(&n.view(1500, &[false, true])),
+        Some(StartCause::Failover)
+    );
+
+    let mut n = Single::new("b", &["a", "b"]);
+    n.view(0, &[true, true]);
+    n.announce(10, "a", holding(3, 1, "ip"));
+    n.run_until(20, 1000);
+    // a goes to standby and releases the group; b claims, a acknowledges.
+    let out = n.announce(
+        1100,
+        "a",
+        Announce {
+            standby: true,
+            ..idle(3, 2)
+        },
+    );
+    let claim = last_announcement(&out).expect("b claims");
+    assert!(claim.claims.contains("ip"), "{claim:?}");
+    let mut ack = Announce {
+        standby: true,
+        ..idle(3, 3)
+    };
+    ack.seen.insert("b".into(), (claim.inc, claim.seq));
+    assert_eq!(
+        start_cause(&n.announce(1110, "a", ack)),
+        Some(StartCause::Handover)
+    );
+
+    let mut n = Single::new("a", &["a", "b"]);
+    n.view(0, &[true, true]);
+    let out = n.announce(10, "b", idle(5, 1));
+    let claim = last_announcement(&out).expect("a claims");
+    let mut ack = idle(5, 2);
+    ack.seen.insert("a".into(), (claim.inc, claim.seq));
+    assert_eq!(
+        start_cause(&n.announce(20, "b", ack)),
+        Some(StartCause::Initial)
+    );
 }

@@ -29,7 +29,7 @@
 //!   with the same generation is heard again).
 //! - A node whose membership *left* (a clean shutdown, `REASON_LEFT`: what `systemctl
 //!   restart tandem-membership` does) is no candidate at once, but what its agent announced
-//!   as held stays held for [`Config::left_grace`] (membership's `dead_after`): its
+//!   as held stays held for [`super::Config::dead_after`] (membership's `dead_after`): its
 //!   agent keeps running, and holding, while membership restarts, and a restart is back
 //!   well within that (a new generation frees nothing). Membership still reports "left";
 //!   this is the agent's reading of it. Cost: a whole-node shutdown (the agent stops too,
@@ -90,7 +90,9 @@ use tandem_config::{Failback, Role};
 use tracing::{debug, info, warn};
 
 use super::placement::{self, GroupView, NodeView};
-use super::{AgentOutcome, Announce, Core, LocalGroup, LocalState, Message, Output, Peer, Time};
+use super::{
+    AgentOutcome, Announce, Core, LocalGroup, LocalState, Message, Output, Peer, StartCause, Time,
+};
 
 impl Core {
     /// Leaves group `gi` to other nodes for a while after a failure here.
@@ -180,11 +182,40 @@ impl Core {
         }
     }
 
-    pub(super) fn on_agent(&mut self, now: Time, group: &str, outcome: AgentOutcome) {
+    /// A result of the group's worker; `false` when it changes nothing the handover needs
+    /// to act on (a check that confirmed, a monitor failure restarted here).
+    pub(super) fn on_agent(&mut self, now: Time, group: &str, outcome: AgentOutcome) -> bool {
         let Some(gi) = self.group_idx(group) else {
             warn!(group = %group, "result for an unknown group ignored");
-            return;
+            return false;
         };
+        // Any result of the worker (the check a stall or an outage asked for, or any later
+        // monitor, start or stop) says what runs here: no longer unconfirmed.
+        let was_unconfirmed = std::mem::take(&mut self.groups[gi].unconfirmed);
+        match outcome {
+            AgentOutcome::Verified => {
+                if was_unconfirmed {
+                    info!(group = %group, "group confirmed running here");
+                } else {
+                    debug!(group = %group, "group still running here");
+                }
+                return false;
+            }
+            AgentOutcome::MonitorFailed { reason } => return self.monitor_failed(now, gi, reason),
+            AgentOutcome::Lost { reason } => {
+                self.lost(gi, reason);
+                return true;
+            }
+            AgentOutcome::Restarted => {
+                info!(group = %group, "group restarted here");
+                return false;
+            }
+            AgentOutcome::RestartFailed { reason } => {
+                return self.restart_failed(now, gi, reason);
+            }
+            AgentOutcome::Stopped => self.groups[gi].restarts.reset(),
+            _ => {}
+        }
         let max = self.cfg.timers.stop_retry_max;
         let first_delay = self.cfg.timers.stop_retry;
         if let (LocalState::Starting, AgentOutcome::StartFailed { reason, .. }) =
@@ -228,10 +259,11 @@ impl Core {
             }
             (state, outcome) => {
                 warn!(group = %group, ?state, ?outcome, "unexpected agent result ignored");
-                return;
+                return true;
             }
         }
         self.dirty = true;
+        true
     }
 
     pub(super) fn stale(&self, p: &Peer, now: Time) -> bool {
@@ -398,12 +430,12 @@ impl Core {
         let settled = self.settle_until(now).is_none();
         for gi in 0..self.groups.len() {
             let local_wanted = self.desired(gi, now) == Some(self.local_idx);
-            let name = &self.cfg.groups[gi].name;
-            let others_hold = self.peers.values().any(|p| p.state.holds.contains(name));
+            let name = self.cfg.groups[gi].name.clone();
+            let others_hold = self.peers.values().any(|p| p.state.holds.contains(&name));
             let earlier_claim = self.cfg.nodes[..self.local_idx].iter().any(|(n, _)| {
                 self.peers
                     .get(n)
-                    .is_some_and(|p| !self.stale(p, now) && p.state.claims.contains(name))
+                    .is_some_and(|p| !self.stale(p, now) && p.state.claims.contains(&name))
             });
             let state = self.groups[gi].state;
             let next = match state {
@@ -424,7 +456,7 @@ impl Core {
                     // are declared dead one by one, and the quorum loss comes after the
                     // first death; the claim retry leaves time for it.
                     if self.late.is_empty() && self.acked(gi, now) {
-                        self.outputs.push(Output::Start(name.clone()));
+                        self.start_here(gi);
                         LocalState::Starting
                     } else {
                         LocalState::Waiting
@@ -436,7 +468,7 @@ impl Core {
                     LocalState::Stopped
                 }
                 LocalState::Waiting if self.acked(gi, now) => {
-                    self.outputs.push(Output::Start(name.clone()));
+                    self.start_here(gi);
                     LocalState::Starting
                 }
                 LocalState::Running if self.connected && !local_wanted => {
@@ -456,7 +488,7 @@ impl Core {
 
     pub(super) fn step(&mut self, now: Time) {
         self.last_step = now;
-        let grace = self.cfg.left_grace;
+        let grace = self.cfg.dead_after;
         let expired: Vec<String> = self
             .left_at
             .iter()
@@ -521,6 +553,33 @@ impl Core {
         }
     }
 
+    /// Starts group `gi` here, saying why it comes here.
+    fn start_here(&mut self, gi: usize) {
+        let name = self.cfg.groups[gi].name.clone();
+        let cause = match &self.groups[gi].last_holder {
+            None => StartCause::Initial,
+            Some(h) if self.alive.contains_key(h) => StartCause::Handover,
+            Some(_) => StartCause::Failover,
+        };
+        info!(group = %name, cause = cause.as_str(), previous = ?self.groups[gi].last_holder, "starting group here");
+        self.outputs.push(Output::Start { group: name, cause });
+    }
+
+    /// Remembers who holds each group elsewhere, for the cause of a later start here.
+    pub(super) fn note_holders(&mut self, now: Time) {
+        for gi in 0..self.groups.len() {
+            match self.holder(gi, now) {
+                Some(i) if i != self.local_idx => {
+                    self.groups[gi].last_holder = Some(self.cfg.nodes[i].0.clone());
+                }
+                // Held here: a later start here follows our own stop, not someone else's.
+                Some(_) => self.groups[gi].last_holder = None,
+                // Nobody (e.g. the holder died): keep the last one for the start to come.
+                None => {}
+            }
+        }
+    }
+
     /// A group running here that a peer newly announces as held and started is checked
     /// against the provider at once ([`Output::Verify`]), once per peer and hold: a peer
     /// announces as soon as its start completed, so the check sees the resource where it
@@ -555,6 +614,8 @@ impl Core {
             }
             warn!(group = %spec.name, peers = ?new, "a peer announces holding a group running here; checking it against the provider");
             g.verified_against.extend(new);
+            // Reported starting until the provider confirms it here (a loss stops it).
+            g.unconfirmed = true;
             self.outputs.push(Output::Verify(spec.name.clone()));
         }
     }

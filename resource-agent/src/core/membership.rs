@@ -11,11 +11,10 @@ use super::{
 };
 
 impl Core {
-    pub(super) fn lost(&mut self, group: &str, reason: String) {
-        let Some(gi) = self.group_idx(group) else {
-            warn!(group = %group, "loss of an unknown group ignored");
-            return;
-        };
+    /// A monitor found group `gi` running on another server: stopped here, not restarted,
+    /// not claimed again until every node it may have gone to is accounted for.
+    pub(super) fn lost(&mut self, gi: usize, reason: String) {
+        let group = self.cfg.groups[gi].name.clone();
         // The provider names a server, not a node: every other member may be the holder.
         // One alive and not late now is "seen alive since the loss": its later death is a
         // new one. One dead or late is most likely on the other side of the partition that
@@ -42,7 +41,7 @@ impl Core {
         g.state = LocalState::Stopping;
         g.pinned = false;
         g.last_error = Some(format!("lost: {reason}"));
-        self.outputs.push(Output::Stop(group.to_owned()));
+        self.outputs.push(Output::Stop(group));
         self.dirty = true;
     }
 
@@ -147,7 +146,7 @@ impl Core {
             let dead = self.dead_gen.entry(node.to_owned()).or_default();
             *dead = (*dead).max(generation);
             // Its agent keeps running, and holding, while membership restarts (`systemctl
-            // restart`): what it announced as held stays held for `left_grace`. Its claims
+            // restart`): what it announced as held stays held for `dead_after`. Its claims
             // are void (a disconnected agent starts nothing).
             let holds = self.peers.get_mut(node).is_some_and(|p| {
                 p.state.claims.clear();
@@ -155,7 +154,7 @@ impl Core {
             });
             self.dirty = true;
             if holds {
-                info!(node = %node, generation, grace = ?self.cfg.left_grace, "node left; its groups stay held unless it does not come back in time");
+                info!(node = %node, generation, grace = ?self.cfg.dead_after, "node left; its groups stay held unless it does not come back in time");
                 self.left_at.insert(node.to_owned(), now);
                 return;
             }

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tandem_config::{ClusterConfig, Failback, Role};
-use tracing::{info, warn};
+use tracing::info;
 
 pub mod codec;
 pub mod handover;
@@ -29,6 +29,9 @@ pub use codec::{
     Announce, CodecError, MAX_PAYLOAD, MESSAGE_VERSION, Message, TOPIC, worst_case_announcement,
 };
 pub use status::{GroupStatus, NodeStatus, Status};
+
+use restart::{RestartPolicy, RestartTracker};
+use watch::{DisconnectWatch, StallWatch};
 
 /// The core's clock: monotonic time since an arbitrary epoch (the daemon's start). Only
 /// differences and order matter.
@@ -91,14 +94,27 @@ pub struct Config {
     pub nodes: Vec<(String, Role)>,
     pub groups: Vec<GroupSpec>,
     pub timers: Timers,
-    /// How long the groups of a node whose membership *left* (clean shutdown) stay held:
-    /// membership's `dead_after`. A `systemctl restart` of membership is back well within
-    /// it, and its agent kept running (and holding) all along.
-    pub left_grace: Duration,
+    /// Membership's `dead_after`: how long a peer may wait before taking over from this
+    /// node. Sets how long the groups of a node whose membership *left* (clean shutdown)
+    /// stay held (a `systemctl restart` of membership is back well within it, and its agent
+    /// kept running, and holding, all along), the stall threshold of this process
+    /// ([`watch::stall_after`]) and the first check of a membership outage.
+    pub dead_after: Duration,
+    /// What to do when a running group's monitor fails.
+    pub restart: RestartPolicy,
+    /// The longest monitor interval of any agent: the longest period of the checks during
+    /// a membership outage (past it, the monitors check as often anyway).
+    pub longest_monitor: Duration,
 }
 
 impl Config {
-    pub fn from_cluster(cfg: &ClusterConfig, local: &str, timers: Timers) -> Self {
+    pub fn from_cluster(
+        cfg: &ClusterConfig,
+        local: &str,
+        timers: Timers,
+        restart: RestartPolicy,
+        longest_monitor: Duration,
+    ) -> Self {
         Config {
             local: local.to_owned(),
             nodes: cfg.nodes.iter().map(|n| (n.name.clone(), n.role)).collect(),
@@ -112,7 +128,9 @@ impl Config {
                 })
                 .collect(),
             timers,
-            left_grace: cfg.timing.dead_after,
+            dead_after: cfg.timing.dead_after,
+            restart,
+            longest_monitor,
         }
     }
 }
@@ -179,7 +197,7 @@ pub enum Membership {
     QuorumChanged(Quorum),
 }
 
-/// Result of a group action run by the local agents.
+/// Result of a group action run by the local agents (the group's worker).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentOutcome {
     Started,
@@ -192,14 +210,33 @@ pub enum AgentOutcome {
     StopFailed {
         reason: String,
     },
+    /// A check ([`Output::Verify`]) found every agent running.
+    Verified,
+    /// A monitor failed (the worker pauses monitoring until told what to do).
+    MonitorFailed {
+        reason: String,
+    },
+    /// A monitor found the group's resource running on another server (a reserved IP
+    /// assigned elsewhere): it was lost, e.g. taken over while this node was frozen. Not a
+    /// failure to restart here: the group stops here and is no longer announced as held,
+    /// and placement decides like for any group held elsewhere (it comes back only by a
+    /// release there or that node's death, as a failback through the handover).
+    Lost {
+        reason: String,
+    },
+    /// The restart asked for ([`Output::Restart`]) ended.
+    Restarted,
+    RestartFailed {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     /// Membership's snapshot or event, in the order of its `Watch` stream.
     Membership(Membership),
-    /// The membership socket is gone.
-    Disconnected,
+    /// The membership socket is gone (reported again on each failed reconnection).
+    Disconnected(String),
     /// A message on [`TOPIC`]; `generation` is the sender's membership generation
     /// (`ClusterMessage.from_generation`).
     Message {
@@ -211,17 +248,10 @@ pub enum Input {
         group: String,
         outcome: AgentOutcome,
     },
-    /// Local health (all checks pass).
+    /// Local health (all checks pass); the same value again is a mere wake-up ([`Input::Tick`]).
     Health(bool),
-    /// Monitors failed more often than allowed: give the group up on this node.
-    MonitorGaveUp { group: String, reason: String },
-    /// A monitor found the group's resource running on another server (a reserved IP
-    /// assigned elsewhere): it was lost, e.g. taken over while this node was frozen. Not a
-    /// failure to restart here: the group stops here and is no longer announced as held,
-    /// and placement decides like for any group held elsewhere (it comes back only by a
-    /// release there or that node's death, as a failback through the handover).
-    Lost { group: String, reason: String },
-    /// A deadline passed.
+    /// A deadline passed, or the process woke up for something the core does not see:
+    /// every wake-up is worth feeding, as it notes a stall of this process.
     Tick,
 }
 
@@ -257,20 +287,55 @@ pub enum CommandError {
     TooLarge(usize),
 }
 
+/// Why a group starts here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartCause {
+    /// The last node known to hold it is dead: a failover.
+    Failover,
+    /// The last node known to hold it is alive and let it go (failback, takeover, standby).
+    Handover,
+    /// No other holder was known (cluster start, or it was held here before).
+    Initial,
+}
+
+impl StartCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartCause::Failover => "failover",
+            StartCause::Handover => "handover",
+            StartCause::Initial => "initial",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    Start(String),
+    Start {
+        group: String,
+        cause: StartCause,
+    },
     Stop(String),
+    /// Stop and start the group here after `after` (its monitor failed); answered with
+    /// [`AgentOutcome::Restarted`] or [`AgentOutcome::RestartFailed`]. A later command for
+    /// the group replaces a restart still waiting.
+    Restart {
+        group: String,
+        after: Duration,
+    },
+    /// Forget the failures the agents of the group counted (an operator intervened).
+    Forgive(String),
     /// Send on [`TOPIC`]; `to: None` = every other node.
     Send {
         to: Option<String>,
         payload: Vec<u8>,
     },
     PersistStandby(bool),
-    /// Check the group, running here, against the provider at once (`GroupCmd::Verify`:
-    /// reported starting until confirmed): a peer newly announces holding it too, its
-    /// start completed (not in [`Announce::starting`]), so the one of the two that really
-    /// has the resource confirms it and the other finds it elsewhere ([`Input::Lost`]).
+    /// Monitor every agent of the group, running here, at once. After a stall of this
+    /// process or during a membership outage (the peers may have taken it over meanwhile),
+    /// or when a peer newly announces holding it too, its start completed (not in
+    /// [`Announce::starting`]): the one of the two that really has the resource confirms it
+    /// and the other finds it elsewhere ([`AgentOutcome::Lost`]). Until answered, the
+    /// group may be reported starting, not running (see `status`).
     Verify(String),
 }
 
@@ -323,6 +388,15 @@ struct LocalGroup {
     /// While the group runs here: the peers announcing it held whose hold has been checked
     /// against the provider ([`Output::Verify`]), so a lasting double hold asks once.
     verified_against: BTreeSet<String>,
+    /// Running here but not confirmed since a stall, since a takeover became possible
+    /// during a membership outage, or since a peer announced holding it too: reported
+    /// starting until the check answers.
+    unconfirmed: bool,
+    /// Restarts here after monitor failures.
+    restarts: RestartTracker,
+    /// The last other node seen holding the group (kept after it dies), to tell a failover
+    /// from a handover when the group starts here.
+    last_holder: Option<String>,
 }
 
 impl LocalGroup {
@@ -365,7 +439,7 @@ pub struct Core {
     /// incarnation or older still in flight are ignored.
     dead_gen: BTreeMap<String, u64>,
     /// Nodes whose membership left (clean shutdown) while their agent announced holding
-    /// something, and since when: their groups stay held for `left_grace`.
+    /// something, and since when: their groups stay held for `dead_after`.
     left_at: BTreeMap<String, Time>,
     groups: Vec<LocalGroup>,
     outputs: Vec<Output>,
@@ -375,6 +449,12 @@ pub struct Core {
     /// `now` of the last step (deadlines at or before it have been handled).
     last_step: Time,
     bad_messages: u64,
+    /// Since when membership is unreachable (from the start until the first snapshot).
+    disconnected_since: Option<Time>,
+    /// The outage has been logged.
+    reported_down: bool,
+    stall: StallWatch,
+    disconnect: DisconnectWatch,
 }
 
 impl Core {
@@ -423,8 +503,15 @@ impl Core {
                 held_seq: 0,
                 lost_to: None,
                 verified_against: BTreeSet::new(),
+                unconfirmed: false,
+                restarts: RestartTracker::new(cfg.restart),
+                last_holder: None,
             })
             .collect();
+        // Not connected yet: should membership never come up, the groups probed running
+        // here are checked as in any outage.
+        let mut disconnect = DisconnectWatch::new(cfg.dead_after, cfg.longest_monitor);
+        disconnect.disconnected(now);
         Ok(Core {
             local_idx,
             inc: incarnation,
@@ -447,6 +534,10 @@ impl Core {
             dirty: false,
             last_step: now,
             bad_messages: 0,
+            disconnected_since: Some(now),
+            reported_down: false,
+            stall: StallWatch::new(watch::stall_after(cfg.dead_after), now),
+            disconnect,
             cfg,
         })
     }
@@ -462,6 +553,20 @@ impl Core {
 
     /// When [`Input::Tick`] should be fed next.
     pub fn next_deadline(&self) -> Time {
+        let armed = self.runs_here();
+        [
+            Some(self.handover_deadline()),
+            self.stall.next_tick(),
+            self.disconnect.next_check(armed),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.next_announce)
+    }
+
+    /// The next deadline of the handover itself.
+    fn handover_deadline(&self) -> Time {
         let mut d = self.next_announce;
         for g in &self.groups {
             if let Some(r) = g.retry_at {
@@ -473,7 +578,7 @@ impl Core {
             }
         }
         for t in self.left_at.values() {
-            d = d.min(*t + self.cfg.left_grace);
+            d = d.min(*t + self.cfg.dead_after);
         }
         d
     }
@@ -491,43 +596,60 @@ impl Core {
     }
 
     pub fn handle(&mut self, now: Time, input: Input) {
+        self.observe_stall(now);
         match input {
-            Input::Membership(m) => self.on_membership(now, m),
-            Input::Disconnected => {
-                if self.connected {
-                    warn!("membership disconnected: keeping what is held, starting nothing");
-                }
-                self.connected = false;
+            Input::Membership(m) => {
+                self.on_connected(now);
+                self.on_membership(now, m);
             }
+            Input::Disconnected(reason) => self.on_disconnected(now, &reason),
             Input::Message {
                 from,
                 generation,
                 payload,
             } => self.on_message(now, &from, generation, &payload),
-            Input::Agent { group, outcome } => self.on_agent(now, &group, outcome),
-            Input::Health(h) => {
-                if h != self.healthy {
-                    info!(healthy = h, "local health changed");
-                    self.healthy = h;
-                    self.dirty = true;
+            Input::Agent { group, outcome } => {
+                if !self.on_agent(now, &group, outcome) {
+                    self.after_input(now);
+                    return;
                 }
             }
-            Input::MonitorGaveUp { group, reason } => {
-                if let Some(i) = self.group_idx(&group) {
-                    warn!(group = %group, reason = %reason, "monitor gave up; releasing the group");
-                    self.fail_here(i, now, format!("monitor failed: {reason}"));
-                    self.groups[i].last_error = Some(reason);
+            Input::Health(h) if h != self.healthy => {
+                info!(healthy = h, "local health changed");
+                self.healthy = h;
+                self.dirty = true;
+            }
+            Input::Health(_) | Input::Tick => {
+                // Only a handover deadline steps the handover: between its deadlines it
+                // moves on inputs alone.
+                if now < self.handover_deadline() {
+                    self.after_input(now);
+                    return;
                 }
             }
-            Input::Lost { group, reason } => self.lost(&group, reason),
-            Input::Tick => {}
         }
         self.step(now);
+        self.after_input(now);
+    }
+
+    /// What every entry point ends with: the checks of a membership outage that are due,
+    /// the stall watch armed while a group runs or starts here.
+    fn after_input(&mut self, now: Time) {
+        self.check_disconnected(now);
+        self.note_holders(now);
+        let armed = self.runs_here();
+        self.stall.arm(armed, now);
     }
 
     pub fn command(&mut self, now: Time, cmd: Command) -> Result<String, CommandError> {
+        self.observe_stall(now);
+        let forgive = self.forgiven_by(&cmd);
         let result = self.apply_command(now, cmd);
+        if result.is_ok() {
+            self.forgive(&forgive);
+        }
         self.step(now);
+        self.after_input(now);
         result
     }
 }

@@ -6,6 +6,33 @@ use super::placement::{self, NodeView};
 use super::{Command, CommandError, Core, LocalState, Message, Output, Time};
 
 impl Core {
+    /// The groups whose failures here an operator's command forgives, if it succeeds:
+    /// bringing this node online forgives all of them, a takeover its group. (The failed
+    /// or released groups it forgives too, in `set_local_standby` and `Takeover`.)
+    pub(super) fn forgiven_by(&self, cmd: &Command) -> Vec<usize> {
+        match cmd {
+            Command::Online(node)
+                if node
+                    .as_deref()
+                    .is_none_or(|n| n.is_empty() || n == self.cfg.local) =>
+            {
+                (0..self.groups.len()).collect()
+            }
+            Command::Takeover(g) => self.group_idx(g).into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Forgets the restarts of these groups here and asks the shell to forget what their
+    /// agents counted.
+    pub(super) fn forgive(&mut self, groups: &[usize]) {
+        for &gi in groups {
+            self.groups[gi].restarts.reset();
+            self.outputs
+                .push(Output::Forgive(self.cfg.groups[gi].name.clone()));
+        }
+    }
+
     pub(super) fn apply_command(
         &mut self,
         now: Time,

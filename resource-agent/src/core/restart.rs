@@ -4,7 +4,9 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::Time;
+use tracing::{debug, warn};
+
+use super::{Core, LocalState, Output, Time};
 
 /// Local restarts allowed within [`RestartPolicy::window`] before the group is released.
 pub const DEFAULT_MAX_RESTARTS: u32 = 3;
@@ -87,14 +89,72 @@ impl RestartTracker {
     }
 
     /// Restarts within the window at `now` (shown in status).
-    pub fn restarts(&mut self, now: Time) -> u32 {
-        self.expire(now);
-        self.restarts.len() as u32
+    pub fn restarts(&self, now: Time) -> u32 {
+        self.restarts
+            .iter()
+            .filter(|t| now.saturating_sub(**t) < self.policy.window)
+            .count() as u32
     }
 
     /// Forget past failures (the group moved away, or an operator intervened).
     pub fn reset(&mut self) {
         self.restarts.clear();
+    }
+}
+
+impl Core {
+    /// A monitor of group `gi` failed: restart it here, or give it up when it keeps failing
+    /// or another live node announces holding it (it moved: never taken back by a restart).
+    /// `false` when only a restart follows (nothing for the handover).
+    pub(super) fn monitor_failed(&mut self, now: Time, gi: usize, reason: String) -> bool {
+        let group = self.cfg.groups[gi].name.clone();
+        if self.groups[gi].state != LocalState::Running {
+            debug!(group = %group, "monitor failure of a group no longer running here ignored");
+            return false;
+        }
+        let elsewhere = self.cfg.nodes.iter().map(|(n, _)| n).find(|n| {
+            **n != self.cfg.local
+                && self.alive.contains_key(*n)
+                && self
+                    .peers
+                    .get(*n)
+                    .is_some_and(|p| p.state.holds.contains(&group))
+        });
+        let (decision, reason) = match elsewhere {
+            Some(node) => (
+                Decision::GiveUp { restarts: 0 },
+                format!("{reason}; {node} holds it"),
+            ),
+            None => (self.groups[gi].restarts.on_failure(now), reason),
+        };
+        match decision {
+            Decision::Restart { after, attempt } => {
+                warn!(group = %group, reason = %reason, attempt, after = ?after, "monitor failed; restarting here");
+                self.outputs.push(Output::Restart { group, after });
+                false
+            }
+            Decision::GiveUp { restarts } => {
+                warn!(group = %group, reason = %reason, restarts, "monitor failed; releasing the group");
+                self.give_up(now, gi, reason);
+                true
+            }
+        }
+    }
+
+    /// The restart of group `gi` failed: given up here, if it still runs here.
+    pub(super) fn restart_failed(&mut self, now: Time, gi: usize, reason: String) -> bool {
+        if self.groups[gi].state != LocalState::Running {
+            return false;
+        }
+        warn!(group = %self.cfg.groups[gi].name, reason = %reason, "restart failed; releasing the group");
+        self.give_up(now, gi, format!("restart failed: {reason}"));
+        true
+    }
+
+    /// Leaves group `gi` to the others after its monitors failed here.
+    fn give_up(&mut self, now: Time, gi: usize, reason: String) {
+        self.fail_here(gi, now, format!("monitor failed: {reason}"));
+        self.groups[gi].last_error = Some(reason);
     }
 }
 

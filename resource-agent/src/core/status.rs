@@ -1,5 +1,7 @@
 //! What the core tells the operator: per group, its state here, where it should run, who
 //! holds it and why this node is not a candidate; per node, its flags as known here.
+use std::time::Duration;
+
 use super::placement;
 use super::{Core, LocalState, Time};
 
@@ -7,11 +9,15 @@ use super::{Core, LocalState, Time};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupStatus {
     pub name: String,
+    /// Running is reported starting while unconfirmed (after a stall, during a membership
+    /// outage, or while a peer's hold is checked): it may have been taken over.
     pub state: LocalState,
     pub desired: Option<String>,
     pub holder: Option<String>,
     pub not_candidate_reason: Option<String>,
     pub last_error: Option<String>,
+    /// Restarts here within the restart policy's window.
+    pub restarts: u32,
 }
 
 /// Flags of one node as known here.
@@ -29,6 +35,8 @@ pub struct NodeStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     pub connected: bool,
+    /// How long membership has been unreachable (`None`: connected).
+    pub disconnected_for: Option<Duration>,
     pub quorate: bool,
     pub standby: bool,
     pub healthy: bool,
@@ -48,7 +56,10 @@ impl Core {
                 let name = |i: usize| self.cfg.nodes[i].0.clone();
                 GroupStatus {
                     name: self.cfg.groups[gi].name.clone(),
-                    state: g.state,
+                    state: match g.state {
+                        LocalState::Running if g.unconfirmed => LocalState::Starting,
+                        s => s,
+                    },
                     desired: self.desired(gi, now).map(name),
                     holder: self.holder(gi, now).map(name),
                     not_candidate_reason: match &g.avoid {
@@ -62,6 +73,7 @@ impl Core {
                             .map(str::to_owned),
                     },
                     last_error: g.last_error.clone(),
+                    restarts: g.restarts.restarts(now),
                 }
             })
             .collect();
@@ -98,6 +110,7 @@ impl Core {
             .collect();
         Status {
             connected: self.connected,
+            disconnected_for: self.disconnected_since.map(|t| now.saturating_sub(t)),
             quorate: self.quorate,
             standby: self.standby,
             healthy: self.healthy,

@@ -3,7 +3,9 @@
 //! over what runs here, so the groups running here are checked.
 use std::time::Duration;
 
-use super::Time;
+use tracing::{debug, info, warn};
+
+use super::{Core, LocalState, Output, Time};
 
 /// A gap between two wake-ups longer than the stall threshold means this process did not
 /// run: what it believes it runs may have been taken over meanwhile. The other node can
@@ -125,6 +127,79 @@ impl DisconnectWatch {
         }
         self.next = Some((now + period, period.saturating_mul(2).min(self.max)));
         Some(std::mem::take(&mut self.first_pending))
+    }
+}
+
+impl Core {
+    /// Whether a stall or an outage would matter: a group runs or starts here.
+    pub(super) fn runs_here(&self) -> bool {
+        self.groups
+            .iter()
+            .any(|g| matches!(g.state, LocalState::Running | LocalState::Starting))
+    }
+
+    /// Notes a wake-up at `now`. After a stall of this process, whatever it believes it runs
+    /// may have been taken over meanwhile (the other node declared this one dead): every
+    /// group running here is checked at once, and reported starting, not running, until
+    /// that check confirms it (a loss is handled like any monitor finding the group
+    /// elsewhere).
+    pub(super) fn observe_stall(&mut self, now: Time) {
+        let Some(gap) = self.stall.wake(now) else {
+            return;
+        };
+        warn!(stalled_for = ?gap, "this agent was stalled for {gap:?}; checking the groups it runs before reporting them running");
+        self.verify_running(true);
+    }
+
+    /// While membership is unreachable the peers may have declared this node dead and taken
+    /// its groups over (see [`DisconnectWatch`]): the groups running here are checked as
+    /// after a stall. The first check of an outage (a takeover became possible just then)
+    /// also reports them starting until confirmed; the later ones are plain re-checks.
+    pub(super) fn check_disconnected(&mut self, now: Time) {
+        let armed = self.runs_here();
+        let Some(first) = self.disconnect.due(now, armed) else {
+            return;
+        };
+        if first {
+            let since = self.disconnected_since.map(|t| now.saturating_sub(t));
+            warn!(disconnected_for = ?since, "membership unreachable for dead_after: the peers may have taken over; checking the groups running here");
+        } else {
+            debug!("membership still unreachable; checking the groups running here again");
+        }
+        self.verify_running(first);
+    }
+
+    /// Checks every group running here at once ([`Output::Verify`]); `unconfirmed`:
+    /// reported starting, not running, until that check answers.
+    fn verify_running(&mut self, unconfirmed: bool) {
+        for (g, spec) in self.groups.iter_mut().zip(&self.cfg.groups) {
+            if g.state == LocalState::Running {
+                g.unconfirmed |= unconfirmed;
+                self.outputs.push(Output::Verify(spec.name.clone()));
+            }
+        }
+    }
+
+    /// Membership answers again: no more outage checks.
+    pub(super) fn on_connected(&mut self, _now: Time) {
+        if self.disconnected_since.take().is_some() {
+            info!("membership connected");
+            self.disconnect.connected();
+        }
+        self.reported_down = false;
+    }
+
+    /// Membership is unreachable (again, on each failed reconnection): this node keeps what
+    /// it holds and starts nothing; the groups running here are checked from `dead_after`.
+    pub(super) fn on_disconnected(&mut self, now: Time, reason: &str) {
+        if !self.reported_down {
+            // Once per outage (and at start, until the first connection).
+            warn!(reason = %reason, "membership unreachable; keeping what is held, starting nothing");
+            self.reported_down = true;
+        }
+        let since = *self.disconnected_since.get_or_insert(now);
+        self.disconnect.disconnected(since);
+        self.connected = false;
     }
 }
 

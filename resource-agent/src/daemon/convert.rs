@@ -1,17 +1,15 @@
 //! The core's status, and the shell's own (agents, readiness, health), as protobuf.
 use tandem_config::Failback;
 use tandem_proto::agent::v1 as pb;
-use tokio::time::Instant;
 
 use super::driver::Driver;
 use crate::agents::Kind;
 use crate::agents::group::AgentState;
-use crate::core::LocalState;
+use crate::core::{LocalState, Time};
 
 impl Driver {
-    pub(super) fn status(&mut self, now: Instant) -> pb::StatusResponse {
-        let t = self.at(now);
-        let st = self.hv.status(t);
+    pub(super) fn status(&self, now: Time) -> pb::StatusResponse {
+        let st = self.core.status(now);
         let groups = st
             .groups
             .iter()
@@ -36,14 +34,9 @@ impl Driver {
                     },
                     desired_holder: g.desired.clone().unwrap_or_default(),
                     holder: g.holder.clone().unwrap_or_default(),
-                    state: if self.unverified[gi] && g.state == LocalState::Running {
-                        // Not confirmed since a stall: it may have been taken over.
-                        pb::GroupState::Starting as i32
-                    } else {
-                        group_state(g.state) as i32
-                    },
+                    state: group_state(g.state) as i32,
                     agents,
-                    restarts: self.trackers[gi].restarts(t),
+                    restarts: g.restarts,
                     last_action,
                     readiness: self.readiness[gi]
                         .as_ref()
@@ -61,9 +54,7 @@ impl Driver {
             cluster: self.cfg.cluster.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
             membership_connected: st.connected,
-            membership_disconnected_for: self
-                .disconnected_since
-                .map(|t| tandem_proto::time::duration(now.duration_since(t))),
+            membership_disconnected_for: st.disconnected_for.map(tandem_proto::time::duration),
             quorate: st.quorate,
             health: self
                 .health

@@ -3,8 +3,7 @@
 //! Tasks, all talking to one driver (`driver.rs`) through a bounded inbox ([`EVENT_QUEUE`]):
 //! - membership (`membership.rs`): `Watch` + `Subscribe` on `<run-dir>/membership.sock`,
 //!   reconnecting with backoff; while disconnected the core keeps what it holds and starts
-//!   nothing, and the groups running here are checked from `dead_after` on
-//!   (`DisconnectWatch`);
+//!   nothing, and the core has the groups running here checked from `dead_after` on;
 //! - sender (`membership.rs`): `Send` of the core's announcements ([`SEND_QUEUE`] deep; a
 //!   full queue drops, the periodic re-announcement repairs it);
 //! - one worker per group (`worker.rs`): start/stop/restart actions and the monitor on its
@@ -14,9 +13,10 @@
 //!   the daemon's own user, or members of `agent.admin_group`), its replies built in
 //!   `convert.rs`; the state files in `state.rs`.
 //!
-//! The driver owns the core ([`Core`]) and the restart bookkeeping; it feeds inputs,
-//! dispatches outputs and wakes at the core's deadline. Groups keep running when the daemon
-//! stops: a restarted daemon probes them and carries on without moving anything.
+//! The driver owns the core ([`Core`]), which decides everything (placement, handover,
+//! restarts, stall and outage checks); it feeds inputs, executes outputs and wakes at the
+//! core's deadline. Groups keep running when the daemon stops: a restarted daemon probes
+//! them and carries on without moving anything.
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,8 +29,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::agents::{self, group::GroupRunner};
-use crate::core::restart::{RestartPolicy, RestartTracker};
-use crate::core::watch::{DisconnectWatch, StallWatch, stall_after};
+use crate::core::restart::RestartPolicy;
 use crate::core::{Config as CoreConfig, Core, Input, Time, Timers};
 use crate::health::{self, Health};
 use crate::metrics::Metrics;
@@ -177,9 +176,15 @@ pub async fn run(
     info!(node = %opts.node, incarnation, standby, running = ?running, "resource agent starting");
 
     let now = Instant::now();
-    let hcfg = CoreConfig::from_cluster(&cfg, &opts.node, opts.timers);
+    let core_cfg = CoreConfig::from_cluster(
+        &cfg,
+        &opts.node,
+        opts.timers,
+        opts.restart,
+        longest_monitor(&runners),
+    );
     // The core's clock starts here (`Time::ZERO`).
-    let hv = Core::new(hcfg, incarnation, &running, standby, Time::ZERO)
+    let core = Core::new(core_cfg, incarnation, &running, standby, Time::ZERO)
         .map_err(|e| DaemonError::Config(e.to_string()))?;
 
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
@@ -255,38 +260,22 @@ pub async fn run(
         let _ = stop_server.wait_for(|s| *s).await;
     }));
 
-    // Not connected yet: should membership never come up, the groups probed running here
-    // are checked as in any outage.
-    let mut disconnect = DisconnectWatch::new(cfg.timing.dead_after, longest_monitor(&runners));
-    disconnect.disconnected(Time::ZERO);
     let mut driver = Driver {
         cfg: cfg.clone(),
         node: opts.node.clone(),
-        hv,
+        core,
         epoch: now,
         runners,
         cmds,
-        trackers: cfg
-            .resources
-            .iter()
-            .map(|_| RestartTracker::new(opts.restart))
-            .collect(),
-        healthy: health_now.healthy(),
         health: health_now,
         send_tx,
         state_dir: opts.state_dir.clone(),
-        disconnected_since: Some(now),
         sends_dropped: 0,
-        reported_down: false,
         readiness: vec![None; cfg.resources.len()],
-        last_holder: vec![None; cfg.resources.len()],
-        stall: StallWatch::new(stall_after(cfg.timing.dead_after), Time::ZERO),
-        disconnect,
-        unverified: vec![false; cfg.resources.len()],
         metrics,
     };
-    let h = driver.healthy;
-    driver.hv.handle(Time::ZERO, Input::Health(h));
+    let healthy = driver.health.healthy();
+    driver.core.handle(Time::ZERO, Input::Health(healthy));
     driver.dispatch();
 
     notify(&[

@@ -6,8 +6,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::driver::{Event, GroupCmd, GroupResult};
-use crate::agents::group::GroupRunner;
+use super::driver::{Event, GroupCmd};
+use crate::agents::group::{GroupRunner, MonitorFailure};
 use crate::alarm::Alarm;
 use crate::core::AgentOutcome;
 
@@ -60,38 +60,34 @@ pub(super) async fn group_worker(
             Some(GroupCmd::Start) => Some(match runner.start().await {
                 Ok(()) => {
                     monitoring = true;
-                    GroupResult::Outcome(AgentOutcome::Started)
+                    AgentOutcome::Started
                 }
                 Err(e) => {
                     monitoring = false;
-                    GroupResult::Outcome(AgentOutcome::StartFailed {
+                    AgentOutcome::StartFailed {
                         clean: e.clean,
                         reason: e.to_string(),
-                    })
+                    }
                 }
             }),
             Some(GroupCmd::Verify) => Some(match runner.monitor().await {
                 Ok(()) => {
                     monitoring = true;
-                    GroupResult::Verified
+                    AgentOutcome::Verified
                 }
                 Err(f) => {
-                    // Paused until the driver decides, as for a failed periodic monitor.
+                    // Paused until the core decides, as for a failed periodic monitor.
                     monitoring = false;
-                    if f.lost_to.is_some() {
-                        GroupResult::Lost(f.to_string())
-                    } else {
-                        GroupResult::MonitorFailed(f.to_string())
-                    }
+                    failed(&f)
                 }
             }),
             Some(GroupCmd::Stop) => {
                 monitoring = false;
                 Some(match runner.stop().await {
-                    Ok(()) => GroupResult::Outcome(AgentOutcome::Stopped),
-                    Err(e) => GroupResult::Outcome(AgentOutcome::StopFailed {
+                    Ok(()) => AgentOutcome::Stopped,
+                    Err(e) => AgentOutcome::StopFailed {
                         reason: e.to_string(),
-                    }),
+                    },
                 })
             }
             Some(GroupCmd::Restart(after)) => {
@@ -119,14 +115,17 @@ pub(super) async fn group_worker(
                 };
                 if let Some(f) = lost {
                     monitoring = false;
-                    Some(GroupResult::Lost(f.to_string()))
+                    Some(failed(&f))
                 } else if go {
                     let r = match runner.stop().await {
                         Ok(()) => runner.start().await.map_err(|e| e.to_string()),
                         Err(e) => Err(e.to_string()),
                     };
                     monitoring = r.is_ok();
-                    Some(GroupResult::Restarted(r))
+                    Some(match r {
+                        Ok(()) => AgentOutcome::Restarted,
+                        Err(reason) => AgentOutcome::RestartFailed { reason },
+                    })
                 } else {
                     // The driver moved on (a stop); that command decides what happens.
                     None
@@ -134,25 +133,21 @@ pub(super) async fn group_worker(
             }
             None => {
                 let now = Instant::now();
-                let mut failed = None;
+                let mut failure = None;
                 for i in 0..due.len() {
                     if due[i] > now {
                         continue;
                     }
                     due[i] = Instant::now() + intervals[i];
                     if let Err(f) = runner.monitor_one(i).await {
-                        failed = Some(f);
+                        failure = Some(f);
                         break;
                     }
                 }
-                failed.map(|f| {
-                    // Paused until the driver decides (restart or release).
+                failure.map(|f| {
+                    // Paused until the core decides (restart or release).
                     monitoring = false;
-                    if f.lost_to.is_some() {
-                        GroupResult::Lost(f.to_string())
-                    } else {
-                        GroupResult::MonitorFailed(f.to_string())
-                    }
+                    failed(&f)
                 })
             }
         };
@@ -160,15 +155,34 @@ pub(super) async fn group_worker(
             due = schedule(Instant::now());
         }
         if let Some(result) = result
-            && tx.send(Event::Group { group: gi, result }).await.is_err()
+            && tx
+                .send(Event::Group {
+                    group: gi,
+                    outcome: result,
+                })
+                .await
+                .is_err()
         {
             return;
         }
     }
 }
 
+/// A monitor's failure as the core hears it: lost to another server, or failed.
+fn failed(f: &MonitorFailure) -> AgentOutcome {
+    if f.lost_to.is_some() {
+        AgentOutcome::Lost {
+            reason: f.to_string(),
+        }
+    } else {
+        AgentOutcome::MonitorFailed {
+            reason: f.to_string(),
+        }
+    }
+}
+
 /// Monitors every agent of the group, past failures, for one that runs on another server.
-async fn lost_elsewhere(runner: &GroupRunner) -> Option<crate::agents::group::MonitorFailure> {
+async fn lost_elsewhere(runner: &GroupRunner) -> Option<MonitorFailure> {
     for i in 0..runner.monitor_intervals().len() {
         if let Err(f) = runner.monitor_one(i).await
             && f.lost_to.is_some()
