@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod debian;
 pub mod emulator;
 pub mod netns;
 pub mod procstat;

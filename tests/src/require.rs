@@ -20,6 +20,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("python3", "apt-get install -y python3"),
     ("dpkg-deb", "apt-get install -y dpkg"),
     ("cargo-deb", "cargo install cargo-deb"),
+    ("dpkg-shlibdeps", "apt-get install -y dpkg-dev"),
+    ("debootstrap", "apt-get install -y debootstrap"),
+    ("unshare", "apt-get install -y util-linux"),
+    ("nsenter", "apt-get install -y util-linux"),
     ("keepalived", "apt-get install -y keepalived"),
     ("heartbeat", "apt-get install -y heartbeat"),
 ];
