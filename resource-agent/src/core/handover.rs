@@ -224,44 +224,45 @@ impl Core {
             self.fail_here(gi, now, format!("start failed: {reason}"));
         }
         let g = &mut self.groups[gi];
-        match (g.state, outcome) {
+        let next = match (g.state, outcome) {
             (LocalState::Starting, AgentOutcome::Started) => {
                 info!(group = %group, "group running");
-                g.state = LocalState::Running;
                 g.last_error = None;
                 g.failures = 0;
+                LocalState::Running
             }
             (LocalState::Starting, AgentOutcome::StartFailed { clean, reason }) => {
                 warn!(group = %group, clean, reason = %reason, "group failed to start; giving it up here");
                 g.last_error = Some(reason);
                 if clean {
-                    g.state = LocalState::Stopped;
+                    LocalState::Stopped
                 } else {
-                    g.state = LocalState::Failed;
                     g.retry_at = Some(now + g.retry_delay);
+                    LocalState::Failed
                 }
             }
             (LocalState::Stopping | LocalState::Failed, AgentOutcome::Stopped) => {
                 info!(group = %group, "group stopped");
-                g.state = LocalState::Stopped;
                 g.lost = false;
                 g.retry_at = None;
                 g.retry_delay = first_delay;
+                LocalState::Stopped
             }
             (LocalState::Stopping | LocalState::Failed, AgentOutcome::StopFailed { reason }) => {
                 warn!(group = %group, reason = %reason, retry_in = ?g.retry_delay, "group failed to stop; still held, retrying");
-                g.state = LocalState::Failed;
                 // Part of it may still run here: held again, whatever was lost.
                 g.lost = false;
                 g.last_error = Some(reason);
                 g.retry_at = Some(now + g.retry_delay);
                 g.retry_delay = (g.retry_delay * 2).min(max);
+                LocalState::Failed
             }
             (state, outcome) => {
                 warn!(group = %group, ?state, ?outcome, "unexpected agent result ignored");
                 return true;
             }
-        }
+        };
+        self.set_state(gi, next);
         self.dirty = true;
         true
     }
@@ -480,7 +481,7 @@ impl Core {
             };
             if next != state {
                 info!(group = %name, from = ?state, to = ?next, "group state");
-                self.groups[gi].state = next;
+                self.set_state(gi, next);
                 self.dirty = true;
             }
         }
@@ -519,10 +520,11 @@ impl Core {
                 self.dirty = true;
             }
         }
-        for (gi, g) in self.groups.iter_mut().enumerate() {
+        for gi in 0..self.groups.len() {
+            let g = &mut self.groups[gi];
             if g.state == LocalState::Failed && g.retry_at.is_some_and(|t| t <= now) {
                 g.retry_at = None;
-                g.state = LocalState::Stopping;
+                self.set_state(gi, LocalState::Stopping);
                 self.outputs
                     .push(Output::Stop(self.cfg.groups[gi].name.clone()));
             }
@@ -551,6 +553,12 @@ impl Core {
         if let Some(t) = self.settle_until(now) {
             self.next_announce = self.next_announce.min(t);
         }
+    }
+
+    /// Every change of a group's state here goes through this one place: where agent events
+    /// (starting, running, stopping, failed, with their cause) are to be emitted.
+    pub(super) fn set_state(&mut self, gi: usize, next: LocalState) {
+        self.groups[gi].state = next;
     }
 
     /// Starts group `gi` here, saying why it comes here.

@@ -38,9 +38,9 @@ impl Core {
         warn!(group = %group, reason = %reason, "group lost to another server; stopping it here, not taking it back");
         g.lost = true;
         g.lost_to = (!suspects.is_empty()).then_some(suspects);
-        g.state = LocalState::Stopping;
         g.pinned = false;
         g.last_error = Some(format!("lost: {reason}"));
+        self.set_state(gi, LocalState::Stopping);
         self.outputs.push(Output::Stop(group));
         self.dirty = true;
     }
