@@ -50,11 +50,12 @@ pub enum Command {
     Watch(watch::Args),
     /// Put a node in standby: it hands over what it holds and takes nothing new.
     Standby(control::NodeArgs),
-    /// Make a node a candidate again after standby.
+    /// Put a node back to its configured role: out of standby, failures forgiven, pins cleared.
     Online(control::NodeArgs),
-    /// Move a resource group to this node now (the holder releases it first).
+    /// Move a resource group to this node now and pin it here (the holder releases it first).
     Takeover(control::GroupArgs),
-    /// Give a resource group up from this node; the next candidate takes it.
+    /// Move a resource group once from this node to the next candidate (no ban: this node
+    /// still takes it over should that one fail).
     Release(control::GroupArgs),
     /// Write ipctl's man pages (ipctl.1 and one per subcommand) into a directory.
     Man(man::ManArgs),

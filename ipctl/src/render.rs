@@ -271,7 +271,11 @@ fn nodes(out: &mut String, paint: &Paint, r: &StatusReport) {
 fn node_flags(paint: &Paint, f: &NodeFlagsReport) -> String {
     let mut parts = vec![
         if f.standby {
-            paint.p(Tone::Warn, "standby")
+            format!(
+                "{} (`ipctl online {}` ends it)",
+                paint.p(Tone::Warn, "standby"),
+                clean(&f.name)
+            )
         } else {
             "online".to_owned()
         },
@@ -428,6 +432,20 @@ fn group(out: &mut String, paint: &Paint, g: &GroupReport) {
             "    {} {}",
             paint.p(Tone::Warn, "not a candidate:"),
             clean(why)
+        );
+    }
+    for c in &g.constraints {
+        let what = match c.kind {
+            "pin" => format!("pinned to {}", clean(&c.node)),
+            "ban" => format!("not on {}", clean(&c.node)),
+            other => format!("{other} on {}", clean(&c.node)),
+        };
+        let _ = writeln!(
+            out,
+            "    {}: {}; clear with `{}`",
+            paint.p(Tone::Warn, &what),
+            clean(&c.reason),
+            clean(&c.clear)
         );
     }
     if let Some(a) = &g.last_action {

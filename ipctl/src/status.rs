@@ -194,7 +194,19 @@ pub struct GroupReport {
     pub problems: Vec<String>,
     pub readiness_checked_at: Option<String>,
     pub not_candidate_reason: Option<String>,
+    /// Pins and bans of the group, each with the command that clears it.
+    pub constraints: Vec<ConstraintReport>,
     pub agents: Vec<AgentItemReport>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ConstraintReport {
+    /// "pin" (the group stays on `node`), "ban" (`node` does not take it) or "other".
+    pub kind: &'static str,
+    pub node: String,
+    pub reason: String,
+    /// The command that clears it.
+    pub clear: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -370,6 +382,14 @@ fn group_state(v: i32) -> &'static str {
     }
 }
 
+fn constraint_kind(v: i32) -> &'static str {
+    match av1::ConstraintKind::try_from(v) {
+        Ok(av1::ConstraintKind::Pin) => "pin",
+        Ok(av1::ConstraintKind::Ban) => "ban",
+        _ => "other",
+    }
+}
+
 fn agent_kind(v: i32) -> &'static str {
     match av1::AgentKind::try_from(v) {
         Ok(av1::AgentKind::ReservedIp) => "reserved-ip",
@@ -468,6 +488,16 @@ pub fn agent_report(r: &av1::StatusResponse) -> AgentReport {
                     .and_then(|r| r.checked_at.as_ref())
                     .map(rfc3339),
                 not_candidate_reason: non_empty(g.not_candidate_reason.clone()),
+                constraints: g
+                    .constraints
+                    .iter()
+                    .map(|c| ConstraintReport {
+                        kind: constraint_kind(c.kind),
+                        node: c.node.clone(),
+                        reason: c.reason.clone(),
+                        clear: c.clear.clone(),
+                    })
+                    .collect(),
                 agents: g
                     .agents
                     .iter()

@@ -44,6 +44,7 @@ fn group(
         last_action: last,
         readiness: ready(),
         not_candidate_reason: String::new(),
+        constraints: vec![],
     }
 }
 
@@ -552,6 +553,7 @@ fn json_output_has_the_documented_fields() {
         g["not_candidate_reason"],
         "no quorum: 1 of 3 voters alive, 2 needed"
     );
+    assert_eq!(g["constraints"], serde_json::json!([]));
     assert_eq!(g["last_action"]["action"], "stop");
     assert_eq!(g["last_action"]["result"], "ok");
     assert_eq!(g["last_action"]["duration_ms"], 2300.0);
@@ -563,6 +565,74 @@ fn json_output_has_the_documented_fields() {
     assert_eq!(ag["state"], "stopped");
     assert_eq!(ag["failures"], 0);
     assert!(ag["detail"].is_null());
+}
+
+/// After `ipctl release floatip` on the primary: the group moved to the secondary and is
+/// pinned there; the primary stays a candidate (no ban of its own: it takes the group back
+/// should the secondary fail). A third node's failure ban and a standby node show too, each
+/// with the command that ends it.
+fn released_agent() -> av1::StatusResponse {
+    let mut g = group(
+        "secondary",
+        "secondary",
+        G::Stopped,
+        vec![
+            ip_agent(A::Stopped, None, "held by droplet 3164555 (secondary)"),
+            nginx(A::Stopped, None),
+        ],
+        action("stop", R::Ok, -60, Some(310), ""),
+    );
+    g.constraints = vec![
+        av1::Constraint {
+            kind: av1::ConstraintKind::Pin as i32,
+            node: "secondary".into(),
+            reason: "moved there by an operator (takeover there or release on the holder); \
+                     lasts until it moves away from secondary"
+                .into(),
+            clear: "ipctl online secondary".into(),
+        },
+        av1::Constraint {
+            kind: av1::ConstraintKind::Ban as i32,
+            node: "tertiary".into(),
+            reason: "failed there; retried there after a backoff if nobody else holds it".into(),
+            clear: "ipctl online tertiary".into(),
+        },
+    ];
+    agent_status(
+        "primary",
+        true,
+        vec![
+            flags("primary", false, true, &[]),
+            flags("secondary", false, true, &["floatip"]),
+            flags("tertiary", true, true, &[]),
+        ],
+        vec![g],
+    )
+}
+
+#[test]
+fn a_pin_a_ban_and_a_standby_show_with_the_command_that_ends_them() {
+    let d = Daemons::start(
+        Some(FakeMembership::new(two_nodes_up(), vec![])),
+        Some(FakeAgent::new(released_agent())),
+    );
+    let (out, code) = status_text(&d);
+    assert_eq!(code, 0, "{out}");
+    insta::assert_snapshot!("released_pinned", out);
+    let out = d.ipctl(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let c = &v["agent"]["groups"][0]["constraints"];
+    assert_eq!(
+        c[0],
+        serde_json::json!({
+            "kind": "pin", "node": "secondary",
+            "reason": "moved there by an operator (takeover there or release on the holder); lasts until it moves away from secondary",
+            "clear": "ipctl online secondary"
+        })
+    );
+    assert_eq!(c[1]["kind"], "ban");
+    assert_eq!(c[1]["clear"], "ipctl online tertiary");
+    assert_eq!(v["agent"]["nodes"][2]["standby"], true);
 }
 
 #[test]

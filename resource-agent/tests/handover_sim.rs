@@ -11,9 +11,9 @@ use tandem_config::{Failback, Role};
 use tandem_resource_agent::core::placement::{self, GroupView, NodeView};
 use tandem_resource_agent::core::restart::RestartPolicy;
 use tandem_resource_agent::core::{
-    AgentOutcome, Announce, Command, Config, Core, DeathReason, GroupSpec, Input, LocalState,
-    MemberNode, MemberState, Membership, Message, Output, Quorum, StartCause, Time, Timers,
-    worst_case_announcement,
+    AgentOutcome, Announce, Command, Config, Constraint, ConstraintKind, Core, DeathReason,
+    GroupSpec, Input, LocalState, MemberNode, MemberState, Membership, Message, Output, Quorum,
+    StartCause, Time, Timers, worst_case_announcement,
 };
 
 const STEP_MS: u64 = 10;
@@ -594,6 +594,13 @@ impl Sim {
                 .name
                 .clone();
             let _ = self.command(i, Command::Takeover(g));
+        } else if roll < 0.0065 && self.alive(i) && self.allow_takeover {
+            // A release moves a group like a takeover of the next candidate.
+            self.takeovers += 1;
+            let g = self.groups[self.rng.random_range(0..self.groups.len())]
+                .name
+                .clone();
+            let _ = self.command(i, Command::Release(g));
         }
     }
 
@@ -807,6 +814,90 @@ fn takeover_and_release_move_the_group() {
     sim.run_ms(3000);
     assert_eq!(holders(&sim, "ip"), ["a"]);
     assert!(sim.command(2, Command::Release("ip".into())).is_err());
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+}
+
+/// Issue 12 item 1: a release is a one-time move, not a ban. The holder (preferred, so
+/// auto failback would pull the group straight back) releases it: it moves to the next
+/// candidate and stays there; when that node dies, the releasing node takes the group
+/// over as in any failover (it used to stay out, "released by an operator", until an
+/// `ipctl online`, leaving the group unheld).
+#[test]
+fn a_release_moves_the_group_once_and_the_releasing_node_still_fails_over() {
+    for (seed, failback) in [(70, Failback::Auto), (71, Failback::Manual)] {
+        let mut sim = Sim::new(
+            seed,
+            &["a", "b"],
+            &[Role::Member; 2],
+            vec![group("ip", Some("a"), failback)],
+        );
+        sim.run_ms(3000);
+        assert_eq!(holders(&sim, "ip"), ["a"]);
+        sim.command(0, Command::Release("ip".into()))
+            .expect("release");
+        sim.run_ms(3000);
+        assert_eq!(holders(&sim, "ip"), ["b"], "seed {seed}: moved once");
+        sim.run_ms(5000);
+        assert_eq!(holders(&sim, "ip"), ["b"], "seed {seed}: and not back");
+        let starts = sim.starts;
+        sim.kill(1);
+        sim.run_ms(3000);
+        assert_eq!(holders(&sim, "ip"), ["a"], "seed {seed}: failover to a");
+        assert_eq!(sim.starts - starts, 1, "seed {seed}");
+        // b back (nothing of the release survives its restart): a, the preferred node
+        // and the holder, keeps the group.
+        sim.boot(1);
+        sim.run_ms(5000);
+        assert_eq!(holders(&sim, "ip"), ["a"], "seed {seed}");
+        assert!(
+            sim.violations.is_empty(),
+            "seed {seed}: {:?}",
+            sim.violations
+        );
+        sim.assert_converged();
+    }
+}
+
+/// Three nodes: the released group goes to the next candidate in placement's order; when
+/// that one dies the group goes where placement says, the releasing node included.
+#[test]
+fn a_release_never_leaves_the_group_unheld_while_a_candidate_is_alive() {
+    let mut sim = Sim::new(
+        72,
+        &["a", "b", "c"],
+        &[Role::Member; 3],
+        vec![group("ip", Some("a"), Failback::Auto)],
+    );
+    sim.run_ms(3000);
+    sim.command(0, Command::Release("ip".into()))
+        .expect("release");
+    sim.run_ms(3000);
+    assert_eq!(holders(&sim, "ip"), ["b"]);
+    // c is told nothing of a ban, and neither is a: with b and c gone, a holds it.
+    sim.kill(2);
+    sim.run_ms(3000);
+    assert_eq!(holders(&sim, "ip"), ["b"], "c was not the holder");
+    sim.boot(2);
+    sim.run_ms(5000);
+    sim.kill(1);
+    sim.run_ms(3000);
+    assert_eq!(
+        holders(&sim, "ip"),
+        ["a"],
+        "the preferred node, released earlier"
+    );
+    // With b down, released again: to c; and c killed (b back meanwhile, for a quorum):
+    // back on a.
+    sim.command(0, Command::Release("ip".into()))
+        .expect("release");
+    sim.run_ms(3000);
+    assert_eq!(holders(&sim, "ip"), ["c"]);
+    sim.boot(1);
+    sim.run_ms(5000);
+    assert_eq!(holders(&sim, "ip"), ["c"], "the release holds while c does");
+    sim.kill(2);
+    sim.run_ms(3000);
+    assert_eq!(holders(&sim, "ip"), ["a"]);
     assert!(sim.violations.is_empty(), "{:?}", sim.violations);
 }
 
@@ -1429,7 +1520,11 @@ impl Single {
     }
 
     fn announce(&mut self, ms: u64, from: &str, a: Announce) -> Vec<Output> {
-        let payload = Message::State(a).encode().expect("encode");
+        self.message(ms, from, Message::State(a))
+    }
+
+    fn message(&mut self, ms: u64, from: &str, m: Message) -> Vec<Output> {
+        let payload = m.encode().expect("encode");
         let generation = self
             .names
             .iter()
@@ -2409,5 +2504,135 @@ fn a_start_says_whether_it_is_a_failover_a_handover_or_the_first() {
     assert_eq!(
         start_cause(&n.announce(20, "b", ack)),
         Some(StartCause::Initial)
+    );
+}
+
+/// The messages among `out`, with their addressee.
+fn sent(out: &[Output]) -> Vec<(Option<String>, Message)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { to, payload } => Message::decode(payload).ok().map(|m| (to.clone(), m)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A release asks the next candidate to take the group over, leaves no ban here, and
+/// shows as a pin on that node, with the command that clears it.
+#[test]
+fn a_release_pins_the_group_on_the_next_candidate_and_bans_nobody() {
+    let mut n = running_a_with_idle_b();
+    n.hv.command(n.at(1100), Command::Release("ip".into()))
+        .expect("release");
+    let takeover = Message::Takeover {
+        node: "b".into(),
+        group: "ip".into(),
+    };
+    assert!(
+        sent(&n.hv.drain_outputs()).contains(&(Some("b".into()), takeover.clone())),
+        "b is asked"
+    );
+    let st = n.hv.status(n.at(1100));
+    assert_eq!(
+        st.groups[0].not_candidate_reason, None,
+        "a stays a candidate"
+    );
+    assert!(st.groups[0].constraints.is_empty(), "{st:?}");
+    // b took the request: its announcement pins the group there; a hands it over.
+    let out = n.announce(
+        1150,
+        "b",
+        Announce {
+            pins: ["ip".to_owned()].into(),
+            ..idle(5, 2)
+        },
+    );
+    assert!(out.contains(&Output::Stop("ip".into())), "{out:?}");
+    let st = n.hv.status(n.at(1150));
+    assert_eq!(
+        st.groups[0]
+            .constraints
+            .iter()
+            .map(|c| (c.kind, c.node.as_str(), c.clear.as_str()))
+            .collect::<Vec<_>>(),
+        [(ConstraintKind::Pin, "b", "ipctl online b")]
+    );
+
+    // On b: the request pins the group there; `ipctl online` clears the pin.
+    let mut b = Single::new("b", &["a", "b"]);
+    b.view(0, &[true, true]);
+    b.announce(10, "a", holding(3, 1, "ip"));
+    b.run_until(20, 1000);
+    let out = b.message(1100, "a", takeover);
+    let a = last_announcement(&out).expect("b announces its pin");
+    assert!(a.pins.contains("ip"), "{a:?}");
+    let pin = Constraint {
+        kind: ConstraintKind::Pin,
+        node: "b".into(),
+        reason: "moved there by an operator (takeover there or release on the holder); \
+                 lasts until it moves away from b"
+            .into(),
+        clear: "ipctl online b".into(),
+    };
+    assert_eq!(b.hv.status(b.at(1100)).groups[0].constraints, [pin]);
+    b.hv.command(b.at(1200), Command::Online(None))
+        .expect("online");
+    assert!(b.hv.status(b.at(1200)).groups[0].constraints.is_empty());
+    // A request for another node is refused and counted.
+    let bad = b.hv.status(b.at(1200)).bad_messages;
+    b.message(
+        1300,
+        "a",
+        Message::Takeover {
+            node: "a".into(),
+            group: "ip".into(),
+        },
+    );
+    assert_eq!(b.hv.status(b.at(1300)).bad_messages, bad + 1);
+}
+
+/// A failed start bans this node for a while: shown with its reason, when it lapses and
+/// the command that clears it, here and on the peers.
+#[test]
+fn a_failure_ban_is_shown_with_the_command_that_clears_it() {
+    let mut n = Single::new("b", &["a", "b"]);
+    n.view(0, &[true, true]);
+    n.announce(10, "a", holding(3, 1, "ip"));
+    n.run_until(20, 1000);
+    assert_eq!(starts(&n.view(1500, &[false, true])), ["ip"]);
+    n.agent(
+        1600,
+        AgentOutcome::StartFailed {
+            clean: true,
+            reason: "assign: 503".into(),
+        },
+    );
+    let st = n.hv.status(n.at(1600));
+    let c = &st.groups[0].constraints;
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!((c[0].kind, c[0].node.as_str()), (ConstraintKind::Ban, "b"));
+    assert_eq!(c[0].clear, "ipctl online b");
+    assert!(
+        c[0].reason
+            .starts_with("start failed: assign: 503; retried here in 1s"),
+        "{c:?}"
+    );
+    // A peer's ban, as announced.
+    let mut a = Single::new("a", &["a", "b"]);
+    a.view(0, &[true, true]);
+    a.announce(
+        10,
+        "b",
+        Announce {
+            avoid: ["ip".to_owned()].into(),
+            ..idle(5, 1)
+        },
+    );
+    let c = &a.hv.status(a.at(20)).groups[0].constraints;
+    assert_eq!(
+        c.iter()
+            .map(|c| (c.kind, c.node.as_str(), c.clear.as_str()))
+            .collect::<Vec<_>>(),
+        [(ConstraintKind::Ban, "b", "ipctl online b")]
     );
 }

@@ -130,6 +130,60 @@ impl Spec {
     }
 }
 
+/// Builds `what` (cargo's package and target arguments) with the same cargo into the target
+/// directory of the running test executable (`<target>/<profile>/deps/<test>`; a no-op when
+/// up to date; `$CARGO` is set by `cargo test`) and returns `<target>/<profile>`.
+fn cargo_build_for_tests(what: &[&str]) -> Result<PathBuf, LaunchError> {
+    let exe = std::env::current_exe().map_err(|e| LaunchError::Binaries(e.to_string()))?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| LaunchError::Binaries("test binary outside <target>/<profile>/deps".into()))?
+        .to_owned();
+    let target = profile_dir
+        .parent()
+        .ok_or_else(|| LaunchError::Binaries("no target dir".into()))?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet"])
+        .args(what)
+        .arg("--target-dir")
+        .arg(target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| LaunchError::Binaries(format!("cannot run cargo: {e}")))?;
+    if !status.success() {
+        return Err(LaunchError::Binaries(format!(
+            "cargo build {} failed",
+            what.join(" ")
+        )));
+    }
+    Ok(profile_dir)
+}
+
+/// For tests: the `ipctl` binary (another package, so no `CARGO_BIN_EXE_ipctl`), built as
+/// [`Binaries::for_tests`] builds the daemons.
+pub fn ipctl_for_tests() -> Result<PathBuf, LaunchError> {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let bin = cargo_build_for_tests(&["-p", "ipctl", "--bin", "ipctl"])
+                .map_err(|e| e.to_string())?
+                .join("ipctl");
+            if bin.exists() {
+                Ok(bin)
+            } else {
+                Err(format!("{} missing after the build", bin.display()))
+            }
+        })
+        .clone()
+        .map_err(LaunchError::Binaries)
+}
+
 /// The daemon binaries.
 #[derive(Debug, Clone)]
 pub struct Binaries {
@@ -150,46 +204,15 @@ impl Binaries {
     }
 
     fn build_for_tests() -> Result<Binaries, LaunchError> {
-        let exe = std::env::current_exe().map_err(|e| LaunchError::Binaries(e.to_string()))?;
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .ok_or_else(|| {
-                LaunchError::Binaries("test binary outside <target>/<profile>/deps".into())
-            })?
-            .to_owned();
-        let target = profile_dir
-            .parent()
-            .ok_or_else(|| LaunchError::Binaries("no target dir".into()))?;
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
+        let what = [
             "-p",
             "tandem-membership",
             "-p",
             "tandem-resource-agent",
             "--bins",
-            "--target-dir",
-        ])
-        .arg(target)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd
-            .status()
-            .map_err(|e| LaunchError::Binaries(format!("cannot run cargo: {e}")))?;
-        if !status.success() {
-            return Err(LaunchError::Binaries(
-                "cargo build -p tandem-membership -p tandem-resource-agent --bins failed".into(),
-            ));
-        }
-        Binaries::in_dir(
-            &profile_dir,
-            "cargo build -p tandem-membership -p tandem-resource-agent --bins",
-        )
+        ];
+        let profile_dir = cargo_build_for_tests(&what)?;
+        Binaries::in_dir(&profile_dir, &format!("cargo build {}", what.join(" ")))
     }
 
     /// For the benchmark and soak tools: the binaries in `dir` when given (made absolute, as

@@ -513,3 +513,84 @@ async fn holder_thawed_during_the_takeover_assign_stops_reporting_running_at_onc
     assert_eq!(c.holder().as_deref(), Some("secondary"));
     assert_eq!(c.running_on().await, ["secondary"]);
 }
+
+/// Runs `ipctl` against node `i`'s sockets, as root (as the operator would with sudo).
+async fn ipctl(c: &Cluster, i: usize, args: &[&str]) -> std::process::Output {
+    let bin = tandem_tests::cluster::ipctl_for_tests().expect("ipctl builds");
+    let run = tokio::process::Command::new(bin)
+        .arg("--run-dir")
+        .arg(&c.nodes[i].run_dir)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("ipctl finished in time")
+        .expect("ipctl ran")
+}
+
+/// One start of the group, for the bound on a failover: the assign, the emulator's action
+/// (100 ms), the provider client's polls, and scheduling on a small shared machine.
+const ONE_START: Duration = Duration::from_secs(2);
+
+/// Issue 12 item 1: `ipctl release` on the holder is a one-time move, not a ban. The IP
+/// moves to the secondary and stays there (failback is auto and the primary is preferred:
+/// the secondary is pinned); the secondary then crashes (kill -9 of both daemons) and the
+/// primary, which released the IP, takes it back within dead_after and one start, as in any
+/// failover. Before the fix the primary stayed out ("not a candidate: released by an
+/// operator") until `ipctl online`, and nobody held the IP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_ip_comes_back_to_the_releasing_node_when_its_new_holder_dies() {
+    let _serial = SERIAL.lock().await;
+    let mut c = launch(agent_from_env).await;
+    let out = ipctl(&c, 0, &["release", GROUP]).await;
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ipctl release: {said}");
+    assert!(said.contains("secondary"), "says where it goes: {said}");
+    wait_holder(&c, "secondary").await;
+    wait_running_only(&c, "secondary").await;
+    // It stays: auto failback does not pull it back to the preferred primary.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(c.holder().as_deref(), Some("secondary"));
+    assert_eq!(c.assign_calls(), 1, "one move");
+    // Status shows the pin with the command that clears it, and no ban of the primary.
+    let out = ipctl(&c, 0, &["status", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let g = &v["agent"]["groups"][0];
+    assert!(g["not_candidate_reason"].is_null(), "{g}");
+    assert_eq!(g["constraints"][0]["kind"], "pin", "{g}");
+    assert_eq!(g["constraints"][0]["node"], "secondary", "{g}");
+    assert_eq!(
+        g["constraints"][0]["clear"], "ipctl online secondary",
+        "{g}"
+    );
+    assert_eq!(g["constraints"].as_array().map(Vec::len), Some(1), "{g}");
+
+    let probe = c.probe(PROBE);
+    let killed = c.crash_node(1);
+    wait_holder(&c, "primary").await;
+    let took = c
+        .moved_after(killed, "primary")
+        .expect("holder change recorded");
+    wait_running_only(&c, "primary").await;
+    served_by(&c, &probe, "primary").await;
+    let bound = c.spec.dead_after + ONE_START;
+    println!(
+        "release, then kill -9 of the new holder: the releasing node took the IP back in {} ms \
+         (bound: dead_after {} ms + one start {} ms)",
+        took.as_millis(),
+        c.spec.dead_after.as_millis(),
+        ONE_START.as_millis()
+    );
+    assert!(
+        took <= bound,
+        "took {took:?}, more than {bound:?}{}",
+        c.diagnostics()
+    );
+    assert_eq!(c.assign_calls(), 2);
+    // Nothing of the release is left on the primary.
+    let g = c.group(0).await.expect("primary's status");
+    assert!(g.constraints.is_empty(), "{:?}", g.constraints);
+}

@@ -1,9 +1,7 @@
 //! `ipctl assign` end to end: the real binary against the emulator.
 //!
-//! ipctl lives in another package, so `CARGO_BIN_EXE_ipctl` does not exist here. The test
-//! builds it with the same cargo (`$CARGO`, set by `cargo test`) into the same target
-//! directory (found from this test binary's path: `<target>/<profile>/deps/<test>`), then
-//! runs `<target>/<profile>/ipctl`. The build is a no-op when ipctl is up to date.
+//! ipctl lives in another package, so `CARGO_BIN_EXE_ipctl` does not exist here: the test
+//! builds it into the same target directory first (`cluster::ipctl_for_tests`).
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Output;
@@ -15,35 +13,7 @@ use tandem_tests::emulator::testkit::{IP, PRIMARY, SECONDARY, TOKEN, fixture, ip
 
 fn ipctl() -> &'static PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test binary path");
-        let profile_dir = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .expect("<target>/<profile>/deps/<test>");
-        let target = profile_dir.parent().expect("<target>");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = std::process::Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "ipctl",
-            "--bin",
-            "ipctl",
-            "--target-dir",
-        ])
-        .arg(target)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("cargo runs");
-        assert!(status.success(), "building ipctl failed");
-        let bin = profile_dir.join("ipctl");
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
+    BIN.get_or_init(|| tandem_tests::cluster::ipctl_for_tests().expect("ipctl builds"))
 }
 
 async fn run(args: &[&str], token: Option<&str>) -> Output {

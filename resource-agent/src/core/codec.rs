@@ -57,6 +57,12 @@ pub enum Message {
         node: String,
         on: bool,
     },
+    /// Ask `node` to take `group` over: a release on the group's holder, which moves it once
+    /// to the next candidate (agents older than this message reject and count it).
+    Takeover {
+        node: String,
+        group: String,
+    },
 }
 
 #[derive(Serialize)]

@@ -179,6 +179,19 @@ impl Core {
                     self.reject(from, &"standby request for another node");
                 }
             }
+            Message::Takeover { node, group } => {
+                let Some(gi) = self.group_idx(&group).filter(|_| node == self.cfg.local) else {
+                    return self.reject(from, &"takeover request for another node or group");
+                };
+                match self.pin_here(gi) {
+                    Ok(()) => {
+                        info!(from = %from, group = %group, "released there: taking the group over")
+                    }
+                    Err(e) => {
+                        warn!(from = %from, group = %group, error = %e, "released there, but this node cannot take the group over")
+                    }
+                }
+            }
         }
     }
 

@@ -28,7 +28,7 @@ pub mod watch;
 pub use codec::{
     Announce, CodecError, MAX_PAYLOAD, MESSAGE_VERSION, Message, TOPIC, worst_case_announcement,
 };
-pub use status::{GroupStatus, NodeStatus, Status};
+pub use status::{Constraint, ConstraintKind, GroupStatus, NodeStatus, Status};
 
 use restart::{RestartPolicy, RestartTracker};
 use watch::{DisconnectWatch, StallWatch};

@@ -2,7 +2,7 @@
 //! and release.
 use tracing::info;
 
-use super::placement::{self, NodeView};
+use super::placement::{self, GroupView, NodeView};
 use super::{Command, CommandError, Core, LocalState, Message, Output, Time};
 
 impl Core {
@@ -45,29 +45,9 @@ impl Core {
                 let gi = self
                     .group_idx(&group)
                     .ok_or_else(|| CommandError::UnknownGroup(group.clone()))?;
-                let me = NodeView {
-                    name: &self.cfg.local,
-                    role: self.cfg.nodes[self.local_idx].1,
-                    up: self.connected,
-                    standby: self.standby,
-                    healthy: self.healthy,
-                };
-                if let Some(reason) =
-                    placement::not_candidate_reason(&me, self.connected && self.quorate)
-                {
-                    return Err(CommandError::NotCandidate(reason.to_owned()));
-                }
-                let g = &mut self.groups[gi];
-                // An explicit request forgives an earlier failure or release here, and a
-                // loss: the operator decides where the group runs.
-                g.lost_to = None;
-                g.avoid = None;
-                g.avoid_until = None;
-                g.failures = 0;
-                g.pinned = true;
-                self.dirty = true;
+                self.pin_here(gi)?;
                 info!(group = %group, "takeover requested");
-                Ok(if g.holds() {
+                Ok(if self.groups[gi].holds() {
                     format!("{group} already runs here; it stays here")
                 } else {
                     format!("taking {group} over; the current holder releases it first")
@@ -81,23 +61,70 @@ impl Core {
                 if !self.groups[gi].holds() && state != LocalState::Waiting {
                     return Err(CommandError::NotHeld(group));
                 }
-                let nodes = self.node_views(gi, now);
-                let quorate = self.connected && self.quorate;
-                let other = nodes.iter().enumerate().any(|(i, n)| {
-                    i != self.local_idx && placement::not_candidate_reason(n, quorate).is_none()
-                });
-                if !other {
-                    return Err(CommandError::NoOtherCandidate(group));
+                let next = self
+                    .next_candidate(gi, now)
+                    .ok_or_else(|| CommandError::NoOtherCandidate(group.clone()))?;
+                let to = self.cfg.nodes[next].0.clone();
+                // A one-time move, not a ban: the next candidate takes the group over as by
+                // a takeover there (a pin), and this node stays a candidate, so it takes the
+                // group back should that node fail.
+                let payload = Message::Takeover {
+                    node: to.clone(),
+                    group: group.clone(),
                 }
-                let g = &mut self.groups[gi];
-                g.avoid = Some("released by an operator".to_owned());
-                g.avoid_until = None;
-                g.pinned = false;
+                .encode()?;
+                self.outputs.push(Output::Send {
+                    to: Some(to.clone()),
+                    payload,
+                });
+                self.groups[gi].pinned = false;
                 self.dirty = true;
-                info!(group = %group, "release requested");
-                Ok(format!("releasing {group}; the next candidate takes it"))
+                info!(group = %group, to = %to, "release requested");
+                Ok(format!(
+                    "releasing {group} to {to}; this node still takes it over should {to} fail"
+                ))
             }
         }
+    }
+
+    /// Pins group `gi` here: a preference for this node, with automatic failback, until the
+    /// group moves away (an operator's takeover here, or a release on its holder). An
+    /// explicit request forgives an earlier failure here, and a loss: the operator decides
+    /// where the group runs.
+    pub(super) fn pin_here(&mut self, gi: usize) -> Result<(), CommandError> {
+        let me = NodeView {
+            name: &self.cfg.local,
+            role: self.cfg.nodes[self.local_idx].1,
+            up: self.connected,
+            standby: self.standby,
+            healthy: self.healthy,
+        };
+        if let Some(reason) = placement::not_candidate_reason(&me, self.connected && self.quorate) {
+            return Err(CommandError::NotCandidate(reason.to_owned()));
+        }
+        let g = &mut self.groups[gi];
+        g.lost_to = None;
+        g.avoid = None;
+        g.avoid_until = None;
+        g.failures = 0;
+        g.pinned = true;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Where group `gi` goes when this node gives it up: placement without this node (and
+    /// without any pin: the release decides).
+    fn next_candidate(&self, gi: usize, now: Time) -> Option<usize> {
+        let mut nodes = self.node_views(gi, now);
+        nodes[self.local_idx].standby = true;
+        let spec = &self.cfg.groups[gi];
+        let view = GroupView {
+            prefer: spec.prefer.as_deref(),
+            failback: spec.failback,
+            holder: None,
+        };
+        placement::desired_holder(&nodes, self.connected && self.quorate, &view)
+            .filter(|i| *i != self.local_idx)
     }
 
     pub(super) fn set_standby(
@@ -167,11 +194,12 @@ impl Core {
             self.dirty = true;
         }
         if !on {
-            // Bringing a node online also forgives its failed or released groups.
+            // Bringing a node online puts it back to its configured role: its failed groups
+            // are forgiven and its pins (takeover here, release elsewhere) cleared.
             for g in &mut self.groups {
                 g.avoid_until = None;
                 g.failures = 0;
-                if g.avoid.take().is_some() {
+                if g.avoid.take().is_some() || std::mem::take(&mut g.pinned) {
                     self.dirty = true;
                 }
             }

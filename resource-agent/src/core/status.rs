@@ -18,6 +18,29 @@ pub struct GroupStatus {
     pub last_error: Option<String>,
     /// Restarts here within the restart policy's window.
     pub restarts: u32,
+    /// What binds the group to a node or keeps it from one, each with the command that
+    /// clears it.
+    pub constraints: Vec<Constraint>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConstraintKind {
+    /// The group stays on `node` (a takeover there, or a release on its holder) until it
+    /// moves away from it; it never holds the group on a node that is not a candidate.
+    Pin,
+    /// `node` does not take the group (a failure there, or a loss to another server).
+    Ban,
+}
+
+/// A pin or a ban of a group, as known here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Constraint {
+    pub kind: ConstraintKind,
+    pub node: String,
+    /// Why, in words.
+    pub reason: String,
+    /// The command that clears it (it also ends by itself, as `reason` says).
+    pub clear: String,
 }
 
 /// Flags of one node as known here.
@@ -74,6 +97,7 @@ impl Core {
                     },
                     last_error: g.last_error.clone(),
                     restarts: g.restarts.restarts(now),
+                    constraints: self.constraints(gi, now),
                 }
             })
             .collect();
@@ -118,5 +142,67 @@ impl Core {
             groups,
             bad_messages: self.bad_messages,
         }
+    }
+
+    /// The pins and bans of group `gi`: the pin (the newest takeover or release wins, so
+    /// at most one counts), this node's own ban with its reason, and the bans the live
+    /// peers announce.
+    fn constraints(&self, gi: usize, now: Time) -> Vec<Constraint> {
+        let group = &self.cfg.groups[gi].name;
+        let g = &self.groups[gi];
+        let local = &self.cfg.local;
+        let mut out = Vec::new();
+        if let Some(i) = self.pinned(gi, now) {
+            let node = self.cfg.nodes[i].0.clone();
+            out.push(Constraint {
+                kind: ConstraintKind::Pin,
+                reason: format!(
+                    "moved there by an operator (takeover there or release on the holder); \
+                     lasts until it moves away from {node}"
+                ),
+                clear: format!("ipctl online {node}"),
+                node,
+            });
+        }
+        if g.lost_to.is_some() {
+            out.push(Constraint {
+                kind: ConstraintKind::Ban,
+                node: local.clone(),
+                reason: "lost to another server; not claimed again until the node that took it \
+                         is heard from or dies"
+                    .to_owned(),
+                clear: format!("ipctl takeover {group}"),
+            });
+        }
+        if let Some(why) = &g.avoid {
+            let until = match g.avoid_until {
+                Some(t) => format!(
+                    "; retried here in {}s if nobody else holds it",
+                    t.saturating_sub(now).as_secs()
+                ),
+                None => String::new(),
+            };
+            out.push(Constraint {
+                kind: ConstraintKind::Ban,
+                node: local.clone(),
+                reason: format!("{why}{until}"),
+                clear: format!("ipctl online {local}"),
+            });
+        }
+        for (name, _) in &self.cfg.nodes {
+            if self
+                .live_peer(name, now)
+                .is_some_and(|p| p.state.avoid.contains(group))
+            {
+                out.push(Constraint {
+                    kind: ConstraintKind::Ban,
+                    node: name.clone(),
+                    reason: "failed there; retried there after a backoff if nobody else holds it"
+                        .to_owned(),
+                    clear: format!("ipctl online {name}"),
+                });
+            }
+        }
+        out
     }
 }

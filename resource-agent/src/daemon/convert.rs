@@ -5,7 +5,7 @@ use tandem_proto::agent::v1 as pb;
 use super::driver::Driver;
 use crate::agents::Kind;
 use crate::agents::group::AgentState;
-use crate::core::{LocalState, Time};
+use crate::core::{Constraint, ConstraintKind, LocalState, Time};
 
 impl Driver {
     pub(super) fn status(&self, now: Time) -> pb::StatusResponse {
@@ -46,6 +46,7 @@ impl Driver {
                             checked_at: Some(tandem_proto::time::timestamp(*at)),
                         }),
                     not_candidate_reason: g.not_candidate_reason.clone().unwrap_or_default(),
+                    constraints: g.constraints.iter().map(constraint).collect(),
                 }
             })
             .collect();
@@ -127,5 +128,17 @@ fn agent_status(r: crate::agents::group::AgentRecord) -> pb::AgentStatus {
         }),
         failures: r.failures,
         detail: r.detail,
+    }
+}
+
+fn constraint(c: &Constraint) -> pb::Constraint {
+    pb::Constraint {
+        kind: match c.kind {
+            ConstraintKind::Pin => pb::ConstraintKind::Pin,
+            ConstraintKind::Ban => pb::ConstraintKind::Ban,
+        } as i32,
+        node: c.node.clone(),
+        reason: c.reason.clone(),
+        clear: c.clear.clone(),
     }
 }
