@@ -6,7 +6,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{Options, PREFERRED};
+use super::{ASSIGN_BOUND, Options, PREFERRED};
 use crate::cluster::Daemon;
 
 /// A provider fault, set through the emulator's admin API.
@@ -31,6 +31,37 @@ pub enum Target {
     /// Both daemons: a crashed (kill) or paused (freeze) machine; a crash also takes its
     /// web server down.
     Node,
+}
+
+/// An operator's command, as `ipctl` sends it to a node's agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// On the holder.
+    Release,
+    Takeover,
+    Standby,
+    Online,
+}
+
+impl Command {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Command::Release => "release",
+            Command::Takeover => "takeover",
+            Command::Standby => "standby",
+            Command::Online => "online",
+        }
+    }
+}
+
+/// Which member the crash after an operator's command hits, chosen once the command's
+/// move has settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crash {
+    /// The node holding the group then (e.g. the one a release moved it to).
+    Holder,
+    /// The other member (e.g. the one that released it).
+    Other,
 }
 
 /// One fault. Node indexes are in launch order (members, then the witness).
@@ -59,8 +90,17 @@ pub enum Fault {
     Takeover {
         node: usize,
     },
-    /// Release from whichever node holds the group.
-    Release,
+    /// An operator's command on `node` (a release: on the holder), then, once the group
+    /// settled, a crash (kill -9 of both daemons) of a member for `down`: what a command
+    /// leaves behind must never keep the group off a node that could hold it (a release
+    /// used to ban the releasing node until `ipctl online`). A standby is ended with
+    /// `ipctl online` after the crash.
+    Operator {
+        command: Command,
+        node: usize,
+        crash: Crash,
+        down: Duration,
+    },
     /// netns with a witness only.
     Partition {
         node: usize,
@@ -100,7 +140,7 @@ impl Fault {
                 _ => Target::Node,
             }
         };
-        let kinds = if opts.netns { 9 } else { 7 };
+        let kinds = if opts.netns { 10 } else { 8 };
         match rng.random_range(0..kinds) {
             0 | 1 => {
                 let node = rng.random_range(0..all);
@@ -148,8 +188,28 @@ impl Fault {
             5 => Fault::Takeover {
                 node: rng.random_range(0..members),
             },
-            6 => Fault::Release,
-            7 if opts.nodes >= 3 => Fault::Partition {
+            6 | 7 => {
+                // Longer than detection and an assignment: a group left unheld by the
+                // command's leftovers shows as a gap in the curl loop.
+                let least = dead_after + ASSIGN_BOUND + Duration::from_secs(1);
+                let least = least.as_millis() as u64;
+                Fault::Operator {
+                    command: [
+                        Command::Release,
+                        Command::Takeover,
+                        Command::Standby,
+                        Command::Online,
+                    ][rng.random_range(0..4)],
+                    node: rng.random_range(0..members),
+                    crash: if rng.random_bool(0.5) {
+                        Crash::Holder
+                    } else {
+                        Crash::Other
+                    },
+                    down: ms(&mut rng, least, least + 3000),
+                }
+            }
+            8 if opts.nodes >= 3 => Fault::Partition {
                 node: rng.random_range(0..all),
                 lasts: ms(&mut rng, 500, 6000),
             },
@@ -202,7 +262,8 @@ impl Fault {
                     2
                 }
             }
-            Fault::Release => 2,
+            // The command's move, the crash's failover, and the failback on its return.
+            Fault::Operator { .. } => 3,
             Fault::Loss { .. } => 0,
         }
     }
@@ -217,6 +278,20 @@ impl Fault {
             }
             Fault::Partition { node, .. } => hits(node),
             _ => false,
+        }
+    }
+
+    /// Time the group may rightly be held by nobody: a standby node is no candidate, so
+    /// crashing the only other member leaves the group down until it returns.
+    pub fn expected_outage(&self) -> Duration {
+        match self {
+            Fault::Operator {
+                command: Command::Standby,
+                crash: Crash::Holder,
+                down,
+                ..
+            } => *down + ASSIGN_BOUND,
+            _ => Duration::ZERO,
         }
     }
 
@@ -301,7 +376,30 @@ impl fmt::Display for Described<'_> {
                 write!(f, "standby {} for {}", name(node), secs(*lasts))
             }
             Fault::Takeover { node } => write!(f, "takeover on {}", name(node)),
-            Fault::Release => write!(f, "release by the holder"),
+            Fault::Operator {
+                command,
+                node,
+                crash,
+                down,
+            } => {
+                match command {
+                    Command::Release => write!(f, "release by the holder")?,
+                    c => write!(f, "{} on {}", c.verb(), name(node))?,
+                }
+                write!(
+                    f,
+                    ", then kill -9 of {} for {}",
+                    match crash {
+                        Crash::Holder => "the holder",
+                        Crash::Other => "the other member",
+                    },
+                    secs(*down)
+                )?;
+                if *command == Command::Standby {
+                    write!(f, ", then online")?;
+                }
+                Ok(())
+            }
             Fault::Partition { node, lasts } => {
                 write!(f, "partition {} for {}", name(node), secs(*lasts))
             }
@@ -349,7 +447,9 @@ mod tests {
                 let bad = match f {
                     Fault::Partition { .. } => !(netns && nodes == 3),
                     Fault::Loss { .. } => !netns,
-                    Fault::Standby { node, .. } | Fault::Takeover { node } => node >= 2,
+                    Fault::Standby { node, .. }
+                    | Fault::Takeover { node }
+                    | Fault::Operator { node, .. } => node >= 2,
                     Fault::Kill { node, target, .. } | Fault::Freeze { node, target, .. } => {
                         node >= nodes || (node >= 2 && target != Target::One(Daemon::Membership))
                     }
@@ -364,7 +464,19 @@ mod tests {
         assert!(drawn.iter().any(|f| matches!(f, Fault::Partition { .. })));
         assert!(drawn.iter().any(|f| matches!(f, Fault::Loss { .. })));
         assert!(drawn.iter().any(|f| matches!(f, Fault::Provider { .. })));
-        assert!(drawn.iter().any(|f| matches!(f, Fault::Release)));
+        for c in [
+            Command::Release,
+            Command::Takeover,
+            Command::Standby,
+            Command::Online,
+        ] {
+            for crash in [Crash::Holder, Crash::Other] {
+                assert!(
+                    drawn.iter().any(|f| matches!(f, Fault::Operator { command, crash: k, .. } if *command == c && *k == crash)),
+                    "{c:?} then a crash of {crash:?} is drawn"
+                );
+            }
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! next one (a killed daemon is restarted, a frozen one thawed, standby ended, provider
 //! faults cleared, partitions healed), so fault `K` of a seed is the same whatever ran before
 //! it: `--start-at K` on a fresh cluster replays the sequence from there (from a fresh
-//! cluster: a takeover's preference, which lasts until the group moves, is not replayed).
+//! cluster: the pin a takeover or a release leaves, which lasts until the group moves, is
+//! not replayed).
 //!
 //! After each fault the soak waits for the cluster to settle (exactly one node runs the
 //! group, the emulator's holder is that node, nothing starting or stopping, no action in
@@ -20,7 +21,11 @@
 //!   provider's own downtime;
 //! - the curl loop's longest gap is below detection (`dead_after`) plus assignment
 //!   ([`ASSIGN_BOUND`]) plus, for provider faults, the provider's downtime and one
-//!   [`START_RETRY`] (the IP moves within one backoff of the provider's recovery).
+//!   [`START_RETRY`] (the IP moves within one backoff of the provider's recovery), plus the
+//!   time nobody may rightly hold the group ([`Fault::expected_outage`]: a standby node and
+//!   the other member crashed). Operator commands are each followed by a crash
+//!   ([`Fault::Operator`]) that outlasts this bound, so a command that kept a live node
+//!   from taking the group shows here.
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -36,7 +41,7 @@ use crate::cluster::{Binaries, Cluster, Daemon, GROUP, LaunchError, ProbeReport,
 mod fault;
 
 use fault::secs;
-pub use fault::{Described, Fault, ProviderFault, Target};
+pub use fault::{Command, Crash, Described, Fault, ProviderFault, Target};
 
 /// The curl loop's period.
 const PROBE_PERIOD: Duration = Duration::from_millis(100);
@@ -436,23 +441,35 @@ impl Rig {
                 let _ = self.operator(*node, "takeover").await;
                 Ok(())
             }
-            Fault::Release => match self.holder() {
-                Some(h) => {
-                    if self.operator(h, "release").await.is_ok() {
-                        // A released group is one this node will not take again until it
-                        // is brought online: end the release once the group moved, as an
-                        // operator would, so that no later fault inherits it.
-                        let name = self.names[h].clone();
-                        let _ = crate::cluster::wait_for(Duration::from_secs(10), || async {
-                            (self.c.holder().as_deref() != Some(name.as_str())).then_some(())
-                        })
-                        .await;
-                        self.agent_call(h, "online").await?;
-                    }
-                    Ok(())
+            Fault::Operator {
+                command,
+                node,
+                crash,
+                down,
+            } => {
+                let target = match command {
+                    Command::Release => self.holder().ok_or("release: nobody holds the IP")?,
+                    _ => *node,
+                };
+                let done = self.operator(target, command.verb()).await.is_ok();
+                // The crash hits what the command left: the move it made has settled.
+                if let Err(why) = self.settle(SETTLE_LIMIT).await {
+                    self.notes
+                        .push(format!("not settled after the command: {why}"));
                 }
-                None => Err("release: nobody holds the IP".into()),
-            },
+                let holder = self.holder().unwrap_or(target);
+                let victim = match crash {
+                    Crash::Holder => holder,
+                    Crash::Other => 1 - holder,
+                };
+                self.c.crash_node(victim);
+                tokio::time::sleep(*down).await;
+                self.revive(victim, Target::Node).await?;
+                if *command == Command::Standby && done {
+                    self.agent_call(target, "online").await?;
+                }
+                Ok(())
+            }
             Fault::Partition { node, lasts } => {
                 self.c.partition(*node).map_err(|e| e.to_string())?;
                 tokio::time::sleep(*lasts).await;
@@ -586,7 +603,12 @@ pub async fn run(
         } else {
             Duration::ZERO
         };
-        let gap_bound = dead_after + ASSIGN_BOUND + downtime + retry + 2 * PROBE_PERIOD;
+        let gap_bound = dead_after
+            + ASSIGN_BOUND
+            + downtime
+            + retry
+            + fault.expected_outage()
+            + 2 * PROBE_PERIOD;
         if gap > gap_bound {
             problems.push(format!(
                 "the curl loop went {} without an answer (bound {})",
