@@ -11,9 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
+use tandem_emulator::cluster::{Binaries, Cluster, Prober, Spec, wait_for};
 use tandem_proto::agent::v1 as apb;
 use tandem_resource_agent::core::Timers;
-use tandem_tests::cluster::{Binaries, Cluster, Prober, Spec, wait_for};
 
 /// The curl loop's period (the tutorial's loop sleeps between requests the same way).
 const PROBE: Duration = Duration::from_millis(100);
@@ -191,9 +191,9 @@ async fn demo(args: &Args, bins: Binaries) -> anyhow::Result<ExitCode> {
         &format!(
             "*** Killing the primary: kill -9 of tandem-membership (pid {}) and tandem-resource-agent (pid {}); \
              its web server goes down too",
-            c.pid(0, tandem_tests::cluster::Daemon::Membership)
+            c.pid(0, tandem_emulator::cluster::Daemon::Membership)
                 .unwrap_or_default(),
-            c.pid(0, tandem_tests::cluster::Daemon::Agent)
+            c.pid(0, tandem_emulator::cluster::Daemon::Agent)
                 .unwrap_or_default()
         ),
     );

@@ -23,9 +23,13 @@
 pub mod pcap;
 pub mod tandem;
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::cluster::{Cluster, Network, NetworkFactory};
 
 /// Prefix of every namespace this kit creates; the leftover cleanup touches nothing else.
 pub const PREFIX: &str = "tdm-";
@@ -374,6 +378,47 @@ impl Drop for Net {
         }
         let _ = ip(&["netns", "del", &self.switch]);
     }
+}
+
+/// The launcher runs each membership daemon in its host's namespace, on the host's addresses.
+impl Network for Net {
+    fn addresses(&self, i: usize) -> Vec<IpAddr> {
+        self.hosts
+            .get(i)
+            .map(|h| h.addrs.iter().map(|a| IpAddr::V4(*a)).collect())
+            .unwrap_or_default()
+    }
+
+    fn command(&self, i: usize, program: &Path) -> Command {
+        match self.hosts.get(i) {
+            Some(h) => h.command(program),
+            // No such host: a command that fails at once with the launcher's error.
+            None => Command::new(format!("no-netns-host-{i}")),
+        }
+    }
+
+    fn partition(&self, i: usize) -> Result<(), String> {
+        Net::partition(self, i).map_err(|e| e.to_string())
+    }
+
+    fn heal(&self) -> Result<(), String> {
+        Net::heal(self).map_err(|e| e.to_string())
+    }
+}
+
+/// A [`Spec::network`](crate::cluster::Spec::network) that puts each node's membership daemon
+/// in a host of a new [`Net`] (one per launch).
+pub fn namespaces() -> NetworkFactory {
+    NetworkFactory(Arc::new(|hosts, links| {
+        let net = Net::new(hosts, links).map_err(|e| e.to_string())?;
+        Ok(Box::new(net) as Box<dyn Network>)
+    }))
+}
+
+/// The [`Net`] of a cluster launched with [`namespaces`], for faults beyond a partition.
+pub fn of(c: &Cluster) -> Option<&Net> {
+    let net: &dyn std::any::Any = c.net.as_deref()?;
+    net.downcast_ref()
 }
 
 /// Skips a test (prints why) when namespaces cannot be made; fails it on any other error.

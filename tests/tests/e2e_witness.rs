@@ -19,7 +19,7 @@ async fn partitioned_primary_loses_quorum_and_the_ip_moves_once_each_way() {
     }
     let mut spec = Spec::fast(Binaries::for_tests().expect("binaries"));
     spec.witness = Some("witness".into());
-    spec.netns = true;
+    spec.network = Some(tandem_tests::netns::namespaces());
     let started = tokio::time::Instant::now();
     let c = Cluster::start(spec).await.expect("cluster starts");
     let ok = wait_for(MOVE_LIMIT, || async {

@@ -32,7 +32,7 @@ fn spec(links: usize, witness: bool) -> Option<Spec> {
         return None;
     }
     let mut s = Spec::defaults(Binaries::for_tests().expect("daemon binaries"));
-    s.netns = true;
+    s.network = Some(tandem_tests::netns::namespaces());
     s.links = links;
     s.witness = witness.then(|| "witness".to_owned());
     Some(s)
@@ -488,7 +488,7 @@ async fn asymmetric_loss_with_agents_gives_one_holder_and_no_flapping() {
     let Some(spec) = spec(1, false) else { return };
     let c = launch(spec).await;
     let probe = c.probe(PROBE);
-    let net = c.net.as_ref().expect("namespaces");
+    let net = tandem_tests::netns::of(&c).expect("namespaces");
     let mut s = Sampler::default();
     net.inbound_loss(1, 100).expect("the secondary deaf");
     // Long enough for detection, a move, and a ping-pong to show: past the agents'
@@ -533,7 +533,7 @@ async fn links_cut_one_then_both(witness: bool) {
     let Some(spec) = spec(2, witness) else { return };
     let c = launch(spec).await;
     let probe = c.probe(PROBE);
-    let net = c.net.as_ref().expect("namespaces");
+    let net = tandem_tests::netns::of(&c).expect("namespaces");
     let mut s = Sampler::default();
     net.cut_link(0, 0).expect("cut link 0");
     s.steady(&c, "primary", Duration::from_secs(4), "one link cut")

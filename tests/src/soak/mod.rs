@@ -220,7 +220,7 @@ impl Rig {
         if opts.nodes >= 3 {
             spec.witness = Some("witness".into());
         }
-        spec.netns = opts.netns;
+        spec.network = opts.netns.then(crate::netns::namespaces);
         spec.log_filter = "info".into();
         let c = Cluster::start(spec).await?;
         let names: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
@@ -357,10 +357,7 @@ impl Rig {
     }
 
     fn net(&self) -> Result<&crate::netns::Net, String> {
-        self.c
-            .net
-            .as_ref()
-            .ok_or_else(|| "network faults need --netns".to_owned())
+        crate::netns::of(&self.c).ok_or_else(|| "network faults need --netns".to_owned())
     }
 
     /// Applies `fault` and undoes it. `Err`: the fault could not be applied as drawn.

@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tandem_tests::emulator::testkit::{
+use tandem_emulator::testkit::{
     FARAWAY, IP, PRIMARY, READ_ONLY_TOKEN, SECONDARY, TOKEN, fixture, ip,
 };
-use tandem_tests::emulator::{DropletConfig, Emulator};
+use tandem_emulator::{DropletConfig, Emulator};
 
 async fn get(url: String, token: Option<&str>) -> (StatusCode, Value) {
     let mut r = reqwest::Client::new().get(url);

@@ -1,5 +1,8 @@
-//! A DigitalOcean-compatible API emulator for tests and the demo.
+//! Tandem's provider emulator and local cluster launcher: what `ipctl demo` runs, and what the
+//! test kit (`tandem-tests`) builds its end-to-end suites on.
 //!
+//! [`cluster`] launches a cluster on one machine: this emulator as the provider and the real
+//! daemons per node. The emulator itself, a DigitalOcean-compatible API, is this module:
 //! [`Emulator::start`] binds everything on `127.0.0.1:0` and returns the bound addresses:
 //! - the API (`/v2/...` as DigitalOcean, `/hetzner/v1/...` as Hetzner Cloud, `/vultr/v2/...`
 //!   as Vultr, all on the same reserved IPs and servers; `/_admin/...` for tests: state,
@@ -23,6 +26,8 @@
 //!
 //! Behaviour follows DigitalOcean's public OpenAPI description (reserved IPs, floating-IP
 //! aliases, actions, droplets, error bodies, rate-limit headers); see `digitalocean.rs`.
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -33,6 +38,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub mod cluster;
 pub mod config;
 pub mod digitalocean;
 pub mod hetzner;

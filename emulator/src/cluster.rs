@@ -1,7 +1,8 @@
 //! A cluster on one machine: the emulator as the provider, and per node the real
 //! `tandem-membership` and `tandem-resource-agent` binaries as separate processes.
 //!
-//! Used by the end-to-end suites (`tests/tests/e2e_*.rs`) and by `ipctl demo`.
+//! Used by `ipctl demo` and by the test kit's end-to-end suites (`tests/tests/e2e_*.rs`), which
+//! can put each node's membership daemon on a network of its own ([`Network`]).
 //! [`Cluster::start`] writes `cluster.yaml`, the cluster key (0600) and one API token per node
 //! (0600, handed to the agent through `$CREDENTIALS_DIRECTORY` so each node can have its token
 //! revoked on its own) into a directory, starts the emulator in process with one droplet and
@@ -26,11 +27,16 @@ use tandem_proto::membership::v1::membership_client::MembershipClient;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::emulator::{DropletConfig, Emulator, EmulatorConfig, ReservedIpConfig, TokenConfig};
+use crate::{DropletConfig, Emulator, EmulatorConfig, ReservedIpConfig, TokenConfig};
 
+mod binaries;
+mod network;
 pub mod probe;
 pub mod web;
+mod yaml;
 
+pub use binaries::{Binaries, ipctl_for_tests};
+pub use network::{MakeNetwork, Network, NetworkFactory};
 pub use probe::{ProbeReport, Prober};
 
 /// The reserved IP of every launched cluster (loopback: only a name inside the emulator).
@@ -79,11 +85,12 @@ pub struct Spec {
     /// The preferred droplet holds the IP at the start, as after the tutorial's first
     /// assign (default); else nobody does and the first holder's start assigns it.
     pub ip_held_at_start: bool,
-    /// Run each node's membership daemon in its own network namespace (the `netns` kit) so
-    /// tests can partition nodes; the agents stay outside and reach it over the Unix socket.
-    pub netns: bool,
-    /// Links between the namespaces with [`Spec::netns`] (default 1): each node gets one
-    /// membership address per link, so tests can cut one link and keep the others.
+    /// Run each node's membership daemon on a network of its own (the test kit's network
+    /// namespaces) so tests can partition nodes; the agents stay outside and reach it over
+    /// the Unix socket. `None` (default): every node binds a random loopback address.
+    pub network: Option<NetworkFactory>,
+    /// Links between the nodes' networks with [`Spec::network`] (default 1): each node gets
+    /// one membership address per link, so tests can cut one link and keep the others.
     pub links: usize,
     /// Where the daemons' binaries are.
     pub binaries: Binaries,
@@ -110,7 +117,7 @@ impl Spec {
             action_delay: Duration::from_millis(100),
             readiness_interval: None,
             ip_held_at_start: true,
-            netns: false,
+            network: None,
             links: 1,
             binaries,
             log_filter: "info".into(),
@@ -130,136 +137,6 @@ impl Spec {
     }
 }
 
-/// Builds `what` (cargo's package and target arguments) with the same cargo into the target
-/// directory of the running test executable (`<target>/<profile>/deps/<test>`; a no-op when
-/// up to date; `$CARGO` is set by `cargo test`) and returns `<target>/<profile>`.
-fn cargo_build_for_tests(what: &[&str]) -> Result<PathBuf, LaunchError> {
-    let exe = std::env::current_exe().map_err(|e| LaunchError::Binaries(e.to_string()))?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| LaunchError::Binaries("test binary outside <target>/<profile>/deps".into()))?
-        .to_owned();
-    let target = profile_dir
-        .parent()
-        .ok_or_else(|| LaunchError::Binaries("no target dir".into()))?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet"])
-        .args(what)
-        .arg("--target-dir")
-        .arg(target)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let status = cmd
-        .status()
-        .map_err(|e| LaunchError::Binaries(format!("cannot run cargo: {e}")))?;
-    if !status.success() {
-        return Err(LaunchError::Binaries(format!(
-            "cargo build {} failed",
-            what.join(" ")
-        )));
-    }
-    Ok(profile_dir)
-}
-
-/// For tests: the `ipctl` binary (another package, so no `CARGO_BIN_EXE_ipctl`), built as
-/// [`Binaries::for_tests`] builds the daemons.
-pub fn ipctl_for_tests() -> Result<PathBuf, LaunchError> {
-    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let bin = cargo_build_for_tests(&["-p", "ipctl", "--bin", "ipctl"])
-                .map_err(|e| e.to_string())?
-                .join("ipctl");
-            if bin.exists() {
-                Ok(bin)
-            } else {
-                Err(format!("{} missing after the build", bin.display()))
-            }
-        })
-        .clone()
-        .map_err(LaunchError::Binaries)
-}
-
-/// The daemon binaries.
-#[derive(Debug, Clone)]
-pub struct Binaries {
-    pub membership: PathBuf,
-    pub agent: PathBuf,
-}
-
-impl Binaries {
-    /// For tests: `<target>/<profile>/` of the running test executable, built first with the
-    /// same cargo (a no-op when up to date; `$CARGO` is set by `cargo test`).
-    pub fn for_tests() -> Result<Binaries, LaunchError> {
-        // Once per test process: the tests of one file share the build.
-        static BUILT: std::sync::OnceLock<Result<Binaries, String>> = std::sync::OnceLock::new();
-        BUILT
-            .get_or_init(|| Binaries::build_for_tests().map_err(|e| e.to_string()))
-            .clone()
-            .map_err(LaunchError::Binaries)
-    }
-
-    fn build_for_tests() -> Result<Binaries, LaunchError> {
-        let what = [
-            "-p",
-            "tandem-membership",
-            "-p",
-            "tandem-resource-agent",
-            "--bins",
-        ];
-        let profile_dir = cargo_build_for_tests(&what)?;
-        Binaries::in_dir(&profile_dir, &format!("cargo build {}", what.join(" ")))
-    }
-
-    /// For the benchmark and soak tools: the binaries in `dir` when given (made absolute, as
-    /// each node's daemons run in the node's own directory), else next to the running
-    /// executable (an example's `examples/` directory counts as its profile directory).
-    pub fn given_or_beside_this(
-        dir: Option<&Path>,
-        build_hint: &str,
-    ) -> Result<Binaries, LaunchError> {
-        let dir = match dir {
-            Some(d) => std::fs::canonicalize(d)
-                .map_err(|e| LaunchError::Binaries(format!("{}: {e}", d.display())))?,
-            None => {
-                let exe =
-                    std::env::current_exe().map_err(|e| LaunchError::Binaries(e.to_string()))?;
-                let parent = exe
-                    .parent()
-                    .ok_or_else(|| LaunchError::Binaries("no directory of this binary".into()))?;
-                match parent.file_name() {
-                    Some(n) if n == "examples" => parent.parent().unwrap_or(parent),
-                    _ => parent,
-                }
-                .to_owned()
-            }
-        };
-        Binaries::in_dir(&dir, build_hint)
-    }
-
-    /// The binaries in `dir`; `build_hint` is the command that builds them, named when one
-    /// is missing.
-    pub fn in_dir(dir: &Path, build_hint: &str) -> Result<Binaries, LaunchError> {
-        let b = Binaries {
-            membership: dir.join("tandem-membership"),
-            agent: dir.join("tandem-resource-agent"),
-        };
-        for p in [&b.membership, &b.agent] {
-            if !p.is_file() {
-                return Err(LaunchError::Binaries(format!(
-                    "{} is missing; build it with `{build_hint}`",
-                    p.display()
-                )));
-            }
-        }
-        Ok(b)
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     #[error("{0}")]
@@ -269,10 +146,10 @@ pub enum LaunchError {
         what: String,
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Netns(#[from] crate::netns::NetnsError),
+    #[error("network: {0}")]
+    Network(String),
     #[error("emulator: {0}")]
-    Emulator(#[from] crate::emulator::StartError),
+    Emulator(#[from] crate::StartError),
     #[error("{node} {daemon}: {reason}\n--- log ---\n{log}")]
     Daemon {
         node: String,
@@ -361,9 +238,9 @@ pub struct Cluster {
     pub audit_log: PathBuf,
     /// Web servers of the member nodes, in node order.
     webs: Vec<web::WebServer>,
-    /// The namespaces of the membership daemons (with [`Spec::netns`]); dropped after the
+    /// The networks of the membership daemons (with [`Spec::network`]); dropped after the
     /// processes are killed.
-    pub net: Option<crate::netns::Net>,
+    pub net: Option<Box<dyn Network>>,
 }
 
 impl Drop for Cluster {
@@ -407,10 +284,6 @@ fn write_private(path: &Path, content: &str) -> Result<(), LaunchError> {
     std::fs::write(path, content).map_err(io(format!("writing {}", path.display())))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(io(format!("chmod {}", path.display())))
-}
-
-fn ms(d: Duration) -> String {
-    format!("{}ms", d.as_millis())
 }
 
 impl Cluster {
@@ -458,10 +331,9 @@ impl Cluster {
         write_private(&key_file, &random_secret(48))?;
 
         let count = spec.members.len() + usize::from(spec.witness.is_some());
-        let net = if spec.netns {
-            Some(crate::netns::Net::new(count, spec.links.max(1))?)
-        } else {
-            None
+        let net = match &spec.network {
+            Some(f) => Some((f.0)(count, spec.links.max(1)).map_err(LaunchError::Network)?),
+            None => None,
         };
         let mut nodes = Vec::new();
         let names = spec
@@ -478,10 +350,10 @@ impl Cluster {
             }
             let addresses = match &net {
                 // Each namespace has its own port space: the standard port is free.
-                Some(net) => net.hosts[i]
-                    .addrs
-                    .iter()
-                    .map(|a| SocketAddr::from((*a, 694)))
+                Some(net) => net
+                    .addresses(i)
+                    .into_iter()
+                    .map(|a| SocketAddr::from((a, 694)))
                     .collect(),
                 None => vec![free_udp()?],
             };
@@ -556,7 +428,7 @@ impl Cluster {
             .unwrap_or_default();
 
         let config = path.join("cluster.yaml");
-        let yaml = render_config(&spec, &nodes, &key_file, &prefer, &emulator, ip);
+        let yaml = yaml::render_config(&spec, &nodes, &key_file, &prefer, &emulator, ip);
         std::fs::write(&config, yaml).map_err(io("writing cluster.yaml"))?;
 
         let mut c = Cluster {
@@ -632,7 +504,7 @@ impl Cluster {
         let log = std::fs::File::create(&log_path)
             .map_err(io(format!("creating {}", log_path.display())))?;
         let mut cmd = match (&self.net, d) {
-            (Some(net), Daemon::Membership) => net.hosts[i].command(&bin),
+            (Some(net), Daemon::Membership) => net.command(i, &bin),
             _ => Command::new(&bin),
         };
         cmd.arg("--config")
@@ -669,10 +541,10 @@ impl Cluster {
     pub fn partition(&self, i: usize) -> Result<SystemTime, LaunchError> {
         match &self.net {
             Some(net) => {
-                net.partition(i)?;
+                net.partition(i).map_err(LaunchError::Network)?;
                 Ok(SystemTime::now())
             }
-            None => Err(LaunchError::Binaries("partitions need Spec::netns".into())),
+            None => Err(LaunchError::Network("partitions need Spec::network".into())),
         }
     }
 
@@ -680,10 +552,10 @@ impl Cluster {
     pub fn heal(&self) -> Result<SystemTime, LaunchError> {
         match &self.net {
             Some(net) => {
-                net.heal()?;
+                net.heal().map_err(LaunchError::Network)?;
                 Ok(SystemTime::now())
             }
-            None => Err(LaunchError::Binaries("partitions need Spec::netns".into())),
+            None => Err(LaunchError::Network("partitions need Spec::network".into())),
         }
     }
 
@@ -929,7 +801,7 @@ impl Cluster {
 
     /// Every line of the emulator's audit log.
     pub fn audit(&self) -> Vec<Value> {
-        crate::emulator::testkit::read_audit(&self.audit_log)
+        crate::testkit::read_audit(&self.audit_log)
     }
 
     /// Holder changes recorded by the emulator, in order.
@@ -1011,94 +883,4 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn render_config(
-    spec: &Spec,
-    nodes: &[Node],
-    key_file: &Path,
-    prefer: &str,
-    emulator: &Emulator,
-    ip: IpAddr,
-) -> String {
-    let voters = nodes.len();
-    let mut y = String::new();
-    let _ = writeln!(
-        y,
-        "# Written by the Tandem cluster launcher (tests, ipctl demo)."
-    );
-    let _ = writeln!(y, "cluster: tandem-demo");
-    let _ = writeln!(y, "auth:\n  key_file: {}", key_file.display());
-    let _ = writeln!(
-        y,
-        "timing:\n  interval: {}\n  warn_after: {}\n  dead_after: {}\n  init_dead: {}",
-        ms(spec.interval),
-        ms(spec.warn_after),
-        ms(spec.dead_after),
-        ms(spec.init_dead)
-    );
-    let _ = writeln!(
-        y,
-        "quorum: {}",
-        if voters == 2 { "two_node" } else { "majority" }
-    );
-    let _ = writeln!(y, "nodes:");
-    for n in nodes {
-        let addresses = n
-            .addresses
-            .iter()
-            .map(|a| format!("\"{a}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let _ = writeln!(y, "  - name: {}\n    addresses: [{addresses}]", n.name);
-        if n.witness {
-            let _ = writeln!(y, "    role: witness");
-        }
-    }
-    if !spec.health.is_empty() {
-        let _ = writeln!(y, "health:");
-        for h in &spec.health {
-            let _ = writeln!(y, "  {h}");
-        }
-    }
-    let metadata = nodes
-        .iter()
-        .find_map(|n| n.droplet)
-        .and_then(|id| emulator.addresses.metadata.get(&id).cloned())
-        .unwrap_or_default();
-    let ids = nodes
-        .iter()
-        .filter_map(|n| Some(format!("{}: {}", n.name, n.droplet?)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let _ = writeln!(
-        y,
-        "resources:\n  - name: {GROUP}\n    prefer: {prefer}\n    failback: {}\n    agents:",
-        if spec.failback_auto { "auto" } else { "manual" }
-    );
-    let _ = writeln!(
-        y,
-        "      - reserved-ip:\n          provider: digitalocean\n          ip: {ip}\n          \
-         token_file: do-token\n          api_url: {}\n          metadata_url: {metadata}\n          \
-         droplet_ids: {{ {ids} }}",
-        emulator.addresses.api,
-    );
-    if !spec.agent_defaults {
-        let _ = writeln!(
-            y,
-            "          timeout: 10s\n          monitor_interval: {}",
-            ms(spec.monitor_interval)
-        );
-    }
-    for a in &spec.extra_agents {
-        let _ = writeln!(y, "      {a}");
-    }
-    // Mutating RPCs (takeover, standby) need root or the admin group: allow the user who
-    // launched the cluster.
-    if !nix::unistd::geteuid().is_root()
-        && let Ok(Some(g)) = nix::unistd::Group::from_gid(nix::unistd::getegid())
-    {
-        let _ = writeln!(y, "agent:\n  admin_group: {}", g.name);
-    }
-    y
 }

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use tandem_tests::emulator::{
-    DropletConfig, Emulator, EmulatorConfig, ReservedIpConfig, TokenConfig,
-};
+use tandem_emulator::{DropletConfig, Emulator, EmulatorConfig, ReservedIpConfig, TokenConfig};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -1,6 +1,6 @@
 //! The emulator's DigitalOcean answers checked against DigitalOcean's OpenAPI description
-//! (`shared/reference/digitalocean-reserved-ip.openapi.yaml` beside the repository; the test
-//! is skipped, saying why, when the file is absent).
+//! (`shared/reference/digitalocean-reserved-ip.openapi.yaml` beside the repository, or in
+//! `$TANDEM_REFERENCE_DIR`; the test is skipped, saying why, when the file is absent).
 //!
 //! The checker walks the schema: `$ref`, `allOf` (all), `anyOf`/`oneOf` (at least one),
 //! `nullable`, `type`, `required`, `properties`, `items` and string `enum`s. It also checks
@@ -10,12 +10,20 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use tandem_tests::emulator::Emulator;
-use tandem_tests::emulator::testkit::{IP, PRIMARY, SECONDARY, TOKEN, fixture};
+use tandem_emulator::Emulator;
+use tandem_emulator::testkit::{IP, PRIMARY, SECONDARY, TOKEN, fixture};
+
+/// The reference directory: `$TANDEM_REFERENCE_DIR` (for a checkout elsewhere, such as a git
+/// worktree), else `shared/reference` beside the repository.
+fn reference_dir() -> PathBuf {
+    std::env::var_os("TANDEM_REFERENCE_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference"),
+        PathBuf::from,
+    )
+}
 
 fn spec() -> Option<Value> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/reference/digitalocean-reserved-ip.openapi.yaml");
+    let path = reference_dir().join("digitalocean-reserved-ip.openapi.yaml");
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let y: serde_yaml::Value = serde_yaml::from_str(&text).expect("the spec parses");

@@ -1,0 +1,102 @@
+//! The cluster's `cluster.yaml`, as the launcher writes it.
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::{GROUP, Node, Spec};
+use crate::Emulator;
+
+fn ms(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+pub(super) fn render_config(
+    spec: &Spec,
+    nodes: &[Node],
+    key_file: &Path,
+    prefer: &str,
+    emulator: &Emulator,
+    ip: IpAddr,
+) -> String {
+    let voters = nodes.len();
+    let mut y = String::new();
+    let _ = writeln!(
+        y,
+        "# Written by the Tandem cluster launcher (tests, ipctl demo)."
+    );
+    let _ = writeln!(y, "cluster: tandem-demo");
+    let _ = writeln!(y, "auth:\n  key_file: {}", key_file.display());
+    let _ = writeln!(
+        y,
+        "timing:\n  interval: {}\n  warn_after: {}\n  dead_after: {}\n  init_dead: {}",
+        ms(spec.interval),
+        ms(spec.warn_after),
+        ms(spec.dead_after),
+        ms(spec.init_dead)
+    );
+    let _ = writeln!(
+        y,
+        "quorum: {}",
+        if voters == 2 { "two_node" } else { "majority" }
+    );
+    let _ = writeln!(y, "nodes:");
+    for n in nodes {
+        let addresses = n
+            .addresses
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(y, "  - name: {}\n    addresses: [{addresses}]", n.name);
+        if n.witness {
+            let _ = writeln!(y, "    role: witness");
+        }
+    }
+    if !spec.health.is_empty() {
+        let _ = writeln!(y, "health:");
+        for h in &spec.health {
+            let _ = writeln!(y, "  {h}");
+        }
+    }
+    let metadata = nodes
+        .iter()
+        .find_map(|n| n.droplet)
+        .and_then(|id| emulator.addresses.metadata.get(&id).cloned())
+        .unwrap_or_default();
+    let ids = nodes
+        .iter()
+        .filter_map(|n| Some(format!("{}: {}", n.name, n.droplet?)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let _ = writeln!(
+        y,
+        "resources:\n  - name: {GROUP}\n    prefer: {prefer}\n    failback: {}\n    agents:",
+        if spec.failback_auto { "auto" } else { "manual" }
+    );
+    let _ = writeln!(
+        y,
+        "      - reserved-ip:\n          provider: digitalocean\n          ip: {ip}\n          \
+         token_file: do-token\n          api_url: {}\n          metadata_url: {metadata}\n          \
+         droplet_ids: {{ {ids} }}",
+        emulator.addresses.api,
+    );
+    if !spec.agent_defaults {
+        let _ = writeln!(
+            y,
+            "          timeout: 10s\n          monitor_interval: {}",
+            ms(spec.monitor_interval)
+        );
+    }
+    for a in &spec.extra_agents {
+        let _ = writeln!(y, "      {a}");
+    }
+    // Mutating RPCs (takeover, standby) need root or the admin group: allow the user who
+    // launched the cluster.
+    if !nix::unistd::geteuid().is_root()
+        && let Ok(Some(g)) = nix::unistd::Group::from_gid(nix::unistd::getegid())
+    {
+        let _ = writeln!(y, "agent:\n  admin_group: {}", g.name);
+    }
+    y
+}
