@@ -122,14 +122,10 @@ fn keys_line(c: &ClusterConfig) -> String {
 fn agent_line(a: &AgentConfig) -> String {
     let (desc, settings) = match a {
         AgentConfig::ReservedIp(r) => {
-            let provider = match r.provider {
-                Provider::DigitalOcean => "digitalocean",
-                Provider::Hetzner => "hetzner",
-                Provider::Vultr => "vultr",
-            };
             let mut x = format!(
-                "reserved-ip {} at {provider} (token {})",
+                "reserved-ip {} at {} (token {})",
                 r.ip,
+                r.provider,
                 r.token_file.display()
             );
             if let Some(u) = &r.api_url {

@@ -149,11 +149,74 @@ pub enum AgentConfig {
     Exec(ExecAgent),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A reserved-IP provider. Its names and facts are here, once: the configuration parses them,
+/// the agent, ipctl and the metrics print them, and `tandem_resource_agent::provider::new`
+/// builds its client (the one match to extend with a new provider's module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Provider {
     DigitalOcean,
     Hetzner,
     Vultr,
+}
+
+impl Provider {
+    /// Every provider, in the order the documentation lists them.
+    pub const ALL: [Provider; 3] = [Provider::DigitalOcean, Provider::Hetzner, Provider::Vultr];
+
+    /// The name in `provider:`, metrics labels, logs and `ipctl assign --provider`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Provider::DigitalOcean => "digitalocean",
+            Provider::Hetzner => "hetzner",
+            Provider::Vultr => "vultr",
+        }
+    }
+
+    /// The provider called `name` (exactly as [`Provider::name`] spells it).
+    pub fn from_name(name: &str) -> Option<Provider> {
+        Provider::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// What the provider calls a server.
+    pub const fn server_noun(self) -> &'static str {
+        match self {
+            Provider::DigitalOcean => "droplet",
+            Provider::Hetzner => "server",
+            Provider::Vultr => "instance",
+        }
+    }
+
+    /// The environment variable the provider's own tools read the API token from (`doctl`
+    /// and DigitalOcean's `assign-ip` script, `hcloud`, `vultr-cli`).
+    pub const fn token_env(self) -> &'static str {
+        match self {
+            Provider::DigitalOcean => "DO_TOKEN",
+            Provider::Hetzner => "HCLOUD_TOKEN",
+            Provider::Vultr => "VULTR_API_KEY",
+        }
+    }
+
+    /// Server ids are numbers (droplets, Hetzner servers), not UUIDs (Vultr instances).
+    pub const fn numeric_server_ids(self) -> bool {
+        !matches!(self, Provider::Vultr)
+    }
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Provider {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Provider, String> {
+        Provider::from_name(s).ok_or_else(|| {
+            let names: Vec<&str> = Provider::ALL.iter().map(|p| p.name()).collect();
+            format!("unknown provider {s:?}; one of: {}", names.join(", "))
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -14,7 +14,6 @@ use crate::types::*;
 
 /// Agent kinds, in the order the documentation lists them.
 pub const AGENT_KINDS: &[&str] = &["reserved-ip", "lsb", "ocf", "exec"];
-const PROVIDERS: &[&str] = &["digitalocean", "hetzner", "vultr"];
 const DURATION_EXAMPLE: &str = "a duration with a unit, e.g. 200ms or 2s";
 /// Defaults of every agent action (types.rs documents them on `ActionSettings`).
 const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(20);
@@ -1277,30 +1276,21 @@ fn reserved_ip(
         &raw.monitor_interval,
         DEFAULT_RESERVED_IP_TIMEOUT,
     );
-    let provider = match cx
-        .required_text(
+    let names: Vec<&str> = Provider::ALL.iter().map(|p| p.name()).collect();
+    let provider_text =
+        cx.required_text(&path.key("provider"), &raw.provider, &names.join(", "))?;
+    let provider = Provider::from_name(&provider_text);
+    if provider.is_none() {
+        let expected = match suggest(&provider_text, &names) {
+            Some(s) => format!("did you mean `{s}`? one of: {}", names.join(", ")),
+            None => format!("one of: {}", names.join(", ")),
+        };
+        cx.invalid(
             &path.key("provider"),
-            &raw.provider,
-            "digitalocean, hetzner or vultr",
-        )?
-        .as_str()
-    {
-        "digitalocean" => Some(Provider::DigitalOcean),
-        "hetzner" => Some(Provider::Hetzner),
-        "vultr" => Some(Provider::Vultr),
-        other => {
-            let expected = match suggest(other, PROVIDERS) {
-                Some(s) => format!("did you mean `{s}`? one of: {}", PROVIDERS.join(", ")),
-                None => format!("one of: {}", PROVIDERS.join(", ")),
-            };
-            cx.invalid(
-                &path.key("provider"),
-                format!("unknown provider {other:?}"),
-                expected,
-            );
-            None
-        }
-    };
+            format!("unknown provider {provider_text:?}"),
+            expected,
+        );
+    }
     let ip = match cx.required_text(&path.key("ip"), &raw.ip, "the reserved IP, e.g. 45.55.96.8") {
         None => None,
         Some(s) => match s.parse::<IpAddr>() {

@@ -10,34 +10,34 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use tandem_config::{Provider, Secret};
-use tandem_resource_agent::provider::{
-    DigitalOcean, Hetzner, Options, Progress, ReservedIpProvider, ServerId, Vultr, load_token,
-};
+use tandem_resource_agent::provider::{Options, Progress, ServerId, load_token};
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum ProviderArg {
-    Digitalocean,
-    Hetzner,
-    Vultr,
+/// `--provider`: the names of [`Provider::ALL`].
+fn provider_parser() -> impl TypedValueParser<Value = Provider> {
+    PossibleValuesParser::new(Provider::ALL.map(Provider::name)).try_map(|s| s.parse::<Provider>())
 }
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The reserved IP to move.
     pub ip: IpAddr,
-    /// The droplet (server) to move it to; default: this machine, from the metadata service.
+    /// The droplet (server, instance) to move it to: a number, or a Vultr instance's UUID;
+    /// default: this machine, from the metadata service.
     #[arg(long)]
-    pub droplet: Option<u64>,
-    #[arg(long, value_enum, default_value = "digitalocean")]
-    pub provider: ProviderArg,
+    pub droplet: Option<String>,
+    /// The provider holding the IP; the token is read from its variable when no --token-file
+    /// is given: DO_TOKEN (digitalocean), HCLOUD_TOKEN (hetzner), VULTR_API_KEY (vultr).
+    #[arg(long, default_value = "digitalocean", value_parser = provider_parser())]
+    pub provider: Provider,
     /// API base URL (default: the provider's).
     #[arg(long)]
     pub api_url: Option<String>,
     /// Metadata service base URL (default http://169.254.169.254).
     #[arg(long)]
     pub metadata_url: Option<String>,
-    /// File holding the API token (mode 0600 or stricter); default: the DO_TOKEN variable.
+    /// File holding the API token (mode 0600 or stricter); default: the provider's variable.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
     /// Give up after this many seconds.
@@ -45,18 +45,30 @@ pub struct Args {
     pub timeout: f64,
 }
 
-/// The variable `ipctl assign` reads the token from when no `--token-file` is given (the name
-/// DigitalOcean's own `assign-ip` script uses).
-const TOKEN_ENV: &str = "DO_TOKEN";
-
+/// The token from `--token-file`, else from the provider's variable (the one its own tools
+/// read: DigitalOcean's `assign-ip` script reads `DO_TOKEN`).
 fn token(args: &Args) -> anyhow::Result<Secret> {
     if let Some(f) = &args.token_file {
         return Ok(load_token(f)?);
     }
-    match std::env::var(TOKEN_ENV) {
+    let var = args.provider.token_env();
+    match std::env::var(var) {
         Ok(t) if !t.trim().is_empty() => Ok(Secret::new(t.trim().as_bytes().to_vec())),
-        _ => anyhow::bail!("no API token: pass --token-file FILE or set {TOKEN_ENV}"),
+        _ => anyhow::bail!("no API token: pass --token-file FILE or set {var}"),
     }
+}
+
+/// `--droplet` as the provider names servers.
+fn server_id(provider: Provider, arg: &str) -> anyhow::Result<ServerId> {
+    if !provider.numeric_server_ids() {
+        return Ok(ServerId::Text(arg.to_owned()));
+    }
+    arg.parse().map(ServerId::Numeric).map_err(|_| {
+        anyhow::anyhow!(
+            "--droplet {arg:?}: a {} id is a number",
+            provider.server_noun()
+        )
+    })
 }
 
 /// Renders progress events on stderr.
@@ -132,7 +144,11 @@ pub fn run(_cli: &crate::Cli, args: &Args) -> anyhow::Result<ExitCode> {
     let opts = Options {
         api_url: args.api_url.clone(),
         metadata_url: args.metadata_url.clone(),
-        server_id: args.droplet.map(ServerId::Numeric),
+        server_id: args
+            .droplet
+            .as_deref()
+            .map(|d| server_id(args.provider, d))
+            .transpose()?,
         deadline: Duration::from_secs_f64(args.timeout),
         progress: Some(Arc::new(move |p: &Progress| {
             if let Ok(mut l) = sink.lock() {
@@ -141,11 +157,7 @@ pub fn run(_cli: &crate::Cli, args: &Args) -> anyhow::Result<ExitCode> {
         })),
         ..Options::default()
     };
-    let provider: Box<dyn ReservedIpProvider> = match args.provider {
-        ProviderArg::Digitalocean => Box::new(DigitalOcean::new(args.ip, token, opts)?),
-        ProviderArg::Hetzner => Box::new(Hetzner::new(args.ip, token, opts)?),
-        ProviderArg::Vultr => Box::new(Vultr::new(args.ip, token, opts)?),
-    };
+    let provider = tandem_resource_agent::provider::new(args.provider, args.ip, token, opts)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -158,11 +170,7 @@ pub fn run(_cli: &crate::Cli, args: &Args) -> anyhow::Result<ExitCode> {
     if let Ok(mut l) = line.lock() {
         l.finish();
     }
-    let kind = match provider.provider() {
-        Provider::DigitalOcean => "droplet",
-        Provider::Hetzner => "server",
-        Provider::Vultr => "instance",
-    };
+    let kind = args.provider.server_noun();
     match result {
         Ok((target, o)) if o.already_held => {
             println!(

@@ -133,7 +133,7 @@ impl Metrics {
     /// Wraps a provider so that its calls are counted.
     pub fn provider(&self, inner: Box<dyn ReservedIpProvider>) -> Box<dyn ReservedIpProvider> {
         Box::new(MeteredProvider {
-            name: provider_name(inner.provider()),
+            name: inner.provider().name(),
             inner,
             metrics: self.clone(),
         })
@@ -248,14 +248,6 @@ pub fn error_kind(e: &ProviderError) -> &'static str {
         ProviderError::Metadata { .. } => "metadata",
         ProviderError::Token(_) => "token",
         ProviderError::Config(_) => "config",
-    }
-}
-
-fn provider_name(p: tandem_config::Provider) -> &'static str {
-    match p {
-        tandem_config::Provider::DigitalOcean => "digitalocean",
-        tandem_config::Provider::Hetzner => "hetzner",
-        tandem_config::Provider::Vultr => "vultr",
     }
 }
 

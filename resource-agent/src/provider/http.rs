@@ -8,10 +8,12 @@ use backon::BackoffBuilder;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use tandem_config::Secret;
+use tandem_config::{Provider, Secret};
 use tokio::time::Instant;
 
-use super::{Options, Progress, ProviderError};
+use tokio::sync::OnceCell;
+
+use super::{Options, Progress, ProviderError, ServerId};
 
 /// The wait after the `attempt`-th (1-based) errored action.
 fn errored_action_wait(attempt: u32) -> Duration {
@@ -35,6 +37,17 @@ const SPARING_POLL: Duration = Duration::from_secs(2);
 /// enough that a provider failing every action is not hammered.
 const ERRORED_ACTION_FIRST_WAIT: Duration = Duration::from_millis(500);
 const ERRORED_ACTION_MAX_WAIT: Duration = Duration::from_secs(4);
+
+/// The metadata service every provider runs on the link-local address.
+const DEFAULT_METADATA_URL: &str = "http://169.254.169.254";
+
+/// Where a provider's metadata service names this server: a plain-text answer at `path`, or
+/// the string field `json_key` of a JSON answer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MetadataId {
+    pub path: &'static str,
+    pub json_key: Option<&'static str>,
+}
 
 /// One answer the provider logic has to interpret (everything but transient failures).
 #[derive(Debug)]
@@ -101,12 +114,16 @@ impl Reply {
 }
 
 pub(crate) struct Api {
+    pub kind: Provider,
+    /// `kind`'s name, for errors and logs.
     pub provider: &'static str,
     client: reqwest::Client,
     base: String,
     auth: HeaderValue,
     opts: Options,
     calls: AtomicU64,
+    /// This machine's server id: configured, or asked once from the metadata service.
+    server: OnceCell<ServerId>,
     /// `ratelimit-remaining` of the latest answer (`u64::MAX` until one is seen).
     remaining: AtomicU64,
 }
@@ -122,11 +139,31 @@ impl std::fmt::Debug for Api {
 
 impl Api {
     pub fn new(
-        provider: &'static str,
+        kind: Provider,
         default_base: &str,
         token: &Secret,
         opts: Options,
     ) -> Result<Api, ProviderError> {
+        let provider = kind.name();
+        let noun = kind.server_noun();
+        let server = OnceCell::new();
+        match opts.server_id.clone() {
+            Some(ServerId::Text(t)) if kind.numeric_server_ids() => {
+                return Err(ProviderError::Config(format!(
+                    "{provider}: {noun} ids are numbers, not {t:?}"
+                )));
+            }
+            Some(ServerId::Numeric(n)) if !kind.numeric_server_ids() => {
+                return Err(ProviderError::Config(format!(
+                    "{provider}: {noun} ids are UUIDs, not {n}; leave droplet_id unset so the \
+                     metadata service names the {noun}"
+                )));
+            }
+            Some(id) => {
+                let _ = server.set(id);
+            }
+            None => {}
+        }
         let token = token.expose_str().ok_or_else(|| {
             ProviderError::Config(format!("{provider}: the API token is not UTF-8 text"))
         })?;
@@ -152,12 +189,14 @@ impl Api {
             .trim_end_matches('/')
             .to_owned();
         Ok(Api {
+            kind,
             provider,
             client,
             base,
             auth,
             opts,
             calls: AtomicU64::new(0),
+            server,
             remaining: AtomicU64::new(u64::MAX),
         })
     }
@@ -357,6 +396,75 @@ impl Api {
         }
     }
 
+    /// A GET whose one good answer is 200: its body, or the reply for the caller to turn into
+    /// its refusal.
+    pub async fn get(
+        &self,
+        path: &str,
+        what: &str,
+        deadline: Instant,
+    ) -> Result<Result<Value, Reply>, ProviderError> {
+        let r = self
+            .call(Method::GET, path, None, what, false, deadline)
+            .await?;
+        Ok(if r.status == StatusCode::OK {
+            Ok(r.body)
+        } else {
+            Err(r)
+        })
+    }
+
+    /// The configured server id, if any (no request).
+    pub fn known_server_id(&self) -> Option<&ServerId> {
+        self.server.get()
+    }
+
+    /// This machine's server id: configured, else read once from the metadata service at
+    /// `source`.
+    pub async fn server_id(
+        &self,
+        source: MetadataId,
+        deadline: Instant,
+    ) -> Result<ServerId, ProviderError> {
+        self.server
+            .get_or_try_init(|| async {
+                let base = self
+                    .opts
+                    .metadata_url
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_METADATA_URL.to_owned());
+                let text = self.metadata(&base, source.path, deadline).await?;
+                let bad = |reason: String| ProviderError::Metadata {
+                    url: format!("{base}{}", source.path),
+                    reason,
+                };
+                let noun = self.kind.server_noun();
+                let id = match source.json_key {
+                    None => text.clone(),
+                    Some(key) => {
+                        let v: Value = serde_json::from_str(&text)
+                            .map_err(|e| bad(format!("not JSON: {e}")))?;
+                        v.get(key)
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned()
+                    }
+                };
+                if id.is_empty() {
+                    return Err(bad(format!("no {noun} id in the answer")));
+                }
+                if !self.kind.numeric_server_ids() {
+                    return Ok(ServerId::Text(id));
+                }
+                id.parse().map(ServerId::Numeric).map_err(|_| {
+                    let shown: String = id.chars().take(40).collect();
+                    bad(format!("not a {noun} id: {shown:?}"))
+                })
+            })
+            .await
+            .cloned()
+    }
+
     /// A plain-text GET on the metadata service (no token: it is a link-local service).
     pub async fn metadata(
         &self,
@@ -398,6 +506,30 @@ impl Api {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// `body[key]`, or an error saying the answer to `what` lacks it.
+pub(crate) fn field<'a>(
+    provider: &'static str,
+    what: &str,
+    body: &'a Value,
+    key: &str,
+) -> Result<&'a Value, ProviderError> {
+    body.get(key).ok_or_else(|| ProviderError::Unexpected {
+        provider,
+        what: what.to_owned(),
+        status: 200,
+        detail: format!("no {key} in the answer"),
+        state_may_have_changed: false,
+    })
+}
+
+/// The text at JSON `pointer`, if there is some.
+pub(crate) fn text_at(v: &Value, pointer: &str) -> Option<String> {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 fn header_u64(resp: &reqwest::Response, name: &str) -> Option<u64> {

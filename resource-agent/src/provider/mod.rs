@@ -29,6 +29,7 @@ use tandem_config::{Provider, ReservedIpAgent, Secret, SecretError};
 pub mod digitalocean;
 pub mod hetzner;
 mod http;
+mod moves;
 pub mod vultr;
 
 pub use digitalocean::DigitalOcean;
@@ -354,10 +355,20 @@ pub fn from_config(
         deadline: agent.settings.timeout,
         ..Options::default()
     };
-    Ok(match agent.provider {
-        Provider::DigitalOcean => Box::new(DigitalOcean::new(agent.ip, token, opts)?),
-        Provider::Hetzner => Box::new(Hetzner::new(agent.ip, token, opts)?),
-        Provider::Vultr => Box::new(Vultr::new(agent.ip, token, opts)?),
+    new(agent.provider, agent.ip, token, opts)
+}
+
+/// The client of `provider` for `ip`: the one place that maps a [`Provider`] to its module.
+pub fn new(
+    provider: Provider,
+    ip: IpAddr,
+    token: Secret,
+    opts: Options,
+) -> Result<Box<dyn ReservedIpProvider>, ProviderError> {
+    Ok(match provider {
+        Provider::DigitalOcean => Box::new(DigitalOcean::new(ip, token, opts)?),
+        Provider::Hetzner => Box::new(Hetzner::new(ip, token, opts)?),
+        Provider::Vultr => Box::new(Vultr::new(ip, token, opts)?),
     })
 }
 

@@ -13,23 +13,18 @@
 //! (a short window with no holder, which the API leaves no way around).
 use std::net::IpAddr;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tandem_config::{Provider, Secret};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use super::http::{Api, Reply};
-use super::{
-    AssignOutcome, Holder, Options, Progress, ProviderError, Readiness, ReleaseOutcome,
-    ReservedIpProvider, ServerId,
-};
+use super::http::{Api, MetadataId, Reply, text_at};
+use super::moves::{ActionState, Client, IpState, Move, Posted};
+use super::{Holder, Options, ProviderError, ServerId};
 
-const NAME: &str = "vultr";
+const NAME: &str = Provider::Vultr.name();
 pub const DEFAULT_API_URL: &str = "https://api.vultr.com";
-pub const DEFAULT_METADATA_URL: &str = "http://169.254.169.254";
 /// Pages read while looking for the IP's id (100 per page).
 const MAX_PAGES: usize = 20;
 
@@ -37,29 +32,14 @@ const MAX_PAGES: usize = 20;
 pub struct Vultr {
     api: Api,
     ip: IpAddr,
-    instance: OnceCell<String>,
     ip_id: OnceCell<String>,
 }
 
 impl Vultr {
     pub fn new(ip: IpAddr, token: Secret, opts: Options) -> Result<Vultr, ProviderError> {
-        let instance = OnceCell::new();
-        match &opts.server_id {
-            Some(ServerId::Text(t)) => {
-                let _ = instance.set(t.clone());
-            }
-            Some(ServerId::Numeric(n)) => {
-                return Err(ProviderError::Config(format!(
-                    "{NAME}: instance ids are UUIDs, not {n}; leave droplet_id unset so the \
-                     metadata service names the instance"
-                )));
-            }
-            None => {}
-        }
         Ok(Vultr {
-            api: Api::new(NAME, DEFAULT_API_URL, &token, opts)?,
+            api: Api::new(Provider::Vultr, DEFAULT_API_URL, &token, opts)?,
             ip,
-            instance,
             ip_id: OnceCell::new(),
         })
     }
@@ -76,34 +56,6 @@ impl Vultr {
         )
     }
 
-    async fn instance_at(&self, deadline: Instant) -> Result<String, ProviderError> {
-        self.instance
-            .get_or_try_init(|| async {
-                let base = self
-                    .api
-                    .opts()
-                    .metadata_url
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_METADATA_URL.to_owned());
-                let text = self.api.metadata(&base, "/v1.json", deadline).await?;
-                let v: Value =
-                    serde_json::from_str(&text).map_err(|e| ProviderError::Metadata {
-                        url: format!("{base}/v1.json"),
-                        reason: format!("not JSON: {e}"),
-                    })?;
-                v.get("instance-v2-id")
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .ok_or_else(|| ProviderError::Metadata {
-                        url: format!("{base}/v1.json"),
-                        reason: "no instance-v2-id".into(),
-                    })
-            })
-            .await
-            .cloned()
-    }
-
     async fn ip_id(&self, deadline: Instant) -> Result<String, ProviderError> {
         self.ip_id
             .get_or_try_init(|| async {
@@ -115,22 +67,19 @@ impl Vultr {
                         path.push_str("&cursor=");
                         path.push_str(&cursor);
                     }
-                    let r = self
+                    let body = self
                         .api
-                        .call(Method::GET, &path, None, &what, false, deadline)
-                        .await?;
-                    if r.status != StatusCode::OK {
-                        return Err(self.refusal(&r, &what, false));
-                    }
-                    let list = r.body.get("reserved_ips").and_then(Value::as_array);
+                        .get(&path, &what, deadline)
+                        .await?
+                        .map_err(|r| self.refusal(&r, &what, false))?;
+                    let list = body.get("reserved_ips").and_then(Value::as_array);
                     let found = list.into_iter().flatten().find(|x| {
                         x.get("subnet").and_then(Value::as_str) == Some(&self.ip.to_string())
                     });
                     if let Some(id) = found.and_then(|x| x.get("id")).and_then(Value::as_str) {
                         return Ok(id.to_owned());
                     }
-                    cursor = r
-                        .body
+                    cursor = body
                         .pointer("/meta/links/next")
                         .and_then(Value::as_str)
                         .unwrap_or_default()
@@ -153,40 +102,7 @@ impl Vultr {
             .cloned()
     }
 
-    async fn holder_at(&self, deadline: Instant) -> Result<Holder, ProviderError> {
-        let id = self.ip_id(deadline).await?;
-        let what = format!("reading reserved IP {}", self.ip);
-        let r = self
-            .api
-            .call(
-                Method::GET,
-                &format!("/v2/reserved-ips/{id}"),
-                None,
-                &what,
-                false,
-                deadline,
-            )
-            .await?;
-        if r.status != StatusCode::OK {
-            return Err(self.refusal(&r, &what, false));
-        }
-        let me = self.instance_at(deadline).await?;
-        let server = r
-            .body
-            .pointer("/reserved_ip/instance_id")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned);
-        let h = Holder {
-            ours: server.as_deref() == Some(me.as_str()),
-            server: server.map(ServerId::Text),
-            locked: false,
-        };
-        self.api.progress(Progress::Holder(h.clone()));
-        Ok(h)
-    }
-
-    async fn post(
+    async fn post_verb(
         &self,
         verb: &str,
         body: Value,
@@ -205,164 +121,95 @@ impl Vultr {
             )
             .await
     }
-
-    async fn assign_inner(&self) -> Result<AssignOutcome, ProviderError> {
-        let started = Instant::now();
-        let deadline = self.api.deadline();
-        let calls0 = self.api.calls();
-        let me = self.instance_at(deadline).await?;
-        let what = format!("attaching {} to instance {me}", self.ip);
-        let h = self.holder_at(deadline).await?;
-        let previous = h.server.clone();
-        let outcome = |already_held| AssignOutcome {
-            already_held,
-            previous: previous.clone(),
-            action_id: None,
-            elapsed: started.elapsed(),
-            api_calls: self.api.calls() - calls0,
-            // Vultr attaches synchronously: there is no action that could end errored.
-            errored_actions: 0,
-        };
-        if h.ours {
-            return Ok(outcome(true));
-        }
-        let body = json!({"instance_id": me});
-        let mut r = self.post("attach", body.clone(), &what, deadline).await?;
-        if (r.status == StatusCode::BAD_REQUEST || r.status == StatusCode::CONFLICT)
-            && h.server.is_some()
-        {
-            tracing::info!(provider = NAME, ip = %self.ip, "attach refused while attached elsewhere; detaching first");
-            let d = self.post("detach", json!({}), &what, deadline).await?;
-            if !d.status.is_success() {
-                return Err(self.refusal(&d, &what, true));
-            }
-            r = self.post("attach", body, &what, deadline).await?;
-        }
-        if !r.status.is_success() {
-            return Err(self.refusal(&r, &what, true));
-        }
-        let mut delays = self.api.opts().poll.delays();
-        loop {
-            if self.holder_at(deadline).await?.ours {
-                tracing::info!(provider = NAME, ip = %self.ip, instance = %me, "reserved IP attached");
-                return Ok(outcome(false));
-            }
-            let d = self.api.poll_wait(delays.next());
-            self.api
-                .sleep_within(d, deadline, &what, started, "the attach did not show", true)
-                .await?;
-        }
-    }
-
-    async fn release_inner(&self) -> Result<ReleaseOutcome, ProviderError> {
-        let started = Instant::now();
-        let deadline = self.api.deadline();
-        let what = format!("detaching {}", self.ip);
-        if !self.holder_at(deadline).await?.ours {
-            return Ok(ReleaseOutcome {
-                not_held: true,
-                action_id: None,
-                elapsed: started.elapsed(),
-            });
-        }
-        let r = self.post("detach", json!({}), &what, deadline).await?;
-        if !r.status.is_success() {
-            return Err(self.refusal(&r, &what, true));
-        }
-        Ok(ReleaseOutcome {
-            not_held: false,
-            action_id: None,
-            elapsed: started.elapsed(),
-        })
-    }
-
-    async fn probe_inner(&self) -> Result<Readiness, ProviderError> {
-        let deadline = self.api.deadline();
-        let me = self.instance_at(deadline).await?;
-        let id = self.ip_id(deadline).await?;
-        let what = format!("reading reserved IP {}", self.ip);
-        let r = self
-            .api
-            .call(
-                Method::GET,
-                &format!("/v2/reserved-ips/{id}"),
-                None,
-                &what,
-                false,
-                deadline,
-            )
-            .await?;
-        if r.status != StatusCode::OK {
-            return Err(self.refusal(&r, &what, false));
-        }
-        let what = format!("reading instance {me}");
-        let inst = self
-            .api
-            .call(
-                Method::GET,
-                &format!("/v2/instances/{me}"),
-                None,
-                &what,
-                false,
-                deadline,
-            )
-            .await?;
-        if inst.status != StatusCode::OK {
-            return Err(self.refusal(&inst, &what, false));
-        }
-        let server = r
-            .body
-            .pointer("/reserved_ip/instance_id")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned);
-        Ok(Readiness {
-            server_id: ServerId::Text(me.clone()),
-            ip: self.ip,
-            region: r
-                .body
-                .pointer("/reserved_ip/region")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            server_region: inst
-                .body
-                .pointer("/instance/region")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            holder: Holder {
-                ours: server.as_deref() == Some(me.as_str()),
-                server: server.map(ServerId::Text),
-                locked: false,
-            },
-        })
-    }
 }
 
-impl ReservedIpProvider for Vultr {
-    fn provider(&self) -> Provider {
-        Provider::Vultr
+impl Client for Vultr {
+    fn client(&self) -> (&Api, IpAddr) {
+        (&self.api, self.ip)
     }
-    fn ip(&self) -> IpAddr {
-        self.ip
+
+    const METADATA_ID: MetadataId = MetadataId {
+        path: "/v1.json",
+        json_key: Some("instance-v2-id"),
+    };
+
+    async fn read_ip_state(&self, deadline: Instant) -> Result<IpState, ProviderError> {
+        let id = self.ip_id(deadline).await?;
+        let what = format!("reading reserved IP {}", self.ip);
+        let body = self
+            .api
+            .get(&format!("/v2/reserved-ips/{id}"), &what, deadline)
+            .await?
+            .map_err(|r| self.refusal(&r, &what, false))?;
+        Ok(IpState {
+            server: text_at(&body, "/reserved_ip/instance_id").map(ServerId::Text),
+            locked: false,
+            region: text_at(&body, "/reserved_ip/region"),
+        })
     }
-    fn server_id(&self) -> BoxFuture<'_, Result<ServerId, ProviderError>> {
-        async move {
-            self.instance_at(self.api.deadline())
-                .await
-                .map(ServerId::Text)
+
+    async fn server_region(
+        &self,
+        me: &ServerId,
+        deadline: Instant,
+    ) -> Result<Option<String>, ProviderError> {
+        let what = format!("reading instance {me}");
+        let body = self
+            .api
+            .get(&format!("/v2/instances/{me}"), &what, deadline)
+            .await?
+            .map_err(|r| self.refusal(&r, &what, false))?;
+        Ok(text_at(&body, "/instance/region"))
+    }
+
+    /// Vultr answers 204 with no action: the loops watch the holder.
+    async fn post(
+        &self,
+        m: Move,
+        me: &ServerId,
+        holder: &Holder,
+        what: &str,
+        deadline: Instant,
+    ) -> Result<Posted, ProviderError> {
+        let r = match m {
+            Move::Unassign => self.post_verb("detach", json!({}), what, deadline).await?,
+            Move::Assign => {
+                let body = json!({"instance_id": me.to_string()});
+                let r = self
+                    .post_verb("attach", body.clone(), what, deadline)
+                    .await?;
+                if (r.status == StatusCode::BAD_REQUEST || r.status == StatusCode::CONFLICT)
+                    && holder.server.is_some()
+                {
+                    tracing::info!(provider = NAME, ip = %self.ip, "attach refused while attached elsewhere; detaching first");
+                    let d = self.post_verb("detach", json!({}), what, deadline).await?;
+                    if !d.status.is_success() {
+                        return Err(self.refusal(&d, what, true));
+                    }
+                    self.post_verb("attach", body, what, deadline).await?
+                } else {
+                    r
+                }
+            }
+        };
+        if !r.status.is_success() {
+            return Err(self.refusal(&r, what, true));
         }
-        .boxed()
+        Ok(Posted::NoAction)
     }
-    fn holder(&self) -> BoxFuture<'_, Result<Holder, ProviderError>> {
-        async move { self.holder_at(self.api.deadline()).await }.boxed()
-    }
-    fn assign(&self) -> BoxFuture<'_, Result<AssignOutcome, ProviderError>> {
-        self.assign_inner().boxed()
-    }
-    fn release(&self) -> BoxFuture<'_, Result<ReleaseOutcome, ProviderError>> {
-        self.release_inner().boxed()
-    }
-    fn probe(&self) -> BoxFuture<'_, Result<Readiness, ProviderError>> {
-        self.probe_inner().boxed()
+
+    async fn action_state(
+        &self,
+        id: &str,
+        what: &str,
+        _deadline: Instant,
+    ) -> Result<ActionState, ProviderError> {
+        Err(ProviderError::Unexpected {
+            provider: NAME,
+            what: what.into(),
+            status: 0,
+            detail: format!("Vultr has no actions to read (asked for {id})"),
+            state_may_have_changed: true,
+        })
     }
 }

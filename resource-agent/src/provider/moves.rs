@@ -1,0 +1,424 @@
+//! The assign and release loops every provider shares; a provider supplies only its requests
+//! ([`Client`]): read the holder, post a move, read an action.
+//!
+//! assign: read the holder; ours (and no action running): done, `already_held` unless this
+//! call posted. Another action running (locked, 422 "pending", 423): wait, read again.
+//! Otherwise post, then poll the action until it ends; `completed` ends the call, `errored`
+//! waits the errored-action backoff and reads the holder again (the action may have
+//! half-happened: an IP that is ours now is never posted again). A provider that moves the
+//! IP without an action to follow (Vultr) is polled through the holder instead. release is
+//! the same with "not ours" as the goal, and ends once the provider accepted the move.
+use std::net::IpAddr;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde_json::Value;
+use tandem_config::Provider;
+use tokio::time::Instant;
+
+use super::http::{Api, MetadataId};
+use super::{
+    AssignOutcome, Holder, Progress, ProviderError, Readiness, ReleaseOutcome, ReservedIpProvider,
+    ServerId,
+};
+
+/// Which way the IP moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Move {
+    /// To this machine.
+    Assign,
+    /// Off this machine.
+    Unassign,
+}
+
+/// A reserved IP as the provider shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IpState {
+    /// The server it is assigned to.
+    pub server: Option<ServerId>,
+    /// An action on it is running (only DigitalOcean says so; the others refuse the next
+    /// action instead).
+    pub locked: bool,
+    /// Its region (location).
+    pub region: Option<String>,
+}
+
+impl IpState {
+    fn holder(&self, me: &ServerId) -> Holder {
+        Holder {
+            ours: self.server.as_ref() == Some(me),
+            server: self.server.clone(),
+            locked: self.locked,
+        }
+    }
+}
+
+/// Where a provider action is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ActionState {
+    Running,
+    Completed,
+    Errored,
+}
+
+/// What posting a move gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Posted {
+    /// An action started (or already ended); poll it by this id.
+    Action { id: String, state: ActionState },
+    /// Accepted with no action to follow: the holder shows when it is done.
+    NoAction,
+    /// Another action on the IP is running; nothing was started.
+    Busy,
+}
+
+/// The action in a `{"action": {"id": N, "status": "..."}}` answer (DigitalOcean, Hetzner),
+/// its status read by `state`; an answer without both is unexpected.
+pub(crate) fn action_in(
+    provider: &'static str,
+    what: &str,
+    body: &Value,
+    state: impl Fn(&str) -> Option<ActionState>,
+) -> Result<(String, ActionState), ProviderError> {
+    let id = body.pointer("/action/id").and_then(Value::as_u64);
+    let s = body
+        .pointer("/action/status")
+        .and_then(Value::as_str)
+        .and_then(state);
+    match (id, s) {
+        (Some(id), Some(s)) => Ok((id.to_string(), s)),
+        _ => Err(ProviderError::Unexpected {
+            provider,
+            what: what.into(),
+            status: 200,
+            detail: "the answer holds no action id and status".into(),
+            state_may_have_changed: true,
+        }),
+    }
+}
+
+/// A numeric server id as the number a JSON body carries (DigitalOcean, Hetzner).
+pub(crate) fn droplet_number(id: &ServerId) -> Result<u64, ProviderError> {
+    match id {
+        ServerId::Numeric(n) => Ok(*n),
+        ServerId::Text(t) => Err(ProviderError::Config(format!(
+            "server ids are numbers here, not {t:?}"
+        ))),
+    }
+}
+
+/// A provider's requests; the loops here and [`ReservedIpProvider`] (implemented once for
+/// every client) do the rest.
+pub(crate) trait Client: Send + Sync + std::fmt::Debug {
+    /// The HTTP layer and the IP this client moves.
+    fn client(&self) -> (&Api, IpAddr);
+    fn api(&self) -> &Api {
+        self.client().0
+    }
+    fn ip(&self) -> IpAddr {
+        self.client().1
+    }
+    /// Where the metadata service names this server.
+    const METADATA_ID: MetadataId;
+    /// This machine's server id.
+    fn me(
+        &self,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<ServerId, ProviderError>> + Send {
+        self.api().server_id(Self::METADATA_ID, deadline)
+    }
+    /// The IP as the provider shows it now.
+    fn read_ip_state(
+        &self,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<IpState, ProviderError>> + Send;
+    /// The region (location) of server `me`, as the provider names it; reading it proves the
+    /// server exists and the token may see it.
+    fn server_region(
+        &self,
+        me: &ServerId,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Option<String>, ProviderError>> + Send;
+    /// Who holds the IP now, reported as [`Progress::Holder`].
+    fn holder_at(
+        &self,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Holder, ProviderError>> + Send {
+        async move {
+            let ip = self.read_ip_state(deadline).await?;
+            let me = self.me(deadline).await?;
+            let h = ip.holder(&me);
+            self.api().progress(Progress::Holder(h.clone()));
+            Ok(h)
+        }
+    }
+    /// Posts the move; `holder` is what was read just before.
+    fn post(
+        &self,
+        m: Move,
+        me: &ServerId,
+        holder: &Holder,
+        what: &str,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Posted, ProviderError>> + Send;
+    /// Reads the state of action `id`.
+    fn action_state(
+        &self,
+        id: &str,
+        what: &str,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<ActionState, ProviderError>> + Send;
+}
+
+impl<C: Client> ReservedIpProvider for C {
+    fn provider(&self) -> Provider {
+        self.api().kind
+    }
+    fn ip(&self) -> IpAddr {
+        Client::ip(self)
+    }
+    fn server_id(&self) -> BoxFuture<'_, Result<ServerId, ProviderError>> {
+        self.me(self.api().deadline()).boxed()
+    }
+    fn holder(&self) -> BoxFuture<'_, Result<Holder, ProviderError>> {
+        self.holder_at(self.api().deadline()).boxed()
+    }
+    fn assign(&self) -> BoxFuture<'_, Result<AssignOutcome, ProviderError>> {
+        assign(self).boxed()
+    }
+    fn release(&self) -> BoxFuture<'_, Result<ReleaseOutcome, ProviderError>> {
+        release(self).boxed()
+    }
+    fn probe(&self) -> BoxFuture<'_, Result<Readiness, ProviderError>> {
+        async move {
+            let deadline = self.api().deadline();
+            let me = self.me(deadline).await?;
+            let ip = self.read_ip_state(deadline).await?;
+            let server_region = self.server_region(&me, deadline).await?;
+            Ok(Readiness {
+                ip: Client::ip(self),
+                region: ip.region.clone(),
+                server_region,
+                holder: ip.holder(&me),
+                server_id: me,
+            })
+        }
+        .boxed()
+    }
+}
+
+/// One attempt's end: the move is done (with the action that did it, if any), or another
+/// action was running.
+enum Attempt {
+    Done(Option<String>),
+    NoAction,
+    Busy,
+}
+
+/// Posts the move and waits for its action to end.
+async fn attempt<P: Client>(
+    p: &P,
+    m: Move,
+    me: &ServerId,
+    holder: &Holder,
+    what: &str,
+    started: Instant,
+    deadline: Instant,
+) -> Result<Attempt, ProviderError> {
+    let api = p.api();
+    let (id, mut state) = match p.post(m, me, holder, what, deadline).await? {
+        Posted::Busy => {
+            api.progress(Progress::WaitingForPendingAction);
+            return Ok(Attempt::Busy);
+        }
+        Posted::NoAction => return Ok(Attempt::NoAction),
+        Posted::Action { id, state } => (id, state),
+    };
+    tracing::info!(provider = api.provider, ip = %p.ip(), action_id = %id, what, "action accepted");
+    api.progress(Progress::Posted {
+        action_id: id.clone(),
+    });
+    let mut delays = api.opts().poll.delays();
+    while state == ActionState::Running {
+        let d = api.poll_wait(delays.next());
+        api.sleep_within(
+            d,
+            deadline,
+            what,
+            started,
+            "the action is still in progress",
+            true,
+        )
+        .await?;
+        // The action was accepted: whatever fails now, the IP may be moving.
+        state = p
+            .action_state(&id, what, deadline)
+            .await
+            .map_err(mark_changed)?;
+        if state == ActionState::Running {
+            api.progress(Progress::Polling {
+                action_id: id.clone(),
+                elapsed: started.elapsed(),
+            });
+        }
+    }
+    if state == ActionState::Errored {
+        return Err(ProviderError::ActionErrored {
+            provider: api.provider,
+            action_id: id,
+            attempts: 1,
+        });
+    }
+    Ok(Attempt::Done(Some(id)))
+}
+
+/// One assign or release: what it is called in messages, when it started, its deadline.
+struct Call {
+    what: String,
+    started: Instant,
+    deadline: Instant,
+}
+
+/// Moves the IP (`m`) until `goal(holder)`; see the module documentation. Returns the action
+/// that did it, whether anything was posted, and how many actions ended errored.
+async fn drive<P: Client>(
+    p: &P,
+    m: Move,
+    me: &ServerId,
+    call: &Call,
+    mut on_holder: impl FnMut(&Holder),
+    goal: impl Fn(&Holder) -> bool,
+) -> Result<(Option<String>, bool, u32), ProviderError> {
+    let api = p.api();
+    let Call {
+        what,
+        started,
+        deadline,
+    } = call;
+    let (started, deadline) = (*started, *deadline);
+    let mut waits = api.opts().poll.delays();
+    // Set once a move was sent: a later goal is our own doing, even when the answer to that
+    // POST was lost and only the holder shows it.
+    let mut posted = false;
+    // Set after a move with no action: only the holder can tell when it is done.
+    let mut watching = false;
+    let mut errored = 0;
+    loop {
+        let h = p.holder_at(deadline).await?;
+        on_holder(&h);
+        if goal(&h) {
+            return Ok((None, posted, errored));
+        }
+        if watching {
+            // Polled through the holder below.
+        } else if h.locked {
+            api.progress(Progress::WaitingForPendingAction);
+        } else {
+            posted = true;
+            match attempt(p, m, me, &h, what, started, deadline).await {
+                Ok(Attempt::Done(id)) => return Ok((id, true, errored)),
+                Ok(Attempt::NoAction) if m == Move::Unassign => return Ok((None, true, errored)),
+                Ok(Attempt::NoAction) => {
+                    watching = true;
+                    continue;
+                }
+                Ok(Attempt::Busy) => {}
+                Err(ProviderError::ActionErrored { action_id, .. }) => {
+                    errored += 1;
+                    api.after_errored_action(what, action_id, errored, deadline)
+                        .await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let last = if watching {
+            "the move did not show"
+        } else {
+            "another action on the IP kept running"
+        };
+        let d = api.poll_wait(waits.next());
+        api.sleep_within(d, deadline, what, started, last, watching)
+            .await?;
+    }
+}
+
+/// Moves the IP to this machine and waits until the provider says it is done.
+pub(crate) async fn assign<P: Client>(p: &P) -> Result<AssignOutcome, ProviderError> {
+    let api = p.api();
+    let started = Instant::now();
+    let deadline = api.deadline();
+    let calls0 = api.calls();
+    let me = p.me(deadline).await?;
+    let call = Call {
+        what: format!("assigning {} to {} {me}", p.ip(), api.kind.server_noun()),
+        started,
+        deadline,
+    };
+    let mut previous = None;
+    let mut first = true;
+    let on_holder = |h: &Holder| {
+        if std::mem::take(&mut first) {
+            previous = h.server.clone();
+        }
+    };
+    let (action_id, posted, errored) = drive(p, Move::Assign, &me, &call, on_holder, |h| {
+        h.ours && !h.locked
+    })
+    .await?;
+    if posted {
+        tracing::info!(provider = api.provider, ip = %p.ip(), server = %me, action_id = ?action_id,
+            errored_actions = errored, elapsed = ?started.elapsed(), "reserved IP assigned");
+    }
+    Ok(AssignOutcome {
+        already_held: !posted,
+        previous,
+        action_id,
+        elapsed: started.elapsed(),
+        api_calls: api.calls() - calls0,
+        errored_actions: errored,
+    })
+}
+
+/// Unassigns the IP if this machine holds it.
+pub(crate) async fn release<P: Client>(p: &P) -> Result<ReleaseOutcome, ProviderError> {
+    let api = p.api();
+    let started = Instant::now();
+    let deadline = api.deadline();
+    let me = p.me(deadline).await?;
+    let call = Call {
+        what: format!("unassigning {}", p.ip()),
+        started,
+        deadline,
+    };
+    let (action_id, posted, _) = drive(p, Move::Unassign, &me, &call, |_| {}, |h| !h.ours).await?;
+    if posted {
+        tracing::info!(provider = api.provider, ip = %p.ip(), action_id = ?action_id,
+            "reserved IP unassigned");
+    }
+    Ok(ReleaseOutcome {
+        not_held: !posted,
+        action_id,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// A failure after an action was accepted: the IP may have moved.
+fn mark_changed(e: ProviderError) -> ProviderError {
+    match e {
+        ProviderError::GaveUp {
+            provider,
+            what,
+            elapsed,
+            last,
+            ..
+        } => ProviderError::GaveUp {
+            provider,
+            what,
+            elapsed,
+            last,
+            state_may_have_changed: true,
+        },
+        other => other,
+    }
+}
