@@ -44,7 +44,17 @@ pub struct ConfigError {
 }
 
 impl fmt::Display for ConfigError {
+    /// A value pasted into the wrong key may be a token: nothing that looks like one is shown.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = String::new();
+        self.write_plain(&mut s)?;
+        f.write_str(&crate::secret::redact(&s))
+    }
+}
+
+impl ConfigError {
+    fn write_plain(&self, f: &mut String) -> fmt::Result {
+        use fmt::Write as _;
         write!(f, "{}", self.file.display())?;
         if let Some(line) = self.line {
             write!(f, ":{line}")?;

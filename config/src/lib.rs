@@ -12,6 +12,7 @@
 
 mod error;
 pub mod keys;
+mod limits;
 mod locate;
 mod raw;
 pub mod secret;
@@ -22,7 +23,9 @@ mod validate;
 use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors, ErrorKind};
-pub use secret::{Secret, SecretError, credential_path, read_secret_file};
+pub use secret::{
+    REDACTED, Secret, SecretError, credential_path, looks_like_credential, read_secret_file, redact,
+};
 pub use types::*;
 pub use validate::AGENT_KINDS;
 

@@ -203,6 +203,54 @@ impl<'de> de::Deserializer<'de> for FieldsProbe<'_> {
     }
 }
 
+/// serde's words for a number that does not fit ("invalid value: integer `-1`, expected
+/// u32") in the file's terms: (message, expected).
+pub fn plain_number(msg: &str, expected: Option<&str>) -> Option<(String, String)> {
+    let max = match expected? {
+        "u8" => u64::from(u8::MAX),
+        "u16" => u64::from(u16::MAX),
+        "u32" => u64::from(u32::MAX),
+        "u64" => u64::MAX,
+        _ => return None,
+    };
+    let range = if max == u64::MAX {
+        "a whole number".to_owned()
+    } else {
+        format!("a whole number from 0 to {max}")
+    };
+    if let Some(n) = backticked(msg, "invalid value: integer ") {
+        let why = if n.starts_with('-') {
+            "is negative"
+        } else {
+            "is too large"
+        };
+        return Some((format!("{n} {why}"), range));
+    }
+    let what = msg.strip_prefix("invalid type: ")?;
+    let message = match what.strip_prefix("string ") {
+        Some(quoted) => format!("{quoted} is not a whole number"),
+        None => format!("is {what}, not a whole number"),
+    };
+    Some((message, range))
+}
+
+/// serde_yaml's words for an integer too large for any number type ("health[0].fall: invalid
+/// type: integer `999…` as u128, expected any YAML value"): (key path, message).
+pub fn plain_overflow(msg: &str) -> Option<(String, String)> {
+    let (path, rest) = msg.split_once(": invalid type: integer ")?;
+    let n = backticked(rest, "")?;
+    Some((
+        path.to_owned(),
+        format!("{n} is too large a number for any key"),
+    ))
+}
+
+/// The text between the backticks right after `prefix`.
+fn backticked<'a>(msg: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = msg.strip_prefix(prefix)?.strip_prefix('`')?;
+    rest.split_once('`').map(|(n, _)| n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +259,34 @@ mod tests {
     fn field_lists_come_from_the_structs() {
         assert_eq!(fields_of::<RawNode>(), &["name", "addresses", "role"]);
         assert!(fields_of::<RawTop>().contains(&"resources"));
+    }
+
+    #[test]
+    fn numbers_out_of_range_read_plainly() {
+        assert_eq!(
+            plain_number("invalid value: integer `99999999999`", Some("u32")),
+            Some((
+                "99999999999 is too large".to_owned(),
+                "a whole number from 0 to 4294967295".to_owned()
+            ))
+        );
+        assert_eq!(
+            plain_number("invalid value: integer `-1`", Some("u16")).map(|x| x.0),
+            Some("-1 is negative".to_owned())
+        );
+        assert_eq!(
+            plain_number("invalid type: string \"three\"", Some("u32")).map(|x| x.0),
+            Some("\"three\" is not a whole number".to_owned())
+        );
+        assert_eq!(plain_number("invalid type: map", Some("a boolean")), None);
+        assert_eq!(
+            plain_overflow(
+                "health[0].fall: invalid type: integer `99999999999999999999999` as u128, expected any YAML value"
+            ),
+            Some((
+                "health[0].fall".to_owned(),
+                "99999999999999999999999 is too large a number for any key".to_owned()
+            ))
+        );
     }
 }

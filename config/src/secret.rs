@@ -60,7 +60,10 @@ pub enum SecretError {
 pub fn read_secret_file(path: &Path, private: bool, min_len: usize) -> Result<Secret, SecretError> {
     let unreadable = |e: std::io::Error| SecretError::Unreadable {
         path: path.to_owned(),
-        reason: e.to_string(),
+        reason: match credential_hint(path) {
+            Some(hint) if e.kind() == std::io::ErrorKind::NotFound => format!("{e}; {hint}"),
+            _ => e.to_string(),
+        },
     };
     let meta = std::fs::metadata(path).map_err(unreadable)?;
     let mode = meta.permissions().mode() & 0o777;
@@ -99,6 +102,86 @@ pub fn credential_path(name: &Path) -> PathBuf {
         Some(dir) => Path::new(&dir).join(name),
         None => name.to_owned(),
     }
+}
+
+/// Prefixes of DigitalOcean's tokens (personal access, OAuth, refresh): `dop_v1_` + 64 hex.
+const TOKEN_PREFIXES: &[&str] = &["dop_v1_", "doo_v1_", "dor_v1_"];
+/// The shortest run of letters and digits taken for a credential. Provider tokens are longer
+/// (Vultr 36, Hetzner 64, DigitalOcean 64 hex, a cluster key 64 hex); names and words are
+/// shorter, and host names break into shorter runs at '-' and '.'.
+const CREDENTIAL_MIN_LEN: usize = 32;
+
+/// Whether `word` looks like a credential: a known token prefix, or a run of at least
+/// [`CREDENTIAL_MIN_LEN`] ASCII letters and digits holding both (an API token, a cluster key).
+pub fn looks_like_credential(word: &str) -> bool {
+    let word = word.trim();
+    let body = TOKEN_PREFIXES
+        .iter()
+        .find_map(|p| word.strip_prefix(p))
+        .unwrap_or(word);
+    if body.len() != word.len() && !body.is_empty() {
+        return true;
+    }
+    body.len() >= CREDENTIAL_MIN_LEN
+        && body.chars().all(|c| c.is_ascii_alphanumeric())
+        && body.chars().any(|c| c.is_ascii_digit())
+        && body.chars().any(|c| c.is_ascii_alphabetic())
+}
+
+/// What replaces a credential in text shown to people.
+pub const REDACTED: &str = "<redacted: looks like a credential>";
+
+/// `text` with every word that [`looks_like_credential`] replaced by [`REDACTED`]. Everything
+/// Tandem prints that may carry a value from a file or a command line (configuration errors,
+/// summaries, ipctl's errors and status) goes through this: a token pasted in the wrong place
+/// must not be echoed to a terminal, a log or a CI transcript.
+pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    if !text.split(|c: char| !is_word(c)).any(looks_like_credential) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(is_word) {
+        out.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        let end = tail.find(|c: char| !is_word(c)).unwrap_or(tail.len());
+        let word = &tail[..end];
+        out.push_str(if looks_like_credential(word) {
+            REDACTED
+        } else {
+            word
+        });
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
+/// Where a missing credential should have come from, for a relative name (read from
+/// `$CREDENTIALS_DIRECTORY`, or unresolved because it is not set).
+fn credential_hint(resolved: &Path) -> Option<String> {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let name = match &dir {
+        Some(d) => resolved.strip_prefix(d).ok()?,
+        None if resolved.is_relative() => resolved,
+        None => return None,
+    };
+    let n = name.display();
+    let load = format!("LoadCredential={n}:/etc/tandem/{n}");
+    Some(match dir {
+        Some(d) => format!(
+            "$CREDENTIALS_DIRECTORY ({}) holds no {n}: systemd puts it there from the unit's \
+             {load} (tandem-resource-agent.service loads do-token so; add a line with \
+             `systemctl edit tandem-resource-agent`)",
+            d.display()
+        ),
+        None => format!(
+            "a relative name is read from $CREDENTIALS_DIRECTORY, which is not set: systemd \
+             sets it for a unit that loads the file with {load} (tandem-resource-agent.service \
+             loads do-token so); outside systemd give an absolute path"
+        ),
+    })
 }
 
 #[cfg(test)]
@@ -152,5 +235,32 @@ mod tests {
             read_secret_file(&d.path().join("nope"), true, 16),
             Err(SecretError::Unreadable { .. })
         ));
+    }
+
+    #[test]
+    fn credentials_are_recognised_and_names_are_not() {
+        let do_token = format!("dop_v1_{}", "0123456789abcdef".repeat(4));
+        for secret in [
+            do_token.as_str(),
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", // cluster key
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",                             // Vultr
+            "jEheVytlAoFl7F8MqUQ7jAo2hOXASztX5a0gq7wUOmTJavdvjavk5v4wxhY1aR3d", // Hetzner
+        ] {
+            assert!(looks_like_credential(secret), "{secret}");
+            let shown = redact(&format!("cannot read {secret}: no such file")).into_owned();
+            assert_eq!(shown, format!("cannot read {REDACTED}: no such file"));
+        }
+        for plain in [
+            "do-token",
+            "/etc/tandem/do-token",
+            "ip-10-17-0-28-nyc3-01-production-web.example.com",
+            "3164444",
+            "0123456789012345678901234567890123456789",
+            "resources[0].agents[0].reserved-ip.token_file",
+            "abcdefghijklmnopqrstuvwxyzabcdefghij",
+        ] {
+            assert!(!looks_like_credential(plain), "{plain}");
+            assert_eq!(redact(plain), plain);
+        }
     }
 }

@@ -14,7 +14,7 @@ impl ClusterConfig {
     /// roles (`local` marked as this node), quorum policy and why, timing, health checks, and
     /// each group's agents in start order. Ends with a newline.
     pub fn summary(&self, local: Option<&str>) -> String {
-        summary(self, local)
+        crate::secret::redact(&summary(self, local)).into_owned()
     }
 }
 

@@ -287,6 +287,30 @@ pub struct AgentSettings {
     pub metrics: Option<SocketAddr>,
 }
 
+/// Where `lsb` script names without a slash live.
+pub const INIT_DIR: &str = "/etc/init.d";
+
+impl LsbAgent {
+    /// The script run: a name in [`INIT_DIR`], or the absolute path given.
+    pub fn script_path(&self) -> PathBuf {
+        if self.script.contains('/') {
+            PathBuf::from(&self.script)
+        } else {
+            PathBuf::from(INIT_DIR).join(&self.script)
+        }
+    }
+}
+
+impl OcfAgent {
+    /// The resource agent run: `OCF_ROOT/resource.d/PROVIDER/TYPE` (OCF 1.1, "Paths").
+    pub fn script_path(&self) -> PathBuf {
+        self.ocf_root
+            .join("resource.d")
+            .join(&self.provider)
+            .join(&self.kind)
+    }
+}
+
 impl ClusterConfig {
     /// The node with this name.
     pub fn node(&self, name: &str) -> Option<&NodeConfig> {

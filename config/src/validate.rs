@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
 use crate::error::{ConfigError, ConfigErrors, ErrorKind};
+use crate::limits::{self, Bounds};
 use crate::locate::{KeyPath, locate};
 use crate::raw::*;
 use crate::types::*;
@@ -124,7 +125,10 @@ impl<'a> Ctx<'a> {
                     }
                 }
                 let msg = e.into_inner().to_string();
-                let (msg, mut expected) = split_expected(&msg);
+                let (mut msg, mut expected) = split_expected(&msg);
+                if let Some((m, x)) = plain_number(&msg, expected.as_deref()) {
+                    (msg, expected) = (m, Some(x));
+                }
                 if expected.as_deref() == Some("a sequence") {
                     expected = Some("a list (`- item` lines, or `[a, b]`)".to_owned());
                 }
@@ -173,19 +177,50 @@ impl<'a> Ctx<'a> {
         );
     }
 
-    fn duration(&mut self, path: &KeyPath, v: &Option<Text>, default: Duration) -> Duration {
+    /// A duration given in the file (else `default`), within `bounds`.
+    fn duration(
+        &mut self,
+        path: &KeyPath,
+        v: &Option<Text>,
+        default: Duration,
+        bounds: &Bounds,
+    ) -> Duration {
         let Some(Text(s)) = v else { return default };
         match humantime::parse_duration(s.trim()) {
             Ok(d) if d.is_zero() => {
                 self.invalid(path, format!("{s:?} is zero"), DURATION_EXAMPLE);
                 default
             }
-            Ok(d) => d,
+            Ok(d) => match bounds.check(d) {
+                Some((why, expected)) => {
+                    self.invalid(path, format!("{s:?} {why}"), expected);
+                    default
+                }
+                None => d,
+            },
             Err(_) => {
                 self.invalid(path, format!("{s:?} is not a duration"), DURATION_EXAMPLE);
                 default
             }
         }
+    }
+
+    /// A file name that must not be a secret itself: a token or key pasted where its file
+    /// belongs is refused without echoing it (and would be printed by every summary).
+    fn file_name(&mut self, path: &KeyPath, v: &Option<Text>, expected: &str) -> Option<String> {
+        let name = self.required_text(path, v, expected)?;
+        if crate::secret::looks_like_credential(&name) {
+            self.invalid(
+                path,
+                "holds what looks like a token or key itself (not shown here), not a file name",
+                format!(
+                    "{expected}; put the secret in a file of mode 0600 and name that file here \
+                     (revoke the secret if this file was shared)"
+                ),
+            );
+            return None;
+        }
+        Some(name)
     }
 
     fn required_text(
@@ -255,13 +290,21 @@ pub(crate) fn parse(text: &str, source: &Path) -> Result<ClusterConfig, ConfigEr
             if let Some(i) = msg.find(" at line ") {
                 msg.truncate(i);
             }
+            let (kind, path, message) = match plain_overflow(&msg) {
+                Some((path, m)) => (ErrorKind::Invalid, path, m),
+                None => (
+                    ErrorKind::Syntax,
+                    String::new(),
+                    format!("not valid YAML: {msg}"),
+                ),
+            };
             return Err(ConfigError {
-                kind: ErrorKind::Syntax,
+                kind,
                 file: source.to_owned(),
                 line: loc.as_ref().map(|l| l.line()),
                 column: loc.as_ref().map(|l| l.column()),
-                path: String::new(),
-                message: format!("not valid YAML: {msg}"),
+                path,
+                message,
                 expected: None,
             }
             .into());
@@ -415,12 +458,12 @@ fn auth(cx: &mut Ctx<'_>, path: &KeyPath, v: Option<&Value>) -> Auth {
         return auth;
     };
     let kp = path.key("key_file");
-    if let Some(f) = cx.required_text(&kp, &raw.key_file, "a file path, e.g. /etc/tandem/authkey") {
+    if let Some(f) = cx.file_name(&kp, &raw.key_file, "a file path, e.g. /etc/tandem/authkey") {
         auth.key_file = PathBuf::from(f);
     }
     for (i, t) in raw.accept_key_files.iter().flatten().enumerate() {
         let p = path.key("accept_key_files").index(i);
-        if let Some(f) = cx.required_text(&p, &Some(t.clone()), "a file path") {
+        if let Some(f) = cx.file_name(&p, &Some(t.clone()), "a file path") {
             auth.accept_key_files.push(PathBuf::from(f));
         }
     }
@@ -433,11 +476,24 @@ fn timing(cx: &mut Ctx<'_>, path: &KeyPath, v: Option<&Value>) -> Timing {
     let Some(raw) = cx.raw::<RawTiming>(v, path) else {
         return d;
     };
+    let mut dur = |key: &str, v: &Option<Text>, default: Duration, bounds: &Bounds| {
+        cx.duration(&path.key(key), v, default, bounds)
+    };
     let t = Timing {
-        interval: cx.duration(&path.key("interval"), &raw.interval, d.interval),
-        warn_after: cx.duration(&path.key("warn_after"), &raw.warn_after, d.warn_after),
-        dead_after: cx.duration(&path.key("dead_after"), &raw.dead_after, d.dead_after),
-        init_dead: cx.duration(&path.key("init_dead"), &raw.init_dead, d.init_dead),
+        interval: dur("interval", &raw.interval, d.interval, &limits::INTERVAL),
+        warn_after: dur(
+            "warn_after",
+            &raw.warn_after,
+            d.warn_after,
+            &limits::WARN_AFTER,
+        ),
+        dead_after: dur(
+            "dead_after",
+            &raw.dead_after,
+            d.dead_after,
+            &limits::DEAD_AFTER,
+        ),
+        init_dead: dur("init_dead", &raw.init_dead, d.init_dead, &limits::INIT_DEAD),
     };
     let show = |d: Duration| humantime::format_duration(d).to_string();
     let mark = |set: bool| if set { "" } else { " (default)" };
@@ -448,6 +504,19 @@ fn timing(cx: &mut Ctx<'_>, path: &KeyPath, v: Option<&Value>) -> Timing {
                 "dead_after {}{} is not longer than interval {}{}: one late heartbeat would declare a peer dead",
                 show(t.dead_after),
                 mark(raw.dead_after.is_some()),
+                show(t.interval),
+                mark(raw.interval.is_some())
+            ),
+            "dead_after of several intervals, e.g. 10 x interval",
+        );
+    } else if t.dead_after < t.interval * limits::MIN_BEATS_PER_DEAD {
+        cx.inconsistent(
+            &path.key("dead_after"),
+            format!(
+                "dead_after {}{} holds fewer than {} intervals of {}{}: two heartbeats lost or late in a row would declare a live peer dead",
+                show(t.dead_after),
+                mark(raw.dead_after.is_some()),
+                limits::MIN_BEATS_PER_DEAD,
                 show(t.interval),
                 mark(raw.interval.is_some())
             ),
@@ -500,7 +569,7 @@ pub(crate) fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
     match s.parse::<SocketAddr>() {
         Ok(a) if a.port() == 0 => Err(format!("{s:?} has port 0, which cannot be reached")),
-        Ok(a) => Ok(a),
+        Ok(a) => limits::placeholder(a.ip()).map_or(Ok(a), Err),
         Err(_) => Err(format!("{s:?} is not ip:port")),
     }
 }
@@ -685,8 +754,18 @@ fn health_check(cx: &mut Ctx<'_>, path: &KeyPath, v: &Value) -> Option<HealthChe
     .into_iter()
     .flatten()
     .collect();
-    let interval = cx.duration(&path.key("interval"), &raw.interval, Duration::from_secs(2));
-    let timeout = cx.duration(&path.key("timeout"), &raw.timeout, Duration::from_secs(1));
+    let interval = cx.duration(
+        &path.key("interval"),
+        &raw.interval,
+        Duration::from_secs(2),
+        &limits::CHECKS,
+    );
+    let timeout = cx.duration(
+        &path.key("timeout"),
+        &raw.timeout,
+        Duration::from_secs(1),
+        &limits::CHECKS,
+    );
     if timeout >= interval {
         cx.inconsistent(
             &path.key("timeout"),
@@ -1235,8 +1314,8 @@ fn settings(
                 );
                 default
             }
-            (Some(_), None) => cx.duration(&item.key(key), o, default),
-            (None, _) => cx.duration(&inner.key(key), i, default),
+            (Some(_), None) => cx.duration(&item.key(key), o, default, &limits::CHECKS),
+            (None, _) => cx.duration(&inner.key(key), i, default, &limits::CHECKS),
         }
     };
     ActionSettings {
@@ -1294,7 +1373,13 @@ fn reserved_ip(
     let ip = match cx.required_text(&path.key("ip"), &raw.ip, "the reserved IP, e.g. 45.55.96.8") {
         None => None,
         Some(s) => match s.parse::<IpAddr>() {
-            Ok(ip) => Some(ip),
+            Ok(ip) => match limits::placeholder(ip) {
+                Some(m) => {
+                    cx.invalid(&path.key("ip"), m, "your reserved IP, e.g. 45.55.96.8");
+                    None
+                }
+                None => Some(ip),
+            },
             Err(_) => {
                 cx.invalid(
                     &path.key("ip"),
@@ -1305,7 +1390,7 @@ fn reserved_ip(
             }
         },
     };
-    let token_file = cx.required_text(
+    let token_file = cx.file_name(
         &path.key("token_file"),
         &raw.token_file,
         "a file holding the API token: an absolute path, or a name in $CREDENTIALS_DIRECTORY",

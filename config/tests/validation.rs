@@ -303,6 +303,135 @@ fn impossible_timing() {
 }
 
 #[test]
+fn timing_outside_sane_bounds_is_refused_with_the_reason() {
+    let errs = errors(&with_timing(
+        "  interval: 1us\n  warn_after: 2us\n  dead_after: 3us\n",
+    ));
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert!(
+        errs[0].contains("timing.interval: \"1us\" is shorter than 10ms: a faster heartbeat")
+            && errs[0].contains("(expected a duration from 10ms to 10s)"),
+        "{}",
+        errs[0]
+    );
+    assert!(errs[2].contains("timing.dead_after: \"3us\" is shorter than 30ms"));
+    one_error(
+        &with_timing("  dead_after: 1h\n"),
+        &[
+            "timing.dead_after: \"1h\" is longer than 5m: a failover that waits longer is no longer high availability",
+        ],
+    );
+    one_error(
+        &with_timing("  init_dead: 100y\n"),
+        &["timing.init_dead: \"100y\" is longer than 10m: until it passes, a peer never heard"],
+    );
+    one_error(
+        &with_timing("  interval: 1m\n  warn_after: 2m\n  dead_after: 4m\n  init_dead: 5m\n"),
+        &["timing.interval: \"1m\" is longer than 10s"],
+    );
+    one_error(
+        &with_timing("  interval: 100ms\n  warn_after: 150ms\n  dead_after: 250ms\n"),
+        &[
+            "timing.dead_after: dead_after 250ms holds fewer than 3 intervals of 100ms: two heartbeats lost",
+        ],
+    );
+    // the fastest timing measured without false failovers stays valid
+    ok(&with_timing(
+        "  interval: 10ms\n  warn_after: 50ms\n  dead_after: 100ms\n  init_dead: 5s\n",
+    ));
+}
+
+#[test]
+fn check_and_action_durations_are_bounded() {
+    one_error(
+        &GOOD.replace("interval: 2s, timeout: 1s", "interval: 1us, timeout: 1s"),
+        &["health[0].interval: \"1us\" is shorter than 100ms"],
+    );
+    one_error(
+        &replace(
+            "- lsb: nginx",
+            "- lsb: nginx\n        monitor_interval: 100y",
+        ),
+        &[
+            "agents[1].monitor_interval: \"100y\" is longer than 1day: longer is certainly a unit mistake",
+        ],
+    );
+}
+
+#[test]
+fn import_placeholders_are_refused_as_placeholders() {
+    let errs = errors(
+        &GOOD
+            .replace("104.236.6.22:694", "192.0.2.2:694")
+            .replace("ip: 45.55.96.8", "ip: 192.0.2.1"),
+    );
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].contains("nodes[1].addresses[0]: 192.0.2.2 is a placeholder: a documentation address (RFC 5737) that `ipctl import-heartbeat` writes"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].contains("reserved-ip.ip: 192.0.2.1 is a placeholder"),
+        "{}",
+        errs[1]
+    );
+}
+
+#[test]
+fn a_secret_pasted_as_a_file_name_is_refused_and_never_shown() {
+    let token = format!("dop_v1_{}", "3f9a".repeat(16));
+    let key = "0123456789abcdef".repeat(4);
+    let text = GOOD
+        .replace("token_file: do-token", &format!("token_file: {token}"))
+        .replace("key_file: /etc/tandem/authkey", &format!("key_file: {key}"))
+        // pasted into a key that echoes what it refuses
+        .replace("ip: 45.55.96.8", &format!("ip: {token}"));
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    for e in &errs {
+        assert!(!e.contains(&token) && !e.contains(&key), "{e}");
+    }
+    assert!(
+        errs[0].contains("auth.key_file: holds what looks like a token or key itself (not shown here), not a file name"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].contains(&format!(
+            "reserved-ip.ip: \"{REDACTED}\" is not an IP address"
+        )),
+        "{}",
+        errs[1]
+    );
+    assert!(
+        errs[2].contains("reserved-ip.token_file: holds what looks like a token"),
+        "{}",
+        errs[2]
+    );
+}
+
+#[test]
+fn numbers_out_of_range_get_a_plain_message() {
+    one_error(
+        &GOOD.replace("fall: 3", "fall: 99999999999999999999999"),
+        &[
+            "cluster.yaml:11:61: health[0].fall: 99999999999999999999999 is too large a number for any key",
+        ],
+    );
+    one_error(
+        &GOOD.replace("fall: 3", "fall: 99999999999"),
+        &[
+            "health[0].fall: 99999999999 is too large (expected a whole number from 0 to 4294967295)",
+        ],
+    );
+    one_error(
+        &GOOD.replace("fall: 3", "fall: -1"),
+        &["health[0].fall: -1 is negative"],
+    );
+}
+
+#[test]
 fn two_voters_need_two_node_and_say_why() {
     let e = one_error(
         &replace("quorum: two_node\n", ""),
@@ -591,7 +720,7 @@ fn agent_body_errors() {
             "token_file: do-token",
             "token_file: do-token\n          droplet_id: abc",
         ),
-        &["reserved-ip.droplet_id: invalid type: string \"abc\" (expected u64)"],
+        &["reserved-ip.droplet_id: \"abc\" is not a whole number (expected a whole number)"],
     );
 }
 

@@ -1,22 +1,31 @@
 //! `ipctl check-config`: validate a cluster configuration and its key files, then print what
 //! the cluster will do, or every error (file:line:column: key: what is wrong (what is valid)).
-use std::path::PathBuf;
+//!
+//! Beyond the file's own rules it checks what would fail on a machine at run time: key files,
+//! the provider token (an absolute file, or the credential the installed unit loads), and the
+//! scripts of `lsb` and `ocf` agents. With `--node` the file is checked for this machine and
+//! such a problem is an error; without it, a warning (the file may be meant for other hosts).
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use tandem_config::{AgentConfig, ClusterConfig, ConfigError, ErrorKind, credential_path, keys};
+
+use crate::unit::{self, AGENT_UNIT, MEMBERSHIP_UNIT, UnitFile};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The file to check (default: --config).
     pub file: Option<PathBuf>,
-    /// This node's name; a name missing from the node list is then an error (without it, the
-    /// host name is tried and a miss is only a warning).
+    /// This node's name: the file is checked for this machine, and what would fail here at
+    /// run time (a missing lsb script, a token the agent's unit does not load) is an error.
+    /// Without it the host name is tried and such problems are warnings.
     #[arg(long)]
     pub node: Option<String>,
 }
 
-pub fn run(cli: &crate::Cli, args: &Args) -> anyhow::Result<ExitCode> {
-    let path = args.file.as_ref().unwrap_or(&cli.config);
+pub fn run(config_flag: &Path, args: &Args) -> anyhow::Result<ExitCode> {
+    let path = args.file.as_deref().unwrap_or(config_flag);
     let config = match tandem_config::load(path) {
         Ok(c) => c,
         Err(errors) => {
@@ -34,10 +43,10 @@ pub fn run(cli: &crate::Cli, args: &Args) -> anyhow::Result<ExitCode> {
     let report = check(&config, args.node.as_deref());
     print!("{}", config.summary(report.local.as_deref()));
     for w in &report.warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", tandem_config::redact(w));
     }
     for e in &report.errors {
-        eprintln!("error: {e}");
+        eprintln!("error: {}", tandem_config::redact(e));
     }
     if report.errors.is_empty() {
         println!("{}: valid", path.display());
@@ -51,13 +60,31 @@ pub fn run(cli: &crate::Cli, args: &Args) -> anyhow::Result<ExitCode> {
 struct Report {
     /// The local node's name, when it is in the node list.
     local: Option<String>,
+    /// `--node` was given: the file is checked for this machine.
+    here: bool,
     warnings: Vec<String>,
     errors: Vec<String>,
+}
+
+impl Report {
+    /// Something that would fail on this machine at run time: an error when checking for
+    /// this machine (`--node`), else a warning saying it matters only where it runs.
+    fn on_this_machine(&mut self, problem: String) {
+        if self.here {
+            self.errors.push(problem);
+        } else {
+            self.warnings.push(format!(
+                "{problem} (an error with --node; fine if this file is for other hosts, where \
+                 it must be right)"
+            ));
+        }
+    }
 }
 
 fn check(config: &ClusterConfig, node: Option<&str>) -> Report {
     let mut r = Report {
         local: None,
+        here: node.is_some(),
         warnings: Vec::new(),
         errors: Vec::new(),
     };
@@ -81,24 +108,20 @@ fn check(config: &ClusterConfig, node: Option<&str>) -> Report {
             key_problem(&mut r, e);
         }
     }
+    let membership = UnitFile::load(MEMBERSHIP_UNIT);
+    let agent_unit = UnitFile::load(AGENT_UNIT);
+    for file in std::iter::once(&config.auth.key_file).chain(&config.auth.accept_key_files) {
+        hidden(&mut r, membership.as_ref(), &credential_path(file));
+    }
     for group in &config.resources {
         for agent in &group.agents {
-            let AgentConfig::ReservedIp(ip) = agent else {
-                continue;
-            };
-            let file = &ip.token_file;
-            if file.is_relative() && std::env::var_os("CREDENTIALS_DIRECTORY").is_none() {
-                // Resolved by systemd's LoadCredential= for the agent only: nothing to look at here.
-                continue;
-            }
-            let resolved = credential_path(file);
-            if std::fs::symlink_metadata(&resolved).is_err() {
-                r.warnings.push(format!(
-                    "{}: resources `{}`: token_file does not exist on this machine (it is read by \
-                     tandem-resource-agent only, which will fail to assign the IP without it)",
-                    resolved.display(),
-                    group.name
-                ));
+            match agent {
+                AgentConfig::ReservedIp(ip) => {
+                    token(&mut r, agent_unit.as_ref(), &group.name, &ip.token_file)
+                }
+                AgentConfig::Lsb(l) => script(&mut r, &group.name, "lsb", &l.script_path()),
+                AgentConfig::Ocf(o) => script(&mut r, &group.name, "ocf", &o.script_path()),
+                AgentConfig::Exec(_) => {}
             }
         }
     }
@@ -117,4 +140,110 @@ fn key_problem(r: &mut Report, e: &ConfigError) {
         )),
         _ => r.errors.push(e.to_string()),
     }
+}
+
+/// The shipped units run with ProtectHome=yes and PrivateTmp=yes: a secret under those
+/// directories exists for the operator but not for the daemon.
+fn hidden(r: &mut Report, unit: Option<&UnitFile>, file: &Path) {
+    if let Some((u, (dir, setting))) = unit.and_then(|u| Some((u, u.hides(file)?))) {
+        r.on_this_machine(format!(
+            "{}: under {dir}, which the daemon cannot see ({setting} in {}): keep it in \
+             /etc/tandem",
+            file.display(),
+            u.file.display()
+        ));
+    }
+}
+
+/// The provider token: an absolute file, a file in `$CREDENTIALS_DIRECTORY` when that is set,
+/// else a credential that the installed agent unit must load.
+fn token(r: &mut Report, unit: Option<&UnitFile>, group: &str, file: &Path) {
+    if file.is_absolute() || std::env::var_os("CREDENTIALS_DIRECTORY").is_some() {
+        let resolved = credential_path(file);
+        hidden(r, unit, &resolved);
+        if std::fs::symlink_metadata(&resolved).is_err() {
+            r.warnings.push(format!(
+                "{}: resources `{group}`: token_file does not exist on this machine (it is read \
+                 by tandem-resource-agent only, which will fail to assign the IP without it)",
+                resolved.display(),
+            ));
+        }
+        return;
+    }
+    let name = file.display();
+    let what = format!(
+        "resources `{group}`: token_file `{name}` is a credential name: tandem-resource-agent \
+         reads $CREDENTIALS_DIRECTORY/{name}, which systemd fills from LoadCredential= in \
+         {AGENT_UNIT}"
+    );
+    let Some(unit) = unit else {
+        let dirs: Vec<String> = unit::unit_dirs()
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        r.warnings.push(format!(
+            "{what}; that unit is not installed on this machine (looked in {}), so this is not \
+             checked",
+            dirs.join(", ")
+        ));
+        return;
+    };
+    let id = file.to_string_lossy();
+    let credentials = unit.credentials();
+    let Some(cred) = credentials.iter().find(|c| c.id == id) else {
+        let loaded: Vec<&str> = credentials.iter().map(|c| c.id.as_str()).collect();
+        r.on_this_machine(format!(
+            "{what}; {} loads {}, so the agent would find no token: add \
+             `LoadCredential={name}:/etc/tandem/{name}` (systemctl edit tandem-resource-agent) \
+             or give token_file as an absolute path",
+            unit.file.display(),
+            if loaded.is_empty() {
+                "no credential".to_owned()
+            } else {
+                format!("only {}", loaded.join(", "))
+            }
+        ));
+        return;
+    };
+    let Some(source) = &cred.source else {
+        return; // inline, or systemd's own credential store: nothing to look at here
+    };
+    match std::fs::metadata(source) {
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => r.warnings.push(format!(
+            "{}: readable by group or others (mode {:04o}): the agent gets its own copy, but \
+             the token should be private: chmod 600 {}",
+            source.display(),
+            m.permissions().mode() & 0o777,
+            source.display()
+        )),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => r.on_this_machine(format!(
+            "{}: does not exist, and systemd refuses to start {AGENT_UNIT} without it ({} in {}): \
+             write the token there with `install -m 0600 /dev/stdin {}`",
+            source.display(),
+            cred.line,
+            unit.file.display(),
+            source.display()
+        )),
+        Err(e) => r.warnings.push(format!(
+            "{}: not checked ({e}); run as root to check the token the agent's unit loads",
+            source.display()
+        )),
+    }
+}
+
+/// An `lsb` or `ocf` agent's script must exist and be executable where the group runs.
+fn script(r: &mut Report, group: &str, kind: &str, path: &Path) {
+    let problem = match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => "is not a file",
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => "is not executable",
+        Ok(_) => return,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist on this machine",
+        Err(_) => "cannot be read on this machine",
+    };
+    r.on_this_machine(format!(
+        "{}: resources `{group}`: the {kind} agent's script {problem}; tandem-resource-agent \
+         could not start the group here",
+        path.display()
+    ));
 }

@@ -15,6 +15,7 @@ mod keygen;
 mod man;
 mod render;
 mod status;
+mod unit;
 mod watch;
 
 #[derive(Debug, Parser)]
@@ -68,7 +69,7 @@ pub enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::CheckConfig(ref args) => check_config::run(&cli, args),
+        Command::CheckConfig(ref args) => check_config::run(&cli.config, args),
         Command::Keygen(ref args) => keygen::run(args),
         Command::ImportHeartbeat(ref args) => import_heartbeat::run(args),
         Command::Assign(ref args) => assign::run(&cli, args),

@@ -3,24 +3,34 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn ipctl(args: &[&str]) -> Output {
+/// Runs ipctl with `units` as systemd's unit search path (`$SYSTEMD_UNIT_PATH`), so that the
+/// units installed on the test machine (if any) do not change the answers.
+fn ipctl_in(units: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ipctl"))
         .args(args)
         .env_remove("TANDEM_CONFIG")
         .env_remove("CREDENTIALS_DIRECTORY")
+        .env("SYSTEMD_UNIT_PATH", units)
         .output()
         .expect("run ipctl")
+}
+
+/// Runs ipctl as on a machine where Tandem's units are not installed.
+fn ipctl(args: &[&str]) -> Output {
+    ipctl_in(Path::new("/nonexistent/tandem-test-units"), args)
 }
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn config(key_file: &Path) -> String {
+/// A configuration whose files all live in `dir`: the key, the lsb script, and the token the
+/// agent's unit (in `dir/units`) loads as the credential `do-token`.
+fn config(dir: &Path) -> String {
     format!(
         r#"cluster: web
 auth:
-  key_file: {}
+  key_file: {dir}/authkey
 quorum: two_node
 nodes:
   - name: primary
@@ -34,16 +44,30 @@ resources:
     prefer: primary
     agents:
       - reserved-ip: {{ provider: digitalocean, ip: 45.55.96.8, token_file: do-token }}
-      - lsb: nginx
+      - lsb: {dir}/nginx
 "#,
-        key_file.display()
+        dir = dir.display()
     )
 }
 
 struct Setup {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     cfg: PathBuf,
     key: PathBuf,
+    units: PathBuf,
+}
+
+impl Setup {
+    /// `ipctl check-config FILE ARGS...` with this setup's units installed.
+    fn check(&self, args: &[&str]) -> Output {
+        let mut all = vec!["check-config", self.cfg.to_str().unwrap()];
+        all.extend_from_slice(args);
+        ipctl_in(&self.units, &all)
+    }
+
+    fn write_config(&self, text: &str) {
+        std::fs::write(&self.cfg, text).unwrap();
+    }
 }
 
 fn setup(with_key: bool) -> Setup {
@@ -53,19 +77,36 @@ fn setup(with_key: bool) -> Setup {
         let out = ipctl(&["keygen", "--out", key.to_str().unwrap()]);
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
+    let script = dir.path().join("nginx");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let token = dir.path().join("do-token");
+    std::fs::write(&token, "dop_v1_test\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let units = dir.path().join("units");
+    std::fs::create_dir(&units).unwrap();
+    std::fs::write(
+        units.join("tandem-resource-agent.service"),
+        format!(
+            "[Service]\nExecStart=/usr/bin/tandem-resource-agent\nLoadCredential=do-token:{}\n",
+            token.display()
+        ),
+    )
+    .unwrap();
     let cfg = dir.path().join("cluster.yaml");
-    std::fs::write(&cfg, config(&key)).unwrap();
+    std::fs::write(&cfg, config(dir.path())).unwrap();
     Setup {
-        _dir: dir,
         cfg,
         key,
+        units,
+        dir,
     }
 }
 
 #[test]
 fn valid_config_prints_a_summary_and_exits_0() {
     let s = setup(true);
-    let out = ipctl(&["check-config", s.cfg.to_str().unwrap(), "--node", "primary"]);
+    let out = s.check(&["--node", "primary"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     for want in [
@@ -76,7 +117,7 @@ fn valid_config_prints_a_summary_and_exits_0() {
         "tcp 10.17.0.1:53: every 2s, timeout 1s",
         "resource floatip: prefers primary, failback auto",
         "1. reserved-ip 45.55.96.8 at digitalocean",
-        "2. lsb nginx",
+        "/nginx [timeout 20s",
         ": valid",
     ] {
         assert!(stdout.contains(want), "{want:?} not in:\n{stdout}");
@@ -101,11 +142,11 @@ fn config_flag_is_the_default_file() {
 #[test]
 fn invalid_config_prints_every_error_and_exits_1() {
     let s = setup(true);
-    let bad = config(&s.key)
+    let bad = config(s.dir.path())
         .replace("quorum: two_node\n", "")
         .replace("104.236.6.22:694", "104.236.6.22");
     std::fs::write(&s.cfg, bad).unwrap();
-    let out = ipctl(&["check-config", s.cfg.to_str().unwrap()]);
+    let out = s.check(&[]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     let cfg = s.cfg.display();
@@ -126,12 +167,7 @@ fn invalid_config_prints_every_error_and_exits_1() {
 #[test]
 fn unknown_node_is_an_error_with_node_and_a_warning_without() {
     let s = setup(true);
-    let out = ipctl(&[
-        "check-config",
-        s.cfg.to_str().unwrap(),
-        "--node",
-        "tertiary",
-    ]);
+    let out = s.check(&["--node", "tertiary"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("error:"),
@@ -141,7 +177,7 @@ fn unknown_node_is_an_error_with_node_and_a_warning_without() {
     assert!(text(&out.stderr).contains("(primary, secondary)"));
     // Without --node the host name is tried; this test host is neither primary nor secondary
     // unless someone named it so, in which case there is nothing to warn about.
-    let out = ipctl(&["check-config", s.cfg.to_str().unwrap()]);
+    let out = s.check(&[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let host = tandem_config_host();
     if host != "primary" && host != "secondary" {
@@ -161,7 +197,7 @@ fn tandem_config_host() -> String {
 #[test]
 fn missing_key_file_is_a_warning_but_a_bad_one_an_error() {
     let s = setup(false);
-    let out = ipctl(&["check-config", s.cfg.to_str().unwrap(), "--node", "primary"]);
+    let out = s.check(&["--node", "primary"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
     assert!(
@@ -174,7 +210,7 @@ fn missing_key_file_is_a_warning_but_a_bad_one_an_error() {
 
     std::fs::write(&s.key, "0123456789abcdef0123456789abcdef").unwrap();
     std::fs::set_permissions(&s.key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = ipctl(&["check-config", s.cfg.to_str().unwrap(), "--node", "primary"]);
+    let out = s.check(&["--node", "primary"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(
@@ -185,7 +221,7 @@ fn missing_key_file_is_a_warning_but_a_bad_one_an_error() {
 
     std::fs::set_permissions(&s.key, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::write(&s.key, "short").unwrap();
-    let out = ipctl(&["check-config", s.cfg.to_str().unwrap(), "--node", "primary"]);
+    let out = s.check(&["--node", "primary"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("key is too short (5 bytes"),
@@ -197,12 +233,12 @@ fn missing_key_file_is_a_warning_but_a_bad_one_an_error() {
 #[test]
 fn absent_absolute_token_file_is_a_warning() {
     let s = setup(true);
-    let cfg = config(&s.key).replace(
+    let cfg = config(s.dir.path()).replace(
         "token_file: do-token",
         "token_file: /nonexistent/tandem-test/do-token",
     );
     std::fs::write(&s.cfg, cfg).unwrap();
-    let out = ipctl(&["check-config", s.cfg.to_str().unwrap(), "--node", "primary"]);
+    let out = s.check(&["--node", "primary"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains(
         "warning: /nonexistent/tandem-test/do-token: resources `floatip`: token_file does not exist"
@@ -262,4 +298,207 @@ fn keygen_prints_to_stdout_without_out() {
     let k = text(&out.stdout);
     assert_eq!(k.trim().len(), 64);
     assert_ne!(k, text(&ipctl(&["keygen"]).stdout));
+}
+
+#[test]
+fn a_token_pasted_as_token_file_is_an_error_and_never_echoed() {
+    let s = setup(true);
+    let token = format!("dop_v1_{}", "7c1e".repeat(16));
+    s.write_config(
+        &config(s.dir.path()).replace("token_file: do-token", &format!("token_file: {token}")),
+    );
+    let out = s.check(&["--node", "primary"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(
+            "reserved-ip.token_file: holds what looks like a token or key itself (not shown here), not a file name"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        !stdout.contains(&token) && !stderr.contains(&token) && !stderr.contains("7c1e7c1e"),
+        "the token was echoed:\n{stdout}\n{stderr}"
+    );
+}
+
+#[test]
+fn timings_outside_sane_bounds_fail_with_the_reason() {
+    let s = setup(true);
+    let with = |timing: &str| {
+        s.write_config(&config(s.dir.path()).replace(
+            "quorum: two_node\n",
+            &format!("quorum: two_node\ntiming: {timing}\n"),
+        ));
+        let out = s.check(&["--node", "primary"]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{timing}: {}",
+            text(&out.stdout)
+        );
+        text(&out.stderr)
+    };
+    let e = with("{ interval: 1us, warn_after: 2us, dead_after: 3us }");
+    assert!(
+        e.contains("timing.interval: \"1us\" is shorter than 10ms: a faster heartbeat is lost in timer granularity"),
+        "{e}"
+    );
+    let e = with("{ dead_after: 1h }");
+    assert!(
+        e.contains("timing.dead_after: \"1h\" is longer than 5m: a failover that waits longer is no longer high availability"),
+        "{e}"
+    );
+    let e = with("{ init_dead: 100y }");
+    assert!(
+        e.contains("timing.init_dead: \"100y\" is longer than 10m"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_missing_lsb_script_is_an_error_for_this_node_and_a_warning_otherwise() {
+    let s = setup(true);
+    s.write_config(&config(s.dir.path()).replace(
+        &format!("lsb: {}/nginx", s.dir.path().display()),
+        "lsb: tandem-test-no-such-init-script",
+    ));
+    let out = s.check(&["--node", "primary"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "error: /etc/init.d/tandem-test-no-such-init-script: resources `floatip`: the lsb agent's script does not exist on this machine"
+        ),
+        "{stderr}"
+    );
+    let out = s.check(&[]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: /etc/init.d/tandem-test-no-such-init-script: resources `floatip`: the lsb agent's script does not exist")
+            && stderr.contains("(an error with --node;"),
+        "{stderr}"
+    );
+    // present but not executable
+    let script = s.dir.path().join("nginx");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    s.write_config(&config(s.dir.path()));
+    let out = s.check(&["--node", "primary"]);
+    assert!(
+        text(&out.stderr).contains("the lsb agent's script is not executable"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_relative_token_file_is_checked_against_the_agents_unit() {
+    let s = setup(true);
+    let unit = s.units.join("tandem-resource-agent.service");
+    // the unit loads no credential of that name: the agent would find no token
+    s.write_config(&config(s.dir.path()).replace("token_file: do-token", "token_file: hc-token"));
+    let out = s.check(&["--node", "primary"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "token_file `hc-token` is a credential name: tandem-resource-agent reads $CREDENTIALS_DIRECTORY/hc-token, \
+             which systemd fills from LoadCredential= in tandem-resource-agent.service; {} loads only do-token, \
+             so the agent would find no token: add `LoadCredential=hc-token:/etc/tandem/hc-token`",
+            unit.display()
+        )),
+        "{stderr}"
+    );
+    // a drop-in adds it, from a file that does not exist yet
+    let dropin = s.units.join("tandem-resource-agent.service.d");
+    std::fs::create_dir(&dropin).unwrap();
+    let source = s.dir.path().join("hc-token");
+    std::fs::write(
+        dropin.join("hetzner.conf"),
+        format!("[Service]\nLoadCredential=hc-token:{}\n", source.display()),
+    )
+    .unwrap();
+    let out = s.check(&["--node", "primary"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: {}: does not exist, and systemd refuses to start tandem-resource-agent.service without it",
+            source.display()
+        )),
+        "{stderr}"
+    );
+    std::fs::write(&source, "hetzner-test-token\n").unwrap();
+    std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = s.check(&["--node", "primary"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).is_empty(), "{}", text(&out.stderr));
+    // without the unit installed, it says what the name means and that it was not checked
+    let out = ipctl(&["check-config", s.cfg.to_str().unwrap(), "--node", "primary"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(
+            "warning: resources `floatip`: token_file `hc-token` is a credential name: tandem-resource-agent reads $CREDENTIALS_DIRECTORY/hc-token"
+        ) && text(&out.stderr).contains("that unit is not installed on this machine"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_key_the_units_sandbox_hides_is_reported() {
+    let s = setup(true);
+    std::fs::write(
+        s.units.join("tandem-membership.service"),
+        "[Service]\nExecStart=/usr/bin/tandem-membership\nPrivateTmp=yes\n",
+    )
+    .unwrap();
+    let out = s.check(&["--node", "primary"]);
+    let stderr = text(&out.stderr);
+    // the test's files live in a temporary directory: under /tmp unless TMPDIR says otherwise
+    if s.key.starts_with("/tmp") {
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "error: {}: under /tmp, which the daemon cannot see (PrivateTmp=yes in",
+                s.key.display()
+            )),
+            "{stderr}"
+        );
+    } else {
+        assert!(out.status.success(), "{stderr}");
+    }
+}
+
+#[test]
+fn import_placeholders_and_huge_numbers_are_plain_errors() {
+    let s = setup(true);
+    s.write_config(
+        &config(s.dir.path())
+            .replace("104.236.6.22:694", "192.0.2.2:694")
+            .replace(
+                "{ tcp: \"10.17.0.1:53\" }",
+                "{ tcp: \"10.17.0.1:53\", fall: 99999999999999999999999 }",
+            ),
+    );
+    let out = s.check(&["--node", "primary"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // a number no key can hold stops the YAML reader: reported alone, in the file's terms
+    assert!(
+        stderr
+            .contains("health[0].fall: 99999999999999999999999 is too large a number for any key"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("u128") && !stderr.contains("YAML value"),
+        "{stderr}"
+    );
+    s.write_config(&config(s.dir.path()).replace("104.236.6.22:694", "192.0.2.2:694"));
+    let stderr = text(&s.check(&["--node", "primary"]).stderr);
+    assert!(
+        stderr.contains("nodes[1].addresses[0]: 192.0.2.2 is a placeholder: a documentation address (RFC 5737) that `ipctl import-heartbeat` writes"),
+        "{stderr}"
+    );
 }
