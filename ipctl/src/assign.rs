@@ -9,14 +9,20 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
-use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use tandem_config::{Provider, Secret};
-use tandem_resource_agent::provider::{Options, Progress, ServerId, load_token};
+use tandem_resource_agent::provider::{Options, Progress, ProviderError, ServerId, load_token};
+use tokio::time::Instant;
 
-/// `--provider`: the names of [`Provider::ALL`].
+/// `--provider`: the names of [`Provider::ALL`], each with its token variable in the help.
 fn provider_parser() -> impl TypedValueParser<Value = Provider> {
-    PossibleValuesParser::new(Provider::ALL.map(Provider::name)).try_map(|s| s.parse::<Provider>())
+    let values = Provider::ALL.map(|p| {
+        PossibleValue::new(p.name()).help(format!(
+            "token from ${} unless --token-file is given",
+            p.token_env()
+        ))
+    });
+    PossibleValuesParser::new(values).try_map(|s| s.parse::<Provider>())
 }
 
 #[derive(Debug, clap::Args)]
@@ -27,8 +33,9 @@ pub struct Args {
     /// default: this machine, from the metadata service.
     #[arg(long)]
     pub droplet: Option<String>,
-    /// The provider holding the IP; the token is read from its variable when no --token-file
-    /// is given: DO_TOKEN (digitalocean), HCLOUD_TOKEN (hetzner), VULTR_API_KEY (vultr).
+    /// The cloud provider holding the IP. Without --token-file the API token is read from
+    /// the variable its own tools read: DO_TOKEN (digitalocean), HCLOUD_TOKEN (hetzner),
+    /// VULTR_API_KEY (vultr).
     #[arg(long, default_value = "digitalocean", value_parser = provider_parser())]
     pub provider: Provider,
     /// API base URL (default: the provider's).
@@ -37,12 +44,13 @@ pub struct Args {
     /// Metadata service base URL (default http://169.254.169.254).
     #[arg(long)]
     pub metadata_url: Option<String>,
-    /// File holding the API token (mode 0600 or stricter); default: the provider's variable.
-    #[arg(long)]
+    /// File holding the API token (mode 0600 or stricter); a relative name is read from
+    /// $CREDENTIALS_DIRECTORY, as the agent reads it. Default: the provider's variable.
+    #[arg(long, value_hint = clap::ValueHint::FilePath)]
     pub token_file: Option<PathBuf>,
-    /// Give up after this many seconds.
-    #[arg(long, default_value_t = 60.0)]
-    pub timeout: f64,
+    /// Give up after this long: 60s, 2m, 1m30s (a plain number is seconds).
+    #[arg(long, default_value = "60s", value_parser = crate::cli::duration)]
+    pub timeout: Duration,
 }
 
 /// The token from `--token-file`, else from the provider's variable (the one its own tools
@@ -71,24 +79,28 @@ fn server_id(provider: Provider, arg: &str) -> anyhow::Result<ServerId> {
     })
 }
 
-/// Renders progress events on stderr.
+/// How often the progress line on a terminal redraws its clock while nothing happens.
+const TICK: Duration = Duration::from_millis(200);
+
+/// Renders progress events on stderr, each stamped with the time since the command started.
 struct ProgressLine {
     tty: bool,
     drawn: bool,
     /// The last text shown; without a terminal a repeat is not printed again.
     last: String,
     ip: IpAddr,
-    started: tokio::time::Instant,
+    noun: &'static str,
+    started: Instant,
 }
 
 impl ProgressLine {
     fn show(&mut self, p: &Progress) {
-        let t = self.started.elapsed().as_secs_f64();
+        let (ip, noun) = (self.ip, self.noun);
         let text = match p {
             Progress::Holder(h) => match &h.server {
-                Some(s) if h.ours => format!("{} is held by the target droplet {s}", self.ip),
-                Some(s) => format!("{} is held by droplet {s}", self.ip),
-                None => format!("{} is not assigned", self.ip),
+                Some(s) if h.ours => format!("{ip} is held by the target {noun} {s}"),
+                Some(s) => format!("{ip} is held by {noun} {s}"),
+                None => format!("{ip} is not assigned"),
             },
             Progress::WaitingForPendingAction => {
                 "another action on the IP is running; waiting for it".to_owned()
@@ -96,23 +108,33 @@ impl ProgressLine {
             Progress::Posted { action_id } => format!("action {action_id} accepted"),
             Progress::Polling { action_id, .. } => format!("action {action_id} in progress"),
             Progress::Retrying { reason, wait } => {
-                format!("{reason}; retrying in {:.1}s", wait.as_secs_f64())
+                format!("{reason}; retrying in {}", rounded(*wait))
             }
-            Progress::RateLimited { wait } => {
-                format!("rate limited; waiting {:.1}s", wait.as_secs_f64())
-            }
+            Progress::RateLimited { wait } => format!("rate limited; waiting {}", rounded(*wait)),
         };
         if !self.tty && text == self.last {
             return;
         }
-        self.last.clone_from(&text);
+        self.last = text;
+        self.draw();
+    }
+
+    /// On a terminal, the clock keeps running while an action is polled or waited for.
+    fn tick(&mut self) {
+        if self.tty && self.drawn {
+            self.draw();
+        }
+    }
+
+    fn draw(&mut self) {
+        let t = self.started.elapsed().as_secs_f64();
         let mut err = std::io::stderr().lock();
         if self.tty {
             // Redraw one line: carriage return, clear to end of line.
-            let _ = write!(err, "\r\x1b[K[{t:5.1}s] {text}");
+            let _ = write!(err, "\r\x1b[K[{t:5.1}s] {}", self.last);
             self.drawn = true;
         } else {
-            let _ = writeln!(err, "[{t:5.1}s] {text}");
+            let _ = writeln!(err, "[{t:5.1}s] {}", self.last);
         }
         let _ = err.flush();
     }
@@ -127,18 +149,21 @@ impl ProgressLine {
     }
 }
 
+/// A duration as people read it: 350ms, 2.4s, 1m05s.
+fn rounded(d: Duration) -> String {
+    crate::render::human_ms(d.as_secs_f64() * 1000.0)
+}
+
 pub fn run(_cli: &crate::Cli, args: &Args) -> anyhow::Result<ExitCode> {
-    if !(args.timeout.is_finite() && args.timeout > 0.0) {
-        anyhow::bail!("--timeout must be a positive number of seconds");
-    }
     let token = token(args)?;
-    let started = tokio::time::Instant::now();
+    let kind = args.provider.server_noun();
     let line = Arc::new(Mutex::new(ProgressLine {
         tty: std::io::stderr().is_terminal(),
         drawn: false,
         last: String::new(),
         ip: args.ip,
-        started,
+        noun: kind,
+        started: Instant::now(),
     }));
     let sink = line.clone();
     let opts = Options {
@@ -149,7 +174,7 @@ pub fn run(_cli: &crate::Cli, args: &Args) -> anyhow::Result<ExitCode> {
             .as_deref()
             .map(|d| server_id(args.provider, d))
             .transpose()?,
-        deadline: Duration::from_secs_f64(args.timeout),
+        deadline: args.timeout,
         progress: Some(Arc::new(move |p: &Progress| {
             if let Ok(mut l) = sink.lock() {
                 l.show(p);
@@ -158,25 +183,36 @@ pub fn run(_cli: &crate::Cli, args: &Args) -> anyhow::Result<ExitCode> {
         ..Options::default()
     };
     let provider = tandem_resource_agent::provider::new(args.provider, args.ip, token, opts)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = crate::control::runtime()?;
     let result = rt.block_on(async {
-        let target = provider.server_id().await?;
-        let outcome = provider.assign().await?;
-        Ok::<_, tandem_resource_agent::provider::ProviderError>((target, outcome))
+        let work = async {
+            let target = provider.server_id().await?;
+            let outcome = provider.assign().await?;
+            Ok::<_, ProviderError>((target, outcome))
+        };
+        let clock = async {
+            let mut every = tokio::time::interval(TICK);
+            loop {
+                every.tick().await;
+                if let Ok(mut l) = line.lock() {
+                    l.tick();
+                }
+            }
+        };
+        tokio::select! {
+            r = work => r,
+            () = clock => unreachable!("the clock never ends"),
+        }
     });
     if let Ok(mut l) = line.lock() {
         l.finish();
     }
-    let kind = args.provider.server_noun();
     match result {
         Ok((target, o)) if o.already_held => {
             println!(
-                "{} is already held by {kind} {target}; nothing to do ({:.2}s, API calls: {})",
+                "{} is already held by {kind} {target}; nothing to do ({}, API calls: {})",
                 args.ip,
-                o.elapsed.as_secs_f64(),
+                rounded(o.elapsed),
                 o.api_calls
             );
             Ok(ExitCode::SUCCESS)
@@ -186,20 +222,18 @@ pub fn run(_cli: &crate::Cli, args: &Args) -> anyhow::Result<ExitCode> {
                 .previous
                 .map_or_else(|| "unassigned".to_owned(), |p| format!("{kind} {p}"));
             println!(
-                "{} is now held by {kind} {target} (was {was}); took {:.2}s, API calls: {}",
+                "{} is now held by {kind} {target} (was {was}); took {}, API calls: {}",
                 args.ip,
-                o.elapsed.as_secs_f64(),
+                rounded(o.elapsed),
                 o.api_calls
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            let hint = if e.state_may_have_changed() {
-                "; run `ipctl assign` again to see who holds it"
-            } else {
-                ""
-            };
-            Err(anyhow::anyhow!("{e}{hint}"))
-        }
+        // A give-up already says the IP may have moved; other errors after the action was
+        // accepted do not, so ipctl says it once, with what shows the holder.
+        Err(e) if e.state_may_have_changed() && !matches!(e, ProviderError::GaveUp { .. }) => Err(
+            anyhow::anyhow!("{e}; the IP may have moved: `ipctl assign` again shows who holds it"),
+        ),
+        Err(e) => Err(e.into()),
     }
 }

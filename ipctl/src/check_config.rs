@@ -16,11 +16,21 @@ use crate::unit::{self, AGENT_UNIT, MEMBERSHIP_UNIT, UnitFile};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The file to check (default: --config).
+    #[arg(value_hint = clap::ValueHint::FilePath)]
     pub file: Option<PathBuf>,
+    /// The cluster configuration, when FILE is not given.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "TANDEM_CONFIG",
+        default_value = tandem_config::DEFAULT_CONFIG,
+        value_hint = clap::ValueHint::FilePath
+    )]
+    pub config: PathBuf,
     /// This node's name: the file is checked for this machine, and what would fail here at
     /// run time (a missing lsb script, a token the agent's unit does not load) is an error.
     /// Without it the host name is tried and such problems are warnings.
-    #[arg(long)]
+    #[arg(long, add = crate::complete::node_names())]
     pub node: Option<String>,
 }
 

@@ -195,12 +195,14 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 #[derive(Debug, clap::Args)]
 pub struct NodeArgs {
     /// The node; default: this node.
+    #[arg(add = crate::complete::node_names())]
     pub node: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct GroupArgs {
     /// The resource group, as named in cluster.yaml.
+    #[arg(add = crate::complete::group_names())]
     pub group: String,
 }
 

@@ -29,13 +29,18 @@ pub struct Args {
     /// stops everything).
     #[arg(long)]
     pub keep_running: bool,
-    /// Print only the summary, as one JSON object.
+    /// Print only the summary on stdout, as one JSON object (schema tandem.ipctl.demo/v1);
+    /// with --keep-running it also lists the commands to explore the cluster.
     #[arg(long)]
     pub json: bool,
 }
 
+/// Version tag of `--json`'s document; bumped only for incompatible changes.
+const SCHEMA: &str = "tandem.ipctl.demo/v1";
+
 #[derive(Debug, Serialize)]
 struct Summary {
+    schema: &'static str,
     ok: bool,
     /// What went wrong, when not ok.
     problems: Vec<String>,
@@ -55,6 +60,32 @@ struct Summary {
     dead_after_ms: u128,
     /// The cluster's files, kept with `--keep-running` (else removed at exit).
     cluster_dir: Option<String>,
+    /// With `--keep-running`: commands to explore the running cluster.
+    explore: Vec<String>,
+}
+
+impl Summary {
+    /// The document for a demo that could not get as far as measuring anything.
+    fn failed(problem: String) -> Self {
+        Summary {
+            schema: SCHEMA,
+            ok: false,
+            problems: vec![problem],
+            failover_ms: None,
+            failback_ms: None,
+            longest_gap_ms: 0,
+            gap_bound_ms: 0,
+            requests: 0,
+            failed_requests: 0,
+            assign_calls: 0,
+            holder_changes: 0,
+            served_by: Vec::new(),
+            interval_ms: 0,
+            dead_after_ms: 0,
+            cluster_dir: None,
+            explore: Vec::new(),
+        }
+    }
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -66,7 +97,16 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(demo(args, bins))
+    match rt.block_on(demo(args, bins)) {
+        // `--json` promises one document on stdout, also when the demo could not run.
+        Err(e) if args.json => {
+            let problem = crate::error::one_line(&e);
+            eprintln!("ipctl: {problem}");
+            println!("{}", serde_json::to_string(&Summary::failed(problem))?);
+            Ok(ExitCode::FAILURE)
+        }
+        other => other,
+    }
 }
 
 fn say(args: &Args, line: &str) {
@@ -298,7 +338,13 @@ async fn demo(args: &Args, bins: Binaries) -> anyhow::Result<ExitCode> {
     }
     let assign = failover.map_or(Duration::ZERO, |f| f.saturating_sub(dead_after));
     let gap_bound = dead_after + assign + 2 * PROBE;
+    let explore = if args.keep_running {
+        explore(&c)
+    } else {
+        Vec::new()
+    };
     let summary = Summary {
+        schema: SCHEMA,
         ok: problems.is_empty(),
         problems,
         failover_ms: failover.map(|d| d.as_millis()),
@@ -313,6 +359,7 @@ async fn demo(args: &Args, bins: Binaries) -> anyhow::Result<ExitCode> {
         interval_ms: interval.as_millis(),
         dead_after_ms: dead_after.as_millis(),
         cluster_dir: args.keep_running.then(|| cluster_dir.display().to_string()),
+        explore,
     };
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
@@ -323,7 +370,7 @@ async fn demo(args: &Args, bins: Binaries) -> anyhow::Result<ExitCode> {
         eprintln!("{}", c.diagnostics());
     }
     if args.keep_running {
-        keep_running(&c, &cluster_dir).await;
+        keep_running(args, &summary).await;
     }
     Ok(if summary.ok {
         ExitCode::SUCCESS
@@ -359,33 +406,44 @@ fn print_summary(s: &Summary) {
     }
 }
 
-async fn keep_running(c: &Cluster, dir: &std::path::Path) {
+/// Commands that explore the running cluster (with this ipctl, whatever is on $PATH).
+fn explore(c: &Cluster) -> Vec<String> {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ipctl"));
-    println!();
-    println!(
+    let ipctl = exe.display();
+    let mut cmds: Vec<String> = c
+        .nodes
+        .iter()
+        .map(|n| format!("{ipctl} status --run-dir {}", n.run_dir.display()))
+        .collect();
+    let first = c.nodes[0].run_dir.display();
+    cmds.extend([
+        format!("{ipctl} watch --run-dir {first}"),
+        format!("{ipctl} standby --run-dir {first}"),
+        format!("{ipctl} online --run-dir {first}"),
+        format!("{ipctl} check-config {}", c.config.display()),
+        format!("curl {}", c.front),
+    ]);
+    cmds
+}
+
+async fn keep_running(args: &Args, s: &Summary) {
+    // With --json, stdout holds the one JSON document: the words go to stderr.
+    let mut out: Box<dyn std::io::Write> = if args.json {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
         "The cluster keeps running (files in {}). Try:",
-        dir.display()
+        s.cluster_dir.as_deref().unwrap_or("?")
     );
-    for n in c.nodes.iter() {
-        println!(
-            "  {} --config {} --run-dir {} status",
-            exe.display(),
-            c.config.display(),
-            n.run_dir.display()
-        );
+    for cmd in &s.explore {
+        let _ = writeln!(out, "  {cmd}");
     }
-    println!(
-        "  {} --run-dir {} watch",
-        exe.display(),
-        c.nodes[0].run_dir.display()
-    );
-    println!(
-        "  {} --run-dir {} standby      (then: online)",
-        exe.display(),
-        c.nodes[0].run_dir.display()
-    );
-    println!("  curl {}", c.front);
-    println!("Ctrl-C stops everything.");
+    let _ = writeln!(out, "Ctrl-C stops everything.");
+    let _ = out.flush();
     // SIGTERM too: the processes are killed when the cluster is dropped, which an
     // unhandled signal would skip.
     use tokio::signal::unix::{SignalKind, signal};
@@ -400,5 +458,5 @@ async fn keep_running(c: &Cluster, dir: &std::path::Path) {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-    println!("stopping");
+    let _ = writeln!(out, "stopping");
 }

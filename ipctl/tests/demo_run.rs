@@ -3,6 +3,7 @@
 //!
 //! The demo finds the daemons next to its own executable, so the test builds them into the
 //! same target directory first (a no-op when up to date; `$CARGO` is set by `cargo test`).
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -35,30 +36,61 @@ fn demo_fails_over_and_back_within_detection_plus_assignment() {
         "building the daemons failed"
     );
 
+    // --keep-running too: stdout must still hold the summary alone, as one JSON line.
     let mut child = Command::new(ipctl)
-        .args(["demo", "--json"])
+        .args(["demo", "--json", "--keep-running"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("ipctl demo starts");
-    // Bounded: the demo takes about 10 s; kill it (only this child) if it hangs.
-    const POLL: Duration = Duration::from_millis(100);
-    let mut waited = Duration::ZERO;
-    while child.try_wait().expect("wait").is_none() {
-        if waited > Duration::from_secs(120) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("ipctl demo did not finish within 120 s");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    // Bounded: the demo takes about 10 s; end it (only this child) if it hangs.
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            finished.recv_timeout(Duration::from_secs(120))
+        {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
-        std::thread::sleep(POLL);
-        waited += POLL;
-    }
-    let out = child.wait_with_output().expect("output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("summary is not JSON ({e}): {stdout}\n{stderr}"));
+    });
+    let mut first = String::new();
+    BufReader::new(child.stdout.as_mut().expect("stdout"))
+        .read_line(&mut first)
+        .expect("read the summary");
+    let summary: serde_json::Value = serde_json::from_str(first.trim())
+        .unwrap_or_else(|e| panic!("summary is not JSON ({e}): {first}"));
     println!("{summary:#}");
+    assert_eq!(summary["schema"], "tandem.ipctl.demo/v1");
+    // the commands it lists work against the running cluster
+    let explore: Vec<&str> = summary["explore"]
+        .as_array()
+        .expect("explore")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    let status = explore
+        .iter()
+        .find(|c| c.contains(" status --run-dir "))
+        .unwrap_or_else(|| panic!("no status command in {explore:?}"));
+    let words: Vec<&str> = status.split_whitespace().collect();
+    let st = Command::new(words[0]).args(&words[1..]).output().unwrap();
+    assert!(
+        st.status.success(),
+        "{status}: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert!(String::from_utf8_lossy(&st.stdout).contains("floatip"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM the demo");
+    let out = child.wait_with_output().expect("output");
+    drop(done);
+    watchdog.join().unwrap();
+    let rest = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        rest.trim().is_empty(),
+        "more than the summary on stdout: {rest}"
+    );
+    assert!(stderr.contains("The cluster keeps running"), "{stderr}");
     assert!(out.status.success(), "demo failed: {summary}\n{stderr}");
     assert_eq!(summary["ok"], true);
     let failover = summary["failover_ms"].as_u64().expect("failover happened");

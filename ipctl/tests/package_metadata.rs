@@ -252,9 +252,11 @@ fn completions_are_generated_for_the_packaged_shells() {
         let out = run(&["completions", shell]);
         assert!(out.status.success(), "{shell}");
         let script = String::from_utf8(out.stdout).unwrap();
+        // the script calls the installed ipctl back for every completion (names included)
         assert!(
-            script.contains("takeover"),
-            "{shell} completion lacks takeover"
+            script.contains(&format!("COMPLETE=\"{shell}\""))
+                || script.contains(&format!("COMPLETE={shell} ")),
+            "{shell} completion does not call ipctl back:\n{script}"
         );
     }
     let dir = tempfile::tempdir().unwrap();

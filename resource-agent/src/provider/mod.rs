@@ -252,7 +252,8 @@ pub enum ProviderError {
         attempts: u32,
     },
     #[error(
-        "{provider}: gave up on {what} after {elapsed:?}: {last}{}",
+        "{provider}: gave up on {what} after {:.1}s: {last}{}",
+        .elapsed.as_secs_f64(),
         if *.state_may_have_changed { " (the IP may have moved: check the holder)" } else { "" }
     )]
     GaveUp {
