@@ -131,7 +131,18 @@ fn check(config: &ClusterConfig, node: Option<&str>) -> Report {
                 }
                 AgentConfig::Lsb(l) => script(&mut r, &group.name, "lsb", &l.script_path()),
                 AgentConfig::Ocf(o) => script(&mut r, &group.name, "ocf", &o.script_path()),
-                AgentConfig::Exec(_) => {}
+                AgentConfig::Exec(e) => {
+                    let mut programs: Vec<&Path> =
+                        [Some(&e.start), Some(&e.stop), e.monitor.as_ref()]
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|cmd| absolute_program(cmd))
+                            .collect();
+                    programs.dedup();
+                    for program in programs {
+                        script(&mut r, &group.name, "exec", program);
+                    }
+                }
             }
         }
     }
@@ -242,7 +253,15 @@ fn token(r: &mut Report, unit: Option<&UnitFile>, group: &str, file: &Path) {
     }
 }
 
-/// An `lsb` or `ocf` agent's script must exist and be executable where the group runs.
+/// The program an exec command runs, when it names it by absolute path in plain words (a
+/// command with shell syntax in its first word is left to the shell).
+fn absolute_program(cmd: &str) -> Option<&Path> {
+    let first = cmd.split_whitespace().next()?;
+    (first.starts_with('/') && !first.contains(['$', '`', '\'', '"', '*', '?', ';', '|', '&']))
+        .then(|| Path::new(first))
+}
+
+/// An `lsb`, `ocf` or `exec` agent's script must exist and be executable where the group runs.
 fn script(r: &mut Report, group: &str, kind: &str, path: &Path) {
     let problem = match std::fs::metadata(path) {
         Ok(m) if !m.is_file() => "is not a file",
@@ -252,8 +271,9 @@ fn script(r: &mut Report, group: &str, kind: &str, path: &Path) {
         Err(_) => "cannot be read on this machine",
     };
     r.on_this_machine(format!(
-        "{}: resources `{group}`: the {kind} agent's script {problem}; tandem-resource-agent \
+        "{}: resources `{group}`: the {kind} agent's {} {problem}; tandem-resource-agent \
          could not start the group here",
-        path.display()
+        path.display(),
+        if kind == "exec" { "program" } else { "script" }
     ));
 }

@@ -85,9 +85,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .or_insert_with(Vec::new)
             .push(ip);
     }
-    let dir = args.dir.clone();
+    // The config is used by daemons whose working directory is not this shell's: every path
+    // written into it is absolute.
+    let dir = std::fs::canonicalize(&args.dir)
+        .with_context(|| format!("cannot read {}", args.dir.display()))?;
+    let key_out = args.key_out.as_deref().map(absolute).transpose()?;
     let input = Input {
-        dir: args.dir.clone(),
+        dir: dir.clone(),
         ha_cf,
         haresources: read("haresources")?,
         authkeys: read("authkeys")?,
@@ -98,12 +102,15 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(tandem_config::default_node_name),
         local_node_given: args.node.is_some(),
         extra_addresses: extra,
-        key_file: args.key_out.clone(),
-        script: Box::new(move |name| find_script(&dir, name)),
+        key_file: key_out.clone(),
+        script: {
+            let dir = dir.clone();
+            Box::new(move |name| find_script(&dir, name))
+        },
     };
     let out = import(&input);
     if out.needs_key
-        && let Some(path) = &args.key_out
+        && let Some(path) = &key_out
     {
         let key = tandem_config::keys::generate_key();
         crate::keygen::write_private(path, format!("{key}\n").as_bytes(), false)?;
@@ -115,8 +122,25 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     for n in &out.notes {
         eprintln!("{n}");
     }
+    let under_dir = out.yaml.lines().any(|l| {
+        let code = l.split('#').next().unwrap_or_default();
+        code.contains(&*dir.to_string_lossy())
+    });
+    if dir != Path::new("/etc/ha.d") && under_dir {
+        eprintln!(
+            "note: scripts are referenced where they are now, under {}; the nodes need them at \
+             the same paths (`ipctl check-config --node NAME` on each node checks)",
+            dir.display()
+        );
+    }
     print!("{}", out.yaml);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `path` made absolute against the current directory (without resolving links: the file
+/// may not exist yet).
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
 }
 
 /// The script behind a resource name, as Heartbeat looks for it: `DIR/resource.d/NAME`, then
@@ -130,9 +154,11 @@ fn find_script(dir: &Path, name: &str) -> Option<(PathBuf, String)> {
         dir.join("..").join("init.d").join(name),
         Path::new("/etc/init.d").join(name),
     ];
-    candidates
-        .into_iter()
-        .find_map(|p| std::fs::read_to_string(&p).ok().map(|t| (p, t)))
+    // canonical: `DIR/../init.d/x` is written as the path it names
+    candidates.into_iter().find_map(|p| {
+        let text = std::fs::read_to_string(&p).ok()?;
+        Some((std::fs::canonicalize(&p).unwrap_or(p), text))
+    })
 }
 
 /// Finds a resource script by name: its path and text.
@@ -542,11 +568,10 @@ fn resource(cx: &mut Ctx<'_>, line: usize, res: &str) -> Option<String> {
         cx.at(F, line, format!("{res}: not a script name; ignored"));
         return None;
     }
-    // A script of that name in ha.d/resource.d is what Heartbeat ran; else /etc/init.d/NAME.
+    // The script Heartbeat ran (ha.d/resource.d first), by its absolute path; a bare name
+    // means /etc/init.d/NAME to the lsb agent.
     let lsb = match script {
-        Some((p, _)) if p.starts_with(cx.input.dir.join("resource.d")) => {
-            q(&p.display().to_string())
-        }
+        Some((p, _)) if p != Path::new("/etc/init.d").join(name) => q(&p.display().to_string()),
         _ => name.to_owned(),
     };
     Some(format!(
@@ -809,10 +834,23 @@ fn addresses(
             }
             continue;
         };
+        let pairs: Vec<String> = order
+            .iter()
+            .zip(&ips)
+            .map(|(node, (ip, l))| format!("{node} = {ip} (line {l})"))
+            .collect();
+        cx.note(format!(
+            "{}: ucast {iface}: ha.cf does not say whose address each ucast line is; paired with \
+             the nodes by the order of the `node` lines: {}. Check each, or give the addresses \
+             with --address NAME=IP",
+            cx.input.dir.join("ha.cf").display(),
+            pairs.join(", ")
+        ));
         for (node, (ip, l)) in order.into_iter().zip(ips) {
-            out.get_mut(node)
-                .expect("node listed")
-                .push((ip, format!("ha.cf line {l}: ucast {iface}")));
+            out.get_mut(node).expect("node listed").push((
+                ip,
+                format!("ha.cf line {l}: ucast {iface} (paired by order)"),
+            ));
         }
     }
     for (node, ips) in &cx.input.extra_addresses {

@@ -502,3 +502,26 @@ fn import_placeholders_and_huge_numbers_are_plain_errors() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_exec_agents_missing_absolute_program_is_an_error_for_this_node() {
+    let s = setup(true);
+    s.write_config(&config(s.dir.path()).replace(
+        &format!("lsb: {}/nginx", s.dir.path().display()),
+        "exec: { start: \"/nonexistent/tandem-test/Filesystem /dev/sda1 start\", stop: \"/nonexistent/tandem-test/Filesystem /dev/sda1 stop\", monitor: \"ip -o addr show\" }",
+    ));
+    let out = s.check(&["--node", "primary"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("error: /nonexistent/tandem-test/Filesystem: resources `floatip`: the exec agent's program does not exist on this machine")
+            .count(),
+        1,
+        "once for start and stop:\n{stderr}"
+    );
+    // a command by name is left to $PATH
+    assert!(!stderr.contains(": ip:"), "{stderr}");
+    let out = s.check(&[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -391,3 +391,122 @@ fn key_out_never_overwrites_an_existing_file() {
     );
     assert_eq!(std::fs::read_to_string(&key).unwrap(), "keep me");
 }
+
+/// The Debian `heartbeat` package's own example files, with the lines an operator uncomments
+/// for two nodes; the resource scripts are the package's /etc/ha.d/resource.d.
+fn packaged_example(dir: &Path) -> Option<()> {
+    let doc = Path::new("/usr/share/doc/heartbeat");
+    let gunzip = |name: &str| -> Option<String> {
+        let out = Command::new("zcat").arg(doc.join(name)).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let ha_cf = gunzip("ha.cf.gz")?;
+    let haresources = gunzip("haresources.gz")?;
+    let authkeys = std::fs::read_to_string(doc.join("authkeys")).ok()?;
+    if !Path::new("/etc/ha.d/resource.d/Filesystem").exists() {
+        return None;
+    }
+    let ha_cf = ["keepalive 2", "deadtime 30", "warntime 10", "initdead 120"]
+        .iter()
+        .fold(ha_cf, |t, d| t.replacen(&format!("#{d}"), d, 1))
+        .replacen("#udpport\t694", "udpport\t694", 1)
+        .replacen(
+            "#ucast eth0 192.168.1.2",
+            "ucast eth0 10.0.0.171\nucast eth0 10.0.0.172",
+            1,
+        )
+        .replacen("#node\tken3", "node\tken3", 1)
+        .replacen("#node\tkathy", "node\tkathy\nauto_failback on", 1);
+    assert!(
+        ha_cf.contains("\nnode\tkathy"),
+        "the example changed:\n{ha_cf}"
+    );
+    let haresources = format!(
+        "{haresources}ken3 10.0.0.170/24/eth0 Filesystem::/dev/sda1::/data1::ext2 apache\n"
+    );
+    let authkeys =
+        authkeys
+            .replacen("#auth 1", "auth 2", 1)
+            .replacen("#2 sha1 HI!", "2 sha1 HI!", 1);
+    std::fs::create_dir(dir).unwrap();
+    std::fs::write(dir.join("ha.cf"), ha_cf).unwrap();
+    std::fs::write(dir.join("haresources"), haresources).unwrap();
+    std::fs::write(dir.join("authkeys"), authkeys).unwrap();
+    std::fs::set_permissions(dir.join("authkeys"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink("/etc/ha.d/resource.d", dir.join("resource.d")).unwrap();
+    Some(())
+}
+
+#[test]
+fn the_packaged_heartbeat_example_imports_into_a_config_that_works_on_its_node() {
+    let work = tempfile::tempdir().unwrap();
+    if packaged_example(&work.path().join("ha.d")).is_none() {
+        eprintln!(
+            "skipped: the Debian package `heartbeat` (its examples in /usr/share/doc/heartbeat \
+             and /etc/ha.d/resource.d) is not installed"
+        );
+        return;
+    }
+    // relative paths, from the directory an operator would be in
+    let out = Command::new(env!("CARGO_BIN_EXE_ipctl"))
+        .args([
+            "import-heartbeat",
+            "ha.d",
+            "--node",
+            "ken3",
+            "--key-out",
+            "authkey",
+        ])
+        .current_dir(work.path())
+        .env_remove("TANDEM_CONFIG")
+        .output()
+        .unwrap();
+    let (yaml, notes) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{notes}");
+    println!("{yaml}\n{notes}");
+    let config = tandem_config::parse(&yaml, Path::new("imported.yaml")).unwrap();
+    let key = std::path::absolute(work.path().join("authkey")).unwrap();
+    assert_eq!(config.auth.key_file, key, "{yaml}");
+    assert!(key.exists(), "{notes}");
+    for script in [
+        "\"/etc/ha.d/resource.d/Filesystem /dev/sda1 /data1 ext2 start\"",
+        "lsb: \"/etc/ha.d/resource.d/apache\"",
+    ] {
+        assert!(yaml.contains(script), "{script} not in:\n{yaml}");
+    }
+    assert!(
+        !yaml.contains("\"ha.d/") && !yaml.contains(" ha.d/"),
+        "a relative path:\n{yaml}"
+    );
+    // ha.cf never says whose address a ucast line is: the pairing is the import's guess
+    assert!(
+        notes.contains("ucast eth0: ha.cf does not say whose address each ucast line is; paired with the nodes by the order of the `node` lines: ken3 = 10.0.0.171 (line")
+            && notes.contains("kathy = 10.0.0.172 (line"),
+        "{notes}"
+    );
+    let file = work.path().join("cluster.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    for node in ["ken3", "kathy"] {
+        // from another directory, as the daemons would read it
+        let check = Command::new(env!("CARGO_BIN_EXE_ipctl"))
+            .args(["check-config", file.to_str().unwrap(), "--node", node])
+            .current_dir("/")
+            .env_remove("TANDEM_CONFIG")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env("SYSTEMD_UNIT_PATH", "/nonexistent/tandem-test-units")
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "check-config --node {node} refused the import:\n{yaml}\n{}",
+            text(&check.stderr)
+        );
+        assert!(
+            !text(&check.stderr).contains("error"),
+            "{}",
+            text(&check.stderr)
+        );
+    }
+}
