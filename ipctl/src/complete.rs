@@ -29,6 +29,15 @@ pub fn write_script(shell: &str, out: &mut dyn std::io::Write) -> anyhow::Result
         .completer(shell)
         .ok_or_else(|| anyhow::anyhow!("no completion for the shell {shell:?}"))?;
     completer.write_registration(VAR, "ipctl", "ipctl", "ipctl", out)?;
+    if shell == "zsh" {
+        // Installed as the autoloaded function _ipctl (vendor-completions), the file's body
+        // runs on the first TAB and only defines the completer: complete that TAB too. Sourced
+        // from a shell, funcstack[1] is not _ipctl and nothing runs.
+        writeln!(
+            out,
+            "if [[ \"${{funcstack[1]}}\" == _ipctl ]]; then _clap_dynamic_completer_ipctl \"$@\"; fi"
+        )?;
+    }
     Ok(())
 }
 

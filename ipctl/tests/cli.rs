@@ -401,3 +401,51 @@ fn man_pages_have_the_operator_sections_and_refer_only_to_pages_that_exist() {
         assert!(assign.contains(var), "ipctl-assign.1 lacks {var}");
     }
 }
+
+#[test]
+fn zsh_completes_names_on_the_first_tab_from_the_installed_file() {
+    let Some(zsh) = ["/usr/bin/zsh", "/bin/zsh"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        eprintln!("skipped: zsh is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let fpath = dir.path().join("vendor-completions");
+    std::fs::create_dir(&fpath).unwrap();
+    // as the package installs it: /usr/share/zsh/vendor-completions/_ipctl
+    let script = ipctl(&["completions", "zsh"], &[]);
+    assert!(script.status.success());
+    std::fs::write(fpath.join("_ipctl"), &script.stdout).unwrap();
+    let cfg = dir.path().join("cluster.yaml");
+    std::fs::write(&cfg, NAMES_CONFIG).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_ipctl")).parent().unwrap();
+    // an interactive zsh on a pseudo-terminal (zsh's own zpty), one TAB after `takeover `
+    let driver = format!(
+        r#"zmodload zsh/zpty || exit 9
+zpty -b z 'env PS1="> " TERM=dumb zsh -f -i'
+zpty -w z 'fpath=({fpath} $fpath); autoload -Uz compinit; compinit -u -D; export PATH={bin}:$PATH TANDEM_CONFIG={cfg}'
+sleep 1
+zpty -n -w z $'ipctl takeover \t'
+sleep 2
+all=""
+while zpty -r -t z chunk; do all+=$chunk; done
+print -r -- "$all"
+zpty -d z
+"#,
+        fpath = fpath.display(),
+        bin = bin.display(),
+        cfg = cfg.display()
+    );
+    let out = Command::new(zsh)
+        .args(["-f", "-c", &driver])
+        .output()
+        .unwrap();
+    let screen = text(&out.stdout);
+    assert!(out.status.success(), "{screen}\n{}", text(&out.stderr));
+    assert!(
+        screen.contains("floatip") && screen.contains(" db"),
+        "the first TAB did not offer the groups:\n{screen:?}"
+    );
+}
