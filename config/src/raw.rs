@@ -55,6 +55,7 @@ pub struct RawTop {
     pub resources: Option<serde_yaml::Value>,
     pub membership: Option<serde_yaml::Value>,
     pub agent: Option<serde_yaml::Value>,
+    pub fencing: Option<serde_yaml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,6 +80,7 @@ pub struct RawNode {
     pub name: Option<Text>,
     pub addresses: Option<Vec<Text>>,
     pub role: Option<Text>,
+    pub provider_id: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,6 +118,16 @@ pub struct RawReservedIp {
     pub unassign_on_stop: Option<bool>,
     pub timeout: Option<Text>,
     pub monitor_interval: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFencing {
+    pub provider: Option<Text>,
+    pub token_file: Option<Text>,
+    pub api_url: Option<Text>,
+    pub delay: Option<Text>,
+    pub timeout: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -257,7 +269,10 @@ mod tests {
 
     #[test]
     fn field_lists_come_from_the_structs() {
-        assert_eq!(fields_of::<RawNode>(), &["name", "addresses", "role"]);
+        assert_eq!(
+            fields_of::<RawNode>(),
+            &["name", "addresses", "role", "provider_id"]
+        );
         assert!(fields_of::<RawTop>().contains(&"resources"));
     }
 

@@ -81,6 +81,9 @@ fn summary(c: &ClusterConfig, local: Option<&str>) -> String {
             );
         }
     }
+    if let Some(f) = &c.fencing {
+        let _ = writeln!(s, "fencing  {}", fencing_line(c, f));
+    }
     if c.resources.is_empty() {
         let _ = writeln!(s, "resources none");
     }
@@ -103,6 +106,35 @@ fn summary(c: &ClusterConfig, local: Option<&str>) -> String {
         }
     }
     s
+}
+
+fn fencing_line(c: &ClusterConfig, f: &Fencing) -> String {
+    let noun = f.provider.server_noun();
+    let ids: Vec<String> = c
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Member)
+        .map(|n| match &n.provider_id {
+            Some(id) => format!("{} = {noun} {id}", n.name),
+            None => format!("{} = the {noun} named {}", n.name, n.name),
+        })
+        .collect();
+    let mut line = format!(
+        "{}: a peer declared dead is powered off before its groups are taken over (token {}",
+        f.provider,
+        f.token_file.display()
+    );
+    if let Some(u) = &f.api_url {
+        let _ = write!(line, ", api {u}");
+    }
+    let _ = write!(
+        line,
+        "); the non-preferred side waits {} first; each call at most {}; {}",
+        d(f.delay),
+        d(f.timeout),
+        ids.join(", ")
+    );
+    line
 }
 
 fn keys_line(c: &ClusterConfig) -> String {

@@ -31,6 +31,8 @@ pub struct ClusterConfig {
     pub resources: Vec<ResourceGroup>,
     pub membership: MembershipSettings,
     pub agent: AgentSettings,
+    /// Power a dead peer off through the provider before taking its groups; off when absent.
+    pub fencing: Option<Fencing>,
 }
 
 /// Where the cluster key lives.
@@ -89,6 +91,29 @@ pub struct NodeConfig {
     /// One address per link, in link order. The local node binds to its own.
     pub addresses: Vec<SocketAddr>,
     pub role: Role,
+    /// The provider's id of this node's server (droplet, server, instance), for fencing;
+    /// when absent the server is looked up by the node's name. Numeric for DigitalOcean and
+    /// Hetzner (checked when `fencing` names one of them), a UUID for Vultr.
+    pub provider_id: Option<String>,
+}
+
+/// Optional `fencing:` section: before a node takes a group from a peer it declared dead
+/// (not one that left cleanly) it powers that peer's server off through the provider and
+/// waits until the provider says it is off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fencing {
+    pub provider: Provider,
+    /// Its own API token (DigitalOcean: `droplet:update` and `droplet:read`); relative
+    /// names are looked up in `$CREDENTIALS_DIRECTORY`.
+    pub token_file: PathBuf,
+    /// Provider API base URL (the emulator in tests and the demo).
+    pub api_url: Option<String>,
+    /// The non-preferred side of a split waits this long before fencing, so that of two
+    /// nodes that lost each other exactly one fences (the preferred one). Default 5s.
+    pub delay: Duration,
+    /// Time limit of one power-off call (polling included); a failed call is retried with
+    /// backoff. Default 60s.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -13,6 +13,8 @@ use crate::locate::{KeyPath, locate};
 use crate::raw::*;
 use crate::types::*;
 
+mod fencing;
+
 /// Agent kinds, in the order the documentation lists them.
 pub const AGENT_KINDS: &[&str] = &["reserved-ip", "lsb", "ocf", "exec"];
 const DURATION_EXAMPLE: &str = "a duration with a unit, e.g. 200ms or 2s";
@@ -408,6 +410,7 @@ fn build(cx: &mut Ctx<'_>, top: RawTop) -> ClusterConfig {
             }
         }
     };
+    let fencing = fencing::fencing(cx, &root.key("fencing"), top.fencing.as_ref(), &nodes);
     ClusterConfig {
         source: cx.source.to_owned(),
         cluster,
@@ -419,6 +422,7 @@ fn build(cx: &mut Ctx<'_>, top: RawTop) -> ClusterConfig {
         resources,
         membership,
         agent,
+        fencing,
     }
 }
 
@@ -595,6 +599,7 @@ fn nodes(cx: &mut Ctx<'_>, path: &KeyPath, v: Option<&[Value]>) -> Vec<NodeConfi
                 name: String::new(),
                 addresses: Vec::new(),
                 role: Role::Member,
+                provider_id: None,
             });
             continue;
         };
@@ -657,10 +662,12 @@ fn nodes(cx: &mut Ctx<'_>, path: &KeyPath, v: Option<&[Value]>) -> Vec<NodeConfi
         };
         // A node whose name is wrong still counts as a voter, so the quorum checks do not add
         // a second, misleading error; its empty name never reaches a valid config.
+        let provider_id = fencing::provider_id(cx, &p.key("provider_id"), &raw.provider_id);
         out.push(NodeConfig {
             name: name.unwrap_or_default(),
             addresses,
             role,
+            provider_id,
         });
     }
     out
@@ -1355,21 +1362,7 @@ fn reserved_ip(
         &raw.monitor_interval,
         DEFAULT_RESERVED_IP_TIMEOUT,
     );
-    let names: Vec<&str> = Provider::ALL.iter().map(|p| p.name()).collect();
-    let provider_text =
-        cx.required_text(&path.key("provider"), &raw.provider, &names.join(", "))?;
-    let provider = Provider::from_name(&provider_text);
-    if provider.is_none() {
-        let expected = match suggest(&provider_text, &names) {
-            Some(s) => format!("did you mean `{s}`? one of: {}", names.join(", ")),
-            None => format!("one of: {}", names.join(", ")),
-        };
-        cx.invalid(
-            &path.key("provider"),
-            format!("unknown provider {provider_text:?}"),
-            expected,
-        );
-    }
+    let provider = fencing::provider(cx, &path.key("provider"), &raw.provider);
     let ip = match cx.required_text(&path.key("ip"), &raw.ip, "the reserved IP, e.g. 45.55.96.8") {
         None => None,
         Some(s) => match s.parse::<IpAddr>() {

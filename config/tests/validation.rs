@@ -144,7 +144,7 @@ fn unknown_keys_are_all_reported_with_suggestions() {
     );
     assert!(
         find("`adresses`").starts_with(
-            "cluster.yaml:10:5: nodes[1].adresses: unknown key `adresses` (expected did you mean `addresses`? valid keys here: name, addresses, role)"
+            "cluster.yaml:10:5: nodes[1].adresses: unknown key `adresses` (expected did you mean `addresses`? valid keys here: name, addresses, role, provider_id)"
         ),
         "{errs:?}"
     );
