@@ -30,12 +30,14 @@ use tonic::transport::Channel;
 use crate::{DropletConfig, Emulator, EmulatorConfig, ReservedIpConfig, TokenConfig};
 
 mod binaries;
+mod fence;
 mod network;
 pub mod probe;
 pub mod web;
 mod yaml;
 
 pub use binaries::{Binaries, ipctl_for_tests};
+pub use fence::FenceSpec;
 pub use network::{MakeNetwork, Network, NetworkFactory};
 pub use probe::{ProbeReport, Prober};
 
@@ -96,6 +98,9 @@ pub struct Spec {
     pub binaries: Binaries,
     /// `RUST_LOG` of the daemons.
     pub log_filter: String,
+    /// A `fencing:` section (the first member names its droplet with `provider_id`, the
+    /// others are looked up by name); `None` (default): no fencing.
+    pub fencing: Option<FenceSpec>,
 }
 
 impl Spec {
@@ -121,6 +126,7 @@ impl Spec {
             links: 1,
             binaries,
             log_filter: "info".into(),
+            fencing: None,
         }
     }
 
@@ -196,6 +202,8 @@ pub struct Node {
     pub droplet: Option<u64>,
     /// The node's API token (members only).
     pub token: Option<String>,
+    /// The node's fencing token (members, with [`Spec::fencing`]).
+    pub fence_token: Option<String>,
     membership: Option<Child>,
     agent: Option<Child>,
     /// Starts of each daemon so far; each start gets its own log file.
@@ -241,6 +249,8 @@ pub struct Cluster {
     /// The networks of the membership daemons (with [`Spec::network`]); dropped after the
     /// processes are killed.
     pub net: Option<Box<dyn Network>>,
+    /// The daemons of each droplet, for the emulator's power-off.
+    pids: fence::Pids,
 }
 
 impl Drop for Cluster {
@@ -348,6 +358,11 @@ impl Cluster {
             if let Some(t) = &token {
                 write_private(&dir.join("do-token"), t)?;
             }
+            let fence_token = (!witness && spec.fencing.is_some())
+                .then(|| format!("dop_v1_fence_{}", random_secret(40)));
+            if let Some(t) = &fence_token {
+                write_private(&dir.join("fence-token"), t)?;
+            }
             let addresses = match &net {
                 // Each namespace has its own port space: the standard port is free.
                 Some(net) => net
@@ -365,6 +380,7 @@ impl Cluster {
                 addresses,
                 droplet: (!witness).then_some(FIRST_DROPLET + i as u64),
                 token,
+                fence_token,
                 name,
                 witness,
                 membership: None,
@@ -409,7 +425,8 @@ impl Cluster {
             droplets,
             tokens: nodes
                 .iter()
-                .filter_map(|n| n.token.clone())
+                .flat_map(|n| [n.token.clone(), n.fence_token.clone()])
+                .flatten()
                 .map(|token| TokenConfig {
                     token,
                     scopes: None,
@@ -443,7 +460,9 @@ impl Cluster {
             audit_log,
             webs,
             net,
+            pids: fence::Pids::default(),
         };
+        c.pids.install(&c.emulator.world);
         for i in 0..c.nodes.len() {
             c.spawn(i, Daemon::Membership)?;
             if !c.nodes[i].witness {
@@ -534,6 +553,7 @@ impl Cluster {
         let pid = child.id();
         tracing::info!(node = %n.name, daemon = %d, pid, "started");
         *n.slot(d) = Some(child);
+        self.note_pids(i);
         Ok(pid)
     }
 
@@ -616,8 +636,10 @@ impl Cluster {
         self.kill9(i, Daemon::Membership)
     }
 
-    /// Boots a crashed node again: web server, membership, agent.
+    /// Boots a crashed (or powered-off) node again: its droplet powered on, web server,
+    /// membership, agent.
     pub async fn boot_node(&mut self, i: usize) -> Result<SystemTime, LaunchError> {
+        self.power_on(i);
         self.set_web(i, true);
         self.restart(i, Daemon::Membership).await?;
         self.restart(i, Daemon::Agent).await?;

@@ -140,7 +140,7 @@ pub fn droplet_json(d: &Droplet) -> Value {
     json!({
         "id": d.id, "name": d.name, "memory": 1024, "vcpus": 1, "disk": 25,
         "disk_info": [{"type": "local", "size": {"amount": 25, "unit": "gib"}}],
-        "locked": false, "status": "active", "kernel": null,
+        "locked": false, "status": if d.off { "off" } else { "active" }, "kernel": null,
         "created_at": rfc3339(d.created_at),
         "features": ["monitoring", "droplet_agent"],
         "backup_ids": [], "next_backup_window": null, "snapshot_ids": [],
@@ -353,7 +353,12 @@ pub fn required_scope(method: &http::Method, path: &str) -> Option<&'static str>
         return Some("actions:read");
     }
     if p.starts_with("/v2/droplets") {
-        return Some("droplet:read");
+        let posting_action = method == http::Method::POST && p.ends_with("/actions");
+        return Some(if posting_action {
+            "droplet:update"
+        } else {
+            "droplet:read"
+        });
     }
     None
 }

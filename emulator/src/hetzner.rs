@@ -175,6 +175,13 @@ async fn unassign(State(w): State<World>, Path(id): Path<String>) -> Response {
 }
 
 async fn get_action(State(w): State<World>, Path(id): Path<String>) -> Response {
+    if let Some(a) = id
+        .parse()
+        .ok()
+        .and_then(|id| super::power::hetzner_action(&w, id))
+    {
+        return Json(json!({"action": a})).into_response();
+    }
     let a = id
         .parse::<u64>()
         .ok()
@@ -195,7 +202,7 @@ async fn get_server(State(w): State<World>, Path(id): Path<String>) -> Response 
         return not_found();
     };
     Json(json!({"server": {
-        "id": d.id, "name": d.name, "status": "running", "created": rfc3339(d.created_at),
+        "id": d.id, "name": d.name, "status": super::power::hetzner_status(&d), "created": rfc3339(d.created_at),
         "public_net": {"ipv4": {"ip": d.public_ipv4, "blocked": false}, "floating_ips": []},
         "datacenter": {"id": 1, "name": format!("{}-dc1", d.region), "location": location(&d.region)},
     }}))

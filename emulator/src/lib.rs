@@ -42,6 +42,7 @@ pub mod cluster;
 pub mod config;
 pub mod digitalocean;
 pub mod hetzner;
+pub mod power;
 pub mod server;
 pub mod sidecars;
 pub mod state;
@@ -125,7 +126,8 @@ impl Emulator {
             world: world.clone(),
             api: digitalocean::router(world.clone())
                 .merge(hetzner::router(world.clone()))
-                .merge(vultr::router(world.clone())),
+                .merge(vultr::router(world.clone()))
+                .merge(power::router(world.clone())),
             admin: sidecars::admin_router(world.clone()),
         });
         tasks.push(tokio::spawn(server::serve_api(api_l, svc, rx.clone())));

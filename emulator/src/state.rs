@@ -24,6 +24,8 @@ pub struct Droplet {
     pub web: Option<String>,
     pub public_ipv4: String,
     pub created_at: SystemTime,
+    /// Powered off (fenced); see `power.rs`.
+    pub off: bool,
 }
 
 impl Droplet {
@@ -168,6 +170,7 @@ pub struct Inner {
     pub requests: u64,
     pub action_delay: Duration,
     pub action_jitter: Duration,
+    pub power: super::power::Power,
 }
 
 /// Rate-limit numbers for the response headers.
@@ -261,6 +264,7 @@ impl World {
                         web: d.web.clone(),
                         public_ipv4: public,
                         created_at: now,
+                        off: false,
                     },
                 )
             })
@@ -314,6 +318,7 @@ impl World {
                 requests: 0,
                 action_delay: cfg.action_delay,
                 action_jitter: cfg.action_jitter,
+                power: Default::default(),
             })),
             audit: Arc::new(Mutex::new(audit)),
         }

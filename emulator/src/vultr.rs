@@ -135,11 +135,7 @@ async fn detach(State(w): State<World>, Path(id): Path<String>) -> Response {
 
 async fn get_instance(State(w): State<World>, Path(id): Path<String>) -> Response {
     match instance_by_id(&w, &id) {
-        Some(d) => Json(json!({"instance": {
-            "id": d.vultr_id(), "label": d.name, "hostname": d.name, "region": d.region,
-            "main_ip": d.public_ipv4, "status": "active", "power_status": "running",
-        }}))
-        .into_response(),
+        Some(d) => Json(json!({"instance": super::power::vultr_instance(&d)})).into_response(),
         None => not_found(),
     }
 }

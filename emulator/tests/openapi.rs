@@ -23,7 +23,11 @@ fn reference_dir() -> PathBuf {
 }
 
 fn spec() -> Option<Value> {
-    let path = reference_dir().join("digitalocean-reserved-ip.openapi.yaml");
+    spec_file("digitalocean-reserved-ip.openapi.yaml")
+}
+
+fn spec_file(name: &str) -> Option<Value> {
+    let path = reference_dir().join(name);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let y: serde_yaml::Value = serde_yaml::from_str(&text).expect("the spec parses");
@@ -306,6 +310,84 @@ async fn emulator_answers_match_the_openapi_description() {
     )
     .await;
     assert!(c.checked >= 17, "checked {}", c.checked);
+    assert!(c.errors.is_empty(), "{}", c.errors.join("\n"));
+}
+
+/// Fencing's calls: droplet power actions (their own description file), the droplet list
+/// by name, and a droplet that is off.
+#[tokio::test]
+async fn droplet_power_answers_match_the_droplet_actions_description() {
+    let (Some(actions), Some(spec)) = (
+        spec_file("digitalocean-droplet-actions.openapi.yaml"),
+        spec(),
+    ) else {
+        return;
+    };
+    let emu = Emulator::start(fixture(Duration::from_millis(30)))
+        .await
+        .unwrap();
+    let mut c = Checker {
+        spec: actions,
+        api: emu.addresses.api.clone(),
+        http: reqwest::Client::new(),
+        errors: Vec::new(),
+        checked: 0,
+    };
+    let post = "/v2/droplets/{droplet_id}/actions";
+    let a = c
+        .call(
+            Method::POST,
+            &format!("/v2/droplets/{SECONDARY}/actions"),
+            post,
+            Some(json!({"type": "power_off"})),
+        )
+        .await;
+    let id = a["action"]["id"].as_u64().expect("an action id");
+    assert_eq!(a["action"]["type"], "power_off");
+    assert_eq!(a["action"]["resource_type"], "droplet");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let done = c
+        .call(
+            Method::GET,
+            &format!("/v2/droplets/{SECONDARY}/actions/{id}"),
+            "/v2/droplets/{droplet_id}/actions/{action_id}",
+            None,
+        )
+        .await;
+    assert_eq!(done["action"]["status"], "completed");
+    c.call(
+        Method::POST,
+        "/v2/droplets/999/actions",
+        post,
+        Some(json!({"type": "power_off"})),
+    )
+    .await;
+    c.spec = spec;
+    let d = c
+        .call(
+            Method::GET,
+            &format!("/v2/droplets/{SECONDARY}"),
+            "/v2/droplets/{droplet_id}",
+            None,
+        )
+        .await;
+    assert_eq!(d["droplet"]["status"], "off");
+    let list = c
+        .call(
+            Method::GET,
+            "/v2/droplets?name=primary",
+            "/v2/droplets",
+            None,
+        )
+        .await;
+    let ids: Vec<u64> = list["droplets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["id"].as_u64())
+        .collect();
+    assert_eq!(ids, [PRIMARY]);
+    assert_eq!(c.checked, 5);
     assert!(c.errors.is_empty(), "{}", c.errors.join("\n"));
 }
 

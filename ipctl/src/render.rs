@@ -163,6 +163,7 @@ pub fn status_text(r: &StatusReport, colour: bool) -> String {
     if let Some(a) = &r.agent.data {
         health(&mut out, &paint, a);
         groups(&mut out, &paint, a);
+        fences(&mut out, &paint, a);
     }
     if let Some(m) = &r.membership.data {
         rejected(&mut out, &paint, m);
@@ -434,6 +435,14 @@ fn group(out: &mut String, paint: &Paint, g: &GroupReport) {
             clean(why)
         );
     }
+    if let Some(why) = &g.waiting_for {
+        let _ = writeln!(
+            out,
+            "    {} {}",
+            paint.p(Tone::Warn, "waiting:"),
+            clean(why)
+        );
+    }
     for c in &g.constraints {
         let what = match c.kind {
             "pin" => format!("pinned to {}", clean(&c.node)),
@@ -474,6 +483,47 @@ fn group(out: &mut String, paint: &Paint, g: &GroupReport) {
     }
 }
 
+/// The last fence of each peer: who, why, how long, how it ended.
+fn fences(out: &mut String, paint: &Paint, a: &AgentReport) {
+    if a.fences.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n{}",
+        paint.p(Tone::Bold, "Fences (peers powered off)")
+    );
+    for f in &a.fences {
+        let tone = match f.phase.as_str() {
+            "done" => Tone::Good,
+            "failed" => Tone::Bad,
+            _ => Tone::Warn,
+        };
+        let took = f.took_ms.map(human_ms).unwrap_or_default();
+        let attempts = if f.attempts == 1 {
+            "1 attempt".to_owned()
+        } else {
+            format!("{} attempts", f.attempts)
+        };
+        let mut line = format!(
+            "  {}: {} after {took} ({attempts}); {}",
+            clean(&f.node),
+            paint.p(tone, &clean(&f.phase)),
+            clean(&f.reason)
+        );
+        if let Some(d) = &f.detail {
+            let _ = write!(line, "; {}", clean(d));
+        }
+        if let Some(e) = &f.error {
+            let _ = write!(line, "; {}", paint.p(Tone::Bad, &clean(e)));
+        }
+        if let Some(ms) = f.next_in_ms {
+            let _ = write!(line, "; next attempt in {}", human_ms(ms));
+        }
+        let _ = writeln!(out, "{line}");
+    }
+}
+
 fn rejected(out: &mut String, paint: &Paint, m: &MembershipReport) {
     let bad: Vec<String> = m
         .rejected
@@ -503,6 +553,76 @@ fn rejected(out: &mut String, paint: &Paint, m: &MembershipReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fences_and_a_group_waiting_for_one_are_shown() {
+        use tandem_proto::agent::v1 as av1;
+        let d = |ms: u64| prost_types::Duration {
+            seconds: (ms / 1000) as i64,
+            nanos: ((ms % 1000) * 1_000_000) as i32,
+        };
+        let a = av1::StatusResponse {
+            node: "secondary".into(),
+            cluster: "web".into(),
+            membership_connected: true,
+            quorate: true,
+            groups: vec![av1::GroupStatus {
+                name: "floatip".into(),
+                desired_holder: "secondary".into(),
+                state: av1::GroupState::Waiting as i32,
+                waiting_for: "fencing primary failed: 401; retrying in 2.0s".into(),
+                ..Default::default()
+            }],
+            fences: vec![
+                av1::Fence {
+                    node: "primary".into(),
+                    reason: "declared dead: silent on every link".into(),
+                    phase: "failed".into(),
+                    took: Some(d(3500)),
+                    attempts: 2,
+                    error: "the API token was rejected (401 unauthorized)".into(),
+                    next_in: Some(d(2000)),
+                    ..Default::default()
+                },
+                av1::Fence {
+                    node: "third".into(),
+                    reason: "declared dead: silent on every link".into(),
+                    phase: "done".into(),
+                    took: Some(d(1200)),
+                    attempts: 1,
+                    detail: "droplet 3 powered off (action 7, 5 API calls, 0.2s)".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let membership_down = crate::control::Problem {
+            kind: "not_running",
+            message: "down".into(),
+            hint: None,
+        };
+        let r = crate::status::report(Err(membership_down), Ok(a));
+        let text = status_text(&r, false);
+        assert!(
+            text.contains("    waiting: fencing primary failed: 401; retrying in 2.0s"),
+            "{text}"
+        );
+        assert!(text.contains("Fences (peers powered off)"), "{text}");
+        assert!(
+            text.contains(
+                "  primary: failed after 3.5s (2 attempts); declared dead: silent on every link; \
+                 the API token was rejected (401 unauthorized); next attempt in 2.0s"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  third: done after 1.2s (1 attempt); declared dead: silent on every link; \
+                 droplet 3 powered off (action 7, 5 API calls, 0.2s)"
+            ),
+            "{text}"
+        );
+    }
 
     #[test]
     fn durations_read_short() {

@@ -158,6 +158,24 @@ pub struct AgentReport {
     pub health: Vec<HealthReport>,
     pub nodes: Vec<NodeFlagsReport>,
     pub groups: Vec<GroupReport>,
+    /// The last fence of each peer (`fencing:` only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fences: Vec<FenceReport>,
+}
+
+/// The last fence of one peer: powered off through the provider before its groups moved.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FenceReport {
+    pub node: String,
+    pub reason: String,
+    /// "delayed", "fencing", "failed", "done" or "abandoned".
+    pub phase: String,
+    pub age_ms: Option<f64>,
+    pub took_ms: Option<f64>,
+    pub attempts: u32,
+    pub error: Option<String>,
+    pub detail: Option<String>,
+    pub next_in_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -196,6 +214,9 @@ pub struct GroupReport {
     pub not_candidate_reason: Option<String>,
     /// Pins and bans of the group, each with the command that clears it.
     pub constraints: Vec<ConstraintReport>,
+    /// Why this node, which should take the group, has not yet (the fence of its holder).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
     pub agents: Vec<AgentItemReport>,
 }
 
@@ -498,6 +519,7 @@ pub fn agent_report(r: &av1::StatusResponse) -> AgentReport {
                         clear: c.clear.clone(),
                     })
                     .collect(),
+                waiting_for: non_empty(g.waiting_for.clone()),
                 agents: g
                     .agents
                     .iter()
@@ -510,6 +532,21 @@ pub fn agent_report(r: &av1::StatusResponse) -> AgentReport {
                         last_action: a.last_action.as_ref().map(action),
                     })
                     .collect(),
+            })
+            .collect(),
+        fences: r
+            .fences
+            .iter()
+            .map(|f| FenceReport {
+                node: f.node.clone(),
+                reason: f.reason.clone(),
+                phase: f.phase.clone(),
+                age_ms: opt_ms(f.age.as_ref()),
+                took_ms: opt_ms(f.took.as_ref()),
+                attempts: f.attempts,
+                error: non_empty(f.error.clone()),
+                detail: non_empty(f.detail.clone()),
+                next_in_ms: opt_ms(f.next_in.as_ref()),
             })
             .collect(),
     }

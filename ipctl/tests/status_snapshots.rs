@@ -45,6 +45,7 @@ fn group(
         readiness: ready(),
         not_candidate_reason: String::new(),
         constraints: vec![],
+        waiting_for: String::new(),
     }
 }
 

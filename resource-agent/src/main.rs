@@ -67,6 +67,7 @@ fn main() -> anyhow::Result<()> {
     }
     if args.check {
         daemon::build_runners(&config, &node).context("checking the agents")?;
+        daemon::build_fencer(&config).context("checking fencing")?;
         println!("{}", config.summary(Some(&node)));
         println!("agents: ok");
         return Ok(());

@@ -54,6 +54,7 @@ pub struct Metrics {
     provider_calls: Histograms,
     provider_errors: Family<Labels, Counter<u64>>,
     group_starts: Family<Labels, Counter<u64>>,
+    fences: Histograms,
 }
 
 impl Default for Metrics {
@@ -64,6 +65,7 @@ impl Default for Metrics {
             provider_calls: Family::new_with_constructor(seconds_histogram),
             provider_errors: Family::default(),
             group_starts: Family::default(),
+            fences: Family::new_with_constructor(seconds_histogram),
         }
     }
 }
@@ -120,6 +122,14 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one fence (power-off) of `node`, by outcome.
+    pub fn record_fence(&self, node: &str, ok: bool, took: std::time::Duration) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.fences
+            .get_or_create(&labels(&[("node", node), ("outcome", outcome)]))
+            .observe(took.as_secs_f64());
+    }
+
     /// Wraps one agent of `group` so that its actions are counted.
     pub fn agent(&self, group: &str, inner: Box<dyn Agent>) -> Box<dyn Agent> {
         Box::new(MeteredAgent {
@@ -166,6 +176,11 @@ impl Metrics {
             "group_starts",
             "Group starts ordered on this node (retries included), by cause (failover, handover, initial)",
             self.group_starts.clone(),
+        );
+        r.register(
+            "fence_duration_seconds",
+            "Fences (power-offs of dead peers through the provider) run by this node, per peer and outcome (ok, failed)",
+            self.fences.clone(),
         );
         let gauge = |r: &mut Registry, name: &str, help: &str| {
             let f = Family::<Labels, Gauge<f64, AtomicU64>>::default();
@@ -411,6 +426,7 @@ mod tests {
             }),
         );
         m.record_start("web", StartCause::Failover);
+        m.record_fence("primary", true, std::time::Duration::from_millis(1500));
         let s = pb::StatusResponse {
             membership_connected: true,
             health: vec![pb::HealthCheck {
@@ -437,6 +453,7 @@ mod tests {
             "tandem_agent_provider_call_duration_seconds_count{provider=\"digitalocean\",ip=\"127.0.0.9\",call=\"probe\"} 1",
             "tandem_agent_provider_errors_total{provider=\"digitalocean\",ip=\"127.0.0.9\",call=\"probe\",kind=\"unauthorized\"} 1",
             "tandem_agent_group_starts_total{group=\"web\",cause=\"failover\"} 1",
+            "tandem_agent_fence_duration_seconds_count{node=\"primary\",outcome=\"ok\"} 1",
             "tandem_agent_membership_connected 1.0",
             "tandem_agent_quorate 0.0",
             "tandem_agent_health_check_healthy{check=\"ping\"} 0.0",

@@ -466,6 +466,10 @@ impl Sim {
                 Output::Forgive(_) => {}
                 Output::PersistStandby(on) => self.nodes[i].standby = on,
                 Output::Verify(g) => self.verifies.push((i, g)),
+                Output::Fence { node, .. } => {
+                    self.violations
+                        .push(format!("t={}ms a fence of {node} without fencing", self.t));
+                }
             }
         }
     }

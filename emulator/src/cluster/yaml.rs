@@ -49,6 +49,13 @@ pub(super) fn render_config(
             .collect::<Vec<_>>()
             .join(", ");
         let _ = writeln!(y, "  - name: {}\n    addresses: [{addresses}]", n.name);
+        // The first member's droplet is named by id, the others are found by name.
+        if let Some(id) = n
+            .droplet
+            .filter(|_| spec.fencing.is_some() && n.name == nodes[0].name)
+        {
+            let _ = writeln!(y, "    provider_id: {id}");
+        }
         if n.witness {
             let _ = writeln!(y, "    role: witness");
         }
@@ -90,6 +97,9 @@ pub(super) fn render_config(
     }
     for a in &spec.extra_agents {
         let _ = writeln!(y, "      {a}");
+    }
+    if let Some(f) = &spec.fencing {
+        y.push_str(&super::fence::yaml(f, &emulator.addresses.api));
     }
     // Mutating RPCs (takeover, standby) need root or the admin group: allow the user who
     // launched the cluster.

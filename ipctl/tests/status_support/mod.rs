@@ -454,5 +454,6 @@ pub fn agent_status(
         health: vec![health_ok("tcp 127.0.0.53:53")],
         nodes,
         groups,
+        fences: vec![],
     }
 }

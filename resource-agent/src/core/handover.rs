@@ -469,7 +469,10 @@ impl Core {
                     // another node is late: when this node is the one cut off, the rest
                     // are declared dead one by one, and the quorum loss comes after the
                     // first death; the claim retry leaves time for it.
-                    if self.late.is_empty() && self.acked(gi, now) {
+                    if self.late.is_empty()
+                        && self.acked(gi, now)
+                        && self.fence_blocks(gi, now).is_none()
+                    {
                         self.start_here(gi);
                         LocalState::Starting
                     } else {
@@ -481,7 +484,9 @@ impl Core {
                 {
                     LocalState::Stopped
                 }
-                LocalState::Waiting if self.acked(gi, now) => {
+                LocalState::Waiting
+                    if self.acked(gi, now) && self.fence_blocks(gi, now).is_none() =>
+                {
                     self.start_here(gi);
                     LocalState::Starting
                 }
@@ -543,6 +548,7 @@ impl Core {
             }
         }
         self.reconcile(now);
+        self.plan_fences(now);
         self.check_double_holds();
         if now >= self.next_announce {
             self.dirty = true;

@@ -61,7 +61,7 @@ impl Core {
                 reason,
             } => {
                 self.late.remove(&node);
-                self.node_dead(now, &node, generation, reason == DeathReason::Left);
+                self.node_dead(now, &node, generation, reason);
                 // Membership reports the quorum loss a death causes as a later event. Acting
                 // on the death with the old quorum in between let a node cut off from the
                 // majority start the group (and move the IP) for a moment: quorum is lost
@@ -102,7 +102,9 @@ impl Core {
         for n in nodes {
             match n.state {
                 MemberState::Up | MemberState::Late => self.node_up(now, &n.name, n.generation),
-                MemberState::Dead => self.node_dead(now, &n.name, n.generation, false),
+                MemberState::Dead => {
+                    self.node_dead(now, &n.name, n.generation, DeathReason::Silent)
+                }
             }
         }
     }
@@ -115,6 +117,7 @@ impl Core {
         if !self.late.contains(node) {
             self.seen_alive_since_loss(node);
         }
+        self.note_alive(node);
         match self.alive.get(node) {
             Some((g, _)) if *g == generation => {}
             known => {
@@ -133,8 +136,10 @@ impl Core {
         }
     }
 
-    /// Membership declared `node` dead at `generation`; `left`: by a clean shutdown.
-    fn node_dead(&mut self, now: Time, node: &str, generation: u64, left: bool) {
+    /// Membership declared `node` dead at `generation`, for `reason` (`Left`: by a clean
+    /// shutdown).
+    fn node_dead(&mut self, now: Time, node: &str, generation: u64, reason: DeathReason) {
+        let left = reason == DeathReason::Left;
         if node == self.cfg.local
             || self.node_idx(node).is_none()
             || self.left_at.contains_key(node)
@@ -142,6 +147,7 @@ impl Core {
             return;
         }
         let was_alive = self.alive.remove(node).is_some();
+        self.note_death(now, node, generation, reason, was_alive);
         if was_alive && left {
             let dead = self.dead_gen.entry(node.to_owned()).or_default();
             *dead = (*dead).max(generation);

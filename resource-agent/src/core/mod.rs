@@ -17,6 +17,7 @@ use tandem_config::{ClusterConfig, Failback, Role};
 use tracing::info;
 
 pub mod codec;
+pub mod fence;
 pub mod handover;
 mod membership;
 mod operator;
@@ -28,6 +29,7 @@ pub mod watch;
 pub use codec::{
     Announce, CodecError, MAX_PAYLOAD, MESSAGE_VERSION, Message, TOPIC, worst_case_announcement,
 };
+pub use fence::{FenceConfig, FencePhase, FenceStatus};
 pub use status::{Constraint, ConstraintKind, GroupStatus, NodeStatus, Status};
 
 use restart::{RestartPolicy, RestartTracker};
@@ -250,6 +252,12 @@ pub enum Input {
     },
     /// Local health (all checks pass); the same value again is a mere wake-up ([`Input::Tick`]).
     Health(bool),
+    /// The result of [`Output::Fence`]: what the provider did, or why it failed.
+    Fenced {
+        node: String,
+        death: u64,
+        result: Result<String, String>,
+    },
     /// A deadline passed, or the process woke up for something the core does not see:
     /// every wake-up is worth feeding, as it notes a stall of this process.
     Tick,
@@ -337,6 +345,13 @@ pub enum Output {
     /// and the other finds it elsewhere ([`AgentOutcome::Lost`]). Until answered, the
     /// group may be reported starting, not running (see `status`).
     Verify(String),
+    /// Power `node` off through the provider and wait until it is off; answered with
+    /// [`Input::Fenced`] carrying the same `death`.
+    Fence {
+        node: String,
+        death: u64,
+        reason: String,
+    },
 }
 
 /// State of a group on this node.
@@ -455,6 +470,12 @@ pub struct Core {
     reported_down: bool,
     stall: StallWatch,
     disconnect: DisconnectWatch,
+    /// Power a dead peer off before taking its groups (`fencing:`); see [`fence`].
+    fencing: Option<FenceConfig>,
+    /// Deaths of peers that fencing may answer, and the last fence of each peer.
+    deaths: BTreeMap<String, fence::Death>,
+    fences: BTreeMap<String, fence::Fence>,
+    death_seq: u64,
 }
 
 impl Core {
@@ -538,8 +559,18 @@ impl Core {
             reported_down: false,
             stall: StallWatch::new(watch::stall_after(cfg.dead_after), now),
             disconnect,
+            fencing: None,
+            deaths: BTreeMap::new(),
+            fences: BTreeMap::new(),
+            death_seq: 0,
             cfg,
         })
+    }
+
+    /// Fences dead peers before taking their groups (see [`fence`]); off by default.
+    pub fn with_fencing(mut self, fencing: Option<FenceConfig>) -> Self {
+        self.fencing = fencing;
+        self
     }
 
     pub fn local(&self) -> &str {
@@ -580,7 +611,7 @@ impl Core {
         for t in self.left_at.values() {
             d = d.min(*t + self.cfg.dead_after);
         }
-        d
+        self.fence_deadline().map_or(d, |f| d.min(f))
     }
 
     pub fn state_of(&self, group: &str) -> Option<LocalState> {
@@ -608,6 +639,11 @@ impl Core {
                 generation,
                 payload,
             } => self.on_message(now, &from, generation, &payload),
+            Input::Fenced {
+                node,
+                death,
+                result,
+            } => self.on_fenced(now, &node, death, result),
             Input::Agent { group, outcome } => {
                 if !self.on_agent(now, &group, outcome) {
                     self.after_input(now);

@@ -21,6 +21,9 @@ pub struct GroupStatus {
     /// What binds the group to a node or keeps it from one, each with the command that
     /// clears it.
     pub constraints: Vec<Constraint>,
+    /// Why this node, which should take the group, has not started it yet: the fence of
+    /// its last holder (see `fence`).
+    pub waiting_for: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +70,8 @@ pub struct Status {
     pub groups: Vec<GroupStatus>,
     /// Messages rejected (malformed, wrong version, from unknown nodes).
     pub bad_messages: u64,
+    /// The last fence of each peer this node fenced (or tried to).
+    pub fences: Vec<super::FenceStatus>,
 }
 
 impl Core {
@@ -98,6 +103,10 @@ impl Core {
                     last_error: g.last_error.clone(),
                     restarts: g.restarts.restarts(now),
                     constraints: self.constraints(gi, now),
+                    waiting_for: matches!(g.state, LocalState::Stopped | LocalState::Waiting)
+                        .then(|| self.fence_blocks(gi, now))
+                        .flatten()
+                        .filter(|_| self.desired(gi, now) == Some(self.local_idx)),
                 }
             })
             .collect();
@@ -141,6 +150,7 @@ impl Core {
             nodes,
             groups,
             bad_messages: self.bad_messages,
+            fences: self.fences(now),
         }
     }
 

@@ -5,7 +5,7 @@ use tandem_proto::agent::v1 as pb;
 use super::driver::Driver;
 use crate::agents::Kind;
 use crate::agents::group::AgentState;
-use crate::core::{Constraint, ConstraintKind, LocalState, Time};
+use crate::core::{Constraint, ConstraintKind, FenceStatus, LocalState, Time};
 
 impl Driver {
     pub(super) fn status(&self, now: Time) -> pb::StatusResponse {
@@ -47,6 +47,7 @@ impl Driver {
                         }),
                     not_candidate_reason: g.not_candidate_reason.clone().unwrap_or_default(),
                     constraints: g.constraints.iter().map(constraint).collect(),
+                    waiting_for: g.waiting_for.clone().unwrap_or_default(),
                 }
             })
             .collect();
@@ -81,7 +82,23 @@ impl Driver {
                 })
                 .collect(),
             groups,
+            fences: st.fences.iter().map(fence).collect(),
         }
+    }
+}
+
+fn fence(f: &FenceStatus) -> pb::Fence {
+    let d = tandem_proto::time::duration;
+    pb::Fence {
+        node: f.node.clone(),
+        reason: f.reason.clone(),
+        phase: f.phase.as_str().into(),
+        age: Some(d(f.age)),
+        took: Some(d(f.took)),
+        attempts: f.attempts,
+        error: f.error.clone().unwrap_or_default(),
+        detail: f.detail.clone().unwrap_or_default(),
+        next_in: f.next_in.map(d),
     }
 }
 

@@ -19,6 +19,27 @@ use crate::alarm::Alarm;
 use crate::core::{AgentOutcome, Command, CommandError, Core, Input, Membership, Output, Time};
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::provider::{FenceOutcome, Fencer};
+
+/// What a fence did, for status and the log: "droplet 3164444 powered off (action 7)".
+fn describe_fence(f: &Fencer, o: &FenceOutcome) -> String {
+    let noun = f.provider().server_noun();
+    match (&o.action_id, o.already_off) {
+        (_, true) => format!("{noun} {} was off already", o.server),
+        (Some(a), _) => format!(
+            "{noun} {} powered off (action {a}, {} API calls, {:.1}s)",
+            o.server,
+            o.api_calls,
+            o.elapsed.as_secs_f64()
+        ),
+        (None, _) => format!(
+            "{noun} {} powered off ({} API calls, {:.1}s)",
+            o.server,
+            o.api_calls,
+            o.elapsed.as_secs_f64()
+        ),
+    }
+}
 
 #[derive(Debug)]
 pub(super) enum Event {
@@ -38,6 +59,13 @@ pub(super) enum Event {
         group: usize,
         problems: Vec<String>,
         at: std::time::SystemTime,
+    },
+    /// The end of a power-off the core asked for ([`Output::Fence`]).
+    Fenced {
+        node: String,
+        death: u64,
+        result: Result<String, String>,
+        took: Duration,
     },
     Status(oneshot::Sender<pb::StatusResponse>),
     Command(Command, oneshot::Sender<Result<String, CommandError>>),
@@ -67,6 +95,10 @@ pub(super) struct Driver {
     pub(super) sends_dropped: u64,
     pub(super) readiness: Vec<Option<(Vec<String>, std::time::SystemTime)>>,
     pub(super) metrics: Option<Metrics>,
+    /// Powers dead peers off (`fencing:`), with its own token.
+    pub(super) fencer: Option<Arc<Fencer>>,
+    /// The driver's own inbox, for the results of the fences it runs.
+    pub(super) events: mpsc::Sender<Event>,
 }
 
 impl Driver {
@@ -130,7 +162,7 @@ impl Driver {
                 | Output::Restart { group, .. }
                 | Output::Verify(group)
                 | Output::Forgive(group) => Some(group.clone()),
-                Output::Send { .. } | Output::PersistStandby(_) => None,
+                Output::Send { .. } | Output::PersistStandby(_) | Output::Fence { .. } => None,
             };
             let gi = match group.map(|g| (self.group_idx(&g), g)) {
                 Some((Some(gi), _)) => gi,
@@ -168,6 +200,11 @@ impl Driver {
                         }
                     }
                 }
+                Output::Fence {
+                    node,
+                    death,
+                    reason,
+                } => self.fence(node, death, reason),
                 Output::PersistStandby(on) => {
                     if let Err(e) = write_standby(&self.state_dir, on) {
                         error!(error = %e, standby = on, "cannot persist the standby flag; it holds until restart");
@@ -175,6 +212,34 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Powers `node` off in a task of its own (the driver never waits for the provider);
+    /// the result comes back as [`Event::Fenced`].
+    fn fence(&self, node: String, death: u64, reason: String) {
+        let Some(fencer) = self.fencer.clone() else {
+            error!(node = %node, "the core asked for a fence without fencing configured");
+            return;
+        };
+        let id = self.cfg.node(&node).and_then(|n| n.provider_id.clone());
+        let tx = self.events.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            tracing::info!(node = %node, reason = %reason, provider = %fencer.provider(), "fencing: powering the node off");
+            let result = match fencer.power_off(&node, id.as_deref()).await {
+                Ok(o) => Ok(describe_fence(&fencer, &o)),
+                Err(e) => Err(e.to_string()),
+            };
+            let took = started.elapsed();
+            let _ = tx
+                .send(Event::Fenced {
+                    node,
+                    death,
+                    result,
+                    took,
+                })
+                .await;
+        });
     }
 
     fn on_event(&mut self, ev: Event) {
@@ -213,6 +278,21 @@ impl Driver {
                 }
                 self.readiness[group] = Some((problems, at));
                 Input::Tick
+            }
+            Event::Fenced {
+                node,
+                death,
+                result,
+                took,
+            } => {
+                if let Some(m) = &self.metrics {
+                    m.record_fence(&node, result.is_ok(), took);
+                }
+                Input::Fenced {
+                    node,
+                    death,
+                    result,
+                }
             }
             Event::Status(reply) => {
                 // A wake-up first: a stall is noticed before the reply says "running".

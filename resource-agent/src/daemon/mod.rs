@@ -30,10 +30,10 @@ use tracing::{debug, info, warn};
 
 use crate::agents::{self, group::GroupRunner};
 use crate::core::restart::RestartPolicy;
-use crate::core::{Config as CoreConfig, Core, Input, Time, Timers};
+use crate::core::{Config as CoreConfig, Core, FenceConfig, Input, Time, Timers};
 use crate::health::{self, Health};
 use crate::metrics::Metrics;
-use crate::provider::ProviderError;
+use crate::provider::{Fencer, ProviderError};
 
 mod convert;
 mod driver;
@@ -68,6 +68,8 @@ pub enum DaemonError {
         group: String,
         source: ProviderError,
     },
+    #[error("fencing: {0}")]
+    Fencing(ProviderError),
     #[error(transparent)]
     Bind(#[from] tandem_proto::uds::BindError),
     #[error("agent socket: {0}")]
@@ -117,6 +119,16 @@ fn build_runners_with(
             Ok(Arc::new(GroupRunner::new(&g.name, agents)))
         })
         .collect()
+}
+
+/// The fencer of `fencing:` (reading its token file), if configured: also what `--check`
+/// verifies.
+pub fn build_fencer(cfg: &ClusterConfig) -> Result<Option<Arc<Fencer>>, DaemonError> {
+    cfg.fencing
+        .as_ref()
+        .map(|f| Fencer::from_config(f).map(Arc::new))
+        .transpose()
+        .map_err(DaemonError::Fencing)
 }
 
 /// The longest monitor interval of any agent: past it, re-checking during an outage adds
@@ -185,7 +197,9 @@ pub async fn run(
     );
     // The core's clock starts here (`Time::ZERO`).
     let core = Core::new(core_cfg, incarnation, &running, standby, Time::ZERO)
-        .map_err(|e| DaemonError::Config(e.to_string()))?;
+        .map_err(|e| DaemonError::Config(e.to_string()))?
+        .with_fencing(cfg.fencing.as_ref().map(|f| FenceConfig::new(f.delay)));
+    let fencer = build_fencer(&cfg)?;
 
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let (send_tx, send_rx) = mpsc::channel(SEND_QUEUE);
@@ -273,6 +287,8 @@ pub async fn run(
         sends_dropped: 0,
         readiness: vec![None; cfg.resources.len()],
         metrics,
+        fencer,
+        events: tx.clone(),
     };
     let healthy = driver.health.healthy();
     driver.core.handle(Time::ZERO, Input::Health(healthy));

@@ -27,12 +27,14 @@ use futures::future::BoxFuture;
 use tandem_config::{Provider, ReservedIpAgent, Secret, SecretError};
 
 pub mod digitalocean;
+pub mod fence;
 pub mod hetzner;
 mod http;
 mod moves;
 pub mod vultr;
 
 pub use digitalocean::DigitalOcean;
+pub use fence::{FenceOutcome, Fencer};
 pub use hetzner::Hetzner;
 pub use vultr::Vultr;
 

@@ -1,0 +1,275 @@
+//! Fencing through the provider with real processes: two nodes (`tandem-membership` and
+//! `tandem-resource-agent` each), the emulator as DigitalOcean with droplet power actions.
+//! A power-off really stops the node: the emulator's power hook SIGKILLs that node's daemons.
+//! Every test reads the emulator's audit log: the power-off completed before the IP moved.
+//! Measured numbers are printed (`-- --nocapture`).
+//!
+//! The tests of this file run one at a time (timing on a small shared machine).
+use std::time::Duration;
+
+use tandem_proto::agent::v1 as apb;
+use tandem_resource_agent::core::Timers;
+use tandem_tests::cluster::{Binaries, Cluster, Daemon, FenceSpec, Spec, wait_for};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn fenced(mut s: Spec, delay: Duration, timeout: Duration) -> Spec {
+    s.fencing = Some(FenceSpec { delay, timeout });
+    s
+}
+
+async fn launch(spec: Spec) -> Cluster {
+    let started = tokio::time::Instant::now();
+    let c = Cluster::start(spec).await.expect("cluster starts");
+    assert!(
+        c.wait_first_holds(LIMIT).await,
+        "cluster never settled{}",
+        c.diagnostics()
+    );
+    tokio::time::sleep_until(started + Timers::default().settle).await;
+    c
+}
+
+async fn wait_holder(c: &Cluster, name: &str) {
+    let ok = wait_for(LIMIT, || async {
+        (c.holder().as_deref() == Some(name)).then_some(())
+    })
+    .await;
+    assert!(ok.is_some(), "{name} never held the IP{}", c.diagnostics());
+}
+
+/// `mono_ms` of the first holder change to node `to`'s droplet.
+fn moved_to_ms(c: &Cluster, to: usize) -> Option<f64> {
+    let id = c.nodes[to].droplet?;
+    c.audit()
+        .into_iter()
+        .find(|e| e["event"] == "holder" && e["to"].as_u64() == Some(id))
+        .and_then(|e| e["mono_ms"].as_f64())
+}
+
+/// The last fence node `i`'s agent reports for `peer`.
+async fn fence_of(c: &Cluster, i: usize, peer: &str) -> Option<apb::Fence> {
+    c.agent_status(i)
+        .await?
+        .fences
+        .into_iter()
+        .find(|f| f.node == peer)
+}
+
+fn took_ms(f: &apb::Fence) -> f64 {
+    f.took.as_ref().map_or(0.0, |d| {
+        d.seconds as f64 * 1000.0 + f64::from(d.nanos) / 1e6
+    })
+}
+
+/// Waits (bounded) until both daemons of node `i` have exited.
+async fn wait_exited(c: &mut Cluster, i: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !(c.exited(i, Daemon::Membership) && c.exited(i, Daemon::Agent)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the fenced node's daemons still run"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The holder frozen (SIGSTOP of both daemons): the secondary powers it off, and only once
+/// the emulator says the droplet is off does it assign the IP. The fenced node's daemons
+/// are really gone; booted again it takes the IP back by the handover (no fence: it is
+/// alive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_holder_is_powered_off_before_its_ip_moves() {
+    let _serial = SERIAL.lock().await;
+    let delay = Duration::from_secs(1);
+    let spec = fenced(
+        Spec::fast(Binaries::for_tests().expect("binaries")),
+        delay,
+        Duration::from_secs(5),
+    );
+    let mut c = launch(spec).await;
+    let frozen_ms = c.mark("freeze");
+    c.freeze(0, Daemon::Membership, true);
+    c.freeze(0, Daemon::Agent, true);
+    wait_holder(&c, "secondary").await;
+
+    let offs = c.power_offs();
+    let primary = c.nodes[0].droplet.unwrap();
+    assert_eq!(offs.len(), 1, "one power-off: {:?}", c.power_events());
+    assert_eq!(offs[0].0, primary, "the primary's droplet was powered off");
+    let assigned = moved_to_ms(&c, 1).expect("move recorded");
+    assert!(
+        offs[0].1 <= assigned,
+        "power-off completed at {} ms, after the assign at {assigned} ms",
+        offs[0].1
+    );
+    // Only now, after the fence: no earlier move.
+    assert_eq!(c.holder_changes().len(), 1, "{:?}", c.holder_changes());
+    wait_exited(&mut c, 0).await;
+
+    let f = wait_for(LIMIT, || async {
+        fence_of(&c, 1, "primary")
+            .await
+            .filter(|f| f.phase == "done")
+    })
+    .await
+    .unwrap_or_else(|| panic!("the secondary never reported the fence{}", c.diagnostics()));
+    assert_eq!(f.attempts, 1);
+    assert!(
+        f.detail.contains("droplet 3164444 powered off"),
+        "{}",
+        f.detail
+    );
+    println!(
+        "frozen holder: fenced {:.0} ms after the freeze (death, {} ms delay, power-off), \
+         IP assigned {:.0} ms after the power-off completed; the agent reports the fence as {:.0} ms from death to off",
+        offs[0].1 - frozen_ms,
+        delay.as_millis(),
+        assigned - offs[0].1,
+        took_ms(&f)
+    );
+
+    // Back on: the primary takes its IP back through the handover, without another fence.
+    c.boot_node(0).await.expect("primary boots");
+    wait_holder(&c, "primary").await;
+    assert_eq!(c.power_offs().len(), 1, "no fence of a node that came back");
+}
+
+/// Both links of a two-node cluster cut: each side declares the other dead. The preferred
+/// primary fences at once; the secondary waits `delay` and is powered off before it fences.
+/// Exactly one power-off, the IP never moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_links_cut_exactly_one_side_fences_and_the_preferred_one_wins() {
+    if let Some(why) = tandem_tests::netns::unavailable() {
+        println!("skipped: network namespaces unavailable: {why}");
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let mut spec = fenced(
+        Spec::fast(Binaries::for_tests().expect("binaries")),
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+    );
+    spec.network = Some(tandem_tests::netns::namespaces());
+    spec.links = 2;
+    let mut c = launch(spec).await;
+    let cut_ms = c.mark("cut");
+    c.partition(0).expect("partition");
+    let off = wait_for(LIMIT, || async { c.power_offs().first().copied() })
+        .await
+        .unwrap_or_else(|| panic!("nobody fenced{}", c.diagnostics()));
+    assert_eq!(
+        off.0,
+        c.nodes[1].droplet.unwrap(),
+        "the secondary is powered off"
+    );
+    // Past the secondary's delay: it would have fenced by now, had it lived.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let started: Vec<_> = c
+        .power_events()
+        .into_iter()
+        .filter(|e| e["type"] == "power_off" && e["status"] == "in-progress")
+        .collect();
+    assert_eq!(started.len(), 1, "exactly one side fenced: {started:?}");
+    wait_exited(&mut c, 1).await;
+    assert_eq!(c.holder().as_deref(), Some("primary"));
+    assert!(
+        c.holder_changes().is_empty(),
+        "the IP never moved: {:?}",
+        c.holder_changes()
+    );
+    let f = fence_of(&c, 0, "secondary")
+        .await
+        .expect("the primary reports its fence");
+    assert_eq!(f.phase, "done");
+    println!(
+        "both links cut: the preferred side powered the other off {:.0} ms after the cut",
+        off.1 - cut_ms
+    );
+    c.heal().expect("heal");
+    c.boot_node(1).await.expect("secondary boots");
+    let ok = wait_for(LIMIT, || async {
+        let s = c.group(1).await?;
+        (s.holder == "primary").then_some(())
+    })
+    .await;
+    assert!(
+        ok.is_some(),
+        "the secondary never rejoined{}",
+        c.diagnostics()
+    );
+    assert_eq!(c.power_offs().len(), 1);
+}
+
+/// The fence fails three ways (the token revoked: 401; every request 503; every request
+/// hanging past the call's timeout): the IP stays where it is, the secondary's status says
+/// why, and the attempt is retried with backoff; once the faults clear it succeeds and only
+/// then is the IP assigned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_fence_takes_nothing_says_why_and_is_retried() {
+    let _serial = SERIAL.lock().await;
+    let spec = fenced(
+        Spec::fast(Binaries::for_tests().expect("binaries")),
+        Duration::from_millis(500),
+        Duration::from_secs(2),
+    );
+    let mut c = launch(spec).await;
+    c.revoke_fence_token(1, true);
+    let crashed_ms = c.mark("crash");
+    c.crash_node(0);
+
+    let mut seen = Vec::new();
+    for (fault, expect) in [
+        (None, "401"),
+        (Some(r#"{"error_rate": 1.0, "error_status": 503}"#), "503"),
+        (Some(r#"{"hang_next": 100000}"#), "timed out"),
+    ] {
+        if let Some(f) = fault {
+            c.emulator.world.lock().faults = serde_json::from_str(f).unwrap();
+            c.revoke_fence_token(1, false);
+        }
+        let f = wait_for(LIMIT, || async {
+            fence_of(&c, 1, "primary")
+                .await
+                .filter(|f| f.phase == "failed" && f.error.contains(expect))
+        })
+        .await
+        .unwrap_or_else(|| panic!("no failed fence with {expect:?}{}", c.diagnostics()));
+        let g = c.group(1).await.expect("secondary answers");
+        assert!(
+            g.waiting_for.contains("fencing primary failed") && g.waiting_for.contains(expect),
+            "status does not say why: {:?}",
+            g.waiting_for
+        );
+        assert_ne!(g.state, apb::GroupState::Running as i32);
+        assert_eq!(
+            c.holder().as_deref(),
+            Some("primary"),
+            "the IP moved without a fence"
+        );
+        assert!(c.power_offs().is_empty());
+        seen.push(f.attempts);
+    }
+    c.emulator.world.lock().faults = Default::default();
+    wait_holder(&c, "secondary").await;
+    let offs = c.power_offs();
+    assert_eq!(offs.len(), 1);
+    let assigned = moved_to_ms(&c, 1).unwrap();
+    assert!(offs[0].1 <= assigned);
+    let f = fence_of(&c, 1, "primary").await.unwrap();
+    assert_eq!(f.phase, "done");
+    assert!(
+        f.attempts >= 4 && seen.windows(2).all(|w| w[0] < w[1]),
+        "{seen:?} then {}",
+        f.attempts
+    );
+    println!(
+        "failing fence: attempts {seen:?} failed (401, 503, timeout), attempt {} succeeded; \
+         IP assigned {:.0} ms after the crash, {:.0} ms after the power-off",
+        f.attempts,
+        assigned - crashed_ms,
+        assigned - offs[0].1
+    );
+}
