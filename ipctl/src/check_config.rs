@@ -126,9 +126,13 @@ fn check(config: &ClusterConfig, node: Option<&str>) -> Report {
     for group in &config.resources {
         for agent in &group.agents {
             match agent {
-                AgentConfig::ReservedIp(ip) => {
-                    token(&mut r, agent_unit.as_ref(), &group.name, &ip.token_file)
-                }
+                AgentConfig::ReservedIp(ip) => token(
+                    &mut r,
+                    agent_unit.as_ref(),
+                    &format!("resources `{}`", group.name),
+                    &ip.token_file,
+                    "fail to assign the IP",
+                ),
                 AgentConfig::Lsb(l) => script(&mut r, &group.name, "lsb", &l.script_path()),
                 AgentConfig::Ocf(o) => script(&mut r, &group.name, "ocf", &o.script_path()),
                 AgentConfig::Exec(e) => {
@@ -145,6 +149,15 @@ fn check(config: &ClusterConfig, node: Option<&str>) -> Report {
                 }
             }
         }
+    }
+    if let Some(f) = &config.fencing {
+        token(
+            &mut r,
+            agent_unit.as_ref(),
+            "fencing",
+            &f.token_file,
+            "fail to power a dead peer off, and so take nothing over from one",
+        );
     }
     r
 }
@@ -178,14 +191,16 @@ fn hidden(r: &mut Report, unit: Option<&UnitFile>, file: &Path) {
 
 /// The provider token: an absolute file, a file in `$CREDENTIALS_DIRECTORY` when that is set,
 /// else a credential that the installed agent unit must load.
-fn token(r: &mut Report, unit: Option<&UnitFile>, group: &str, file: &Path) {
+/// Checks the token file `owner` names (a group's reserved-ip agent, or fencing): without
+/// it the agent would `without`.
+fn token(r: &mut Report, unit: Option<&UnitFile>, owner: &str, file: &Path, without: &str) {
     if file.is_absolute() || std::env::var_os("CREDENTIALS_DIRECTORY").is_some() {
         let resolved = credential_path(file);
         hidden(r, unit, &resolved);
         if std::fs::symlink_metadata(&resolved).is_err() {
             r.warnings.push(format!(
-                "{}: resources `{group}`: token_file does not exist on this machine (it is read \
-                 by tandem-resource-agent only, which will fail to assign the IP without it)",
+                "{}: {owner}: token_file does not exist on this machine (it is read by \
+                 tandem-resource-agent only, which will {without} without it)",
                 resolved.display(),
             ));
         }
@@ -193,7 +208,7 @@ fn token(r: &mut Report, unit: Option<&UnitFile>, group: &str, file: &Path) {
     }
     let name = file.display();
     let what = format!(
-        "resources `{group}`: token_file `{name}` is a credential name: tandem-resource-agent \
+        "{owner}: token_file `{name}` is a credential name: tandem-resource-agent \
          reads $CREDENTIALS_DIRECTORY/{name}, which systemd fills from LoadCredential= in \
          {AGENT_UNIT}"
     );

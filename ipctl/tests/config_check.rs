@@ -231,6 +231,30 @@ fn missing_key_file_is_a_warning_but_a_bad_one_an_error() {
 }
 
 #[test]
+fn absent_fencing_token_file_is_a_warning() {
+    let s = setup(true);
+    let cfg = config(s.dir.path())
+        + "fencing:\n  provider: digitalocean\n  token_file: /nonexistent/tandem-test/fence-token\n";
+    std::fs::write(&s.cfg, cfg).unwrap();
+    let out = s.check(&["--node", "primary"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "warning: /nonexistent/tandem-test/fence-token: fencing: token_file does not exist \
+             on this machine (it is read by tandem-resource-agent only, which will fail to power \
+             a dead peer off, and so take nothing over from one without it)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        text(&out.stdout).contains("fencing  digitalocean: a peer declared dead is powered off"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
 fn absent_absolute_token_file_is_a_warning() {
     let s = setup(true);
     let cfg = config(s.dir.path()).replace(
