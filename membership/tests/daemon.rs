@@ -856,8 +856,10 @@ async fn a_flood_of_junk_does_not_stall_detection() {
     let s = c.status(0).await;
     let counted = s.rejected.get("bad_version").copied().unwrap_or(0)
         + s.rejected.get("receive_queue_full").copied().unwrap_or(0);
+    // The kernel's overflow count also takes b's heartbeats lost in the flood.
+    let from_b = c.status(1).await.counters.map_or(0, |k| k.datagrams_sent);
     println!("flood: {sent} datagrams sent, {counted} counted");
-    assert!(counted > 0 && counted <= sent);
+    assert!(counted > 0 && counted <= sent + from_b);
     c.wait_up(0, &[1]).await;
 }
 
