@@ -221,6 +221,17 @@ impl Provider {
         }
     }
 
+    /// The API's rate limits per token, `(per minute, per hour)`, as each provider documents
+    /// them: DigitalOcean 250 a minute and 5,000 an hour; Hetzner 3,600 an hour (one more each
+    /// second, no minute limit); Vultr 30 a second (no hourly limit).
+    pub const fn rate_limits(self) -> (u32, u32) {
+        match self {
+            Provider::DigitalOcean => (250, 5000),
+            Provider::Hetzner => (3600, 3600),
+            Provider::Vultr => (1800, u32::MAX),
+        }
+    }
+
     /// Server ids are numbers (droplets, Hetzner servers), not UUIDs (Vultr instances).
     pub const fn numeric_server_ids(self) -> bool {
         !matches!(self, Provider::Vultr)

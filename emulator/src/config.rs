@@ -17,7 +17,7 @@ use serde::Deserialize;
 ///   - { token: "read-only-token", scopes: ["reserved_ip:read", "droplet:read", "actions:read"] }
 /// action_delay: 200ms
 /// action_jitter: 0s
-/// rate_limit: { limit: 250, window: 60s }
+/// rate_limit: { per_minute: 250, per_hour: 5000 }
 /// audit_log: /tmp/emulator-audit.jsonl
 /// ```
 #[derive(Debug, Clone, Deserialize)]
@@ -95,21 +95,26 @@ pub struct TokenConfig {
     pub scopes: Option<Vec<String>>,
 }
 
-/// DigitalOcean allows 250 requests a minute (and 5000 an hour) per token; the emulator keeps
-/// one fixed window shared by all tokens.
+/// DigitalOcean's limits, per token: 250 requests in any minute, 5,000 in any hour (see
+/// `ratelimit.rs`). The windows are settable so tests need not wait a real minute.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
-    pub limit: u32,
+    pub per_minute: u32,
+    pub per_hour: u32,
     #[serde(with = "humantime_serde")]
-    pub window: Duration,
+    pub minute: Duration,
+    #[serde(with = "humantime_serde")]
+    pub hour: Duration,
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
         RateLimitConfig {
-            limit: 250,
-            window: Duration::from_secs(60),
+            per_minute: 250,
+            per_hour: 5000,
+            minute: Duration::from_secs(60),
+            hour: Duration::from_secs(3600),
         }
     }
 }
@@ -163,8 +168,12 @@ impl EmulatorConfig {
                 ));
             }
         }
-        if self.rate_limit.limit == 0 || self.rate_limit.window.is_zero() {
-            errors.push("rate_limit: limit and window must be positive".into());
+        let r = &self.rate_limit;
+        if r.per_minute == 0 || r.per_hour == 0 || r.minute.is_zero() || r.hour < r.minute {
+            errors.push(
+                "rate_limit: per_minute, per_hour and minute must be positive, hour at least a minute"
+                    .into(),
+            );
         }
         if errors.is_empty() {
             Ok(())

@@ -14,11 +14,14 @@
 //! - `GET /_admin/state`: holders, locks, actions, request count, current faults
 //! - `POST /_admin/faults` with a [`Faults`] JSON object (it replaces the current set; `{}`
 //!   clears): `latency_ms`, `error_rate` + `error_status`, `rate_limit_burst` +
-//!   `rate_limit_reset_secs`, `hang_next`, `drop_next`, `outage_secs` (connections closed
-//!   without an answer), `error_actions`
+//!   `rate_limit_reset_secs` (+ `rate_limit_retry_after_secs`), `hang_next`, `drop_next`,
+//!   `outage_secs` (connections closed without an answer), `error_actions`
 //! - `POST /_admin/tokens {"token", "scopes"?}` adds a token; `POST /_admin/tokens/revoke
 //!   {"token"}` revokes one at run time
 //! - `POST /_admin/holder {"ip", "holder"}` moves an IP at once, as the control panel would
+//!
+//! DigitalOcean's rate limits (250 requests a minute, 5,000 an hour, per token) are enforced
+//! on every API request, with its headers (`ratelimit.rs`).
 //!
 //! The audit log (JSON lines) has one `request` line per API request, `action` lines, and a
 //! `holder` line per change of holder (`from`/`to` droplet or null), each with `mono_ms`
@@ -43,6 +46,7 @@ pub mod config;
 pub mod digitalocean;
 pub mod hetzner;
 pub mod power;
+pub mod ratelimit;
 pub mod server;
 pub mod sidecars;
 pub mod state;

@@ -17,7 +17,8 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use super::digitalocean;
-use super::state::{FaultVerdict, RateInfo, World, unix_secs};
+use super::ratelimit::RateInfo;
+use super::state::{FaultVerdict, World, unix_secs};
 
 /// Which provider's API a path belongs to (they differ in error bodies and scopes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +137,7 @@ impl ApiService {
             }
             _ => {}
         }
-        let rate = self.world.take_rate();
+        let rate = self.world.take_rate(bearer(&req).unwrap_or_default());
         let mut resp = match verdict {
             FaultVerdict::Status(s) => {
                 let status = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -147,13 +148,17 @@ impl ApiService {
                     "Unexpected server-side error (injected)",
                 )
             }
-            FaultVerdict::RateLimited { reset_secs } => {
+            FaultVerdict::RateLimited {
+                reset_secs,
+                retry_after_secs,
+            } => {
                 let mut r = too_many(api);
                 set_rate_headers(
                     &mut r,
                     RateInfo {
                         remaining: 0,
                         reset: unix_secs(std::time::SystemTime::now()) + reset_secs,
+                        retry_after: retry_after_secs,
                         ..rate
                     },
                 );
@@ -174,12 +179,7 @@ impl ApiService {
     /// The 401/403 answer for a request whose token is missing, unknown, revoked or lacks the
     /// scope; `None` when it may proceed.
     fn refusal(&self, api: Api, req: &Request<Body>) -> Option<Response> {
-        let token = req
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+        let token = bearer(req);
         let unauthorized = || match api {
             Api::DigitalOcean => api_error(
                 api,
@@ -260,6 +260,18 @@ fn set_rate_headers(resp: &mut Response, rate: RateInfo) {
     h.insert("ratelimit-limit", HeaderValue::from(rate.limit));
     h.insert("ratelimit-remaining", HeaderValue::from(rate.remaining));
     h.insert("ratelimit-reset", HeaderValue::from(rate.reset));
+    if let Some(s) = rate.retry_after {
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from(s));
+    }
+}
+
+/// The bearer token of a request.
+fn bearer(req: &Request<Body>) -> Option<&str> {
+    req.headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
 }
 
 fn unwrap_infallible(r: Result<Response, Infallible>) -> Response {

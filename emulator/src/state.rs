@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::config::{EmulatorConfig, TokenConfig};
+use super::ratelimit::{RateInfo, RateLimits};
 
 /// A server (DigitalOcean droplet, Hetzner server, Vultr instance).
 #[derive(Debug, Clone)]
@@ -125,9 +126,11 @@ pub struct Faults {
     pub error_rate: f64,
     /// Status used by `error_rate` (default 500).
     pub error_status: Option<u16>,
-    /// The next N API requests get 429 with a reset `rate_limit_reset_secs` ahead.
+    /// The next N API requests get 429 with a `ratelimit-reset` `rate_limit_reset_secs` ahead
+    /// (default 1) and, when set, `Retry-After: rate_limit_retry_after_secs`.
     pub rate_limit_burst: u32,
     pub rate_limit_reset_secs: Option<u64>,
+    pub rate_limit_retry_after_secs: Option<u64>,
     /// The next N API requests never get an answer (the connection stays open).
     pub hang_next: u32,
     /// The next N API requests have their connection closed without an answer.
@@ -145,16 +148,10 @@ pub enum FaultVerdict {
     Drop,
     Hang,
     Status(u16),
-    RateLimited { reset_secs: u64 },
-}
-
-#[derive(Debug)]
-pub struct RateWindow {
-    pub limit: u32,
-    pub window: Duration,
-    pub start: Instant,
-    pub count: u32,
-    pub start_wall: SystemTime,
+    RateLimited {
+        reset_secs: u64,
+        retry_after_secs: Option<u64>,
+    },
 }
 
 #[derive(Debug)]
@@ -166,21 +163,11 @@ pub struct Inner {
     pub tokens: HashMap<String, Token>,
     pub faults: Faults,
     pub outage_until: Option<Instant>,
-    pub rate: RateWindow,
+    pub rate: RateLimits,
     pub requests: u64,
     pub action_delay: Duration,
     pub action_jitter: Duration,
     pub power: super::power::Power,
-}
-
-/// Rate-limit numbers for the response headers.
-#[derive(Debug, Clone, Copy)]
-pub struct RateInfo {
-    pub limit: u32,
-    pub remaining: u32,
-    /// Unix epoch seconds.
-    pub reset: u64,
-    pub exceeded: bool,
 }
 
 pub struct Audit {
@@ -308,13 +295,7 @@ impl World {
                 tokens,
                 faults: Faults::default(),
                 outage_until: None,
-                rate: RateWindow {
-                    limit: cfg.rate_limit.limit,
-                    window: cfg.rate_limit.window,
-                    start: Instant::now(),
-                    count: 0,
-                    start_wall: now,
-                },
+                rate: RateLimits::new(cfg.rate_limit.clone()),
                 requests: 0,
                 action_delay: cfg.action_delay,
                 action_jitter: cfg.action_jitter,
@@ -354,6 +335,7 @@ impl World {
             f.rate_limit_burst -= 1;
             FaultVerdict::RateLimited {
                 reset_secs: f.rate_limit_reset_secs.unwrap_or(1),
+                retry_after_secs: f.rate_limit_retry_after_secs,
             }
         } else if f.error_rate > 0.0 && rand::random::<f64>() < f.error_rate {
             FaultVerdict::Status(f.error_status.unwrap_or(500))
@@ -363,27 +345,11 @@ impl World {
         (verdict, latency)
     }
 
-    /// Counts one request against the fixed window and returns the header values.
-    pub fn take_rate(&self) -> RateInfo {
+    /// Counts one API request of `token` against its rate limits.
+    pub fn take_rate(&self, token: &str) -> RateInfo {
         let mut g = self.lock();
         g.requests += 1;
-        let now = Instant::now();
-        let r = &mut g.rate;
-        if now.duration_since(r.start) >= r.window {
-            let periods = now.duration_since(r.start).as_nanos() / r.window.as_nanos().max(1);
-            let advance = r.window * u32::try_from(periods).unwrap_or(u32::MAX);
-            r.start += advance;
-            r.start_wall += advance;
-            r.count = 0;
-        }
-        r.count = r.count.saturating_add(1);
-        let reset = unix_secs(r.start_wall + r.window).max(unix_secs(SystemTime::now()) + 1);
-        RateInfo {
-            limit: r.limit,
-            remaining: r.limit.saturating_sub(r.count),
-            reset,
-            exceeded: r.count > r.limit,
-        }
+        g.rate.take(token, Instant::now(), SystemTime::now())
     }
 
     /// Sets the holder of `ip`, recording the change in the audit log.

@@ -82,7 +82,8 @@ async fn main() -> anyhow::Result<()> {
             cfg.action_jitter = delay;
             // Measure latency, not DigitalOcean's 250/minute limit: calls/op says how fast a
             // schedule would spend that budget.
-            cfg.rate_limit.limit = u32::MAX;
+            cfg.rate_limit.per_minute = u32::MAX;
+            cfg.rate_limit.per_hour = u32::MAX;
             let emu = Emulator::start(cfg).await?;
             let mk = |id| {
                 let opts = Options {

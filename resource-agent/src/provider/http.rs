@@ -1,6 +1,8 @@
 //! The HTTP layer every provider shares: one warm `reqwest` client, bearer auth with the
 //! header marked sensitive, per-request timeouts, and the retry loop (transient failures with
-//! backon's capped jittered backoff; 429 until the rate-limit reset) bounded by a deadline.
+//! backon's capped jittered backoff; 429 for its Retry-After, else until the rate-limit reset)
+//! bounded by a deadline, every request paced by the token's budget (`budget.rs`).
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,6 +15,7 @@ use tokio::time::Instant;
 
 use tokio::sync::OnceCell;
 
+use super::budget::{self, Class};
 use super::{Options, Progress, ProviderError, ServerId};
 
 /// The wait after the `attempt`-th (1-based) errored action.
@@ -27,11 +30,6 @@ fn errored_action_wait(attempt: u32) -> Duration {
 const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(120);
 /// Extra wait after a 429's reset so the first request after it lands in the new window.
 const RATE_LIMIT_SLACK: Duration = Duration::from_millis(100);
-/// Below this many requests left in the provider's window, polls slow down to
-/// [`SPARING_POLL`] so a long action cannot spend the budget other calls (the next
-/// failover, monitors, the operator) need.
-const LOW_RATE_BUDGET: u64 = 20;
-const SPARING_POLL: Duration = Duration::from_secs(2);
 /// First wait after an action ended `errored`; it doubles per errored action up to
 /// [`ERRORED_ACTION_MAX_WAIT`]. Short, because the IP is usually unheld meanwhile, yet long
 /// enough that a provider failing every action is not hammered.
@@ -124,8 +122,8 @@ pub(crate) struct Api {
     calls: AtomicU64,
     /// This machine's server id: configured, or asked once from the metadata service.
     server: OnceCell<ServerId>,
-    /// `ratelimit-remaining` of the latest answer (`u64::MAX` until one is seen).
-    remaining: AtomicU64,
+    /// The token's request budget, shared with its other clients in this process.
+    pub budget: Arc<budget::Shared>,
 }
 
 impl std::fmt::Debug for Api {
@@ -188,6 +186,7 @@ impl Api {
             .unwrap_or_else(|| default_base.to_owned())
             .trim_end_matches('/')
             .to_owned();
+        let budget = budget::shared(kind, &base, token.as_bytes());
         Ok(Api {
             kind,
             provider,
@@ -197,7 +196,7 @@ impl Api {
             opts,
             calls: AtomicU64::new(0),
             server,
-            remaining: AtomicU64::new(u64::MAX),
+            budget,
         })
     }
 
@@ -209,14 +208,10 @@ impl Api {
         self.calls.load(Ordering::Relaxed)
     }
 
-    /// The next wait of a polling loop: the schedule's, unless the rate-limit budget is low.
+    /// The next wait of a polling loop: the schedule's, stretched by the token's budget.
     pub fn poll_wait(&self, scheduled: Option<Duration>) -> Duration {
-        let d = scheduled.unwrap_or(self.opts.poll.max);
-        if self.remaining.load(Ordering::Relaxed) < LOW_RATE_BUDGET {
-            d.max(SPARING_POLL)
-        } else {
-            d
-        }
+        self.budget
+            .poll_wait(scheduled.unwrap_or(self.opts.poll.max))
     }
 
     pub fn progress(&self, p: Progress) {
@@ -243,6 +238,37 @@ impl Api {
             last,
             state_may_have_changed,
         }
+    }
+
+    /// Waits until the token's budget admits one more request of the current class
+    /// ([`budget::current`]). A routine request that would wait more than half of what is
+    /// left of its call goes within the limits of a move instead: it is never failed for
+    /// the budget's sake.
+    async fn pace(
+        &self,
+        what: &str,
+        started: Instant,
+        deadline: Instant,
+        changed: bool,
+    ) -> Result<(), ProviderError> {
+        let class = budget::current();
+        let mut w = self.budget.wait(class);
+        if class == Class::Routine && w > deadline.saturating_duration_since(Instant::now()) / 2 {
+            w = self.budget.wait(Class::Move);
+        }
+        if w.is_zero() {
+            return Ok(());
+        }
+        tracing::debug!(provider = self.provider, what, wait = ?w, ?class, "pacing within the request budget");
+        self.sleep_within(
+            w,
+            deadline,
+            what,
+            started,
+            "the token's request budget is spent",
+            changed,
+        )
+        .await
     }
 
     /// Sleeps `d`, or fails when that would pass the deadline.
@@ -321,6 +347,7 @@ impl Api {
         // A request whose answer was lost may have been applied.
         let mut maybe_applied = false;
         loop {
+            self.pace(what, started, deadline, maybe_applied).await?;
             let now = Instant::now();
             if now >= deadline {
                 return Err(self.gave_up(what, started, "deadline reached".into(), maybe_applied));
@@ -335,18 +362,24 @@ impl Api {
                 req = req.json(b);
             }
             self.calls.fetch_add(1, Ordering::Relaxed);
+            self.budget.sent();
             let failure = match req.send().await {
                 Ok(resp) => {
                     let status = resp.status();
                     let reset = header_u64(&resp, "ratelimit-reset");
-                    if let Some(r) = header_u64(&resp, "ratelimit-remaining") {
-                        self.remaining.store(r, Ordering::Relaxed);
-                    }
                     let retry_after = header_u64(&resp, "retry-after");
+                    // A 429 with Retry-After is the burst limit: its own wait says when,
+                    // and its headers say nothing new about the hour.
+                    if status != StatusCode::TOO_MANY_REQUESTS || retry_after.is_none() {
+                        self.budget.observed(
+                            header_u64(&resp, "ratelimit-remaining"),
+                            reset.map(until_epoch),
+                        );
+                    }
                     let text = resp.text().await;
                     match text {
                         Ok(_) if status == StatusCode::TOO_MANY_REQUESTS => {
-                            let wait = rate_limit_wait(reset, retry_after);
+                            let wait = rate_limit_wait(retry_after, reset);
                             tracing::warn!(provider = self.provider, what, wait = ?wait, "rate limited");
                             self.progress(Progress::RateLimited { wait });
                             self.sleep_within(
@@ -539,15 +572,22 @@ fn header_u64(resp: &reqwest::Response, name: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// How long to wait after a 429. `ratelimit-reset` is Unix epoch seconds (DigitalOcean,
-/// Hetzner); `retry-after` is seconds. Without either, one second.
-fn rate_limit_wait(reset: Option<u64>, retry_after: Option<u64>) -> Duration {
+/// From now until Unix time `epoch_secs` (zero when past).
+fn until_epoch(epoch_secs: u64) -> Duration {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let wait = match (reset, retry_after) {
-        (Some(r), _) => Duration::from_secs(r).saturating_sub(now),
-        (None, Some(s)) => Duration::from_secs(s),
+    Duration::from_secs(epoch_secs).saturating_sub(now)
+}
+
+/// How long to wait after a 429. `Retry-After` (seconds) is the provider's instruction and
+/// wins: DigitalOcean sends it with its burst (per-minute) limit, while its `ratelimit-reset`
+/// is when the oldest request of the *hour* expires, often most of an hour away. Without
+/// Retry-After, the reset (Unix seconds: DigitalOcean, Hetzner); without either, one second.
+fn rate_limit_wait(retry_after: Option<u64>, reset: Option<u64>) -> Duration {
+    let wait = match (retry_after, reset) {
+        (Some(s), _) => Duration::from_secs(s),
+        (None, Some(r)) => until_epoch(r),
         (None, None) => Duration::from_secs(1),
     };
     let jitter = Duration::from_millis(rand::random_range(0..100));
@@ -587,4 +627,38 @@ fn snippet(text: &str) -> String {
         end -= 1;
     }
     t[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now_secs() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+    }
+
+    #[test]
+    fn retry_after_wins_over_a_distant_reset() {
+        // DigitalOcean's burst limit: Retry-After 1, the hour's oldest request expires later.
+        let w = rate_limit_wait(Some(1), Some(now_secs() + 60));
+        assert!(
+            w >= Duration::from_millis(1100) && w < Duration::from_millis(1200),
+            "{w:?}"
+        );
+        // Without Retry-After the reset counts, capped.
+        let w = rate_limit_wait(None, Some(now_secs() + 3000));
+        assert!(w >= MAX_RATE_LIMIT_WAIT, "{w:?}");
+        assert!(
+            w < MAX_RATE_LIMIT_WAIT + Duration::from_millis(200),
+            "{w:?}"
+        );
+        let w = rate_limit_wait(None, None);
+        assert!(
+            w >= Duration::from_millis(1100) && w < Duration::from_millis(1200),
+            "{w:?}"
+        );
+    }
 }

@@ -3,15 +3,16 @@
 //! A provider answers "who holds this IP?" from the provider's own API (the truth the agent
 //! reconciles against), moves the IP to this machine, and releases it. Every call has an
 //! overall deadline; transient failures (5xx, resets, timeouts) are retried with capped,
-//! jittered backoff, 429 waits for the rate-limit reset, and 401/403 are fatal errors naming
-//! what the token lacks. An action that ends `errored` (the provider accepted it, then
+//! jittered backoff, 429 waits its Retry-After (else the rate-limit reset), and 401/403 are
+//! fatal errors naming what the token lacks. An action that ends `errored` (the provider accepted it, then
 //! failed it) is retried within the same call: wait 0.5s, doubling up to 4s, re-read the
 //! holder (the action may have half-happened: an IP that is ours now is never posted
 //! again), then post again; only when the next wait would pass the call's deadline (the
 //! agent's start timeout) does the call fail with [`ProviderError::ActionErrored`]. Each
 //! errored action is logged (warn, with action id and attempt number) and counted in
-//! [`AssignOutcome::errored_actions`]. When the provider's `ratelimit-remaining` drops low,
-//! polling slows to one call every 2s so a slow action cannot starve later calls. The token
+//! [`AssignOutcome::errored_actions`]. Every request is paced by its token's budget
+//! ([`budget`]): moves first, concurrent moves share the minute's requests, and polling slows
+//! to one call every 2s when the provider's `ratelimit-remaining` drops low. The token
 //! is a [`Secret`]: it appears in no log line, error or `Debug` output.
 //!
 //! Token files: read with [`tandem_config::read_secret_file`] in private mode, so a token file
@@ -26,6 +27,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tandem_config::{Provider, ReservedIpAgent, Secret, SecretError};
 
+pub mod budget;
 pub mod digitalocean;
 pub mod fence;
 pub mod hetzner;

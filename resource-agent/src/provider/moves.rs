@@ -16,6 +16,7 @@ use serde_json::Value;
 use tandem_config::Provider;
 use tokio::time::Instant;
 
+use super::budget;
 use super::http::{Api, MetadataId};
 use super::{
     AssignOutcome, Holder, Progress, ProviderError, Readiness, ReleaseOutcome, ReservedIpProvider,
@@ -178,10 +179,10 @@ impl<C: Client> ReservedIpProvider for C {
         Client::ip(self)
     }
     fn server_id(&self) -> BoxFuture<'_, Result<ServerId, ProviderError>> {
-        self.me(self.api().deadline()).boxed()
+        budget::routine(self.me(self.api().deadline())).boxed()
     }
     fn holder(&self) -> BoxFuture<'_, Result<Holder, ProviderError>> {
-        self.holder_at(self.api().deadline()).boxed()
+        budget::routine(self.holder_at(self.api().deadline())).boxed()
     }
     fn assign(&self) -> BoxFuture<'_, Result<AssignOutcome, ProviderError>> {
         assign(self).boxed()
@@ -190,7 +191,7 @@ impl<C: Client> ReservedIpProvider for C {
         release(self).boxed()
     }
     fn probe(&self) -> BoxFuture<'_, Result<Readiness, ProviderError>> {
-        async move {
+        budget::routine(async move {
             let deadline = self.api().deadline();
             let me = self.me(deadline).await?;
             let ip = self.read_ip_state(deadline).await?;
@@ -202,7 +203,7 @@ impl<C: Client> ReservedIpProvider for C {
                 holder: ip.holder(&me),
                 server_id: me,
             })
-        }
+        })
         .boxed()
     }
 }
@@ -297,6 +298,8 @@ async fn drive<P: Client>(
     } = call;
     let (started, deadline) = (*started, *deadline);
     let mut waits = api.opts().poll.delays();
+    // Concurrent moves share the token's budget (see budget.rs).
+    let _moving = api.budget.polling();
     // Set once a move was sent: a later goal is our own doing, even when the answer to that
     // POST was lost and only the holder shows it.
     let mut posted = false;
