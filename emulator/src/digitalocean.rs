@@ -1,5 +1,6 @@
-//! DigitalOcean API v2 routes: reserved IPs (and the older floating-IP aliases), their actions,
-//! actions and droplets. Field names, status codes and error bodies follow DigitalOcean's public
+//! DigitalOcean API v2 routes: reserved IPs (and the older floating-IP aliases), reserved
+//! IPv6s, their actions, actions and droplets. IPv4 addresses live under `reserved_ips` and
+//! `floating_ips`, IPv6 ones under `reserved_ipv6` only (which has no per-IP action read). Field names, status codes and error bodies follow DigitalOcean's public
 //! OpenAPI description; authentication, scopes, faults and rate limits are applied in front of
 //! these routes by the server layer (`server.rs`).
 use std::net::IpAddr;
@@ -9,16 +10,17 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::state::{Action, ActionKind, ActionRefusal, Droplet, ReservedIp, World, rfc3339};
 
-/// The same resource under its current and its older name.
-#[derive(Debug, Clone, Copy)]
+/// The reserved IPv4s under their current and their older name, and the reserved IPv6s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
     Reserved,
     Floating,
+    V6,
 }
 
 impl Flavor {
@@ -26,13 +28,25 @@ impl Flavor {
         match self {
             Flavor::Reserved => "reserved_ip",
             Flavor::Floating => "floating_ip",
+            Flavor::V6 => "reserved_ipv6",
         }
     }
     fn many(self) -> &'static str {
         match self {
             Flavor::Reserved => "reserved_ips",
             Flavor::Floating => "floating_ips",
+            Flavor::V6 => "reserved_ipv6s",
         }
+    }
+    fn path(self) -> &'static str {
+        match self {
+            Flavor::V6 => "reserved_ipv6",
+            other => other.many(),
+        }
+    }
+    /// Whether `ip` is served under this name.
+    fn serves(self, ip: IpAddr) -> bool {
+        ip.is_ipv6() == (self == Flavor::V6)
     }
 }
 
@@ -44,23 +58,27 @@ struct Ctx {
 
 pub fn router(world: World) -> Router {
     let mut r = Router::new();
-    for flavor in [Flavor::Reserved, Flavor::Floating] {
-        let base = format!("/v2/{}", flavor.many());
+    for flavor in [Flavor::Reserved, Flavor::Floating, Flavor::V6] {
+        let base = format!("/v2/{}", flavor.path());
         let ctx = Ctx {
             world: world.clone(),
             flavor,
         };
-        r = r.merge(
-            Router::new()
-                .route(&base, get(list_ips))
-                .route(&format!("{base}/{{ip}}"), get(get_ip))
+        let mut routes = Router::new()
+            .route(&base, get(list_ips))
+            .route(&format!("{base}/{{ip}}"), get(get_ip));
+        // A reserved IPv6 has neither a list nor a read of its own actions.
+        routes = if flavor == Flavor::V6 {
+            routes.route(&format!("{base}/{{ip}}/actions"), post(post_action))
+        } else {
+            routes
                 .route(
                     &format!("{base}/{{ip}}/actions"),
                     get(list_ip_actions).post(post_action),
                 )
                 .route(&format!("{base}/{{ip}}/actions/{{id}}"), get(get_ip_action))
-                .with_state(ctx),
-        );
+        };
+        r = r.merge(routes.with_state(ctx));
     }
     r.merge(
         Router::new()
@@ -174,6 +192,14 @@ fn ip_json(world: &World, r: &ReservedIp) -> Value {
         .holder
         .and_then(|h| world.lock().droplets.get(&h).cloned())
         .map(|d| droplet_json(&d));
+    if r.ip.is_ipv6() {
+        return json!({
+            "ip": r.ip.to_string(),
+            "region_slug": r.region,
+            "reserved_at": "2024-11-20T11:08:30Z",
+            "droplet": droplet,
+        });
+    }
     json!({
         "ip": r.ip.to_string(),
         "region": region_json(&r.region),
@@ -183,15 +209,17 @@ fn ip_json(world: &World, r: &ReservedIp) -> Value {
     })
 }
 
-/// DigitalOcean reports a reserved IPv4 action's resource id as the address as an integer.
-fn ip_resource_id(ip: IpAddr) -> Value {
+/// DigitalOcean reports a reserved IPv4 action's resource id as the address as an integer;
+/// a reserved IPv6's is some integer (the emulator's number of the IP).
+fn ip_resource_id(world: &World, ip: IpAddr) -> Value {
     match ip {
         IpAddr::V4(v4) => json!(u32::from(v4)),
-        IpAddr::V6(_) => Value::Null,
+        IpAddr::V6(_) => json!(world.lock().ips.get(&ip).map_or(0, |r| r.num_id)),
     }
 }
 
 pub fn action_json(world: &World, a: &Action, flavor: Flavor) -> Value {
+    let flavor = if a.ip.is_ipv6() { Flavor::V6 } else { flavor };
     let region = world
         .lock()
         .ips
@@ -204,7 +232,7 @@ pub fn action_json(world: &World, a: &Action, flavor: Flavor) -> Value {
         "type": match a.kind { ActionKind::Assign => "assign_ip", ActionKind::Unassign => "unassign_ip" },
         "started_at": rfc3339(a.started_at),
         "completed_at": a.completed_at.map(rfc3339),
-        "resource_id": ip_resource_id(a.ip),
+        "resource_id": ip_resource_id(world, a.ip),
         "resource_type": flavor.one(),
         "region": region_json(&region),
         "region_slug": region,
@@ -212,19 +240,27 @@ pub fn action_json(world: &World, a: &Action, flavor: Flavor) -> Value {
     })
 }
 
-fn parse_ip(s: &str) -> Option<IpAddr> {
-    s.parse().ok()
-}
-
 async fn list_ips(State(c): State<Ctx>) -> Response {
-    let ips: Vec<ReservedIp> = c.world.lock().ips.values().cloned().collect();
+    let ips: Vec<ReservedIp> = c
+        .world
+        .lock()
+        .ips
+        .values()
+        .filter(|r| c.flavor.serves(r.ip))
+        .cloned()
+        .collect();
     let list: Vec<Value> = ips.iter().map(|r| ip_json(&c.world, r)).collect();
     let total = list.len();
     Json(json!({c.flavor.many(): list, "links": {}, "meta": {"total": total}})).into_response()
 }
 
+/// The address in a path, when this flavor serves it.
+fn parse_ip(c: &Ctx, s: &str) -> Option<IpAddr> {
+    s.parse().ok().filter(|ip| c.flavor.serves(*ip))
+}
+
 async fn get_ip(State(c): State<Ctx>, Path(ip): Path<String>) -> Response {
-    let found = parse_ip(&ip).and_then(|ip| c.world.lock().ips.get(&ip).cloned());
+    let found = parse_ip(&c, &ip).and_then(|ip| c.world.lock().ips.get(&ip).cloned());
     match found {
         Some(r) => Json(json!({c.flavor.one(): ip_json(&c.world, &r)})).into_response(),
         None => not_found(),
@@ -232,7 +268,7 @@ async fn get_ip(State(c): State<Ctx>, Path(ip): Path<String>) -> Response {
 }
 
 async fn list_ip_actions(State(c): State<Ctx>, Path(ip): Path<String>) -> Response {
-    let Some(ip) = parse_ip(&ip).filter(|ip| c.world.lock().ips.contains_key(ip)) else {
+    let Some(ip) = parse_ip(&c, &ip).filter(|ip| c.world.lock().ips.contains_key(ip)) else {
         return not_found();
     };
     let actions: Vec<Action> = c
@@ -256,7 +292,7 @@ async fn post_action(
     Path(ip): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(ip) = parse_ip(&ip) else {
+    let Some(ip) = parse_ip(&c, &ip) else {
         return not_found();
     };
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
@@ -299,7 +335,7 @@ async fn post_action(
 }
 
 async fn get_ip_action(State(c): State<Ctx>, Path((ip, id)): Path<(String, String)>) -> Response {
-    let (Some(ip), Ok(id)) = (parse_ip(&ip), id.parse::<u64>()) else {
+    let (Some(ip), Ok(id)) = (parse_ip(&c, &ip), id.parse::<u64>()) else {
         return not_found();
     };
     let a = c.world.lock().actions.get(&id).cloned();
@@ -340,6 +376,7 @@ pub fn required_scope(method: &http::Method, path: &str) -> Option<&'static str>
     let p = path.trim_end_matches('/');
     let rest = p
         .strip_prefix("/v2/reserved_ips")
+        .or_else(|| p.strip_prefix("/v2/reserved_ipv6"))
         .or_else(|| p.strip_prefix("/v2/floating_ips"));
     if let Some(rest) = rest {
         let posting_action = method == http::Method::POST && rest.ends_with("/actions");

@@ -623,3 +623,54 @@ async fn twenty_concurrent_moves_share_the_token_budget_and_get_no_429() {
     assert!(requests.len() <= 225, "{} requests", requests.len());
     assert!(took < Duration::from_secs(8), "took {took:?}");
 }
+
+/// Issue 14 item 1: a DigitalOcean reserved IPv6 moves through `/v2/reserved_ipv6/{ip}` and its
+/// action is polled at `/v2/actions/{id}` (there is no per-IP action read for IPv6); a second
+/// assign posts nothing.
+#[tokio::test]
+async fn a_reserved_ipv6_moves_and_its_action_is_polled_at_v2_actions() {
+    let dir = tempfile::tempdir().unwrap();
+    let v6: std::net::IpAddr = "2001:db8:0:1::100".parse().unwrap();
+    let mut cfg = fixture(Duration::from_millis(200));
+    cfg.audit_log = Some(dir.path().join("audit.jsonl"));
+    cfg.reserved_ips
+        .push(tandem_tests::emulator::ReservedIpConfig {
+            ip: v6,
+            region: "nyc3".into(),
+            holder: Some(PRIMARY),
+        });
+    let emu = Emulator::start(cfg).await.unwrap();
+    let c = DigitalOcean::new(v6, Secret::new(TOKEN.into()), opts(&emu, SECONDARY)).unwrap();
+    let h = c.holder().await.unwrap();
+    assert_eq!(h.server, Some(ServerId::Numeric(PRIMARY)));
+    let out = c.assign().await.unwrap();
+    assert!(!out.already_held);
+    assert_eq!(emu.holder(v6), Some(SECONDARY));
+    assert_eq!(emu.holder(ip()), Some(PRIMARY), "the IPv4 stays");
+    assert!(c.assign().await.unwrap().already_held);
+    let paths: Vec<String> = testkit::read_audit(&dir.path().join("audit.jsonl"))
+        .into_iter()
+        .filter(|l| l["event"] == "request")
+        .map(|l| {
+            format!(
+                "{} {}",
+                l["method"].as_str().unwrap_or(""),
+                l["path"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(
+        paths
+            .iter()
+            .any(|p| p == &format!("POST /v2/reserved_ipv6/{v6}/actions")),
+        "{paths:?}"
+    );
+    assert!(
+        paths.iter().any(|p| p.starts_with("GET /v2/actions/")),
+        "{paths:?}"
+    );
+    assert!(
+        !paths.iter().any(|p| p.contains("reserved_ips/2001")),
+        "{paths:?}"
+    );
+}

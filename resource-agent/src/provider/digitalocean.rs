@@ -1,4 +1,4 @@
-//! DigitalOcean reserved IPs (API v2).
+//! DigitalOcean reserved IPs, IPv4 and IPv6 (API v2).
 //!
 //! - holder: `GET /v2/reserved_ips/{ip}` → `reserved_ip.droplet.id`, `reserved_ip.locked`
 //! - assign: `POST /v2/reserved_ips/{ip}/actions {"type":"assign","droplet_id":N}` → 201 with
@@ -6,6 +6,11 @@
 //!   (this path needs only `reserved_ip:read`, unlike `/v2/actions/{id}`)
 //! - 422 "already has a pending event": another action runs; wait and re-read the holder
 //! - droplet id: configured, or `GET {metadata}/metadata/v1/id`
+//!
+//! A reserved IPv6 lives under `/v2/reserved_ipv6/{ip}` (`reserved_ipv6.droplet`, the region
+//! as `region_slug`, no `locked`: a busy IP shows only in the 422 of the next POST) with the
+//! same assign/unassign POST; it has no per-IP action read, so its actions are polled at
+//! `/v2/actions/{id}`, which needs the `actions:read` scope as well.
 use std::net::IpAddr;
 
 use reqwest::{Method, StatusCode};
@@ -32,6 +37,7 @@ enum Need {
     Read,
     Update,
     Droplet,
+    Actions,
 }
 
 impl Need {
@@ -40,6 +46,7 @@ impl Need {
             Need::Read => "reserved_ip:read",
             Need::Update => "reserved_ip:update",
             Need::Droplet => "droplet:read",
+            Need::Actions => "actions:read",
         }
     }
 }
@@ -58,7 +65,22 @@ impl DigitalOcean {
     }
 
     fn ip_path(&self) -> String {
-        format!("/v2/reserved_ips/{}", self.ip)
+        format!("/v2/{}/{}", self.names().0, self.ip)
+    }
+
+    /// The resource's name in paths and the key of its answer.
+    fn names(&self) -> (&'static str, &'static str) {
+        if self.ip.is_ipv6() {
+            ("reserved_ipv6", "reserved_ipv6")
+        } else {
+            ("reserved_ips", "reserved_ip")
+        }
+    }
+
+    /// What the IP is called in messages.
+    fn noun(&self) -> String {
+        let v = if self.ip.is_ipv6() { "IPv6" } else { "IP" };
+        format!("reserved {v} {}", self.ip)
     }
 
     /// Turns a non-success reply into the matching error.
@@ -68,7 +90,7 @@ impl DigitalOcean {
                 Some(id) => format!("droplet {id}"),
                 None => "this droplet".to_owned(),
             },
-            _ => format!("reserved IP {}", self.ip),
+            _ => self.noun(),
         };
         r.refusal(NAME, what, need.scope(), missing, mutating)
     }
@@ -95,20 +117,20 @@ impl Client for DigitalOcean {
     };
 
     async fn read_ip_state(&self, deadline: Instant) -> Result<IpState, ProviderError> {
-        let what = format!("reading reserved IP {}", self.ip);
+        let what = format!("reading {}", self.noun());
         let body = self
             .api
             .get(&self.ip_path(), &what, deadline)
             .await?
             .map_err(|r| self.refusal(&r, &what, Need::Read, false))?;
-        let rip = field(NAME, &what, &body, "reserved_ip")?;
+        let rip = field(NAME, &what, &body, self.names().1)?;
         Ok(IpState {
             server: rip
                 .pointer("/droplet/id")
                 .and_then(Value::as_u64)
                 .map(ServerId::Numeric),
             locked: rip.get("locked").and_then(Value::as_bool).unwrap_or(false),
-            region: text_at(rip, "/region/slug"),
+            region: text_at(rip, "/region/slug").or_else(|| text_at(rip, "/region_slug")),
         })
     }
 
@@ -161,12 +183,16 @@ impl Client for DigitalOcean {
         what: &str,
         deadline: Instant,
     ) -> Result<ActionState, ProviderError> {
-        let path = format!("{}/actions/{id}", self.ip_path());
+        let (path, need) = if self.ip.is_ipv6() {
+            (format!("/v2/actions/{id}"), Need::Actions)
+        } else {
+            (format!("{}/actions/{id}", self.ip_path()), Need::Read)
+        };
         let body = self
             .api
             .get(&path, what, deadline)
             .await?
-            .map_err(|r| self.refusal(&r, what, Need::Read, true))?;
+            .map_err(|r| self.refusal(&r, what, need, true))?;
         Ok(action_in(NAME, what, &body, state)?.1)
     }
 }

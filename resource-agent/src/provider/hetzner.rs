@@ -1,6 +1,8 @@
-//! Hetzner Cloud floating IPs (API v1).
+//! Hetzner Cloud floating IPs, IPv4 and IPv6 (API v1).
 //!
-//! - the IP's numeric id: `GET /v1/floating_ips?page=N&per_page=50`, matched on `ip`
+//! - the IP's numeric id: `GET /v1/floating_ips?page=N&per_page=50`, matched on `ip` (a
+//!   floating IPv6 is a whole /64, shown as `2001:db8:1:2::/64`: the configured address is one
+//!   of it)
 //! - holder: `GET /v1/floating_ips/{id}` → `floating_ip.server` (a server id or null)
 //! - assign: `POST /v1/floating_ips/{id}/actions/assign {"server": N}` → 201 `{"action"}`,
 //!   then `GET /v1/actions/{id}` until `status` is `success` or `error`
@@ -17,7 +19,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use super::http::{Api, MetadataId, Reply, field, text_at};
-use super::moves::{ActionState, Client, IpState, Move, Posted, action_in, droplet_number};
+use super::moves::{ActionState, Client, IpState, Move, Posted, action_in, covers, droplet_number};
 use super::{Holder, Options, ProviderError, ServerId};
 
 const NAME: &str = Provider::Hetzner.name();
@@ -65,7 +67,9 @@ impl Hetzner {
                         .map_err(|r| self.refusal(&r, &what, false))?;
                     let ips = body.get("floating_ips").and_then(Value::as_array);
                     let found = ips.into_iter().flatten().find(|f| {
-                        f.get("ip").and_then(Value::as_str) == Some(&self.ip.to_string())
+                        f.get("ip")
+                            .and_then(Value::as_str)
+                            .is_some_and(|net| covers(net, None, self.ip))
                     });
                     if let Some(id) = found.and_then(|f| f.get("id")).and_then(Value::as_u64) {
                         return Ok(id);

@@ -98,6 +98,29 @@ pub(crate) fn action_in(
     }
 }
 
+/// Whether `net` names `ip`: an address, or a network as `address/prefix` (the prefix may come
+/// separately, as Vultr's `subnet_size`). Hetzner and Vultr show a floating or reserved IPv6 as
+/// its /64, and the configured address is one of it.
+pub(crate) fn covers(net: &str, prefix: Option<u64>, ip: IpAddr) -> bool {
+    let (addr, len) = match net.split_once('/') {
+        Some((a, l)) => (a, l.parse::<u32>().ok()),
+        None => (net, prefix.and_then(|p| u32::try_from(p).ok())),
+    };
+    let bits = |a: IpAddr| match a {
+        IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 32),
+        IpAddr::V6(v6) => (u128::from(v6), 128),
+    };
+    match addr.parse::<IpAddr>() {
+        Ok(a) if a.is_ipv6() == ip.is_ipv6() => {
+            let ((x, width), (y, _)) = (bits(a), bits(ip));
+            let len = len.unwrap_or(width).min(width);
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            x & mask == y & mask
+        }
+        _ => false,
+    }
+}
+
 /// A numeric server id as the number a JSON body carries (DigitalOcean, Hetzner).
 pub(crate) fn droplet_number(id: &ServerId) -> Result<u64, ProviderError> {
     match id {
@@ -423,5 +446,28 @@ fn mark_changed(e: ProviderError) -> ProviderError {
             state_may_have_changed: true,
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_is_covered_by_itself_and_by_its_network() {
+        let v6: IpAddr = "2001:db8:1:2::5".parse().unwrap();
+        assert!(covers("2001:db8:1:2::5", None, v6));
+        assert!(covers("2001:db8:1:2::/64", None, v6));
+        assert!(covers("2001:db8:1:2::", Some(64), v6));
+        assert!(!covers("2001:db8:1:3::/64", None, v6));
+        assert!(
+            !covers("2001:db8:1:2::", None, v6),
+            "no prefix: the address alone"
+        );
+        let v4: IpAddr = "45.55.96.8".parse().unwrap();
+        assert!(covers("45.55.96.8", Some(32), v4));
+        assert!(!covers("45.55.96.9", None, v4));
+        assert!(!covers("2001:db8::/0", None, v4), "another family");
+        assert!(!covers("not an address", None, v4));
     }
 }

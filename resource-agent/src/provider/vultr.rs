@@ -1,6 +1,7 @@
-//! Vultr reserved IPs (API v2).
+//! Vultr reserved IPs, IPv4 and IPv6 (API v2).
 //!
 //! - the IP's id (a UUID): `GET /v2/reserved-ips?per_page=100[&cursor=...]`, matched on `subnet`
+//!   and `subnet_size` (a reserved IPv6 is a /64: the configured address is one of it)
 //! - holder: `GET /v2/reserved-ips/{id}` → `reserved_ip.instance_id` (empty when detached)
 //! - assign: `POST /v2/reserved-ips/{id}/attach {"instance_id": "..."}` → 204; Vultr returns
 //!   no action to poll, so the holder is re-read until it shows this instance
@@ -20,7 +21,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use super::http::{Api, MetadataId, Reply, text_at};
-use super::moves::{ActionState, Client, IpState, Move, Posted};
+use super::moves::{ActionState, Client, IpState, Move, Posted, covers};
 use super::{Holder, Options, ProviderError, ServerId};
 
 const NAME: &str = Provider::Vultr.name();
@@ -74,7 +75,10 @@ impl Vultr {
                         .map_err(|r| self.refusal(&r, &what, false))?;
                     let list = body.get("reserved_ips").and_then(Value::as_array);
                     let found = list.into_iter().flatten().find(|x| {
-                        x.get("subnet").and_then(Value::as_str) == Some(&self.ip.to_string())
+                        let size = x.get("subnet_size").and_then(Value::as_u64);
+                        x.get("subnet")
+                            .and_then(Value::as_str)
+                            .is_some_and(|net| covers(net, size, self.ip))
                     });
                     if let Some(id) = found.and_then(|x| x.get("id")).and_then(Value::as_str) {
                         return Ok(id.to_owned());
