@@ -25,7 +25,7 @@ struct Args {
     /// Runs per row.
     #[arg(long, default_value_t = 5)]
     runs: usize,
-    /// Reserved IPs of the burst row (half IPv4, half IPv6 when `--ipv6`).
+    /// Reserved IPs of the burst row: half IPv4, half IPv6.
     #[arg(long, default_value_t = 20)]
     ips: usize,
     /// Base action time; each action takes this plus up to this again.
