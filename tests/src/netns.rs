@@ -426,7 +426,7 @@ pub fn net_or_skip(hosts: usize, links: usize) -> Option<Net> {
     match Net::new(hosts, links) {
         Ok(n) => Some(n),
         Err(NetnsError::Unavailable(why)) => {
-            eprintln!("skipped: {why}");
+            crate::require::skip(&why);
             None
         }
         Err(e) => panic!("cannot build the test net: {e}"),

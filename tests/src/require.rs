@@ -3,7 +3,7 @@
 //! tcpdump` starts fine, and only the missing capture file would tell).
 //!
 //! Each check returns `Err(reason)` with what to install; [`skip_unless!`](crate::skip_unless)
-//! prints `skipped: <reason>` and returns from the test.
+//! reports `skipped: <test>: <reason>` with [`skip`] and returns from the test.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -114,7 +114,17 @@ pub fn python(modules: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Returns from the test, printing why, unless every check passes.
+/// Says that the running test skips and why, on the process's stderr. Not through `print!`:
+/// libtest shows what a passing test printed only with `--nocapture`, and a plain
+/// `cargo test` must still say what it did not test.
+pub fn skip(why: &str) {
+    use std::io::Write;
+    // libtest runs each test on a thread named after it.
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let _ = writeln!(std::io::stderr(), "skipped: {test}: {why}");
+}
+
+/// Returns from the test, saying why, unless every check passes.
 ///
 /// ```ignore
 /// skip_unless!(require::netns(), require::tools(&["tcpdump"]));
@@ -124,7 +134,7 @@ macro_rules! skip_unless {
     ($($check:expr),+ $(,)?) => {
         $(
             if let Err(why) = $check {
-                println!("skipped: {why}");
+                $crate::require::skip(&why);
                 return;
             }
         )+

@@ -13,10 +13,7 @@ const MOVE_LIMIT: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_primary_loses_quorum_and_the_ip_moves_once_each_way() {
-    if let Some(why) = tandem_tests::netns::unavailable() {
-        println!("skipped: network namespaces unavailable: {why}");
-        return;
-    }
+    tandem_tests::skip_unless!(tandem_tests::require::netns());
     let mut spec = Spec::fast(Binaries::for_tests().expect("binaries"));
     spec.witness = Some("witness".into());
     spec.network = Some(tandem_tests::netns::namespaces());

@@ -28,7 +28,7 @@ const ACTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// A spec with namespaces, or `None` (and why, printed) where they cannot be made.
 fn spec(links: usize, witness: bool) -> Option<Spec> {
     if let Some(why) = tandem_tests::netns::unavailable() {
-        println!("skipped: network namespaces unavailable: {why}");
+        tandem_tests::require::skip(&format!("network namespaces unavailable: {why}"));
         return None;
     }
     let mut s = Spec::defaults(Binaries::for_tests().expect("daemon binaries"));
