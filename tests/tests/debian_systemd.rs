@@ -67,7 +67,7 @@ fn setup() -> Option<&'static Setup> {
     match s {
         Ok(s) => Some(s),
         Err(why) => {
-            println!("skipped: {why}");
+            tandem_tests::require::skip(why);
             None
         }
     }
