@@ -2,6 +2,9 @@
 //! Python programs of docs/QUERYING.md, run as they stand with grpcio (which sends the socket
 //! path, percent-encoded, as `:authority`), through reflection and through stubs generated
 //! from proto/proto with grpcio-tools. Skipped, saying why, without python3 and those modules.
+//! Letting every `:authority` in lets no one else in: the sockets' mode, group and the
+//! agent's check of the caller's credentials still decide (run as root, with setpriv).
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -153,4 +156,76 @@ async fn python_grpcio_without_options_queries_both_sockets() {
         out.contains("held by primary here: GROUP_STATE_STOPPED"),
         "{out}"
     );
+}
+
+/// `ipctl` (a client like any other, through the same relay) as uid/gid 65534 with `groups`
+/// as its only supplementary groups, against node 0's sockets.
+fn ipctl_as_nobody(c: &Cluster, groups: &str, args: &[&str]) -> Output {
+    let ipctl = tandem_tests::cluster::ipctl_for_tests().expect("ipctl builds");
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            &format!("--groups={groups}"),
+            "--",
+        ])
+        .arg(ipctl)
+        .arg("--run-dir")
+        .arg(&c.nodes[0].run_dir)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run ipctl through setpriv")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_outside_the_sockets_group_is_refused_and_a_member_may_only_read() {
+    skip_unless!(require::root(), require::tools(&["setpriv"]));
+    let c = settled().await;
+    let node = &c.nodes[0];
+    // Only the sockets' own mode and group may decide: open the directories above them.
+    for dir in [&c.path, &node.dir, &node.run_dir] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    // Without a configured socket_group the sockets belong to the daemons' group (root's).
+    let sockets = ["membership.sock", "agent.sock"].map(|s| node.run_dir.join(s));
+    let gid = {
+        use std::os::unix::fs::MetadataExt;
+        let meta = sockets
+            .each_ref()
+            .map(|s| std::fs::metadata(s).expect("socket"));
+        for m in &meta {
+            assert_eq!(m.permissions().mode() & 0o777, 0o660);
+        }
+        assert_eq!(meta[0].gid(), meta[1].gid());
+        meta[0].gid()
+    };
+    // Outside the group: refused at both sockets by the kernel, before any gRPC.
+    let out = ipctl_as_nobody(&c, "65534", &["status", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    for (daemon, socket) in ["membership", "agent"].iter().zip(&sockets) {
+        let error = &report[daemon]["error"];
+        assert_eq!(error["kind"], "permission_denied", "{daemon}: {report}");
+        let message = error["message"].as_str().expect("message");
+        assert!(message.contains(&*socket.to_string_lossy()), "{message}");
+    }
+    // In the group: both answer; a change is still refused, by the agent's check of the
+    // caller's credentials, which the relay passes on.
+    let out = ipctl_as_nobody(&c, &format!("65534,{gid}"), &["status", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert!(out.status.success(), "{report}");
+    assert_eq!(report["membership"]["available"], true, "{report}");
+    assert_eq!(report["agent"]["available"], true, "{report}");
+    let out = ipctl_as_nobody(&c, &format!("65534,{gid}"), &["standby"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("uid 65534 may not change the cluster"),
+        "{err}"
+    );
+    let g = c.group(0).await.expect("agent status");
+    assert_eq!(g.holder, "primary", "nothing changed");
 }
