@@ -6,6 +6,17 @@ use serde_json::Value;
 
 use super::{DropletConfig, Emulator, EmulatorConfig, ReservedIpConfig, TokenConfig};
 
+/// Says that the running test skips (all of it or a part) and why, on the process's stderr.
+/// Not through `eprintln!`: libtest shows what a passing test printed only with
+/// `--nocapture`, and a plain `cargo test` must still say what it did not test. Here, in the
+/// one crate every suite links (tandem-tests re-exports it as `require::skip`).
+pub fn skip(why: &str) {
+    use std::io::Write;
+    // libtest runs each test on a thread named after it.
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let _ = writeln!(std::io::stderr(), "skipped: {test}: {why}");
+}
+
 /// A full-access token of the standard fixture.
 pub const TOKEN: &str = "dop_v1_emulator_full_access_0123456789abcdef";
 /// A token with read scopes only.

@@ -34,10 +34,10 @@ fn spec_file(name: &str) -> Option<Value> {
             Some(serde_json::to_value(y).expect("the spec converts to JSON"))
         }
         Err(e) => {
-            eprintln!(
-                "SKIPPED: {} not readable ({e}); the OpenAPI check needs it",
+            tandem_emulator::testkit::skip(&format!(
+                "{} not readable ({e}); the OpenAPI check needs it (set TANDEM_REFERENCE_DIR)",
                 path.display()
-            );
+            ));
             None
         }
     }

@@ -104,7 +104,9 @@ async fn assign_progress_runs_in_real_time_and_the_result_is_rounded() {
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
     else {
-        eprintln!("skipped the terminal half: util-linux `script` is not installed");
+        tandem_emulator::testkit::skip(
+            "the terminal half only: util-linux `script` is not installed (apt-get install -y bsdutils)",
+        );
         return;
     };
     // a fresh emulator: the IP is on the primary again

@@ -408,7 +408,7 @@ fn zsh_completes_names_on_the_first_tab_from_the_installed_file() {
         .into_iter()
         .find(|p| Path::new(p).exists())
     else {
-        eprintln!("skipped: zsh is not installed");
+        tandem_emulator::testkit::skip("zsh is not installed (apt-get install -y zsh)");
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -443,9 +443,9 @@ fn packaged_example(dir: &Path) -> Option<()> {
 fn the_packaged_heartbeat_example_imports_into_a_config_that_works_on_its_node() {
     let work = tempfile::tempdir().unwrap();
     if packaged_example(&work.path().join("ha.d")).is_none() {
-        eprintln!(
-            "skipped: the Debian package `heartbeat` (its examples in /usr/share/doc/heartbeat \
-             and /etc/ha.d/resource.d) is not installed"
+        tandem_emulator::testkit::skip(
+            "the Debian package `heartbeat` (its examples in /usr/share/doc/heartbeat and \
+             /etc/ha.d/resource.d) is not installed (apt-get install -y heartbeat)",
         );
         return;
     }

@@ -114,15 +114,7 @@ pub fn python(modules: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Says that the running test skips and why, on the process's stderr. Not through `print!`:
-/// libtest shows what a passing test printed only with `--nocapture`, and a plain
-/// `cargo test` must still say what it did not test.
-pub fn skip(why: &str) {
-    use std::io::Write;
-    // libtest runs each test on a thread named after it.
-    let test = std::thread::current().name().unwrap_or("a test").to_owned();
-    let _ = writeln!(std::io::stderr(), "skipped: {test}: {why}");
-}
+pub use tandem_emulator::testkit::skip;
 
 /// Returns from the test, saying why, unless every check passes.
 ///
