@@ -113,7 +113,9 @@ ok "/run/tandem is 1770 root:tandem (gid $gid of the root's group database)"
 
 # 4. The installed tools work.
 "$root/usr/bin/ipctl" --version >/dev/null || fail "ipctl --version"
-"$root/usr/bin/ipctl" check-config --node primary \
+# Without --node: this scratch root is not a node (no nginx script, no key, no unit), and
+# --node makes what this machine lacks an error.
+"$root/usr/bin/ipctl" check-config \
     "$root/usr/share/doc/tandem/examples/cluster.yaml" >/dev/null 2>&1 ||
     fail "the example cluster.yaml does not pass ipctl check-config"
 ok "installed ipctl runs and accepts the example configuration"
