@@ -36,7 +36,7 @@ pub mod probe;
 pub mod web;
 mod yaml;
 
-pub use binaries::{Binaries, ipctl_for_tests};
+pub use binaries::{Binaries, emulator_for_tests, ipctl_for_tests};
 pub use fence::FenceSpec;
 pub use network::{MakeNetwork, Network, NetworkFactory};
 pub use probe::{ProbeReport, Prober};

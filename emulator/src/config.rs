@@ -19,6 +19,7 @@ use serde::Deserialize;
 /// action_jitter: 0s
 /// rate_limit: { per_minute: 250, per_hour: 5000 }
 /// audit_log: /tmp/emulator-audit.jsonl
+/// listen: 127.0.0.1
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +42,10 @@ pub struct EmulatorConfig {
     /// JSON-lines file of every request and every change of holder.
     #[serde(default)]
     pub audit_log: Option<PathBuf>,
+    /// The address every listener binds (each on a port of its own). Default loopback; an
+    /// address in a network namespace serves machines that reach it over a veth.
+    #[serde(default = "default_listen")]
+    pub listen: IpAddr,
 }
 
 impl Default for EmulatorConfig {
@@ -53,8 +58,13 @@ impl Default for EmulatorConfig {
             action_jitter: Duration::ZERO,
             rate_limit: RateLimitConfig::default(),
             audit_log: None,
+            listen: default_listen(),
         }
     }
+}
+
+fn default_listen() -> IpAddr {
+    IpAddr::from([127, 0, 0, 1])
 }
 
 fn default_action_delay() -> Duration {

@@ -3,7 +3,8 @@
 //!
 //! [`cluster`] launches a cluster on one machine: this emulator as the provider and the real
 //! daemons per node. The emulator itself, a DigitalOcean-compatible API, is this module:
-//! [`Emulator::start`] binds everything on `127.0.0.1:0` and returns the bound addresses:
+//! [`Emulator::start`] binds everything on port 0 of `listen` (default `127.0.0.1`) and returns
+//! the bound addresses:
 //! - the API (`/v2/...` as DigitalOcean, `/hetzner/v1/...` as Hetzner Cloud, `/vultr/v2/...`
 //!   as Vultr, all on the same reserved IPs and servers; `/_admin/...` for tests: state,
 //!   faults, tokens),
@@ -98,8 +99,8 @@ pub struct Emulator {
     tasks: Vec<JoinHandle<()>>,
 }
 
-async fn bind(what: String) -> Result<(TcpListener, SocketAddr), StartError> {
-    let l = TcpListener::bind(("127.0.0.1", 0))
+async fn bind(ip: IpAddr, what: String) -> Result<(TcpListener, SocketAddr), StartError> {
+    let l = TcpListener::bind((ip, 0))
         .await
         .map_err(|source| StartError::Bind {
             what: what.clone(),
@@ -125,7 +126,7 @@ impl Emulator {
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = Vec::new();
 
-        let (api_l, api_a) = bind("the API listener".into()).await?;
+        let (api_l, api_a) = bind(config.listen, "the API listener".into()).await?;
         let svc = Arc::new(server::ApiService {
             world: world.clone(),
             api: digitalocean::router(world.clone())
@@ -138,7 +139,11 @@ impl Emulator {
 
         let mut metadata = BTreeMap::new();
         for d in &config.droplets {
-            let (l, a) = bind(format!("the metadata listener of droplet {}", d.id)).await?;
+            let (l, a) = bind(
+                config.listen,
+                format!("the metadata listener of droplet {}", d.id),
+            )
+            .await?;
             tasks.push(serve_router(
                 l,
                 sidecars::metadata_router(world.clone(), d.id),
@@ -148,7 +153,7 @@ impl Emulator {
         }
         let mut fronts = BTreeMap::new();
         for r in &config.reserved_ips {
-            let (l, a) = bind(format!("the front of {}", r.ip)).await?;
+            let (l, a) = bind(config.listen, format!("the front of {}", r.ip)).await?;
             tasks.push(serve_router(
                 l,
                 sidecars::front_router(world.clone(), r.ip),

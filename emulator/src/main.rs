@@ -14,7 +14,7 @@ use tandem_emulator::{DropletConfig, Emulator, EmulatorConfig, ReservedIpConfig,
 #[derive(Debug, Parser)]
 #[command(
     name = "tandem-emulator",
-    about = "DigitalOcean reserved-IP API emulator (loopback only)"
+    about = "DigitalOcean reserved-IP API emulator (loopback unless --listen says otherwise)"
 )]
 struct Args {
     /// YAML configuration (droplets, reserved_ips, tokens, action_delay, rate_limit, audit_log).
@@ -36,6 +36,10 @@ struct Args {
     /// JSON-lines audit log (overrides the config).
     #[arg(long)]
     audit_log: Option<PathBuf>,
+    /// The address every listener binds (overrides the config), e.g. an address in a network
+    /// namespace; default 127.0.0.1.
+    #[arg(long)]
+    listen: Option<std::net::IpAddr>,
     /// Also write the addresses JSON here (atomically: temp file + rename).
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -125,6 +129,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(p) = &args.audit_log {
         cfg.audit_log = Some(p.clone());
+    }
+    if let Some(ip) = args.listen {
+        cfg.listen = ip;
     }
     let emu = Emulator::start(cfg).await?;
     let line = serde_json::to_string(&emu.addresses)?;

@@ -39,23 +39,31 @@ fn cargo_build_for_tests(what: &[&str]) -> Result<PathBuf, LaunchError> {
     Ok(profile_dir)
 }
 
-/// For tests: the `ipctl` binary (another package, so no `CARGO_BIN_EXE_ipctl`), built as
-/// [`Binaries::for_tests`] builds the daemons.
+/// For tests: binary `bin` of package `package` (another package's binary has no
+/// `CARGO_BIN_EXE_*`), built as [`Binaries::for_tests`] builds the daemons.
+fn bin_for_tests(package: &str, bin: &str) -> Result<PathBuf, String> {
+    let path = cargo_build_for_tests(&["-p", package, "--bin", bin])
+        .map_err(|e| e.to_string())?
+        .join(bin);
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!("{} missing after the build", path.display()))
+    }
+}
+
+/// For tests: the `ipctl` binary.
 pub fn ipctl_for_tests() -> Result<PathBuf, LaunchError> {
     static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let bin = cargo_build_for_tests(&["-p", "ipctl", "--bin", "ipctl"])
-                .map_err(|e| e.to_string())?
-                .join("ipctl");
-            if bin.exists() {
-                Ok(bin)
-            } else {
-                Err(format!("{} missing after the build", bin.display()))
-            }
-        })
-        .clone()
-        .map_err(LaunchError::Binaries)
+    let built = BUILT.get_or_init(|| bin_for_tests("ipctl", "ipctl"));
+    built.clone().map_err(LaunchError::Binaries)
+}
+
+/// For tests: the `tandem-emulator` binary (a process of its own, e.g. in a network namespace).
+pub fn emulator_for_tests() -> Result<PathBuf, LaunchError> {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let built = BUILT.get_or_init(|| bin_for_tests("tandem-emulator", "tandem-emulator"));
+    built.clone().map_err(LaunchError::Binaries)
 }
 
 /// The daemon binaries.

@@ -15,6 +15,9 @@
 //! - **A `/dev` of its own** (tmpfs with null, zero, full, random, urandom, tty and a new
 //!   devpts instance), not the host's devtmpfs: on the host's, systemd starts `getty`s on the
 //!   host's consoles. No `/dev/console`, so no console getty either.
+//! - **A boot id of its own, new at every boot** (bound over `/proc/sys/kernel/random/boot_id`,
+//!   as nspawn does): the kernel's is the host's, so without it every boot of a machine has
+//!   the same id and `journalctl -b -1` finds no previous boot.
 //! - An overlay root: the shared base is the lower layer, the machine writes only to its
 //!   own upper directory, which survives a poweroff, so the machine boots again with what
 //!   it had (installed packages, configuration, state).
@@ -50,7 +53,9 @@ host)
 machine)
     r=$dir/root
     mount -t overlay overlay -o "lowerdir=$base,upperdir=$dir/upper,workdir=$dir/work" "$r"
-    mount --make-rshared "$r"
+    mount -t proc proc "$r/proc"
+    cat /proc/sys/kernel/random/uuid >"$dir/boot_id"
+    mount --bind "$dir/boot_id" "$r/proc/sys/kernel/random/boot_id"
     mount -t sysfs sysfs "$r/sys"
     mount -t cgroup2 cgroup2 "$r/sys/fs/cgroup"
     mount -t tmpfs -o mode=0755,nosuid tmpfs "$r/dev"
@@ -61,7 +66,14 @@ machine)
     mkdir "$r/dev/pts"
     mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts "$r/dev/pts"
     ln -s pts/ptmx "$r/dev/ptmx"
-    exec chroot "$r" /usr/bin/env -i container=tandem-test /lib/systemd/systemd
+    # The machine's root becomes the root of its mount namespace (pivot_root, as a real boot's
+    # switch_root and nspawn do, not chroot: the kernel refuses user namespaces, and so
+    # PrivateUsers=, to a chrooted process); the host's tree is detached.
+    cd "$r"
+    pivot_root . .
+    umount -l .
+    mount --make-rshared /
+    exec /usr/bin/env -i container=tandem-test /lib/systemd/systemd
     ;;
 esac
 "#;
@@ -176,48 +188,77 @@ impl Machine {
     /// Boots the machine and waits until `systemctl is-system-running` says `running`.
     /// Returns the time that took. A `degraded` boot is an error that lists the failed units.
     pub fn boot(&mut self) -> Result<Duration, DebianError> {
+        let started = Instant::now();
+        self.start()?;
+        self.wait_running()?;
+        Ok(started.elapsed())
+    }
+
+    /// Starts the machine's systemd and returns once it runs (not booted yet: see
+    /// [`Machine::wait_running`]). The machine dies with the thread that calls this (its
+    /// boot runs under `setpriv --pdeathsig KILL`): a test runner killed mid-test leaves no
+    /// machine behind.
+    pub fn start(&mut self) -> Result<(), DebianError> {
         if self.running.is_some() {
             return Err(DebianError::Machine(format!(
                 "{} is already running",
                 self.name
             )));
         }
-        let started = Instant::now();
         remove_cgroup_tree(&self.cgroup);
         std::fs::create_dir_all(&self.cgroup).map_err(|e| DebianError::io(&self.cgroup, e))?;
-        let console = self.dir.join("console.log");
+        let console = self.console();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&console)
             .map_err(|e| DebianError::io(&console, e))?;
         let log2 = log.try_clone().map_err(|e| DebianError::io(&console, e))?;
-        let mut cmd = Command::new("sh");
-        cmd.args(["-euc", BOOT, "tdm-boot", "host"])
-            .arg(&self.base)
-            .arg(&self.dir)
-            .arg(&self.netns)
-            .arg(&self.cgroup)
-            .env("TDM_BOOT", BOOT)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2);
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--pdeathsig",
+            "KILL",
+            "sh",
+            "-euc",
+            BOOT,
+            "tdm-boot",
+            "host",
+        ])
+        .arg(&self.base)
+        .arg(&self.dir)
+        .arg(&self.netns)
+        .arg(&self.cgroup)
+        .env("TDM_BOOT", BOOT)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
         let mut child = cmd
             .spawn()
-            .map_err(|e| DebianError::io("sh (the machine's boot)", e))?;
-        let init = match wait_init(&mut child) {
-            Ok(pid) => pid,
+            .map_err(|e| DebianError::io("setpriv (the machine's boot)", e))?;
+        match wait_init(&mut child) {
+            Ok(init) => {
+                self.running = Some(Running { child, init });
+                Ok(())
+            }
             Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(DebianError::Machine(format!(
+                Err(DebianError::Machine(format!(
                     "{}: {e}; console: {}",
                     self.name,
                     std::fs::read_to_string(&console).unwrap_or_default().trim()
-                )));
+                )))
             }
-        };
-        self.running = Some(Running { child, init });
+        }
+    }
+
+    fn console(&self) -> PathBuf {
+        self.dir.join("console.log")
+    }
+
+    /// Waits until the started machine's `systemctl is-system-running` says `running`; a
+    /// `degraded` boot is an error that lists the failed units.
+    pub fn wait_running(&self) -> Result<(), DebianError> {
         // systemctl cannot wait for a manager that is not listening yet.
         let private = self.path("/run/systemd/private")?;
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -226,17 +267,19 @@ impl Machine {
         }
         let state = self.run("systemctl is-system-running --wait")?;
         let state_text = String::from_utf8_lossy(&state.stdout).trim().to_owned();
-        if state_text != "running" {
-            let failed = self.run("systemctl --failed --no-legend --plain")?;
-            return Err(DebianError::Machine(format!(
-                "{} booted {state_text:?}, not \"running\" ({}); failed units: {}; console: {}",
-                self.name,
-                String::from_utf8_lossy(&state.stderr).trim(),
-                String::from_utf8_lossy(&failed.stdout).trim(),
-                std::fs::read_to_string(&console).unwrap_or_default().trim()
-            )));
+        if state_text == "running" {
+            return Ok(());
         }
-        Ok(started.elapsed())
+        let failed = self.run("systemctl --failed --no-legend --plain")?;
+        Err(DebianError::Machine(format!(
+            "{} booted {state_text:?}, not \"running\" ({}); failed units: {}; console: {}",
+            self.name,
+            String::from_utf8_lossy(&state.stderr).trim(),
+            String::from_utf8_lossy(&failed.stdout).trim(),
+            std::fs::read_to_string(self.console())
+                .unwrap_or_default()
+                .trim()
+        )))
     }
 
     /// PID 1 of the machine, as the host sees it, while it runs.
@@ -314,6 +357,16 @@ impl Machine {
             .wait_with_output()
             .map_err(|e| DebianError::io(format!("nsenter into {}", self.name), e))?;
         checked(&self.name, script, out)
+    }
+
+    /// What `systemctl show UNIT` says inside, by property (empty if it cannot run).
+    pub fn show(&self, unit: &str) -> std::collections::HashMap<String, String> {
+        self.ok(&format!("systemctl show {unit}"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
     }
 
     /// Runs `poweroff` inside, as an operator would, and waits (up to `limit`) for the

@@ -7,6 +7,7 @@
 //! cgroup of its own. `systemd-nspawn` is not needed: the machine is set up the way nspawn
 //! sets up a container (see `machine.rs` for each piece and why it matters).
 pub mod base;
+pub mod droplets;
 pub mod machine;
 
 pub use machine::Machine;
@@ -43,7 +44,7 @@ impl DebianError {
 /// and a cgroup2 hierarchy; `Err` says what is missing.
 pub fn machines() -> Result<(), String> {
     crate::require::netns()?;
-    crate::require::tools(&["debootstrap", "unshare", "nsenter"])?;
+    crate::require::tools(&["debootstrap", "unshare", "nsenter", "setpriv"])?;
     if machine::cgroup2_root().is_none() {
         return Err("no cgroup2 hierarchy is mounted (systemd in a machine needs one)".into());
     }
