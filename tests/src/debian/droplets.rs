@@ -263,21 +263,37 @@ impl Droplets {
             }
             samples
         });
-        CurlLoop { stop, thread }
+        CurlLoop {
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 
-/// A running curl loop.
+/// A running curl loop; dropped (a test failed before [`CurlLoop::stop`]), it stops too.
 pub struct CurlLoop {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Vec<Sample>>,
+    thread: Option<JoinHandle<Vec<Sample>>>,
 }
 
 impl CurlLoop {
     /// Stops the loop; what it saw.
-    pub fn stop(self) -> ProbeReport {
+    pub fn stop(mut self) -> ProbeReport {
+        ProbeReport::from_samples(self.end())
+    }
+
+    fn end(&mut self) -> Vec<Sample> {
         self.stop.store(true, Ordering::Relaxed);
-        ProbeReport::from_samples(self.thread.join().unwrap_or_default())
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for CurlLoop {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 

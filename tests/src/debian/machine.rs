@@ -72,6 +72,12 @@ machine)
     cd "$r"
     pivot_root . .
     umount -l .
+    # What a real boot has and `unshare --mount` takes away: `/` shared. This is the fix for
+    # `Permission denied` on $CREDENTIALS_DIRECTORY of a User= service with LoadCredential=
+    # (systemd 252): systemd mounts the credentials' ramfs in a helper's mount namespace
+    # and moves it onto /run/credentials/UNIT; with private propagation it never reaches
+    # the service, which sees the root-only directory underneath. systemd shares `/` itself
+    # only when not in a container; in one (container= set), nspawn does it, so we do.
     mount --make-rshared /
     exec /usr/bin/env -i container=tandem-test /lib/systemd/systemd
     ;;
