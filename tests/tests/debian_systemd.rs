@@ -300,7 +300,7 @@ fn the_readme_tutorial_on_two_debian_machines_under_systemd() {
         started.elapsed().as_secs_f64()
     );
 
-    // 3. The same /etc/tandem/cluster.yaml on both, from the example; check-config on each.
+    // 3. The same /etc/tandem/cluster.yaml on both, from the example.
     for m in &d.machines {
         m.ok("cp /usr/share/doc/tandem/examples/cluster.yaml /etc/tandem/")
             .expect("cp the example");
@@ -308,22 +308,6 @@ fn the_readme_tutorial_on_two_debian_machines_under_systemd() {
         let example = std::fs::read_to_string(&path).expect("the example");
         std::fs::write(&path, cluster_yaml(&example, &d)).expect("edit");
     }
-    for (m, out) in d
-        .machines
-        .iter()
-        .zip(d.on_each(|m| m.run(&format!("ipctl check-config --node {}", m.name))))
-    {
-        let out = out.expect("check-config runs");
-        println!(
-            "step 3: ipctl check-config --node {}: {}\n{}{}",
-            m.name,
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "check-config on {}", m.name);
-    }
-
     // 4. The cluster key, made on the primary, copied to the secondary as `scp -p` copies
     // (contents and mode), and chowned there.
     let (primary, secondary) = (d.machine("primary"), d.machine("secondary"));
@@ -346,6 +330,21 @@ fn the_readme_tutorial_on_two_debian_machines_under_systemd() {
         .ok("chown tandem: /etc/tandem/authkey")
         .expect("chown");
 
+    // README step 5's warning: before the token is there, check-config --node refuses.
+    let early = primary
+        .run("ipctl check-config --node primary")
+        .expect("check-config");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&early.stdout),
+        String::from_utf8_lossy(&early.stderr)
+    );
+    assert!(
+        !early.status.success() && said.contains("/etc/tandem/do-token"),
+        "check-config --node without the token: {}\n{said}",
+        early.status
+    );
+
     // 5. The API token for the agent only.
     for r in d.on_each(|m| {
         m.ok_with_input(
@@ -354,6 +353,23 @@ fn the_readme_tutorial_on_two_debian_machines_under_systemd() {
         )
     }) {
         r.expect("install the token");
+    }
+
+    // ... then check-config on each (before the token is there it is an error).
+    for (m, out) in d
+        .machines
+        .iter()
+        .zip(d.on_each(|m| m.run(&format!("ipctl check-config --node {}", m.name))))
+    {
+        let out = out.expect("check-config runs");
+        println!(
+            "step 5: ipctl check-config --node {}: {}\n{}{}",
+            m.name,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "check-config on {}", m.name);
     }
 
     // 6. Start; ipctl status shows both nodes and the primary holding the group.
