@@ -260,7 +260,7 @@ pub fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
-fn opt_ms(d: Option<&prost_types::Duration>) -> Option<f64> {
+pub(crate) fn opt_ms(d: Option<&prost_types::Duration>) -> Option<f64> {
     d.map(|d| millis(from_duration(d)))
 }
 
@@ -273,7 +273,7 @@ pub fn rfc3339(t: &prost_types::Timestamp) -> String {
     humantime::format_rfc3339_seconds(st).to_string()
 }
 
-fn non_empty(s: String) -> Option<String> {
+pub(crate) fn non_empty(s: String) -> Option<String> {
     if s.is_empty() { None } else { Some(s) }
 }
 
@@ -391,7 +391,7 @@ pub fn membership_report(r: &mv1::StatusResponse) -> MembershipReport {
     }
 }
 
-fn group_state(v: i32) -> &'static str {
+pub(crate) fn group_state(v: i32) -> &'static str {
     match av1::GroupState::try_from(v) {
         Ok(av1::GroupState::Stopped) => "stopped",
         Ok(av1::GroupState::Waiting) => "waiting",
@@ -433,7 +433,7 @@ fn agent_state(v: i32) -> &'static str {
     }
 }
 
-fn action_result(v: i32) -> &'static str {
+pub(crate) fn action_result(v: i32) -> &'static str {
     match av1::ActionResult::try_from(v) {
         Ok(av1::ActionResult::Ok) => "ok",
         Ok(av1::ActionResult::Failed) => "failed",

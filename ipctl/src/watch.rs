@@ -1,14 +1,20 @@
-//! `ipctl watch`: follow Membership/Watch live. The snapshot is summarised first, then one
-//! line per event; `--json` prints one JSON object per line (schema `tandem.ipctl.watch/v1`,
-//! documented in docs/IPCTL.md).
+//! `ipctl watch`: follow Membership/Watch and Agent/Watch live, merged in time order. Each
+//! snapshot is summarised first, then one line per event; `--json` prints one JSON object
+//! per line (schema `tandem.ipctl.watch/v1`, documented in docs/IPCTL.md).
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use serde::Serialize;
+use tandem_proto::agent::v1 as av1;
 use tandem_proto::membership::v1 as mv1;
-use tandem_proto::time::from_duration;
+use tandem_proto::time::{from_duration, from_timestamp};
 use tonic::Code;
+
+pub mod agent;
 
 use crate::control::{Daemon, Problem, connect, rpc_problem};
 use crate::render::{clean, human_ms};
@@ -21,7 +27,8 @@ const RECONNECT_PAUSE: std::time::Duration = std::time::Duration::from_millis(20
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// One JSON object per line (schema tandem.ipctl.watch/v1) instead of text.
+    /// One JSON object per line (schema tandem.ipctl.watch/v1) instead of text: membership's
+    /// and the resource agent's events, in time order.
     #[arg(long)]
     pub json: bool,
 }
@@ -31,6 +38,7 @@ pub struct SnapshotLine {
     pub schema: &'static str,
     #[serde(rename = "type")]
     pub kind: &'static str,
+    pub source: &'static str,
     /// The seq of the last event already folded into this snapshot.
     pub snapshot_seq: u64,
     pub view_id: u64,
@@ -45,6 +53,8 @@ pub struct EventLine {
     pub schema: &'static str,
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// "membership" (these lines) or "agent" ([`agent::AgentEventLine`]).
+    pub source: &'static str,
     pub seq: u64,
     pub view_id: u64,
     pub at: Option<String>,
@@ -93,6 +103,7 @@ pub fn snapshot_line(v: &mv1::View, snapshot_seq: u64) -> SnapshotLine {
     SnapshotLine {
         schema: SCHEMA,
         kind: "snapshot",
+        source: "membership",
         snapshot_seq,
         view_id: v.view_id,
         cluster: v.cluster.clone(),
@@ -145,6 +156,7 @@ pub fn event_line(e: &mv1::Event) -> EventLine {
     EventLine {
         schema: SCHEMA,
         kind: "event",
+        source: "membership",
         seq: e.seq,
         view_id: e.view_id,
         at: e.at.as_ref().map(rfc3339),
@@ -253,76 +265,236 @@ pub fn event_text(e: &EventLine) -> String {
     format!("{at} #{} view {}: {what}", e.seq, e.view_id)
 }
 
-/// How the stream ended.
+/// How the streams ended.
 enum End {
-    /// Dropped for being too slow: start again from a fresh snapshot.
+    /// Dropped for being too slow: start again from fresh snapshots.
     Reconnect,
     Stop(Problem),
 }
 
-async fn follow(run_dir: &Path, json: bool) -> End {
-    let channel = match connect(Daemon::Membership, run_dir).await {
-        Ok(c) => c,
-        Err(p) => return End::Stop(p),
-    };
-    let mut client = mv1::membership_client::MembershipClient::new(channel);
-    let mut stream = match client.watch(mv1::WatchRequest {}).await {
-        Ok(r) => r.into_inner(),
-        Err(s) => return End::Stop(rpc_problem(Daemon::Membership, &s, None)),
-    };
-    let mut last_seq: Option<u64> = None;
-    loop {
-        let msg = match stream.message().await {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                return End::Stop(Problem {
-                    kind: "not_running",
-                    message: "tandem-membership closed the stream (stopped or restarting?)"
-                        .to_owned(),
-                    hint: Some("systemctl status tandem-membership".to_owned()),
-                });
-            }
-            Err(s) if s.code() == Code::ResourceExhausted => return End::Reconnect,
-            Err(s) => return End::Stop(rpc_problem(Daemon::Membership, &s, None)),
+/// How long an event is held before it is printed, so that the two daemons' events come
+/// out in the order they happened (`at`), not the order they arrived: the agent reacts to
+/// membership's event within milliseconds, and its own event may overtake it on the way.
+const MERGE_HOLD: Duration = Duration::from_millis(150);
+
+/// One line waiting to be printed.
+struct Pending {
+    arrived: Instant,
+    at: SystemTime,
+    line: String,
+}
+
+/// The events of both daemons, printed in time order ([`MERGE_HOLD`]).
+#[derive(Default)]
+struct Merge {
+    pending: Vec<Pending>,
+}
+
+impl Merge {
+    fn push(&mut self, now: Instant, at: Option<&prost_types::Timestamp>, line: String) {
+        self.pending.push(Pending {
+            arrived: now,
+            at: at.map_or_else(SystemTime::now, from_timestamp),
+            line,
+        });
+    }
+
+    /// When the next line is due.
+    fn deadline(&self) -> Option<Instant> {
+        self.pending.iter().map(|p| p.arrived + MERGE_HOLD).min()
+    }
+
+    /// Every line held long enough, and every line that happened before one of those (held
+    /// or not), oldest first; everything when `all`.
+    fn due(&mut self, now: Instant, all: bool) -> Vec<String> {
+        let Some(upto) = self
+            .pending
+            .iter()
+            .filter(|p| all || p.arrived + MERGE_HOLD <= now)
+            .map(|p| p.at)
+            .max()
+        else {
+            return Vec::new();
         };
-        match msg.kind {
-            Some(mv1::watch_response::Kind::Snapshot(v)) => {
-                last_seq = Some(msg.snapshot_seq);
-                let line = snapshot_line(&v, msg.snapshot_seq);
-                if json {
-                    print_json(&line);
-                } else {
-                    print!("{}", snapshot_text(&line));
-                }
-            }
-            Some(mv1::watch_response::Kind::Event(e)) => {
-                if let Some(prev) = last_seq
-                    && e.seq != prev + 1
-                {
-                    // The contract promises no gaps; say so rather than hide it.
-                    eprintln!(
-                        "ipctl: event numbers jumped from #{prev} to #{}; events may be missing",
-                        e.seq
-                    );
-                }
-                last_seq = Some(e.seq);
-                let line = event_line(&e);
-                if json {
-                    print_json(&line);
-                } else {
-                    println!("{}", event_text(&line));
-                }
-            }
-            None => {}
+        // Stable: equal times keep their arrival order.
+        self.pending.sort_by_key(|p| p.at);
+        let n = self.pending.iter().take_while(|p| p.at <= upto).count();
+        self.pending.drain(..n).map(|p| p.line).collect()
+    }
+
+    fn flush(&mut self, now: Instant, all: bool) {
+        for line in self.due(now, all) {
+            println!("{line}");
         }
     }
 }
 
-fn print_json<T: Serialize>(v: &T) {
-    match serde_json::to_string(v) {
-        Ok(s) => println!("{s}"),
-        Err(e) => eprintln!("ipctl: cannot encode a line as JSON: {e}"),
+/// A daemon's Watch stream, as both daemons shape it: a snapshot, then numbered events.
+struct Stream<T> {
+    daemon: Daemon,
+    inner: Option<tonic::Streaming<T>>,
+    last_seq: Option<u64>,
+}
+
+impl<T> Stream<T> {
+    fn new(daemon: Daemon, inner: Option<tonic::Streaming<T>>) -> Self {
+        Stream {
+            daemon,
+            inner,
+            last_seq: None,
+        }
     }
+
+    /// The next message; `None` while this daemon is not watched (absent at the start).
+    async fn next(&mut self) -> Option<Result<T, End>> {
+        let s = self.inner.as_mut()?;
+        let closed = |how: &str| {
+            End::Stop(Problem {
+                kind: "not_running",
+                message: format!("{} {how} (stopped or restarting?)", self.daemon.unit()),
+                hint: Some(format!("systemctl status {}", self.daemon.unit())),
+            })
+        };
+        Some(match s.message().await {
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => Err(closed("closed the stream")),
+            Err(s) if s.code() == Code::ResourceExhausted => Err(End::Reconnect),
+            // The connection broke (the daemon died): h2 reports it as UNKNOWN or UNAVAILABLE.
+            Err(s) if matches!(s.code(), Code::Unknown | Code::Unavailable) => {
+                Err(closed("went away"))
+            }
+            Err(s) => Err(End::Stop(rpc_problem(self.daemon, &s, None))),
+        })
+    }
+
+    fn snapshot(&mut self, seq: u64) {
+        self.last_seq = Some(seq);
+    }
+
+    /// Notes an event's number; the contract promises no gaps: say so rather than hide it.
+    fn event(&mut self, seq: u64) {
+        if let Some(prev) = self.last_seq
+            && seq != prev + 1
+        {
+            eprintln!(
+                "ipctl: {}'s event numbers jumped from #{prev} to #{seq}; events may be missing",
+                self.daemon.unit()
+            );
+        }
+        self.last_seq = Some(seq);
+    }
+}
+
+/// Opens both daemons' Watch streams. One that is not there is left out with a note (a
+/// witness runs no agent); neither is an error.
+async fn open(
+    run_dir: &Path,
+) -> Result<(Stream<mv1::WatchResponse>, Stream<av1::WatchResponse>), End> {
+    let membership = async {
+        let mut c = mv1::membership_client::MembershipClient::new(
+            connect(Daemon::Membership, run_dir).await?,
+        );
+        c.watch(mv1::WatchRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| rpc_problem(Daemon::Membership, &s, None))
+    };
+    let agent = async {
+        let mut c = av1::agent_client::AgentClient::new(connect(Daemon::Agent, run_dir).await?);
+        c.watch(av1::WatchRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| rpc_problem(Daemon::Agent, &s, None))
+    };
+    let (m, a) = tokio::join!(membership, agent);
+    let (m, a) = match (m, a) {
+        (Err(p), Err(_)) => return Err(End::Stop(p)),
+        (m, a) => (m, a),
+    };
+    let m = m
+        .map_err(|p| eprintln!("ipctl: {p}\nipctl: showing the resource agent's events only"))
+        .ok();
+    let a = a
+        .map_err(|p| eprintln!("ipctl: {p}\nipctl: showing membership's events only"))
+        .ok();
+    Ok((
+        Stream::new(Daemon::Membership, m),
+        Stream::new(Daemon::Agent, a),
+    ))
+}
+
+fn render<T: Serialize>(json: bool, line: &T, text: impl FnOnce(&T) -> String) -> String {
+    if json { to_json(line) } else { text(line) }
+}
+
+async fn follow(run_dir: &Path, json: bool) -> End {
+    let (mut membership, mut agent) = match open(run_dir).await {
+        Ok(s) => s,
+        Err(end) => return end,
+    };
+    let mut merge = Merge::default();
+    loop {
+        let hold = merge.deadline();
+        tokio::select! {
+            Some(m) = membership.next() => {
+                let msg = match m {
+                    Ok(m) => m,
+                    Err(end) => { merge.flush(Instant::now(), true); return end; }
+                };
+                match msg.kind {
+                    Some(mv1::watch_response::Kind::Snapshot(v)) => {
+                        membership.snapshot(msg.snapshot_seq);
+                        let line = snapshot_line(&v, msg.snapshot_seq);
+                        let text = render(json, &line, |l| snapshot_text(l).trim_end().to_owned());
+                        println!("{text}");
+                    }
+                    Some(mv1::watch_response::Kind::Event(e)) => {
+                        membership.event(e.seq);
+                        let line = render(json, &event_line(&e), event_text);
+                        merge.push(Instant::now(), e.at.as_ref(), line);
+                    }
+                    None => {}
+                }
+            }
+            Some(a) = agent.next() => {
+                let msg = match a {
+                    Ok(m) => m,
+                    Err(end) => { merge.flush(Instant::now(), true); return end; }
+                };
+                match msg.kind {
+                    Some(av1::watch_response::Kind::Snapshot(s)) => {
+                        agent.snapshot(msg.snapshot_seq);
+                        let line = agent::snapshot_line(&s, msg.snapshot_seq);
+                        let text =
+                            render(json, &line, |l| agent::snapshot_text(l).trim_end().to_owned());
+                        println!("{text}");
+                    }
+                    Some(av1::watch_response::Kind::Event(e)) => {
+                        agent.event(e.seq);
+                        let line = agent::event_line(&e);
+                        merge.push(Instant::now(), e.at.as_ref(), render(json, &line, agent::event_text));
+                    }
+                    None => {}
+                }
+            }
+            () = sleep_until(hold), if hold.is_some() => merge.flush(Instant::now(), false),
+        }
+    }
+}
+
+/// Sleeps until `t` (forever when `None`: the branch is disabled then anyway).
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|e| {
+        // Our own types always serialize; should one not, say so on the line itself.
+        format!(r#"{{"schema":"{SCHEMA}","type":"error","message":"cannot encode a line as JSON: {e}"}}"#)
+    })
 }
 
 pub fn run(cli: &crate::Cli, args: &Args) -> anyhow::Result<ExitCode> {
@@ -375,6 +547,32 @@ mod tests {
         assert_eq!(v["reason"], "silent");
         assert_eq!(v["silent_for_ms"], 1000.0);
         assert_eq!(v["schema"], SCHEMA);
+    }
+
+    #[test]
+    fn merged_events_come_out_in_the_order_they_happened() {
+        let t0 = Instant::now();
+        let at = |ms: i64| prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: (ms * 1_000_000) as i32,
+        };
+        let mut m = Merge::default();
+        // The agent's reaction arrives before the membership event that caused it.
+        m.push(t0, Some(&at(20)), "agent starting".into());
+        m.push(
+            t0 + Duration::from_millis(5),
+            Some(&at(10)),
+            "node dead".into(),
+        );
+        assert!(m.due(t0 + Duration::from_millis(100), false).is_empty());
+        assert_eq!(m.deadline(), Some(t0 + MERGE_HOLD));
+        m.push(t0 + MERGE_HOLD, Some(&at(900)), "later".into());
+        assert_eq!(
+            m.due(t0 + MERGE_HOLD, false),
+            ["node dead", "agent starting"]
+        );
+        assert_eq!(m.due(t0 + MERGE_HOLD, true), ["later"]);
+        assert_eq!(m.deadline(), None);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tandem_proto::agent::v1 as pb;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use crate::agents::{Agent, AgentError, Kind, RunState};
+use crate::agents::{Action, Agent, AgentError, Kind, RunState};
 use crate::core::StartCause;
 use crate::provider::{
     AssignOutcome, Holder, ProviderError, Readiness, ReleaseOutcome, ReservedIpProvider, ServerId,
@@ -306,6 +306,9 @@ impl Agent for MeteredAgent {
     }
     fn monitor_interval(&self) -> std::time::Duration {
         self.inner.monitor_interval()
+    }
+    fn provider_call(&self, action: Action) -> Option<String> {
+        self.inner.provider_call(action)
     }
     fn start(&self) -> BoxFuture<'_, Result<(), AgentError>> {
         Box::pin(self.timed("start", self.inner.start()))

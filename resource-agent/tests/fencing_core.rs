@@ -186,6 +186,7 @@ fn agent(group: &str, outcome: AgentOutcome) -> Input {
     Input::Agent {
         group: group.into(),
         outcome,
+        actions: Vec::new(),
     }
 }
 

@@ -11,9 +11,10 @@ use tandem_config::{Failback, Role};
 use tandem_resource_agent::core::placement::{self, GroupView, NodeView};
 use tandem_resource_agent::core::restart::RestartPolicy;
 use tandem_resource_agent::core::{
-    AgentOutcome, Announce, Command, Config, Constraint, ConstraintKind, Core, DeathReason,
-    GroupSpec, Input, LocalState, MemberNode, MemberState, Membership, Message, Output, Quorum,
-    StartCause, Time, Timers, worst_case_announcement,
+    ActionRecord, AgentOutcome, Announce, Cause, Command, Config, Constraint, ConstraintKind, Core,
+    DeathReason, Event as CoreEvent, GroupChange, GroupEvent, GroupSpec, Input, LocalState,
+    MemberNode, MemberState, Membership, Message, Output, Quorum, StartCause, Time, Timers,
+    worst_case_announcement,
 };
 
 const STEP_MS: u64 = 10;
@@ -470,6 +471,7 @@ impl Sim {
                     self.violations
                         .push(format!("t={}ms a fence of {node} without fencing", self.t));
                 }
+                Output::Event(_) => {}
             }
         }
     }
@@ -513,7 +515,14 @@ impl Sim {
                 ) {
                     self.nodes[node].active.remove(&group);
                 }
-                self.feed(node, Input::Agent { group, outcome });
+                self.feed(
+                    node,
+                    Input::Agent {
+                        group,
+                        outcome,
+                        actions: Vec::new(),
+                    },
+                );
             }
             Event::ViewUpdate {
                 node,
@@ -1141,6 +1150,7 @@ fn a_lone_node_retries_a_failing_start_with_backoff_until_it_works() {
         outcome: AgentOutcome::MonitorFailed {
             reason: "gone".into(),
         },
+        actions: Vec::new(),
     };
     sim.feed(0, failed());
     assert_eq!(sim.restarts, 1, "restarted here first");
@@ -1317,6 +1327,7 @@ fn a_holder_thawed_after_its_death_loses_the_group_and_does_not_take_it_back() {
                 outcome: AgentOutcome::Lost {
                     reason: "reserved-ip 10.0.0.1: held by server b".into(),
                 },
+                actions: Vec::new(),
             },
         );
         assert_eq!(
@@ -1512,6 +1523,7 @@ impl Single {
             Input::Agent {
                 group: "ip".into(),
                 outcome,
+                actions: Vec::new(),
             },
         );
         self.hv.drain_outputs()
@@ -1755,6 +1767,7 @@ impl Single {
                 outcome: AgentOutcome::Lost {
                     reason: "reserved-ip: held by server 222".into(),
                 },
+                actions: Vec::new(),
             },
         );
         assert_eq!(self.hv.state_of("ip"), Some(LocalState::Stopping));
@@ -1763,6 +1776,7 @@ impl Single {
             Input::Agent {
                 group: "ip".into(),
                 outcome: AgentOutcome::Stopped,
+                actions: Vec::new(),
             },
         );
         assert!(starts(&self.hv.drain_outputs()).is_empty());
@@ -2129,6 +2143,7 @@ fn the_groups_still_starting_are_announced_within_the_worst_case_size() {
         Input::Agent {
             group: "ip".into(),
             outcome: AgentOutcome::Started,
+            actions: Vec::new(),
         },
     );
     let a = last_announcement(&n.hv.drain_outputs()).expect("announced at once");
@@ -2246,6 +2261,7 @@ fn a_thawed_holder_that_saw_only_the_start_does_not_make_the_taker_yield() {
         Input::Agent {
             group: "ip".into(),
             outcome: AgentOutcome::Started,
+            actions: Vec::new(),
         },
     );
     let out = hv.drain_outputs();
@@ -2303,7 +2319,9 @@ fn a_failing_monitor_restarts_the_group_here_then_gives_it_up() {
     );
     assert_eq!(n.hv.state_of("ip"), Some(LocalState::Running));
     assert_eq!(n.hv.status(n.at(1100)).groups[0].restarts, 1);
-    assert!(n.agent(1300, AgentOutcome::Restarted).is_empty());
+    // Nothing to do; only the event says it runs again.
+    let out = n.agent(1300, AgentOutcome::Restarted);
+    assert!(out.iter().all(|o| matches!(o, Output::Event(_))), "{out:?}");
     // The policy allows one restart in its window: the next failure gives the group up.
     let out = n.agent(2000, monitor_failed("exit 7"));
     assert!(restarts_asked(&out).is_empty(), "{out:?}");
@@ -2638,5 +2656,139 @@ fn a_failure_ban_is_shown_with_the_command_that_clears_it() {
             .map(|c| (c.kind, c.node.as_str(), c.clear.as_str()))
             .collect::<Vec<_>>(),
         [(ConstraintKind::Ban, "b", "ipctl online b")]
+    );
+}
+
+/// The group events among `out`.
+fn group_events(out: &[Output]) -> Vec<GroupEvent> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Event(CoreEvent::Group(e)) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn changes(out: &[Output]) -> Vec<(GroupChange, Cause)> {
+    group_events(out)
+        .iter()
+        .map(|e| (e.change, e.cause))
+        .collect()
+}
+
+fn assign_record(took_ms: u64) -> ActionRecord {
+    ActionRecord {
+        agent: "reserved-ip 10.0.0.1".into(),
+        action: "start".into(),
+        call: Some("digitalocean assign".into()),
+        ok: true,
+        timed_out: false,
+        took: Duration::from_millis(took_ms),
+        message: String::new(),
+    }
+}
+
+/// Issue 12 item 3: a failover is told as events from the core itself: starting (cause
+/// failover, from the dead holder), then running with the time the start took and the
+/// provider call behind it, as the worker reported it.
+#[test]
+fn a_failover_is_told_as_starting_then_running_with_the_provider_call() {
+    let mut n = Single::new("b", &["a", "b"]);
+    n.view(0, &[true, true]);
+    n.announce(10, "a", holding(3, 1, "ip"));
+    n.run_until(20, 1000);
+    let out = n.view(1500, &[false, true]);
+    let ev = group_events(&out);
+    assert_eq!(ev.len(), 1, "{out:?}");
+    assert_eq!(
+        (ev[0].change, ev[0].cause, ev[0].peer.as_deref()),
+        (GroupChange::Starting, Cause::Failover, Some("a"))
+    );
+    assert_eq!(ev[0].state, LocalState::Starting);
+    n.hv.handle(
+        n.at(2900),
+        Input::Agent {
+            group: "ip".into(),
+            outcome: AgentOutcome::Started,
+            actions: vec![assign_record(1380)],
+        },
+    );
+    let ev = group_events(&n.hv.drain_outputs());
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    let e = &ev[0];
+    assert_eq!((e.change, e.cause), (GroupChange::Running, Cause::Failover));
+    assert_eq!(e.node, "b");
+    assert_eq!(e.peer.as_deref(), Some("a"));
+    assert_eq!(e.took, Some(Duration::from_millis(1400)));
+    assert_eq!(e.actions, [assign_record(1380)]);
+}
+
+/// Standby stops the group with the cause "operator" and says where it goes; the stop
+/// ends with "stopped"; the new holder's announcement is "moved" (to b, from a).
+#[test]
+fn standby_is_told_as_an_operator_stop_then_a_move() {
+    let mut n = running_a_with_idle_b();
+    n.hv.command(n.at(1100), Command::Standby(None))
+        .expect("standby");
+    let out = n.hv.drain_outputs();
+    let ev = group_events(&out);
+    assert_eq!(changes(&out), [(GroupChange::Stopping, Cause::Operator)]);
+    assert_eq!(ev[0].peer.as_deref(), Some("b"), "{ev:?}");
+    let out = n.agent(1150, AgentOutcome::Stopped);
+    let ev = group_events(&out);
+    assert_eq!(changes(&out), [(GroupChange::Stopped, Cause::Operator)]);
+    assert_eq!(ev[0].took, Some(Duration::from_millis(50)));
+    let out = n.announce(1300, "b", holding(5, 2, "ip"));
+    let ev = group_events(&out);
+    assert_eq!(changes(&out), [(GroupChange::Moved, Cause::Operator)]);
+    assert_eq!(
+        (ev[0].node.as_str(), ev[0].peer.as_deref()),
+        ("b", Some("a"))
+    );
+    // Told once: the same holder again is no news.
+    assert!(group_events(&n.announce(1400, "b", holding(5, 3, "ip"))).is_empty());
+}
+
+/// A failing monitor is told as failed (with the monitor's call), then restarting with the
+/// delay; once given up, failed then stopping, both with the cause "monitor".
+#[test]
+fn a_failing_monitor_is_told_as_failed_restarting_then_stopping() {
+    let mut n = running_a_with_idle_b();
+    let out = n.agent(1100, monitor_failed("exit 7"));
+    assert_eq!(
+        changes(&out),
+        [
+            (GroupChange::Failed, Cause::Monitor),
+            (GroupChange::Restarting, Cause::Monitor)
+        ]
+    );
+    let ev = group_events(&out);
+    assert_eq!(ev[0].reason.as_deref(), Some("monitor failed: exit 7"));
+    assert_eq!(ev[1].took, Some(Duration::from_millis(100)));
+    let out = n.agent(1300, AgentOutcome::Restarted);
+    assert_eq!(changes(&out), [(GroupChange::Running, Cause::Monitor)]);
+    let out = n.agent(2000, monitor_failed("exit 7"));
+    assert_eq!(
+        changes(&out),
+        [
+            (GroupChange::Failed, Cause::Monitor),
+            (GroupChange::Stopping, Cause::Monitor)
+        ]
+    );
+}
+
+/// Claims are no events: a node that claims and withdraws tells nothing.
+#[test]
+fn a_claim_and_its_withdrawal_are_no_events() {
+    let mut n = Single::new("a", &["a", "b"]);
+    n.view(0, &[true, true]);
+    let out = n.announce(10, "b", idle(5, 1));
+    assert!(last_announcement(&out).is_some_and(|a| a.claims.contains("ip")));
+    assert!(group_events(&out).is_empty(), "{out:?}");
+    let out = n.view(20, &[true, false]);
+    assert!(
+        group_events(&out)
+            .iter()
+            .all(|e| e.change == GroupChange::Starting)
     );
 }

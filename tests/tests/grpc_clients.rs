@@ -143,6 +143,7 @@ async fn python_grpcio_without_options_queries_both_sockets() {
         "quorate True",
         "snapshot of 2 nodes",
         "held by primary here: GROUP_STATE_RUNNING",
+        "agent snapshot of 1 groups",
     ] {
         assert!(out.contains(expected), "{expected:?} missing:\n{out}");
     }
@@ -156,6 +157,41 @@ async fn python_grpcio_without_options_queries_both_sockets() {
         out.contains("held by primary here: GROUP_STATE_STOPPED"),
         "{out}"
     );
+
+    // The agent's event stream to a stock client: a release on the primary is seen on the
+    // secondary as starting, then running, with the cause and the provider call's duration.
+    let mut watcher = std::process::Command::new("python3")
+        .args(["-c", AGENT_WATCH])
+        .env("TANDEM_RUN_DIR", &c.nodes[1].run_dir)
+        .current_dir(stubs.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    // Subscribed once it printed the snapshot line; release then.
+    let mut client = c.agent(0).await.expect("primary's agent");
+    let mut reader = std::io::BufReader::new(watcher.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut first).expect("snapshot line");
+    assert!(first.starts_with("snapshot"), "{first}");
+    client
+        .release(apb::ReleaseRequest {
+            group: tandem_tests::cluster::GROUP.into(),
+        })
+        .await
+        .expect("release");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).expect("events");
+    let status = watcher.wait().expect("python3 ends");
+    assert!(status.success(), "python watcher: {status}\n{rest}");
+    assert!(
+        rest.contains("GROUP_CHANGE_STARTING EVENT_CAUSE_OPERATOR"),
+        "{rest}"
+    );
+    let running = rest
+        .lines()
+        .find(|l| l.starts_with("event GROUP_CHANGE_RUNNING EVENT_CAUSE_OPERATOR"))
+        .unwrap_or_else(|| panic!("no running event: {rest}"));
+    assert!(running.contains("digitalocean assign"), "{running}");
 }
 
 /// `ipctl` (a client like any other, through the same relay) as uid/gid 65534 with `groups`
@@ -229,3 +265,19 @@ async fn a_user_outside_the_sockets_group_is_refused_and_a_member_may_only_read(
     let g = c.group(0).await.expect("agent status");
     assert_eq!(g.holder, "primary", "nothing changed");
 }
+
+/// Watches the agent with generated stubs, stock settings: the snapshot, then events until
+/// the group runs (at most 20 s).
+const AGENT_WATCH: &str = r#"
+import os, grpc
+from tandem.agent.v1 import agent_pb2, agent_pb2_grpc
+with grpc.insecure_channel("unix:" + os.environ["TANDEM_RUN_DIR"] + "/agent.sock") as channel:
+    watch = agent_pb2_grpc.AgentStub(channel).Watch(agent_pb2.WatchRequest(), timeout=20)
+    print("snapshot", next(watch).snapshot_seq, flush=True)
+    for m in watch:
+        g = m.event.group
+        calls = ", ".join(f"{a.provider_call} {a.duration.ToMilliseconds()}ms" for a in g.actions)
+        print("event", agent_pb2.GroupChange.Name(g.change), agent_pb2.EventCause.Name(g.cause), calls, flush=True)
+        if g.change == agent_pb2.GROUP_CHANGE_RUNNING:
+            break
+"#;

@@ -165,6 +165,14 @@ impl av1::agent_server::Agent for FakeAgent {
     async fn assign(&self, _: Request<av1::AssignRequest>) -> Reply<Response<av1::AssignResponse>> {
         Err(Status::unimplemented("not used by these tests"))
     }
+
+    type WatchStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Reply<av1::WatchResponse>> + Send + 'static>>;
+
+    // The agent's events are tested against the real daemon (tests/tests/e2e_watch.rs).
+    async fn watch(&self, _: Request<av1::WatchRequest>) -> Reply<Response<Self::WatchStream>> {
+        Err(Status::unimplemented("not used by these tests"))
+    }
 }
 
 /// Both fake daemons (either may be absent) on sockets in a temp run dir. Dropping it stops

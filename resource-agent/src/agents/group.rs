@@ -7,6 +7,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::{Action, Agent, AgentError, Kind, RunState};
+use crate::core::ActionRecord;
 
 /// Extra time beyond an agent's own limit before the runner gives up on it: agents enforce
 /// their limits themselves; this only guards against one that does not.
@@ -76,6 +77,8 @@ pub struct GroupRunner {
     name: String,
     agents: Vec<Box<dyn Agent>>,
     records: Mutex<Vec<AgentRecord>>,
+    /// Every action since the last [`GroupRunner::take_actions`], for the group's events.
+    journal: Mutex<Vec<ActionRecord>>,
 }
 
 impl GroupRunner {
@@ -95,6 +98,7 @@ impl GroupRunner {
             name: name.to_owned(),
             agents,
             records: Mutex::new(records),
+            journal: Mutex::new(Vec::new()),
         }
     }
 
@@ -104,6 +108,12 @@ impl GroupRunner {
 
     pub fn records(&self) -> Vec<AgentRecord> {
         self.lock().clone()
+    }
+
+    /// The actions run since the last call, in order (the worker takes them after each
+    /// command or monitor round, so they never pile up).
+    pub fn take_actions(&self) -> Vec<ActionRecord> {
+        std::mem::take(&mut *self.journal.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn reset_failures(&self) {
@@ -161,6 +171,18 @@ impl GroupRunner {
             took,
             message: message.clone(),
         });
+        self.journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(ActionRecord {
+                agent: rec.name.clone(),
+                action: action.to_string(),
+                call: agent.provider_call(action),
+                ok: result.is_ok(),
+                timed_out: result.as_ref().err().is_some_and(AgentError::is_timeout),
+                took,
+                message: message.clone(),
+            });
         rec.detail = message;
         match &result {
             Ok(RunState::Running) => rec.state = AgentState::Running,

@@ -101,6 +101,10 @@ impl Agent for Lsb {
         self.settings.monitor_interval
     }
 
+    fn provider_call(&self, _action: Action) -> Option<String> {
+        None
+    }
+
     fn start(&self) -> BoxFuture<'_, Result<(), AgentError>> {
         Box::pin(self.change(Action::Start))
     }

@@ -118,6 +118,9 @@ pub trait Agent: Send + Sync + fmt::Debug {
     fn timeout(&self) -> Duration;
     /// Monitor period.
     fn monitor_interval(&self) -> Duration;
+    /// The provider call behind `action`, e.g. "digitalocean assign", for the agent's
+    /// events; `None` for an action that calls no provider.
+    fn provider_call(&self, action: Action) -> Option<String>;
     /// Starts the resource; succeeds when it is already running.
     fn start(&self) -> BoxFuture<'_, Result<(), AgentError>>;
     /// Stops the resource; succeeds when it is already stopped.

@@ -166,6 +166,10 @@ impl Agent for Ocf {
         self.settings.monitor_interval
     }
 
+    fn provider_call(&self, _action: Action) -> Option<String> {
+        None
+    }
+
     fn start(&self) -> BoxFuture<'_, Result<(), AgentError>> {
         Box::pin(async move {
             let exit = self.run(Action::Start).await?;

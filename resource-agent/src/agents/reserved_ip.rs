@@ -82,6 +82,16 @@ impl Agent for ReservedIp {
         self.settings.monitor_interval
     }
 
+    fn provider_call(&self, action: Action) -> Option<String> {
+        let call = match action {
+            Action::Start => "assign",
+            Action::Stop if self.unassign_on_stop => "unassign",
+            Action::Stop => return None,
+            Action::Monitor => "holder",
+        };
+        Some(format!("{} {call}", self.provider.provider().name()))
+    }
+
     fn start(&self) -> BoxFuture<'_, Result<(), AgentError>> {
         Box::pin(async move {
             let out = self.limit(Action::Start, self.provider.assign()).await?;

@@ -28,6 +28,7 @@ use std::time::Duration;
 use tandem_config::Role;
 use tracing::{info, warn};
 
+use super::events::Why;
 use super::{Core, DeathReason, LocalState, Output, Time};
 
 /// The fencing settings the core needs.
@@ -172,7 +173,9 @@ impl Core {
             let g = &self.groups[gi];
             if g.state == LocalState::Waiting && g.last_holder.as_deref() == Some(node) {
                 info!(group = %self.cfg.groups[gi].name, node = %node, "the node it was taken from is back; claim withdrawn");
-                self.set_state(gi, LocalState::Stopped);
+                // A withdrawn claim is no event: `now` is not needed for it.
+                let now = self.last_step;
+                self.set_state(gi, LocalState::Stopped, now, Why::default());
                 self.dirty = true;
             }
         }

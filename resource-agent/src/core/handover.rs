@@ -89,6 +89,7 @@ use std::collections::BTreeSet;
 use tandem_config::{Failback, Role};
 use tracing::{debug, info, warn};
 
+use super::events::{ActionRecord, Cause, GroupChange, Why};
 use super::placement::{self, GroupView, NodeView};
 use super::{
     AgentOutcome, Announce, Core, LocalGroup, LocalState, Message, Output, Peer, StartCause, Time,
@@ -197,7 +198,13 @@ impl Core {
 
     /// A result of the group's worker; `false` when it changes nothing the handover needs
     /// to act on (a check that confirmed, a monitor failure restarted here).
-    pub(super) fn on_agent(&mut self, now: Time, group: &str, outcome: AgentOutcome) -> bool {
+    pub(super) fn on_agent(
+        &mut self,
+        now: Time,
+        group: &str,
+        outcome: AgentOutcome,
+        actions: Vec<ActionRecord>,
+    ) -> bool {
         let Some(gi) = self.group_idx(group) else {
             warn!(group = %group, "result for an unknown group ignored");
             return false;
@@ -214,17 +221,31 @@ impl Core {
                 }
                 return false;
             }
-            AgentOutcome::MonitorFailed { reason } => return self.monitor_failed(now, gi, reason),
+            AgentOutcome::MonitorFailed { reason } => {
+                return self.monitor_failed(now, gi, reason, actions);
+            }
             AgentOutcome::Lost { reason } => {
-                self.lost(gi, reason);
+                self.lost(gi, reason, now, actions);
                 return true;
             }
             AgentOutcome::Restarted => {
                 info!(group = %group, "group restarted here");
+                if self.groups[gi].state == LocalState::Running {
+                    let peer = None;
+                    self.emit_group(
+                        gi,
+                        GroupChange::Running,
+                        Cause::Monitor,
+                        peer,
+                        None,
+                        None,
+                        actions,
+                    );
+                }
                 return false;
             }
             AgentOutcome::RestartFailed { reason } => {
-                return self.restart_failed(now, gi, reason);
+                return self.restart_failed(now, gi, reason, actions);
             }
             AgentOutcome::Stopped => self.groups[gi].restarts.reset(),
             _ => {}
@@ -237,6 +258,7 @@ impl Core {
             self.fail_here(gi, now, format!("start failed: {reason}"));
         }
         let g = &mut self.groups[gi];
+        let mut why = Why::default().actions(actions);
         let next = match (g.state, outcome) {
             (LocalState::Starting, AgentOutcome::Started) => {
                 info!(group = %group, "group running");
@@ -246,6 +268,7 @@ impl Core {
             }
             (LocalState::Starting, AgentOutcome::StartFailed { clean, reason }) => {
                 warn!(group = %group, clean, reason = %reason, "group failed to start; giving it up here");
+                why = why.because(format!("start failed: {reason}"));
                 g.last_error = Some(reason);
                 if clean {
                     LocalState::Stopped
@@ -265,6 +288,7 @@ impl Core {
                 warn!(group = %group, reason = %reason, retry_in = ?g.retry_delay, "group failed to stop; still held, retrying");
                 // Part of it may still run here: held again, whatever was lost.
                 g.lost = false;
+                why = why.because(format!("stop failed: {reason}"));
                 g.last_error = Some(reason);
                 g.retry_at = Some(now + g.retry_delay);
                 g.retry_delay = (g.retry_delay * 2).min(max);
@@ -275,7 +299,7 @@ impl Core {
                 return true;
             }
         };
-        self.set_state(gi, next);
+        self.set_state(gi, next, now, why);
         self.dirty = true;
         true
     }
@@ -452,6 +476,7 @@ impl Core {
                     .is_some_and(|p| !self.stale(p, now) && p.state.claims.contains(&name))
             });
             let state = self.groups[gi].state;
+            let mut why = Why::default();
             let next = match state {
                 LocalState::Stopped
                     if self.connected
@@ -474,6 +499,7 @@ impl Core {
                         && self.fence_blocks(gi, now).is_none()
                     {
                         self.start_here(gi);
+                        why = Why::cause(self.start_cause(gi));
                         LocalState::Starting
                     } else {
                         LocalState::Waiting
@@ -488,9 +514,11 @@ impl Core {
                     if self.acked(gi, now) && self.fence_blocks(gi, now).is_none() =>
                 {
                     self.start_here(gi);
+                    why = Why::cause(self.start_cause(gi));
                     LocalState::Starting
                 }
                 LocalState::Running if self.connected && !local_wanted => {
+                    why = self.stop_cause(gi, now);
                     self.outputs.push(Output::Stop(name.clone()));
                     self.groups[gi].pinned = false;
                     LocalState::Stopping
@@ -499,7 +527,7 @@ impl Core {
             };
             if next != state {
                 info!(group = %name, from = ?state, to = ?next, "group state");
-                self.set_state(gi, next);
+                self.set_state(gi, next, now, why);
                 self.dirty = true;
             }
         }
@@ -542,7 +570,8 @@ impl Core {
             let g = &mut self.groups[gi];
             if g.state == LocalState::Failed && g.retry_at.is_some_and(|t| t <= now) {
                 g.retry_at = None;
-                self.set_state(gi, LocalState::Stopping);
+                let why = Why::cause(Cause::Retry).because("retrying the failed stop");
+                self.set_state(gi, LocalState::Stopping, now, why);
                 self.outputs
                     .push(Output::Stop(self.cfg.groups[gi].name.clone()));
             }
@@ -574,12 +603,6 @@ impl Core {
         }
     }
 
-    /// Every change of a group's state here goes through this one place: where agent events
-    /// (starting, running, stopping, failed, with their cause) are to be emitted.
-    pub(super) fn set_state(&mut self, gi: usize, next: LocalState) {
-        self.groups[gi].state = next;
-    }
-
     /// Starts group `gi` here, saying why it comes here.
     fn start_here(&mut self, gi: usize) {
         let name = self.cfg.groups[gi].name.clone();
@@ -595,7 +618,9 @@ impl Core {
     /// Remembers who holds each group elsewhere, for the cause of a later start here.
     pub(super) fn note_holders(&mut self, now: Time) {
         for gi in 0..self.groups.len() {
-            match self.holder(gi, now) {
+            let holder = self.holder(gi, now);
+            self.note_moved(gi, holder);
+            match holder {
                 Some(i) if i != self.local_idx => {
                     self.groups[gi].last_holder = Some(self.cfg.nodes[i].0.clone());
                 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use tandem_config::Role;
 use tracing::{debug, info, warn};
 
+use super::events::{ActionRecord, Cause, Why};
 use super::{
     Core, DeathReason, LocalState, MemberNode, MemberState, Membership, Output, Quorum, Time,
 };
@@ -13,7 +14,13 @@ use super::{
 impl Core {
     /// A monitor found group `gi` running on another server: stopped here, not restarted,
     /// not claimed again until every node it may have gone to is accounted for.
-    pub(super) fn lost(&mut self, gi: usize, reason: String) {
+    pub(super) fn lost(
+        &mut self,
+        gi: usize,
+        reason: String,
+        now: Time,
+        actions: Vec<ActionRecord>,
+    ) {
         let group = self.cfg.groups[gi].name.clone();
         // The provider names a server, not a node: every other member may be the holder.
         // One alive and not late now is "seen alive since the loss": its later death is a
@@ -40,7 +47,10 @@ impl Core {
         g.lost_to = (!suspects.is_empty()).then_some(suspects);
         g.pinned = false;
         g.last_error = Some(format!("lost: {reason}"));
-        self.set_state(gi, LocalState::Stopping);
+        let why = Why::cause(Cause::Monitor)
+            .because(format!("found on another server: {reason}"))
+            .actions(actions);
+        self.set_state(gi, LocalState::Stopping, now, why);
         self.outputs.push(Output::Stop(group));
         self.dirty = true;
     }

@@ -9,7 +9,7 @@
 //! Split by concern: [`handover`] (the protocol between the agents and the group states),
 //! [`codec`] (its messages), [`placement`] (where a group should run), [`restart`] (the
 //! restart policy), `membership` (membership's events as the core reads them), `operator`
-//! (standby, online, takeover, release) and `status`.
+//! (standby, online, takeover, release), `status` and [`events`] (what watchers are told).
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use tandem_config::{ClusterConfig, Failback, Role};
 use tracing::info;
 
 pub mod codec;
+pub mod events;
 pub mod fence;
 pub mod handover;
 mod membership;
@@ -25,6 +26,8 @@ pub mod placement;
 pub mod restart;
 mod status;
 pub mod watch;
+
+pub use events::{ActionRecord, Cause, Event, GroupChange, GroupEvent};
 
 pub use codec::{
     Announce, CodecError, MAX_PAYLOAD, MESSAGE_VERSION, Message, TOPIC, worst_case_announcement,
@@ -249,6 +252,8 @@ pub enum Input {
     Agent {
         group: String,
         outcome: AgentOutcome,
+        /// The agents' actions behind the outcome, in order (for its event).
+        actions: Vec<ActionRecord>,
     },
     /// Local health (all checks pass); the same value again is a mere wake-up ([`Input::Tick`]).
     Health(bool),
@@ -352,6 +357,8 @@ pub enum Output {
         death: u64,
         reason: String,
     },
+    /// Something happened that watchers want to know ([`events`]).
+    Event(Event),
 }
 
 /// State of a group on this node.
@@ -412,6 +419,13 @@ struct LocalGroup {
     /// The last other node seen holding the group (kept after it dies), to tell a failover
     /// from a handover when the group starts here.
     last_holder: Option<String>,
+    /// The last node seen holding the group, this one included (for the moved event).
+    seen_holder: Option<String>,
+    /// When the current (or last) start or stop here began, and why (for the events).
+    since: Time,
+    cause: Cause,
+    /// The previous holder of the current start, or where the current stop sends it.
+    peer: Option<String>,
 }
 
 impl LocalGroup {
@@ -527,6 +541,10 @@ impl Core {
                 unconfirmed: false,
                 restarts: RestartTracker::new(cfg.restart),
                 last_holder: None,
+                seen_holder: running.contains(&g.name).then(|| cfg.local.clone()),
+                since: now,
+                cause: Cause::Initial,
+                peer: None,
             })
             .collect();
         // Not connected yet: should membership never come up, the groups probed running
@@ -644,8 +662,12 @@ impl Core {
                 death,
                 result,
             } => self.on_fenced(now, &node, death, result),
-            Input::Agent { group, outcome } => {
-                if !self.on_agent(now, &group, outcome) {
+            Input::Agent {
+                group,
+                outcome,
+                actions,
+            } => {
+                if !self.on_agent(now, &group, outcome, actions) {
                     self.after_input(now);
                     return;
                 }

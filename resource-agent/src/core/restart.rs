@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
+use super::events::{ActionRecord, Cause, GroupChange};
 use super::{Core, LocalState, Output, Time};
 
 /// Local restarts allowed within [`RestartPolicy::window`] before the group is released.
@@ -106,7 +107,13 @@ impl Core {
     /// A monitor of group `gi` failed: restart it here, or give it up when it keeps failing
     /// or another live node announces holding it (it moved: never taken back by a restart).
     /// `false` when only a restart follows (nothing for the handover).
-    pub(super) fn monitor_failed(&mut self, now: Time, gi: usize, reason: String) -> bool {
+    pub(super) fn monitor_failed(
+        &mut self,
+        now: Time,
+        gi: usize,
+        reason: String,
+        actions: Vec<ActionRecord>,
+    ) -> bool {
         let group = self.cfg.groups[gi].name.clone();
         if self.groups[gi].state != LocalState::Running {
             debug!(group = %group, "monitor failure of a group no longer running here ignored");
@@ -127,10 +134,30 @@ impl Core {
             ),
             None => (self.groups[gi].restarts.on_failure(now), reason),
         };
+        let failed = format!("monitor failed: {reason}");
+        self.emit_group(
+            gi,
+            GroupChange::Failed,
+            Cause::Monitor,
+            None,
+            None,
+            Some(failed),
+            actions,
+        );
         match decision {
             Decision::Restart { after, attempt } => {
                 warn!(group = %group, reason = %reason, attempt, after = ?after, "monitor failed; restarting here");
                 self.outputs.push(Output::Restart { group, after });
+                let why = format!("restart {attempt} of {}", self.cfg.restart.max_restarts);
+                self.emit_group(
+                    gi,
+                    GroupChange::Restarting,
+                    Cause::Monitor,
+                    None,
+                    Some(after),
+                    Some(why),
+                    Vec::new(),
+                );
                 false
             }
             Decision::GiveUp { restarts } => {
@@ -142,10 +169,26 @@ impl Core {
     }
 
     /// The restart of group `gi` failed: given up here, if it still runs here.
-    pub(super) fn restart_failed(&mut self, now: Time, gi: usize, reason: String) -> bool {
+    pub(super) fn restart_failed(
+        &mut self,
+        now: Time,
+        gi: usize,
+        reason: String,
+        actions: Vec<ActionRecord>,
+    ) -> bool {
         if self.groups[gi].state != LocalState::Running {
             return false;
         }
+        let failed = Some(format!("restart failed: {reason}"));
+        self.emit_group(
+            gi,
+            GroupChange::Failed,
+            Cause::Monitor,
+            None,
+            None,
+            failed,
+            actions,
+        );
         warn!(group = %self.cfg.groups[gi].name, reason = %reason, "restart failed; releasing the group");
         self.give_up(now, gi, format!("restart failed: {reason}"));
         true

@@ -5,7 +5,10 @@ use tandem_proto::agent::v1 as pb;
 use super::driver::Driver;
 use crate::agents::Kind;
 use crate::agents::group::AgentState;
-use crate::core::{Constraint, ConstraintKind, FenceStatus, LocalState, Time};
+use crate::core::{
+    ActionRecord, Cause, Constraint, ConstraintKind, Event, FenceStatus, GroupChange, LocalState,
+    Time,
+};
 
 impl Driver {
     pub(super) fn status(&self, now: Time) -> pb::StatusResponse {
@@ -102,6 +105,73 @@ fn fence(f: &FenceStatus) -> pb::Fence {
     }
 }
 
+/// One of the core's events, numbered and stamped by the driver.
+pub(super) fn event(
+    e: Event,
+    seq: u64,
+    at: std::time::SystemTime,
+    incarnation: u64,
+    node: &str,
+) -> pb::Event {
+    let kind = match e {
+        Event::Group(g) => pb::event::Kind::Group(pb::GroupEvent {
+            group: g.group,
+            change: match g.change {
+                GroupChange::Starting => pb::GroupChange::Starting,
+                GroupChange::Running => pb::GroupChange::Running,
+                GroupChange::Stopping => pb::GroupChange::Stopping,
+                GroupChange::Stopped => pb::GroupChange::Stopped,
+                GroupChange::Failed => pb::GroupChange::Failed,
+                GroupChange::Restarting => pb::GroupChange::Restarting,
+                GroupChange::Moved => pb::GroupChange::Moved,
+            } as i32,
+            cause: match g.cause {
+                Cause::Failover => pb::EventCause::Failover,
+                Cause::Handover => pb::EventCause::Handover,
+                Cause::Operator => pb::EventCause::Operator,
+                Cause::Monitor => pb::EventCause::Monitor,
+                Cause::Health => pb::EventCause::Health,
+                Cause::Initial => pb::EventCause::Initial,
+                Cause::Retry => pb::EventCause::Retry,
+            } as i32,
+            node: g.node,
+            peer: g.peer.unwrap_or_default(),
+            state: group_state(g.state) as i32,
+            reason: g.reason.unwrap_or_default(),
+            took: g.took.map(tandem_proto::time::duration),
+            actions: g.actions.into_iter().map(agent_action).collect(),
+        }),
+    };
+    pb::Event {
+        seq,
+        at: Some(tandem_proto::time::timestamp(at)),
+        incarnation,
+        node: node.to_owned(),
+        kind: Some(kind),
+    }
+}
+
+fn action_result(ok: bool, timed_out: bool) -> pb::ActionResult {
+    if ok {
+        pb::ActionResult::Ok
+    } else if timed_out {
+        pb::ActionResult::Timeout
+    } else {
+        pb::ActionResult::Failed
+    }
+}
+
+fn agent_action(a: ActionRecord) -> pb::AgentAction {
+    pb::AgentAction {
+        agent: a.agent,
+        action: a.action,
+        provider_call: a.call.unwrap_or_default(),
+        result: action_result(a.ok, a.timed_out) as i32,
+        duration: Some(tandem_proto::time::duration(a.took)),
+        message: a.message,
+    }
+}
+
 fn group_state(s: LocalState) -> pb::GroupState {
     match s {
         LocalState::Stopped => pb::GroupState::Stopped,
@@ -132,13 +202,7 @@ fn agent_status(r: crate::agents::group::AgentRecord) -> pb::AgentStatus {
         } as i32,
         last_action: r.last_action.map(|a| pb::LastAction {
             action: a.action.to_string(),
-            result: if a.ok {
-                pb::ActionResult::Ok
-            } else if a.timed_out {
-                pb::ActionResult::Timeout
-            } else {
-                pb::ActionResult::Failed
-            } as i32,
+            result: action_result(a.ok, a.timed_out) as i32,
             started_at: Some(tandem_proto::time::timestamp(a.started_at)),
             duration: Some(tandem_proto::time::duration(a.took)),
             message: a.message,

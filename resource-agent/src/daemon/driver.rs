@@ -8,15 +8,18 @@ use std::time::Duration;
 
 use tandem_config::ClusterConfig;
 use tandem_proto::agent::v1 as pb;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{error, warn};
 
-use super::notify;
 use super::state::write_standby;
+use super::{convert, notify};
 use crate::agents::group::GroupRunner;
 use crate::alarm::Alarm;
-use crate::core::{AgentOutcome, Command, CommandError, Core, Input, Membership, Output, Time};
+use crate::core::{
+    ActionRecord, AgentOutcome, Command, CommandError, Core, Event as CoreEvent, Input, Membership,
+    Output, Time,
+};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::provider::{FenceOutcome, Fencer};
@@ -53,6 +56,7 @@ pub(super) enum Event {
     Group {
         group: usize,
         outcome: AgentOutcome,
+        actions: Vec<ActionRecord>,
     },
     Health(Box<Health>),
     Readiness {
@@ -68,6 +72,8 @@ pub(super) enum Event {
         took: Duration,
     },
     Status(oneshot::Sender<pb::StatusResponse>),
+    /// A new watcher: the snapshot, its seq and the events after it.
+    Watch(oneshot::Sender<(pb::WatchResponse, broadcast::Receiver<Arc<pb::Event>>)>),
     Command(Command, oneshot::Sender<Result<String, CommandError>>),
 }
 
@@ -99,6 +105,11 @@ pub(super) struct Driver {
     pub(super) fencer: Option<Arc<Fencer>>,
     /// The driver's own inbox, for the results of the fences it runs.
     pub(super) events: mpsc::Sender<Event>,
+    /// The agent's events, to every `Watch` stream.
+    pub(super) watchers: broadcast::Sender<Arc<pb::Event>>,
+    /// The seq of the last event published.
+    pub(super) event_seq: u64,
+    pub(super) incarnation: u64,
 }
 
 impl Driver {
@@ -162,7 +173,10 @@ impl Driver {
                 | Output::Restart { group, .. }
                 | Output::Verify(group)
                 | Output::Forgive(group) => Some(group.clone()),
-                Output::Send { .. } | Output::PersistStandby(_) | Output::Fence { .. } => None,
+                Output::Send { .. }
+                | Output::PersistStandby(_)
+                | Output::Fence { .. }
+                | Output::Event(_) => None,
             };
             let gi = match group.map(|g| (self.group_idx(&g), g)) {
                 Some((Some(gi), _)) => gi,
@@ -205,6 +219,7 @@ impl Driver {
                     death,
                     reason,
                 } => self.fence(node, death, reason),
+                Output::Event(e) => self.publish(e),
                 Output::PersistStandby(on) => {
                     if let Err(e) = write_standby(&self.state_dir, on) {
                         error!(error = %e, standby = on, "cannot persist the standby flag; it holds until restart");
@@ -242,6 +257,20 @@ impl Driver {
         });
     }
 
+    /// Numbers and stamps one of the core's events and sends it to every watcher.
+    fn publish(&mut self, e: CoreEvent) {
+        self.event_seq += 1;
+        let e = convert::event(
+            e,
+            self.event_seq,
+            std::time::SystemTime::now(),
+            self.incarnation,
+            &self.node,
+        );
+        // No watcher is no error.
+        let _ = self.watchers.send(Arc::new(e));
+    }
+
     fn on_event(&mut self, ev: Event) {
         let now = self.at(Instant::now());
         let input = match ev {
@@ -256,9 +285,14 @@ impl Driver {
                 generation,
                 payload,
             },
-            Event::Group { group, outcome } => Input::Agent {
+            Event::Group {
+                group,
+                outcome,
+                actions,
+            } => Input::Agent {
                 group: self.runners[group].name().to_owned(),
                 outcome,
+                actions,
             },
             Event::Health(h) => {
                 self.health = *h;
@@ -298,6 +332,19 @@ impl Driver {
                 // A wake-up first: a stall is noticed before the reply says "running".
                 self.core.handle(now, Input::Tick);
                 let _ = reply.send(self.status(now));
+                return;
+            }
+            Event::Watch(reply) => {
+                // As for status; and what that wake-up emits goes out before the snapshot,
+                // so the stream's first event is exactly snapshot_seq + 1.
+                self.core.handle(now, Input::Tick);
+                self.dispatch();
+                let rx = self.watchers.subscribe();
+                let snapshot = pb::WatchResponse {
+                    kind: Some(pb::watch_response::Kind::Snapshot(self.status(now))),
+                    snapshot_seq: self.event_seq,
+                };
+                let _ = reply.send((snapshot, rx));
                 return;
             }
             Event::Command(cmd, reply) => {

@@ -11,7 +11,8 @@
 //! - health checks;
 //! - the gRPC Agent service on `<run-dir>/agent.sock` (`service.rs`; mutating calls: root,
 //!   the daemon's own user, or members of `agent.admin_group`), its replies built in
-//!   `convert.rs`; the state files in `state.rs`.
+//!   `convert.rs`; `Watch` streams the core's events, which the driver numbers, stamps and
+//!   sends to a bounded broadcast ([`WATCH_BUFFER`]); the state files in `state.rs`.
 //!
 //! The driver owns the core ([`Core`]), which decides everything (placement, handover,
 //! restarts, stall and outage checks); it feeds inputs, executes outputs and wakes at the
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 use tandem_config::ClusterConfig;
 use tandem_proto::agent::v1 as pb;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -53,6 +54,8 @@ use worker::{group_worker, readiness_task};
 pub const EVENT_QUEUE: usize = 1024;
 /// Depth of the outgoing message queue (membership accepts 256 unacknowledged per peer).
 pub const SEND_QUEUE: usize = 256;
+/// Events a `Watch` subscriber may fall behind before it is dropped (as membership's).
+pub const WATCH_BUFFER: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -259,6 +262,8 @@ pub async fn run(
         _ => None,
     };
 
+    // Arcs: the broadcast touches every slot; a slot holding an Arc is one pointer.
+    let (events_tx, _) = broadcast::channel(WATCH_BUFFER);
     let svc = AgentService {
         tx: tx.clone(),
         cfg: cfg.clone(),
@@ -289,6 +294,9 @@ pub async fn run(
         metrics,
         fencer,
         events: tx.clone(),
+        watchers: events_tx,
+        event_seq: 0,
+        incarnation,
     };
     let healthy = driver.health.healthy();
     driver.core.handle(Time::ZERO, Input::Health(healthy));
@@ -299,6 +307,9 @@ pub async fn run(
         sd_notify::NotifyState::Status("probed; waiting for membership"),
     ]);
     driver.run(rx, shutdown).await;
+    // Its event broadcast closes with it: open Watch streams end, so the server's graceful
+    // shutdown below does not wait on them.
+    drop(driver);
     notify(&[sd_notify::NotifyState::Stopping]);
     info!("resource agent stopping; groups keep running");
     let _ = stop_tx.send(true);

@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use tandem_config::{AgentConfig, ClusterConfig};
 use tandem_proto::agent::v1 as pb;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::driver::Event;
 use crate::core::{Command, CommandError};
@@ -87,8 +87,60 @@ fn opt_node(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
+type BoxStream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+
+/// The snapshot, then every event; a subscriber that fell more than
+/// [`super::WATCH_BUFFER`] events behind gets RESOURCE_EXHAUSTED and the stream ends.
+fn watch_stream(
+    snapshot: pb::WatchResponse,
+    rx: broadcast::Receiver<Arc<pb::Event>>,
+) -> BoxStream<pb::WatchResponse> {
+    let events = futures::stream::unfold(Some(rx), |rx| async move {
+        let mut rx = rx?;
+        match rx.recv().await {
+            Ok(e) => Some((
+                Ok(pb::WatchResponse {
+                    kind: Some(pb::watch_response::Kind::Event(Arc::unwrap_or_clone(e))),
+                    snapshot_seq: 0,
+                }),
+                Some(rx),
+            )),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                warn!(
+                    missed = n,
+                    "a watch subscriber fell too far behind; dropping it"
+                );
+                Some((
+                    Err(Status::resource_exhausted("watch subscriber too slow")),
+                    None,
+                ))
+            }
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    });
+    Box::pin(futures::StreamExt::chain(
+        futures::stream::once(async { Ok(snapshot) }),
+        events,
+    ))
+}
+
 #[tonic::async_trait]
 impl pb::agent_server::Agent for AgentService {
+    type WatchStream = BoxStream<pb::WatchResponse>;
+
+    async fn watch(
+        &self,
+        _req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::Watch(reply))
+            .await
+            .map_err(|_| Status::unavailable("shutting down"))?;
+        let (snapshot, events) = rx.await.map_err(|_| Status::unavailable("shutting down"))?;
+        Ok(Response::new(watch_stream(snapshot, events)))
+    }
+
     async fn status(
         &self,
         _req: Request<pb::StatusRequest>,

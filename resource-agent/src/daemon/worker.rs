@@ -42,6 +42,8 @@ pub(super) async fn group_worker(
     // A command that arrived while a restart was waiting: it replaces the restart.
     let mut pending: Option<GroupCmd> = None;
     let mut alarm = Alarm::new("group monitor");
+    // The probe's actions at start-up belong to no event.
+    runner.take_actions();
     loop {
         // Disarmed while not monitoring: a paused group costs no wake-ups.
         alarm.set(due.iter().min().copied().filter(|_| monitoring));
@@ -154,11 +156,14 @@ pub(super) async fn group_worker(
         if had_cmd {
             due = schedule(Instant::now());
         }
+        // Taken every round: monitors that found nothing wrong are no event.
+        let actions = runner.take_actions();
         if let Some(result) = result
             && tx
                 .send(Event::Group {
                     group: gi,
                     outcome: result,
+                    actions,
                 })
                 .await
                 .is_err()
