@@ -2,7 +2,6 @@
 //!
 //! - [`core`]: the deterministic protocol state machine (wire format, detection, quorum,
 //!   messaging); no sockets, no clock.
-//! - [`generation`]: the persisted, strictly increasing incarnation number.
 //! - [`daemon`]: the tokio shell: UDP sockets, the protocol loop, the gRPC service.
 //! - [`metrics`]: the optional Prometheus endpoint.
 //! - [`udp`]: batched UDP I/O (`recvmmsg`, `sendmmsg`) for the protocol loop.
@@ -10,6 +9,5 @@
 
 pub mod core;
 pub mod daemon;
-pub mod generation;
 pub mod metrics;
 pub mod udp;

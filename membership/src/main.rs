@@ -31,35 +31,18 @@ struct Args {
     generate_man: Option<PathBuf>,
 }
 
+const PROGRAM: &str = "tandem-membership";
+
 fn main() -> std::process::ExitCode {
-    match real_main() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tandem-membership: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    tandem_daemon_kit::report::exit(PROGRAM, real_main(Args::parse()))
 }
 
-fn real_main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn real_main(args: Args) -> anyhow::Result<()> {
     if let Some(dir) = &args.generate_man {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join("tandem-membership.8");
-        let mut page = Vec::new();
-        clap_mangen::Man::new(Args::command())
-            .section("8")
-            .render(&mut page)
-            .context("rendering the man page")?;
-        std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
+        tandem_daemon_kit::cli::write_man(Args::command(), dir)?;
         return Ok(());
     }
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    tracing_subscriber::registry()
-        .with(tandem_proto::log::filter_from_env("tandem-membership"))
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .init();
+    tandem_daemon_kit::log::init(PROGRAM);
     let cfg = tandem_config::load(&args.config).map_err(|e| anyhow!("{e}"))?;
     let node = args.node.unwrap_or_else(tandem_config::default_node_name);
     cfg.local_node(&node).map_err(|e| anyhow!("{e}"))?;
@@ -78,33 +61,22 @@ fn real_main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    // One thread: the daemon is I/O-bound and its loop never blocks; a second worker only
-    // added cross-thread wake-ups and a malloc arena (measured in examples/bench.rs idle).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = tandem_daemon_kit::cli::runtime().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         // Registered before anything else so a SIGTERM during start-up is a clean stop too.
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let signal = tandem_daemon_kit::signals::shutdown().context("cannot handle signals")?;
         let shutdown = async move {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM"),
-                _ = int.recv() => tracing::info!("SIGINT"),
-            }
+            signal.await;
+            tandem_daemon_kit::notify::stopping();
         };
         let paths = daemon::Paths {
             run_dir: args.run_dir,
             state_dir: args.state_dir,
         };
         daemon::run(cfg, node, ring, paths, shutdown, |_| {
-            if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
-                tracing::warn!(error = %e, "sd_notify READY failed");
-            }
+            tandem_daemon_kit::notify::ready("heartbeating");
         })
-        .await
-        .map_err(anyhow::Error::from)
+        .await?;
+        Ok(())
     })
 }

@@ -4,9 +4,8 @@
 //! so the metrics can never disagree with `Status` and the loop keeps no second set of
 //! counters. Only transitions (node up/late/dead, link up/down), which a Status cannot show
 //! after the fact, are counted as they are published ([`EventCounters`]). HTTP is served by
-//! [`tandem_proto::metrics`] (axum on hyper): `GET /metrics`, nothing else.
+//! [`tandem_daemon_kit::metrics`] (axum on hyper): `GET /metrics`, nothing else.
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -250,22 +249,11 @@ pub async fn serve(
     events: EventCounters,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let page: tandem_proto::metrics::RenderFn = Arc::new(move || {
+    let page: tandem_daemon_kit::metrics::RenderFn = Arc::new(move || {
         let (status, events) = (status.clone(), events.clone());
         Box::pin(async move { status().await.map(|s| render(&s, &events)) })
     });
-    tandem_proto::metrics::serve(listener, page, shutdown).await
-}
-
-/// Refuses anything but a loopback address: the metrics reveal the cluster's topology.
-pub fn check_address(addr: SocketAddr) -> Result<(), String> {
-    if addr.ip().is_loopback() {
-        Ok(())
-    } else {
-        Err(format!(
-            "membership.metrics {addr}: only loopback addresses are served"
-        ))
-    }
+    tandem_daemon_kit::metrics::serve(listener, page, shutdown).await
 }
 
 #[cfg(test)]
@@ -337,12 +325,5 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing in:\n{text}");
         }
-    }
-
-    #[test]
-    fn only_loopback_is_served() {
-        assert!(check_address("127.0.0.1:9100".parse().unwrap()).is_ok());
-        assert!(check_address("[::1]:9100".parse().unwrap()).is_ok());
-        assert!(check_address("0.0.0.0:9100".parse().unwrap()).is_err());
     }
 }

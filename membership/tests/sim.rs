@@ -18,12 +18,12 @@ use std::time::Duration;
 use prost::Message as _;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use tandem_daemon_kit::generation::next_generation;
 use tandem_membership::core::wire::{self, KeyRing, msg};
 use tandem_membership::core::{
     Core, DeadReason, EventKind, NodeSpec, NodeState, QuorumPolicy, Role, STALL_INTERVALS,
     SendError, Settings, Time, Timing,
 };
-use tandem_membership::generation::next_generation;
 
 const KEY: &[u8] = b"sim-key-sim-key-sim-key-sim-key!";
 
@@ -235,7 +235,8 @@ impl Sim {
     fn start(&mut self, i: usize) -> Result<(), String> {
         let wall = self.wall_secs();
         let prev = self.nodes[i].generation;
-        let g = next_generation((prev != 0).then_some(prev), wall);
+        let g = next_generation((prev != 0).then_some(prev), wall)
+            .ok_or_else(|| format!("generation exhausted at {prev}"))?;
         if g <= prev {
             return Err(format!("generation did not increase: {prev} -> {g}"));
         }

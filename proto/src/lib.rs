@@ -5,7 +5,10 @@
 //! - [`membership::v1`] and [`agent::v1`]: generated messages, clients and servers;
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, served by gRPC reflection;
 //! - [`uds`]: bind a socket safely (stale-socket removal, mode, group), serve routes with
-//!   health and reflection, and connect a client.
+//!   health and reflection, and connect a client;
+//! - [`time`]: std time types to and from the protobuf well-known types.
+//!
+//! Daemon plumbing (logging, metrics, timers, systemd) lives in `tandem-daemon-kit`.
 #![forbid(unsafe_code)]
 
 pub mod membership {
@@ -22,10 +25,7 @@ pub mod agent {
     }
 }
 
-pub mod log;
-pub mod metrics;
 pub mod time;
-pub mod timer;
 pub mod uds;
 
 /// Encoded `FileDescriptorSet` of every Tandem proto, for gRPC reflection.

@@ -1,5 +1,5 @@
 //! A deadline for a task's loop, on a timerfd.
-use tandem_proto::timer::Timer;
+use tandem_daemon_kit::timer::Timer;
 use tokio::time::Instant;
 use tracing::warn;
 

@@ -1,7 +1,8 @@
 //! tandem-resource-agent: decides where each resource group runs and runs its agents.
+#![forbid(unsafe_code)]
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{Context, anyhow};
 use clap::{CommandFactory, Parser};
 use tandem_resource_agent::core::Timers;
 use tandem_resource_agent::core::restart::RestartPolicy;
@@ -33,53 +34,32 @@ struct Args {
     generate_man: Option<PathBuf>,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+const PROGRAM: &str = "tandem-resource-agent";
+
+fn main() -> std::process::ExitCode {
+    tandem_daemon_kit::report::exit(PROGRAM, real_main(Args::parse()))
+}
+
+fn real_main(args: Args) -> anyhow::Result<()> {
     if let Some(dir) = &args.generate_man {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join("tandem-resource-agent.8");
-        let mut page = Vec::new();
-        clap_mangen::Man::new(Args::command())
-            .section("8")
-            .render(&mut page)
-            .context("rendering the man page")?;
-        std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
+        tandem_daemon_kit::cli::write_man(Args::command(), dir)?;
         return Ok(());
     }
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    tracing_subscriber::registry()
-        .with(tandem_proto::log::filter_from_env("tandem-resource-agent"))
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                // Colours only on a terminal, never into the journal.
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
-        .init();
-    let config = match tandem_config::load(&args.config) {
-        Ok(c) => c,
-        Err(errors) => anyhow::bail!("{errors}"),
-    };
+    tandem_daemon_kit::log::init(PROGRAM);
+    let config = tandem_config::load(&args.config).map_err(|e| anyhow!("{e}"))?;
     let node = args.node.unwrap_or_else(tandem_config::default_node_name);
-    if let Err(errors) = config.local_node(&node) {
-        anyhow::bail!("{errors}");
-    }
+    config.local_node(&node).map_err(|e| anyhow!("{e}"))?;
     if args.check {
-        daemon::build_runners(&config, &node).context("checking the agents")?;
+        daemon::build_runners(&config, &node)?;
         daemon::build_fencer(&config).context("checking fencing")?;
         println!("{}", config.summary(Some(&node)));
         println!("agents: ok");
         return Ok(());
     }
-    // One thread: the agent waits on sockets, timers and child processes; its only blocking
-    // work (small state-file writes, DNS lookups in tokio's blocking pool) is brief. Worker
-    // threads would only add wake-ups and malloc arenas (see tests/examples/bench_idle.rs).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let runtime = tandem_daemon_kit::cli::runtime().context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Registered before anything else so a SIGTERM during start-up is a clean stop too.
+        let shutdown = tandem_daemon_kit::signals::shutdown().context("cannot handle signals")?;
         let opts = Options {
             config,
             node,
@@ -88,28 +68,7 @@ fn main() -> anyhow::Result<()> {
             timers: Timers::default(),
             restart: RestartPolicy::default(),
         };
-        daemon::run(opts, shutdown_signal())
-            .await
-            .context("resource agent")
+        daemon::run(opts, shutdown).await?;
+        Ok(())
     })
-}
-
-/// SIGTERM (systemd) or SIGINT (a terminal).
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            // Without signal handlers, only Ctrl-C via tokio's portable handler remains.
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

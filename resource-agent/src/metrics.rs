@@ -385,11 +385,11 @@ pub async fn serve(
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let page: tandem_proto::metrics::RenderFn = Arc::new(move || {
+    let page: tandem_daemon_kit::metrics::RenderFn = Arc::new(move || {
         let (status, metrics) = (status.clone(), metrics.clone());
         Box::pin(async move { status().await.map(|s| metrics.render(&s)) })
     });
-    tandem_proto::metrics::serve(listener, page, shutdown).await
+    tandem_daemon_kit::metrics::serve(listener, page, shutdown).await
 }
 
 #[cfg(test)]

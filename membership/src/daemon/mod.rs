@@ -15,11 +15,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tandem_config::ClusterConfig;
+use tandem_daemon_kit::generation::{self, GenerationError};
+use tandem_daemon_kit::timer::Timer;
 use tandem_proto::membership::v1 as pb;
-use tandem_proto::timer::Timer;
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
@@ -40,12 +41,14 @@ pub const SUBSCRIBE_BUFFER: usize = 1024;
 pub const RECV_BUFFER: usize = 4 << 20;
 /// Pending gRPC commands (Send, Status, Watch) for the protocol loop.
 const COMMANDS: usize = 256;
+/// The generation's file in the state directory.
+pub const GENERATION_FILE: &str = "membership.generation";
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
-    Generation(#[from] crate::generation::GenerationError),
+    Generation(#[from] GenerationError),
     #[error("cannot start the protocol: {0}")]
     Settings(#[from] crate::core::SettingsError),
     #[error("cannot bind UDP {addr} (link {link}): {source}")]
@@ -60,8 +63,8 @@ pub enum DaemonError {
     Socket(#[from] tandem_proto::uds::BindError),
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
-    #[error("{0}")]
-    Metrics(String),
+    #[error(transparent)]
+    Metrics(#[from] tandem_daemon_kit::metrics::BindError),
     #[error("cannot create the protocol loop's timer: {0}")]
     Timer(std::io::Error),
 }
@@ -107,11 +110,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(&[SocketAddr]) + Send,
 ) -> Result<(), DaemonError> {
-    let wall = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     // Persisted (fsync'd) before the first datagram: peers must never see it go back.
-    let generation = crate::generation::bump(&paths.state_dir, wall)?;
+    let generation = generation::bump(&paths.state_dir, GENERATION_FILE)?;
     let epoch = Instant::now();
     let core = Core::new(
         Settings::from_config(&cfg, &local, generation, keys),
@@ -158,12 +158,7 @@ pub async fn run(
     let metrics = match cfg.membership.metrics {
         None => None,
         Some(addr) => {
-            crate::metrics::check_address(addr).map_err(DaemonError::Metrics)?;
-            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                DaemonError::Metrics(format!("membership.metrics {addr}: cannot bind: {e}"))
-            })?;
-            let bound = listener.local_addr().unwrap_or(addr);
-            info!(address = %bound, "metrics served at http://{bound}/metrics");
+            let listener = tandem_daemon_kit::metrics::bind("membership.metrics", addr).await?;
             let commands = cmd_tx.clone();
             let status: crate::metrics::StatusFn = Arc::new(move || {
                 let commands = commands.clone();

@@ -27,8 +27,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use tandem_daemon_kit::notify::Watchdog;
+use tandem_daemon_kit::timer::Timer;
 use tandem_proto::membership::v1 as pb;
-use tandem_proto::timer::Timer;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -71,7 +72,7 @@ pub(super) struct Shell {
     /// Readiness of `sockets`, disarmed while coalescing so the wait costs no wakeups.
     pub(super) poller: crate::udp::Poller,
     /// The earlier of the core's next deadline and the watchdog's next ping. Timerfds, not
-    /// tokio sleeps: one wake-up per deadline (see [`tandem_proto::timer`]).
+    /// tokio sleeps: one wake-up per deadline (see [`tandem_daemon_kit::timer`]).
     pub(super) timer: Timer,
     /// Set while coalescing: when to read what arrived meanwhile.
     pub(super) coalesce_timer: Timer,
@@ -156,9 +157,8 @@ impl Shell {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
-        // Pinged from this loop, at half the period systemd asks for: a stuck loop stops it.
-        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
-        let mut next_ping = watchdog.map(|_| Instant::now());
+        // Pinged from this loop: a stuck loop stops it.
+        let mut watchdog = Watchdog::from_env();
         let mut commands_open = true;
         self.core.handle_timeout(self.clock.now());
         self.flush();
@@ -176,7 +176,7 @@ impl Shell {
         let mut read_on = false;
         loop {
             let due = self.deadline();
-            let wake = match (due, next_ping) {
+            let wake = match (due, watchdog.due()) {
                 (Some(d), Some(p)) => Some(d.min(p)),
                 (d, p) => d.or(p),
             };
@@ -202,12 +202,7 @@ impl Shell {
                     // The timerfd fires at or after its deadline on the same clock as
                     // Instant: whichever of the two was due is due now.
                     let now = Instant::now();
-                    if next_ping.is_some_and(|p| now >= p) {
-                        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
-                            warn!(error = %e, "sd_notify WATCHDOG failed");
-                        }
-                        next_ping = Some(now + watchdog.unwrap_or(Duration::from_secs(1)));
-                    }
+                    watchdog.ping_if_due(now);
                     if due.is_some_and(|d| now >= d) {
                         let read = self.receive(RECV_BATCH);
                         if read >= RECV_BATCH {

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tandem_config::ClusterConfig;
+use tandem_daemon_kit::notify::Watchdog;
 use tandem_proto::agent::v1 as pb;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{error, warn};
 
 use super::state::write_standby;
-use super::{convert, notify};
+use super::convert;
 use crate::agents::group::GroupRunner;
 use crate::alarm::Alarm;
 use crate::core::{
@@ -119,20 +120,16 @@ impl Driver {
         shutdown: impl Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
-        // Ping the watchdog at half its period, from the loop itself: a stuck driver stops it.
-        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
-        let mut next_ping = Instant::now();
+        // Pinged from the loop itself: a stuck driver stops it.
+        let mut watchdog = Watchdog::from_env();
         // One timer for the earliest of the core's deadline and the watchdog: one wake-up
         // each, and none re-created per iteration.
         let mut alarm = Alarm::new("driver");
         loop {
-            let next = [
-                Some(self.epoch + self.core.next_deadline()),
-                watchdog.map(|_| next_ping),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let next = [Some(self.epoch + self.core.next_deadline()), watchdog.due()]
+                .into_iter()
+                .flatten()
+                .min();
             alarm.set(next);
             tokio::select! {
                 () = &mut shutdown => return,
@@ -143,12 +140,7 @@ impl Driver {
                 () = alarm.wait() => {
                     let now = Instant::now();
                     self.core.handle(self.at(now), Input::Tick);
-                    if let Some(period) = watchdog
-                        && now >= next_ping
-                    {
-                        notify(&[sd_notify::NotifyState::Watchdog]);
-                        next_ping = now + period;
-                    }
+                    watchdog.ping_if_due(now);
                 }
             }
             self.dispatch();

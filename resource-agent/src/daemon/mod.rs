@@ -24,10 +24,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tandem_config::ClusterConfig;
+use tandem_daemon_kit::generation;
 use tandem_proto::agent::v1 as pb;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::agents::{self, group::GroupRunner};
 use crate::core::restart::RestartPolicy;
@@ -46,9 +47,11 @@ mod worker;
 use driver::{Driver, Event};
 use membership::{membership_task, sender_task};
 use service::AgentService;
-pub use state::{next_incarnation, read_standby};
+pub use state::read_standby;
 use worker::{group_worker, readiness_task};
 
+/// The incarnation counter's file in the state directory.
+pub const INCARNATION_FILE: &str = "agent-incarnation";
 /// Depth of the driver's inbox. Membership events, messages and action results are small
 /// and handled in microseconds; 1024 absorbs a burst (a whole snapshot's worth of events).
 pub const EVENT_QUEUE: usize = 1024;
@@ -59,11 +62,6 @@ pub const WATCH_BUFFER: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("{path}: {source}")]
-    State {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("{0}")]
     Config(String),
     #[error("group {group}: {source}")]
@@ -74,7 +72,11 @@ pub enum DaemonError {
     #[error("fencing: {0}")]
     Fencing(ProviderError),
     #[error(transparent)]
+    Generation(#[from] tandem_daemon_kit::generation::GenerationError),
+    #[error(transparent)]
     Bind(#[from] tandem_proto::uds::BindError),
+    #[error(transparent)]
+    Metrics(#[from] tandem_daemon_kit::metrics::BindError),
     #[error("agent socket: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -156,20 +158,13 @@ pub async fn run(
             opts.node
         )));
     }
-    let incarnation = next_incarnation(&opts.state_dir)?;
+    // Persisted (fsync'd) before the first announcement: peers must never see it go back.
+    let incarnation = generation::bump(&opts.state_dir, INCARNATION_FILE)?;
     let standby = read_standby(&opts.state_dir);
     let metrics = cfg.agent.metrics.map(|_| Metrics::default());
     let runners = build_runners_with(&cfg, &opts.node, metrics.as_ref())?;
-    // Bound before anything starts, so a taken port fails the start-up, not a scrape.
     let metrics_listener = match cfg.agent.metrics {
-        Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                DaemonError::Config(format!("agent.metrics {addr}: cannot bind: {e}"))
-            })?;
-            let bound = l.local_addr().unwrap_or(addr);
-            info!(address = %bound, "metrics served at http://{bound}/metrics");
-            Some(l)
-        }
+        Some(addr) => Some(tandem_daemon_kit::metrics::bind("agent.metrics", addr).await?),
         None => None,
     };
 
@@ -302,15 +297,12 @@ pub async fn run(
     driver.core.handle(Time::ZERO, Input::Health(healthy));
     driver.dispatch();
 
-    notify(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status("probed; waiting for membership"),
-    ]);
+    tandem_daemon_kit::notify::ready("probed; waiting for membership");
     driver.run(rx, shutdown).await;
     // Its event broadcast closes with it: open Watch streams end, so the server's graceful
     // shutdown below does not wait on them.
     drop(driver);
-    notify(&[sd_notify::NotifyState::Stopping]);
+    tandem_daemon_kit::notify::stopping();
     info!("resource agent stopping; groups keep running");
     let _ = stop_tx.send(true);
     tasks.abort_all();
@@ -327,13 +319,6 @@ pub async fn run(
     }
     let _ = std::fs::remove_file(&sock);
     Ok(())
-}
-
-fn notify(state: &[sd_notify::NotifyState<'_>]) {
-    // Outside systemd there is no NOTIFY_SOCKET and this does nothing.
-    if let Err(e) = sd_notify::notify(state) {
-        debug!(error = %e, "sd_notify failed");
-    }
 }
 
 fn lookup_gid(name: &str) -> Result<u32, DaemonError> {

@@ -1,5 +1,23 @@
-//! The daemons' log filter.
+//! The daemons' logging: tracing to stderr, filtered by `RUST_LOG`.
+use std::io::IsTerminal;
+
 use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Logs to stderr (the journal, under systemd) with the filter of [`filter_from_env`].
+/// Colours only when stderr is a terminal: in the journal, a file or a pipe, ANSI escapes
+/// are noise that breaks grep.
+pub fn init(program: &str) {
+    tracing_subscriber::registry()
+        .with(filter_from_env(program))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
+        .init();
+}
 
 /// The log filter: `RUST_LOG` (comma-separated `level` or `target=level` directives), `info`
 /// when unset. tracing-subscriber's `Targets`, not `EnvFilter`: the same directives without
