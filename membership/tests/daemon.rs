@@ -981,3 +981,69 @@ async fn socket_is_mode_0660_with_the_configured_group() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     assert_eq!(meta.gid(), gid.as_raw());
 }
+
+/// A start-up error through the real binary: one line, each cause once, no backtrace.
+#[test]
+fn a_taken_port_is_one_plain_line_said_once() {
+    let run = |c: &Cluster| {
+        Command::new(env!("CARGO_BIN_EXE_tandem-membership"))
+            .arg("--config")
+            .arg(c.dir.path().join("cluster.yaml"))
+            .args(["--node", "a", "--run-dir"])
+            .arg(c.run_dir(0))
+            .arg("--state-dir")
+            .arg(c.dir.path().join("state-a"))
+            .env("RUST_BACKTRACE", "1")
+            .env("RUST_LIB_BACKTRACE", "1")
+            .env_remove("NOTIFY_SOCKET")
+            .output()
+            .expect("run tandem-membership")
+    };
+    let error_line = |out: &std::process::Output| {
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        for noise in ["Caused by", "backtrace", "\x1b["] {
+            assert!(!err.contains(noise), "{noise:?} in:\n{err}");
+        }
+        let lines: Vec<&str> = err
+            .lines()
+            .filter(|l| l.starts_with("tandem-membership: "))
+            .collect();
+        assert_eq!(lines.len(), 1, "one error line expected:\n{err}");
+        lines[0].to_owned()
+    };
+    let c = Cluster::new(&["a", "b"]);
+    let taken = UdpSocket::bind(c.addrs[0]).expect("take node a's address");
+    let line = error_line(&run(&c));
+    assert!(line.contains("cannot bind UDP"), "{line}");
+    assert_eq!(line.matches("os error 98").count(), 1, "{line}");
+    assert_eq!(line.matches("in use").count(), 1, "{line}");
+    drop(taken);
+
+    let c = Cluster::with_metrics(&["a", "b"], true);
+    let metrics = c.metrics.expect("metrics address");
+    let taken = std::net::TcpListener::bind(metrics).expect("take the metrics port");
+    let line = error_line(&run(&c));
+    assert!(
+        line.contains(&format!("membership.metrics {metrics}")),
+        "{line}"
+    );
+    assert_eq!(line.matches("os error 98").count(), 1, "{line}");
+    drop(taken);
+}
+
+/// Logs written to a file (the journal, a pipe) carry no ANSI colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_in_a_file_carry_no_colour_codes() {
+    let mut c = Cluster::new(&["a", "b"]);
+    c.start(0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !c.log(0).contains("membership started") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = c.log(0);
+    c.kill9(0);
+    assert!(log.contains("membership started"), "{log}");
+    assert!(log.contains(" INFO "), "{log}");
+    assert!(!log.contains('\x1b'), "ANSI escapes in a log file: {log:?}");
+}
