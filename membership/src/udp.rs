@@ -335,15 +335,29 @@ mod tests {
 
     #[tokio::test]
     async fn the_kernel_stamps_arrival_before_the_read() {
+        // On loopback the stamp is taken when the backlog is processed, which a loaded box can
+        // defer to ksoftirqd until just before the read; so one of a few tries must show the
+        // 30 ms wait, and every stamp must lie between the send and the read.
         let (a, b) = pair();
-        b.send_to(b"x", a.local_addr().unwrap()).unwrap();
-        std::thread::sleep(Duration::from_millis(30));
-        let mut batch = Batch::default();
-        batch.recv(&a).unwrap();
-        let arrived = batch.get(0).0.arrived.expect("SO_TIMESTAMPNS stamp");
-        let age = SystemTime::now().duration_since(arrived).unwrap();
-        // Read 30 ms after arrival: the stamp says so (an upper bound allows for a busy box).
-        assert!(age >= Duration::from_millis(29), "{age:?}");
-        assert!(age < Duration::from_secs(5), "{age:?}");
+        let mut ages = Vec::new();
+        for _ in 0..5 {
+            let sent = SystemTime::now();
+            b.send_to(b"x", a.local_addr().unwrap()).unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+            let mut batch = Batch::default();
+            batch.recv(&a).unwrap();
+            let read = SystemTime::now();
+            let arrived = batch.get(0).0.arrived.expect("SO_TIMESTAMPNS stamp");
+            assert!(
+                arrived >= sent && arrived <= read,
+                "{arrived:?} not in {sent:?}..{read:?}"
+            );
+            let age = read.duration_since(arrived).unwrap();
+            if age >= Duration::from_millis(29) {
+                return;
+            }
+            ages.push(age);
+        }
+        panic!("every stamp was taken at the read, not at arrival: {ages:?}");
     }
 }

@@ -13,8 +13,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{error, warn};
 
-use super::state::write_standby;
 use super::convert;
+use super::state::write_standby;
 use crate::agents::group::GroupRunner;
 use crate::alarm::Alarm;
 use crate::core::{
