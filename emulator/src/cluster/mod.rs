@@ -12,27 +12,25 @@
 //!
 //! Every process is started by the launcher, addressed by its PID only, and killed on drop.
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use rand::Rng;
-use serde_json::Value;
 use tandem_proto::agent::v1 as apb;
 use tandem_proto::agent::v1::agent_client::AgentClient;
 use tandem_proto::membership::v1 as mpb;
 use tandem_proto::membership::v1::membership_client::MembershipClient;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
-use crate::{DropletConfig, Emulator, EmulatorConfig, ReservedIpConfig, TokenConfig};
+use crate::Emulator;
 
 mod binaries;
 mod fence;
+mod launch;
 mod network;
 pub mod probe;
+mod query;
 pub mod web;
 mod yaml;
 
@@ -40,6 +38,8 @@ pub use binaries::{Binaries, emulator_for_tests, ipctl_for_tests};
 pub use fence::FenceSpec;
 pub use network::{MakeNetwork, Network, NetworkFactory};
 pub use probe::{ProbeReport, Prober};
+use query::call;
+pub use query::wait_for;
 
 /// The reserved IP of every launched cluster (loopback: only a name inside the emulator).
 pub const RESERVED_IP: &str = "127.0.0.100";
@@ -268,216 +268,7 @@ impl Drop for Cluster {
     }
 }
 
-/// A random loopback address (all of 127.0.0.0/8 reaches `lo`) with a port the kernel picked
-/// for a probe socket that is closed again; a random address makes a collision with another
-/// test's port unlikely, and [`Cluster::start`] retries if it happens anyway.
-fn free_udp() -> Result<SocketAddr, LaunchError> {
-    let mut rng = rand::rng();
-    let ip = [
-        127,
-        rng.random_range(1..255),
-        rng.random(),
-        rng.random_range(1..255),
-    ];
-    let probe = UdpSocket::bind(SocketAddr::from((ip, 0))).map_err(io("binding a probe"))?;
-    probe.local_addr().map_err(io("probe address"))
-}
-
-fn random_secret(len: usize) -> String {
-    let mut rng = rand::rng();
-    (0..len)
-        .map(|_| char::from(rng.random_range(b'a'..=b'z')))
-        .collect()
-}
-
-fn write_private(path: &Path, content: &str) -> Result<(), LaunchError> {
-    std::fs::write(path, content).map_err(io(format!("writing {}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(io(format!("chmod {}", path.display())))
-}
-
 impl Cluster {
-    /// Launches in a new temporary directory (removed on drop).
-    pub async fn start(spec: Spec) -> Result<Cluster, LaunchError> {
-        let dir = tempfile::Builder::new()
-            .prefix("tandem-cluster-")
-            .tempdir()
-            .map_err(io("creating a temp dir"))?;
-        let path = dir.path().to_owned();
-        let mut c = Cluster::start_in(spec, &path).await?;
-        // For debugging a failed suite: keep the logs and the audit log.
-        if std::env::var_os("TANDEM_KEEP_CLUSTER").is_some() {
-            eprintln!("cluster kept in {}", dir.keep().display());
-        } else {
-            c.dir = Some(dir);
-        }
-        Ok(c)
-    }
-
-    /// Launches in `path` (kept afterwards), retrying with new ports if a daemon could not
-    /// bind the one picked for it.
-    pub async fn start_in(spec: Spec, path: &Path) -> Result<Cluster, LaunchError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let sub = path.join(format!("attempt-{attempt}"));
-            match Cluster::launch(spec.clone(), &sub).await {
-                Err(LaunchError::Daemon { ref log, .. })
-                    if attempt < LAUNCH_ATTEMPTS && log.contains("in use") =>
-                {
-                    tracing::warn!(attempt, "a port was taken; launching again");
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn launch(spec: Spec, path: &Path) -> Result<Cluster, LaunchError> {
-        std::fs::create_dir_all(path).map_err(io(format!("creating {}", path.display())))?;
-        let ip: IpAddr = RESERVED_IP
-            .parse()
-            .map_err(|_| LaunchError::Binaries("bad IP".into()))?;
-        let key_file = path.join("authkey");
-        write_private(&key_file, &random_secret(48))?;
-
-        let count = spec.members.len() + usize::from(spec.witness.is_some());
-        let net = match &spec.network {
-            Some(f) => Some((f.0)(count, spec.links.max(1)).map_err(LaunchError::Network)?),
-            None => None,
-        };
-        let mut nodes = Vec::new();
-        let names = spec
-            .members
-            .iter()
-            .map(|m| (m.clone(), false))
-            .chain(spec.witness.iter().map(|w| (w.clone(), true)));
-        for (i, (name, witness)) in names.enumerate() {
-            let dir = path.join(&name);
-            std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-            let token = (!witness).then(|| format!("dop_v1_{}", random_secret(40)));
-            if let Some(t) = &token {
-                write_private(&dir.join("do-token"), t)?;
-            }
-            let fence_token = (!witness && spec.fencing.is_some())
-                .then(|| format!("dop_v1_fence_{}", random_secret(40)));
-            if let Some(t) = &fence_token {
-                write_private(&dir.join("fence-token"), t)?;
-            }
-            let addresses = match &net {
-                // Each namespace has its own port space: the standard port is free.
-                Some(net) => net
-                    .addresses(i)
-                    .into_iter()
-                    .map(|a| SocketAddr::from((a, 694)))
-                    .collect(),
-                None => vec![free_udp()?],
-            };
-            nodes.push(Node {
-                run_dir: dir.join("run"),
-                state_dir: dir.join("state"),
-                dir,
-                address: addresses[0],
-                addresses,
-                droplet: (!witness).then_some(FIRST_DROPLET + i as u64),
-                token,
-                fence_token,
-                name,
-                witness,
-                membership: None,
-                agent: None,
-                starts: [0; 2],
-            });
-        }
-
-        // The tutorial's web servers, one per droplet, bound before the emulator needs them.
-        let mut webs = Vec::new();
-        let mut droplets = Vec::new();
-        for n in nodes.iter().filter(|n| !n.witness) {
-            let public = n.address.ip().to_string();
-            let w = web::WebServer::start(&n.name, &public)
-                .await
-                .map_err(io("binding a web server"))?;
-            droplets.push(DropletConfig {
-                id: n.droplet.unwrap_or_default(),
-                name: n.name.clone(),
-                region: "nyc3".into(),
-                web: Some(w.addr.to_string()),
-                public_ipv4: Some(public),
-            });
-            webs.push(w);
-        }
-        let prefer = spec
-            .prefer
-            .clone()
-            .or_else(|| spec.members.first().cloned())
-            .unwrap_or_default();
-        let audit_log = path.join("emulator-audit.jsonl");
-        let emulator = Emulator::start(EmulatorConfig {
-            reserved_ips: vec![ReservedIpConfig {
-                ip,
-                region: "nyc3".into(),
-                // As after the tutorial's first assign: the preferred droplet holds it.
-                holder: droplets
-                    .iter()
-                    .find(|d| spec.ip_held_at_start && d.name == prefer)
-                    .map(|d| d.id),
-            }],
-            droplets,
-            tokens: nodes
-                .iter()
-                .flat_map(|n| [n.token.clone(), n.fence_token.clone()])
-                .flatten()
-                .map(|token| TokenConfig {
-                    token,
-                    scopes: None,
-                })
-                .collect(),
-            action_delay: spec.action_delay,
-            audit_log: Some(audit_log.clone()),
-            ..EmulatorConfig::default()
-        })
-        .await?;
-        let front = emulator
-            .addresses
-            .fronts
-            .get(&ip)
-            .cloned()
-            .unwrap_or_default();
-
-        let config = path.join("cluster.yaml");
-        let yaml = yaml::render_config(&spec, &nodes, &key_file, &prefer, &emulator, ip);
-        std::fs::write(&config, yaml).map_err(io("writing cluster.yaml"))?;
-
-        let mut c = Cluster {
-            spec,
-            dir: None,
-            path: path.to_owned(),
-            config,
-            emulator,
-            nodes,
-            ip,
-            front,
-            audit_log,
-            webs,
-            net,
-            pids: fence::Pids::default(),
-        };
-        c.pids.install(&c.emulator.world);
-        for i in 0..c.nodes.len() {
-            c.spawn(i, Daemon::Membership)?;
-            if !c.nodes[i].witness {
-                c.spawn(i, Daemon::Agent)?;
-            }
-        }
-        for i in 0..c.nodes.len() {
-            c.wait_serving(i, Daemon::Membership).await?;
-            if !c.nodes[i].witness {
-                c.wait_serving(i, Daemon::Agent).await?;
-            }
-        }
-        Ok(c)
-    }
-
     /// Keeps the directory after the cluster is dropped (for `--keep-running` and debugging).
     pub fn keep_dir(&mut self) -> PathBuf {
         if let Some(d) = self.dir.take() {
@@ -750,159 +541,5 @@ impl Cluster {
             reason,
             log: self.log(i, d),
         }
-    }
-
-    /// An Agent client on node `i`'s socket.
-    pub async fn agent(&self, i: usize) -> Option<AgentClient<Channel>> {
-        let ch = tandem_proto::uds::connect(&self.socket(i, Daemon::Agent))
-            .await
-            .ok()?;
-        Some(AgentClient::new(ch))
-    }
-
-    pub async fn membership(&self, i: usize) -> Option<MembershipClient<Channel>> {
-        let ch = tandem_proto::uds::connect(&self.socket(i, Daemon::Membership))
-            .await
-            .ok()?;
-        Some(MembershipClient::new(ch))
-    }
-
-    /// The agent's Status, or `None` if it does not answer within a short limit.
-    pub async fn agent_status(&self, i: usize) -> Option<apb::StatusResponse> {
-        let mut c = tokio::time::timeout(CALL_TIMEOUT, self.agent(i))
-            .await
-            .ok()??;
-        call(c.status(apb::StatusRequest {})).await
-    }
-
-    pub async fn membership_status(&self, i: usize) -> Option<mpb::StatusResponse> {
-        let mut c = tokio::time::timeout(CALL_TIMEOUT, self.membership(i))
-            .await
-            .ok()??;
-        call(c.status(mpb::StatusRequest {})).await
-    }
-
-    /// The state of [`GROUP`] on node `i` as its agent reports it.
-    pub async fn group(&self, i: usize) -> Option<apb::GroupStatus> {
-        self.agent_status(i)
-            .await?
-            .groups
-            .into_iter()
-            .find(|g| g.name == GROUP)
-    }
-
-    /// Names of the nodes whose agent reports [`GROUP`] running (those that answer).
-    pub async fn running_on(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for (i, n) in self.nodes.iter().enumerate() {
-            if n.witness {
-                continue;
-            }
-            if let Some(g) = self.group(i).await
-                && g.state == apb::GroupState::Running as i32
-            {
-                out.push(n.name.clone());
-            }
-        }
-        out
-    }
-
-    /// The node whose droplet holds the reserved IP at the emulator.
-    pub fn holder(&self) -> Option<String> {
-        let id = self.emulator.holder(self.ip)?;
-        self.nodes
-            .iter()
-            .find(|n| n.droplet == Some(id))
-            .map(|n| n.name.clone())
-    }
-
-    pub fn node_of_droplet(&self, id: Option<u64>) -> String {
-        id.and_then(|id| self.nodes.iter().find(|n| n.droplet == Some(id)))
-            .map_or_else(|| "nobody".into(), |n| n.name.clone())
-    }
-
-    /// Every line of the emulator's audit log.
-    pub fn audit(&self) -> Vec<Value> {
-        crate::testkit::read_audit(&self.audit_log)
-    }
-
-    /// Holder changes recorded by the emulator, in order.
-    pub fn holder_changes(&self) -> Vec<HolderChange> {
-        self.audit()
-            .into_iter()
-            .filter(|e| e["event"] == "holder")
-            .filter_map(|e| {
-                Some(HolderChange {
-                    at: humantime::parse_rfc3339(e["time"].as_str()?).ok()?,
-                    from: e["from"].as_u64(),
-                    to: e["to"].as_u64(),
-                    cause: e["cause"].as_str().unwrap_or_default().to_owned(),
-                })
-            })
-            .collect()
-    }
-
-    /// Assign actions accepted by the emulator (each is one `POST .../actions` that started).
-    pub fn assign_calls(&self) -> usize {
-        self.audit()
-            .iter()
-            .filter(|e| {
-                e["event"] == "action" && e["type"] == "assign" && e["status"] == "in-progress"
-            })
-            .count()
-    }
-
-    /// Time from `since` to the first holder change to `to` after it.
-    pub fn moved_after(&self, since: SystemTime, to: &str) -> Option<Duration> {
-        let id = self.nodes[self.index(to)].droplet?;
-        self.holder_changes()
-            .into_iter()
-            .find(|h| h.at >= since && h.to == Some(id))
-            .and_then(|h| h.at.duration_since(since).ok())
-    }
-
-    /// Waits (bounded) until the first member runs [`GROUP`] and the second member's agent
-    /// sees it as the holder: the cluster is up and agrees. False on timeout.
-    pub async fn wait_first_holds(&self, limit: Duration) -> bool {
-        let first = self.nodes[0].name.clone();
-        wait_for(limit, || async {
-            let p = self.group(0).await?;
-            let s = self.group(1).await?;
-            (p.state == apb::GroupState::Running as i32 && s.holder == first).then_some(())
-        })
-        .await
-        .is_some()
-    }
-
-    /// Starts the curl loop against the reserved IP's front.
-    pub fn probe(&self, period: Duration) -> Prober {
-        Prober::start(self.front.clone(), period)
-    }
-}
-
-async fn call<T>(
-    f: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-) -> Option<T> {
-    match tokio::time::timeout(CALL_TIMEOUT, f).await {
-        Ok(Ok(r)) => Some(r.into_inner()),
-        _ => None,
-    }
-}
-
-/// Polls `f` every 20 ms until it returns `Some`, for at most `limit`.
-pub async fn wait_for<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
