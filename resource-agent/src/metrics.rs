@@ -301,11 +301,8 @@ impl Agent for MeteredAgent {
     fn kind(&self) -> Kind {
         self.inner.kind()
     }
-    fn timeout(&self) -> std::time::Duration {
-        self.inner.timeout()
-    }
-    fn monitor_interval(&self) -> std::time::Duration {
-        self.inner.monitor_interval()
+    fn settings(&self) -> &tandem_config::ActionSettings {
+        self.inner.settings()
     }
     fn provider_call(&self, action: Action) -> Option<String> {
         self.inner.provider_call(action)

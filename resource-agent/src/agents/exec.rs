@@ -2,7 +2,6 @@
 //!
 //! start/stop: exit 0 = done. monitor: exit 0 = running, 7 (OCF) or 3 (LSB) = stopped,
 //! anything else = failed. Without a monitor command the state is unknown.
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tandem_config::{ActionSettings, ExecAgent};
@@ -64,16 +63,8 @@ impl Agent for Exec {
         Kind::Exec
     }
 
-    fn timeout(&self) -> Duration {
-        self.settings.timeout
-    }
-
-    fn monitor_interval(&self) -> Duration {
-        self.settings.monitor_interval
-    }
-
-    fn provider_call(&self, _action: Action) -> Option<String> {
-        None
+    fn settings(&self) -> &ActionSettings {
+        &self.settings
     }
 
     fn start(&self) -> BoxFuture<'_, Result<(), AgentError>> {

@@ -135,7 +135,7 @@ impl GroupRunner {
         let agent = &self.agents[i];
         let started_at = SystemTime::now();
         let t0 = Instant::now();
-        let limit = agent.timeout() + BACKSTOP;
+        let limit = agent.settings().timeout + BACKSTOP;
         let fut = async {
             match action {
                 Action::Start => agent.start().await.map(|()| RunState::Running),
@@ -255,7 +255,10 @@ impl GroupRunner {
 
     /// Each agent's monitor period, in agent order.
     pub fn monitor_intervals(&self) -> Vec<Duration> {
-        self.agents.iter().map(|a| a.monitor_interval()).collect()
+        self.agents
+            .iter()
+            .map(|a| a.settings().monitor_interval)
+            .collect()
     }
 
     /// Monitors agent `i` (0-based, in start order).

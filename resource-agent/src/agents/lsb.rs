@@ -4,7 +4,6 @@
 //! in the requested state); status 0 = running, 1 = dead with a pid file, 2 = dead with a
 //! lock file, 3 = not running, 4 = unknown.
 use std::path::PathBuf;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tandem_config::{ActionSettings, LsbAgent};
@@ -93,16 +92,8 @@ impl Agent for Lsb {
         Kind::Lsb
     }
 
-    fn timeout(&self) -> Duration {
-        self.settings.timeout
-    }
-
-    fn monitor_interval(&self) -> Duration {
-        self.settings.monitor_interval
-    }
-
-    fn provider_call(&self, _action: Action) -> Option<String> {
-        None
+    fn settings(&self) -> &ActionSettings {
+        &self.settings
     }
 
     fn start(&self) -> BoxFuture<'_, Result<(), AgentError>> {

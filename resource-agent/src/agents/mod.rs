@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use tandem_config::ActionSettings;
 
 pub mod exec;
 pub mod group;
@@ -114,13 +115,13 @@ pub trait Agent: Send + Sync + fmt::Debug {
     /// Display name, e.g. "lsb nginx", "ocf heartbeat:Dummy", "reserved-ip 45.55.96.8".
     fn name(&self) -> String;
     fn kind(&self) -> Kind;
-    /// Time limit of one action.
-    fn timeout(&self) -> Duration;
-    /// Monitor period.
-    fn monitor_interval(&self) -> Duration;
+    /// Time limit of one action, and the monitor period.
+    fn settings(&self) -> &ActionSettings;
     /// The provider call behind `action`, e.g. "digitalocean assign", for the agent's
-    /// events; `None` for an action that calls no provider.
-    fn provider_call(&self, action: Action) -> Option<String>;
+    /// events; `None` (the default) for an action that calls no provider.
+    fn provider_call(&self, _action: Action) -> Option<String> {
+        None
+    }
     /// Starts the resource; succeeds when it is already running.
     fn start(&self) -> BoxFuture<'_, Result<(), AgentError>>;
     /// Stops the resource; succeeds when it is already stopped.

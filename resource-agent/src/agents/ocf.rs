@@ -6,7 +6,6 @@
 //! 5 not installed, 6 not configured, 7 not running, 8 running as promoted, 9 failed promoted.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tandem_config::{ActionSettings, OcfAgent};
@@ -158,16 +157,8 @@ impl Agent for Ocf {
         Kind::Ocf
     }
 
-    fn timeout(&self) -> Duration {
-        self.settings.timeout
-    }
-
-    fn monitor_interval(&self) -> Duration {
-        self.settings.monitor_interval
-    }
-
-    fn provider_call(&self, _action: Action) -> Option<String> {
-        None
+    fn settings(&self) -> &ActionSettings {
+        &self.settings
     }
 
     fn start(&self) -> BoxFuture<'_, Result<(), AgentError>> {

@@ -4,7 +4,6 @@
 //! stop = nothing, unless `unassign_on_stop`: an unassign only opens a window without a
 //! holder and races the next holder's assign (DESIGN.md). monitor = the provider says the
 //! IP is ours.
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tandem_config::ActionSettings;
@@ -74,12 +73,8 @@ impl Agent for ReservedIp {
         Kind::ReservedIp
     }
 
-    fn timeout(&self) -> Duration {
-        self.settings.timeout
-    }
-
-    fn monitor_interval(&self) -> Duration {
-        self.settings.monitor_interval
+    fn settings(&self) -> &ActionSettings {
+        &self.settings
     }
 
     fn provider_call(&self, action: Action) -> Option<String> {
