@@ -99,16 +99,21 @@ pub struct Net {
 
 fn run(cmd: &mut Command) -> Result<String, NetnsError> {
     let text = format!("{cmd:?}").replace('"', "");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| NetnsError::Io {
-            cmd: text.clone(),
-            source,
-        })?;
+    let out = cmd.stdin(Stdio::null()).output().map_err(io_error(&text))?;
+    checked(text, out)
+}
+
+/// What `cmd` failed to do, as an error naming the command.
+fn io_error(cmd: &str) -> impl FnOnce(std::io::Error) -> NetnsError {
+    let cmd = cmd.to_owned();
+    move |source| NetnsError::Io { cmd, source }
+}
+
+/// A finished command's stdout, or its stderr as the error when it failed.
+fn checked(cmd: String, out: std::process::Output) -> Result<String, NetnsError> {
     if !out.status.success() {
         return Err(NetnsError::Command {
-            cmd: text,
+            cmd,
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         });
     }
@@ -243,10 +248,7 @@ impl Net {
     /// Starts `cmd` (built with [`Host::command`]) and keeps it to be killed on drop.
     /// `ip netns exec` execs the program, so the returned pid is the program's own.
     pub fn spawn(&mut self, mut cmd: Command) -> Result<u32, NetnsError> {
-        let child = cmd.spawn().map_err(|source| NetnsError::Io {
-            cmd: format!("{cmd:?}"),
-            source,
-        })?;
+        let child = cmd.spawn().map_err(io_error(&format!("{cmd:?}")))?;
         let pid = child.id();
         self.children.push(child);
         Ok(pid)
@@ -273,29 +275,14 @@ impl Net {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let text = format!("nft in {}: {}", host.ns, script.trim());
-        let mut child = cmd.spawn().map_err(|source| NetnsError::Io {
-            cmd: text.clone(),
-            source,
-        })?;
+        let mut child = cmd.spawn().map_err(io_error(&text))?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin
                 .write_all(script.as_bytes())
-                .map_err(|source| NetnsError::Io {
-                    cmd: text.clone(),
-                    source,
-                })?;
+                .map_err(io_error(&text))?;
         }
-        let out = child.wait_with_output().map_err(|source| NetnsError::Io {
-            cmd: text.clone(),
-            source,
-        })?;
-        if !out.status.success() {
-            return Err(NetnsError::Command {
-                cmd: text,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            });
-        }
-        Ok(())
+        let out = child.wait_with_output().map_err(io_error(&text))?;
+        checked(text, out).map(drop)
     }
 
     fn check_link(&self, k: usize) -> Result<(), NetnsError> {

@@ -22,13 +22,11 @@ async fn launch(spec: Spec, dir: Option<&Path>) -> Cluster {
         None => Cluster::start(spec).await,
     }
     .expect("cluster starts");
-    let ok = wait_for(MOVE_LIMIT, || async {
-        let p = c.group(0).await?;
-        let s = c.group(1).await?;
-        (p.state == apb::GroupState::Running as i32 && s.holder == "primary").then_some(())
-    })
-    .await;
-    assert!(ok.is_some(), "cluster never settled{}", c.diagnostics());
+    assert!(
+        c.wait_first_holds(MOVE_LIMIT).await,
+        "cluster never settled{}",
+        c.diagnostics()
+    );
     // Nothing is claimed during an agent's first `settle`; see e2e_two_node.rs.
     tokio::time::sleep_until(started + Timers::default().settle).await;
     c

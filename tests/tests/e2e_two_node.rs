@@ -25,13 +25,11 @@ async fn launch(spec: impl FnOnce(Spec) -> Spec) -> Cluster {
         .await
         .expect("cluster starts");
     // Up: the primary runs the group and the secondary knows it.
-    let ok = wait_for(MOVE_LIMIT, || async {
-        let p = c.group(0).await?;
-        let s = c.group(1).await?;
-        (p.state == apb::GroupState::Running as i32 && s.holder == "primary").then_some(())
-    })
-    .await;
-    assert!(ok.is_some(), "cluster never settled{}", c.diagnostics());
+    assert!(
+        c.wait_first_holds(MOVE_LIMIT).await,
+        "cluster never settled{}",
+        c.diagnostics()
+    );
     // An agent claims nothing during its first `settle` (it listens for what others hold);
     // measuring a failover inside that window would measure the settle time instead.
     tokio::time::sleep_until(started + Timers::default().settle).await;
@@ -81,6 +79,16 @@ async fn primary_reports_running_for(c: &Cluster, since: SystemTime, limit: Dura
         )
     });
     noticed.duration_since(since).unwrap_or_default()
+}
+
+/// Waits until node `i`'s agent reports the group in `state`; fails saying `never`.
+async fn wait_state(c: &Cluster, i: usize, state: apb::GroupState, never: &str) {
+    let ok = wait_for(MOVE_LIMIT, || async {
+        let g = c.group(i).await?;
+        (g.state == state as i32).then_some(())
+    })
+    .await;
+    assert!(ok.is_some(), "{never}{}", c.diagnostics());
 }
 
 /// Waits until exactly `name` runs the group, by every answering agent's account.
@@ -358,17 +366,13 @@ async fn provider_errors_and_rate_limits_delay_the_move_but_it_happens() {
         .await;
     wait_holder(&c, "secondary").await;
     let took = c.moved_after(killed, "secondary").expect("move recorded");
-    let g = wait_for(MOVE_LIMIT, || async {
-        c.group(1)
-            .await
-            .filter(|g| g.state == apb::GroupState::Running as i32)
-    })
+    wait_state(
+        &c,
+        1,
+        apb::GroupState::Running,
+        "the group is not running on the secondary",
+    )
     .await;
-    assert!(
-        g.is_some(),
-        "the group is not running on the secondary{}",
-        c.diagnostics()
-    );
     println!(
         "provider faults: moved {} ms after the crash ({} answers 503, {} answers 429)",
         took.as_millis(),
@@ -422,16 +426,13 @@ async fn holder_cut_off_from_its_membership_stops_reporting_running_soon_after_t
         c.diagnostics()
     );
     // It stops the group there (lost, not restarted) and the secondary alone runs it.
-    let stopped = wait_for(MOVE_LIMIT, || async {
-        let g = c.group(0).await?;
-        (g.state == apb::GroupState::Stopped as i32).then_some(())
-    })
+    wait_state(
+        &c,
+        0,
+        apb::GroupState::Stopped,
+        "the primary never stopped the group",
+    )
     .await;
-    assert!(
-        stopped.is_some(),
-        "the primary never stopped the group{}",
-        c.diagnostics()
-    );
     wait_running_only(&c, "secondary").await;
     // A while later, nothing has moved back.
     tokio::time::sleep(dead_after * 4).await;
@@ -468,16 +469,13 @@ async fn holder_thawed_during_the_takeover_assign_stops_reporting_running_at_onc
     .await;
     let frozen = c.freeze(0, Daemon::Membership, true);
     c.freeze(0, Daemon::Agent, true);
-    let starting = wait_for(MOVE_LIMIT, || async {
-        let g = c.group(1).await?;
-        (g.state == apb::GroupState::Starting as i32).then_some(())
-    })
+    wait_state(
+        &c,
+        1,
+        apb::GroupState::Starting,
+        "the secondary never started the takeover",
+    )
     .await;
-    assert!(
-        starting.is_some(),
-        "the secondary never started the takeover{}",
-        c.diagnostics()
-    );
     c.freeze(0, Daemon::Agent, false);
     c.freeze(0, Daemon::Membership, false);
     assert_eq!(

@@ -19,13 +19,11 @@ async fn partitioned_primary_loses_quorum_and_the_ip_moves_once_each_way() {
     spec.network = Some(tandem_tests::netns::namespaces());
     let started = tokio::time::Instant::now();
     let c = Cluster::start(spec).await.expect("cluster starts");
-    let ok = wait_for(MOVE_LIMIT, || async {
-        let p = c.group(0).await?;
-        let s = c.group(1).await?;
-        (p.state == apb::GroupState::Running as i32 && s.holder == "primary").then_some(())
-    })
-    .await;
-    assert!(ok.is_some(), "cluster never settled{}", c.diagnostics());
+    assert!(
+        c.wait_first_holds(MOVE_LIMIT).await,
+        "cluster never settled{}",
+        c.diagnostics()
+    );
     tokio::time::sleep_until(started + Timers::default().settle).await;
 
     let cut = c.partition(0).expect("partition");

@@ -278,6 +278,23 @@ fn replay(c: &TandemNet, from: usize, to: std::net::SocketAddrV4, payloads: &[Ve
     }
 }
 
+/// Replays `payloads` from node 0 to b (`to`) and waits until b has counted every one as
+/// rejected; b's status then.
+async fn replay_all_rejected(
+    c: &TandemNet,
+    to: std::net::SocketAddrV4,
+    payloads: &[Vec<u8>],
+    what: &str,
+) -> pb::StatusResponse {
+    let before = c.status(1).await.expect("status");
+    replay(c, 0, to, payloads);
+    c.wait_status(1, SETTLE, what, |s| {
+        rejected(s) >= rejected(&before) + payloads.len() as u64
+    })
+    .await
+    .expect(what)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn captured_heartbeats_replayed_later_are_rejected_and_change_nothing() {
     // Checked before anything starts: `ip netns exec tcpdump` spawns fine without tcpdump.
@@ -312,15 +329,10 @@ async fn captured_heartbeats_replayed_later_are_rejected_and_change_nothing() {
         std::net::SocketAddrV4::new(c.net.hosts[1].addrs[0], tandem_tests::netns::tandem::PORT);
 
     // 1. Replayed while a runs: every copy is a duplicate or too old.
-    let before = c.status(1).await.expect("status");
-    let gen_a = node(&before, "a").expect("a").generation;
-    replay(&c, 0, b_addr, &from_a);
-    let after = c
-        .wait_status(1, SETTLE, "replays counted", |s| {
-            rejected(s) >= rejected(&before) + from_a.len() as u64
-        })
-        .await
-        .expect("replays rejected");
+    let gen_a = node(&c.status(1).await.expect("status"), "a")
+        .expect("a")
+        .generation;
+    let after = replay_all_rejected(&c, b_addr, &from_a, "replays rejected").await;
     assert_eq!(node(&after, "a").expect("a").generation, gen_a);
     assert!(node_is(&after, "a", pb::NodeState::Up));
     println!("rejected after live replay: {:?}", after.rejected);
@@ -358,14 +370,7 @@ async fn captured_heartbeats_replayed_later_are_rejected_and_change_nothing() {
         .expect("a back");
     let new_gen = node(&s, "a").expect("a").generation;
     assert!(new_gen > gen_a, "restart is a new generation");
-    let before = c.status(1).await.expect("status");
-    replay(&c, 0, b_addr, &from_a);
-    let after = c
-        .wait_status(1, SETTLE, "old generation rejected", |s| {
-            rejected(s) >= rejected(&before) + from_a.len() as u64
-        })
-        .await
-        .expect("old generation rejected");
+    let after = replay_all_rejected(&c, b_addr, &from_a, "old generation rejected").await;
     assert_eq!(node(&after, "a").expect("a").generation, new_gen);
     assert!(node_is(&after, "a", pb::NodeState::Up));
     println!("rejected after restart replay: {:?}", after.rejected);
