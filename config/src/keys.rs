@@ -252,32 +252,25 @@ mod tests {
         .unwrap_err();
         let lines: Vec<String> = e.iter().map(|e| e.to_string()).collect();
         assert_eq!(e.len(), 4, "{e}");
-        assert!(
-            lines[0].starts_with(&format!(
-                "{}: auth.key_file: key file is readable by group or others (mode 0644)",
-                open.display()
-            )),
-            "{}",
-            lines[0]
-        );
-        assert!(
-            lines[1].starts_with(&format!(
-                "{}: auth.accept_key_files[0]: key is too short (3 bytes",
-                short.display()
-            )),
-            "{}",
-            lines[1]
-        );
-        assert!(
-            lines[2].contains("auth.accept_key_files[1]: key file is empty"),
-            "{}",
-            lines[2]
-        );
-        assert!(
-            lines[3].contains("auth.accept_key_files[2]: key file does not exist"),
-            "{}",
-            lines[3]
-        );
+        let expected = [
+            (
+                &open,
+                "auth.key_file: key file is readable by group or others (mode 0644)",
+            ),
+            (
+                &short,
+                "auth.accept_key_files[0]: key is too short (3 bytes",
+            ),
+            (&empty, "auth.accept_key_files[1]: key file is empty"),
+            (
+                &missing,
+                "auth.accept_key_files[2]: key file does not exist",
+            ),
+        ];
+        for (line, (file, text)) in lines.iter().zip(expected) {
+            let want = format!("{}: {text}", file.display());
+            assert!(line.starts_with(&want), "{line}\nwanted: {want}");
+        }
         assert_eq!(e.errors()[3].kind, ErrorKind::FileMissing);
         assert_eq!(e.errors()[0].kind, ErrorKind::FileInvalid);
     }
