@@ -317,10 +317,11 @@ async fn emulator_answers_match_the_openapi_description() {
 /// by name, and a droplet that is off.
 #[tokio::test]
 async fn droplet_power_answers_match_the_droplet_actions_description() {
-    let (Some(actions), Some(spec)) = (
-        spec_file("digitalocean-droplet-actions.openapi.yaml"),
-        spec(),
-    ) else {
+    // One after the other: where the reference directory is missing, the skip says so once.
+    let Some(actions) = spec_file("digitalocean-droplet-actions.openapi.yaml") else {
+        return;
+    };
+    let Some(spec) = spec() else {
         return;
     };
     let emu = Emulator::start(fixture(Duration::from_millis(30)))

@@ -142,10 +142,7 @@ async fn a_frozen_holder_is_powered_off_before_its_ip_moves() {
 /// Exactly one power-off, the IP never moves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_links_cut_exactly_one_side_fences_and_the_preferred_one_wins() {
-    if let Some(why) = tandem_tests::netns::unavailable() {
-        println!("skipped: network namespaces unavailable: {why}");
-        return;
-    }
+    tandem_tests::skip_unless!(tandem_tests::require::netns());
     let _serial = SERIAL.lock().await;
     let mut spec = fenced(
         Spec::fast(Binaries::for_tests().expect("binaries")),

@@ -169,8 +169,16 @@ async fn pending_event_is_waited_out_then_the_ip_is_taken() {
     // Another party starts an unassign that runs for 400ms.
     let other = client(&emu, PRIMARY, TOKEN);
     let o2 = tokio::spawn(async move { other.release().await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(emu.running_actions(), 1);
+    // Polled, not a fixed pause: on a loaded machine the release's first requests can take
+    // longer than any pause chosen here (a 100 ms sleep failed that way).
+    let pending = tandem_tests::cluster::wait_for(Duration::from_secs(10), || async {
+        (emu.running_actions() == 1).then_some(())
+    })
+    .await;
+    assert!(
+        pending.is_some(),
+        "the other party's unassign never started"
+    );
     let c = client(&emu, SECONDARY, TOKEN);
     let out = c.assign().await.expect("assign after the pending event");
     assert!(!out.already_held);
@@ -390,8 +398,13 @@ async fn an_ip_that_became_ours_after_an_errored_action_is_not_posted_again() {
     emu.set_faults(json!({"error_actions": 1})).await;
     let c = client(&emu, SECONDARY, TOKEN);
     let (out, ()) = tokio::join!(c.assign(), async {
-        // Inside the 0.5s wait after the errored action: the provider "half-did" it.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Inside the 0.5s wait after the errored action: the provider "half-did" it. Polled
+        // for the action's end rather than a fixed pause, which a loaded machine overruns.
+        let errored = tandem_tests::cluster::wait_for(Duration::from_secs(10), || async {
+            (emu.action_count() == 1 && emu.running_actions() == 0).then_some(())
+        })
+        .await;
+        assert!(errored.is_some(), "the first action never ended");
         emu.world
             .set_holder(ip(), Some(SECONDARY), "test: late effect", None);
     });
@@ -457,7 +470,12 @@ async fn hetzner_assign_waits_out_a_locked_ip_and_polls_the_action() {
     assert_eq!(s.server_id().await.unwrap(), ServerId::Numeric(SECONDARY));
     assert!(s.holder().await.unwrap().server == Some(ServerId::Numeric(PRIMARY)));
     let (rp, rs) = tokio::join!(p.release(), async {
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        // Once the release's action runs (the IP is locked); polled, as in
+        // pending_event_is_waited_out_then_the_ip_is_taken.
+        tandem_tests::cluster::wait_for(Duration::from_secs(10), || async {
+            (emu.running_actions() == 1).then_some(())
+        })
+        .await;
         s.assign().await
     });
     assert!(rp.is_ok(), "{rp:?}");
