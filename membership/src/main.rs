@@ -1,9 +1,8 @@
 //! `tandem-membership`: the heartbeat, failure detection, quorum and messaging daemon.
 #![forbid(unsafe_code)]
-use std::path::PathBuf;
-
 use anyhow::{Context, anyhow};
 use clap::{CommandFactory, Parser};
+use tandem_daemon_kit::cli::DaemonArgs;
 use tandem_membership::daemon;
 
 /// Tandem membership daemon: authenticated UDP heartbeats between the cluster's nodes, failure
@@ -11,24 +10,8 @@ use tandem_membership::daemon;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Cluster configuration file.
-    #[arg(long, default_value = tandem_config::DEFAULT_CONFIG)]
-    config: PathBuf,
-    /// This node's name in the configuration (default: the host name).
-    #[arg(long)]
-    node: Option<String>,
-    /// Directory of the gRPC socket (membership.sock).
-    #[arg(long, default_value = tandem_config::DEFAULT_RUN_DIR)]
-    run_dir: PathBuf,
-    /// Directory of persistent state (the generation counter).
-    #[arg(long, default_value = tandem_config::DEFAULT_STATE_DIR)]
-    state_dir: PathBuf,
-    /// Validate the configuration and the key files, print a summary and exit.
-    #[arg(long)]
-    check: bool,
-    /// Write the man page (tandem-membership.8) into DIR and exit; used when packaging.
-    #[arg(long, value_name = "DIR", hide = true)]
-    generate_man: Option<PathBuf>,
+    #[command(flatten)]
+    daemon: DaemonArgs,
 }
 
 const PROGRAM: &str = "tandem-membership";
@@ -37,15 +20,10 @@ fn main() -> std::process::ExitCode {
     tandem_daemon_kit::report::exit(PROGRAM, real_main(Args::parse()))
 }
 
-fn real_main(args: Args) -> anyhow::Result<()> {
-    if let Some(dir) = &args.generate_man {
-        tandem_daemon_kit::cli::write_man(Args::command(), dir)?;
+fn real_main(Args { daemon: args }: Args) -> anyhow::Result<()> {
+    let Some((cfg, node)) = tandem_daemon_kit::cli::start(PROGRAM, Args::command(), &args)? else {
         return Ok(());
-    }
-    tandem_daemon_kit::log::init(PROGRAM);
-    let cfg = tandem_config::load(&args.config).map_err(|e| anyhow!("{e}"))?;
-    let node = args.node.unwrap_or_else(tandem_config::default_node_name);
-    cfg.local_node(&node).map_err(|e| anyhow!("{e}"))?;
+    };
     let keys = tandem_config::keys::load_keys(&cfg.auth).map_err(|e| anyhow!("{e}"))?;
     let ring = daemon::key_ring(&keys);
     if args.check {

@@ -1,9 +1,8 @@
 //! tandem-resource-agent: decides where each resource group runs and runs its agents.
 #![forbid(unsafe_code)]
-use std::path::PathBuf;
-
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use clap::{CommandFactory, Parser};
+use tandem_daemon_kit::cli::DaemonArgs;
 use tandem_resource_agent::core::Timers;
 use tandem_resource_agent::core::restart::RestartPolicy;
 use tandem_resource_agent::daemon::{self, Options};
@@ -14,24 +13,8 @@ use tandem_resource_agent::daemon::{self, Options};
     about = "Tandem resource agent: placement, handover and the agents it runs"
 )]
 struct Args {
-    /// The cluster configuration.
-    #[arg(long, default_value = tandem_config::DEFAULT_CONFIG, env = "TANDEM_CONFIG")]
-    config: PathBuf,
-    /// This node's name (default: the host name).
-    #[arg(long)]
-    node: Option<String>,
-    /// Directory of the Unix sockets (membership.sock is read, agent.sock served).
-    #[arg(long, default_value = tandem_config::DEFAULT_RUN_DIR)]
-    run_dir: PathBuf,
-    /// Directory of persistent state (incarnation counter, standby flag).
-    #[arg(long, default_value = tandem_config::DEFAULT_STATE_DIR)]
-    state_dir: PathBuf,
-    /// Check the configuration and the agents' files (token files included), then exit.
-    #[arg(long)]
-    check: bool,
-    /// Write the man page (tandem-resource-agent.8) into DIR and exit; used when packaging.
-    #[arg(long, value_name = "DIR", hide = true)]
-    generate_man: Option<PathBuf>,
+    #[command(flatten)]
+    daemon: DaemonArgs,
 }
 
 const PROGRAM: &str = "tandem-resource-agent";
@@ -40,15 +23,11 @@ fn main() -> std::process::ExitCode {
     tandem_daemon_kit::report::exit(PROGRAM, real_main(Args::parse()))
 }
 
-fn real_main(args: Args) -> anyhow::Result<()> {
-    if let Some(dir) = &args.generate_man {
-        tandem_daemon_kit::cli::write_man(Args::command(), dir)?;
+fn real_main(Args { daemon: args }: Args) -> anyhow::Result<()> {
+    let Some((config, node)) = tandem_daemon_kit::cli::start(PROGRAM, Args::command(), &args)?
+    else {
         return Ok(());
-    }
-    tandem_daemon_kit::log::init(PROGRAM);
-    let config = tandem_config::load(&args.config).map_err(|e| anyhow!("{e}"))?;
-    let node = args.node.unwrap_or_else(tandem_config::default_node_name);
-    config.local_node(&node).map_err(|e| anyhow!("{e}"))?;
+    };
     if args.check {
         daemon::build_runners(&config, &node)?;
         daemon::build_fencer(&config).context("checking fencing")?;
