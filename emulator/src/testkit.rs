@@ -17,6 +17,20 @@ pub fn skip(why: &str) {
     let _ = writeln!(std::io::stderr(), "skipped: {test}: {why}");
 }
 
+/// The executable `program` on `PATH`, if any, found as `execvp` (and `ip netns exec`) would
+/// find it: a test that needs an optional program looks it up here and skips when it is
+/// absent, and then runs what it found.
+pub fn find_program(program: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
 /// A full-access token of the standard fixture.
 pub const TOKEN: &str = "dop_v1_emulator_full_access_0123456789abcdef";
 /// A token with read scopes only.

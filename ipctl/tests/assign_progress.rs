@@ -100,10 +100,7 @@ async fn assign_progress_runs_in_real_time_and_the_result_is_rounded() {
         "the action takes 1.5 s: {out}"
     );
 
-    let Some(script) = ["/usr/bin/script", "/bin/script"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-    else {
+    let Some(script) = tandem_emulator::testkit::find_program("script") else {
         tandem_emulator::testkit::skip(
             "the terminal half only: util-linux `script` is not installed (apt-get install -y bsdutils)",
         );
@@ -111,7 +108,8 @@ async fn assign_progress_runs_in_real_time_and_the_result_is_rounded() {
     };
     // a fresh emulator: the IP is on the primary again
     let emu = Emulator::start(fixture(ACTION)).await.unwrap();
-    let (code, out, _) = assign_under(Some(script), &emu, "30s").await;
+    let (code, out, _) =
+        assign_under(Some(script.to_str().expect("a UTF-8 path")), &emu, "30s").await;
     assert_eq!(code, Some(0), "{out}");
     // While the action runs the line is redrawn with a running clock: many distinct stamps
     // over the 1.5 s, not one per provider event.

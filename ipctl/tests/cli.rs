@@ -404,10 +404,7 @@ fn man_pages_have_the_operator_sections_and_refer_only_to_pages_that_exist() {
 
 #[test]
 fn zsh_completes_names_on_the_first_tab_from_the_installed_file() {
-    let Some(zsh) = ["/usr/bin/zsh", "/bin/zsh"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-    else {
+    let Some(zsh) = tandem_emulator::testkit::find_program("zsh") else {
         tandem_emulator::testkit::skip("zsh is not installed (apt-get install -y zsh)");
         return;
     };
@@ -424,7 +421,7 @@ fn zsh_completes_names_on_the_first_tab_from_the_installed_file() {
     // an interactive zsh on a pseudo-terminal (zsh's own zpty), one TAB after `takeover `
     let driver = format!(
         r#"zmodload zsh/zpty || exit 9
-zpty -b z 'env PS1="> " TERM=dumb zsh -f -i'
+zpty -b z 'env PS1="> " TERM=dumb {zsh} -f -i'
 zpty -w z 'fpath=({fpath} $fpath); autoload -Uz compinit; compinit -u -D; export PATH={bin}:$PATH TANDEM_CONFIG={cfg}'
 sleep 1
 zpty -n -w z $'ipctl takeover \t'
@@ -434,6 +431,7 @@ while zpty -r -t z chunk; do all+=$chunk; done
 print -r -- "$all"
 zpty -d z
 "#,
+        zsh = zsh.display(),
         fpath = fpath.display(),
         bin = bin.display(),
         cfg = cfg.display()

@@ -4,7 +4,7 @@
 //!
 //! Each check returns `Err(reason)` with what to install; [`skip_unless!`](crate::skip_unless)
 //! reports `skipped: <test>: <reason>` with [`skip`] and returns from the test.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// The OCF Dummy agent of the resource-agents package.
@@ -32,7 +32,7 @@ const PACKAGES: &[(&str, &str)] = &[
 /// `ip netns exec` finds them), with how to install it.
 pub fn tools(programs: &[&str]) -> Result<(), String> {
     for p in programs {
-        if find(p).is_none() {
+        if find_program(p).is_none() {
             let how = PACKAGES
                 .iter()
                 .find(|(name, _)| name == p)
@@ -41,18 +41,6 @@ pub fn tools(programs: &[&str]) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// The executable `program` on `PATH`, if any.
-pub fn find(program: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
 }
 
 /// Root (network namespaces, nftables, acting as another user).
@@ -114,7 +102,7 @@ pub fn python(modules: &[&str]) -> Result<(), String> {
     }
 }
 
-pub use tandem_emulator::testkit::skip;
+pub use tandem_emulator::testkit::{find_program, skip};
 
 /// Returns from the test, saying why, unless every check passes.
 ///
@@ -141,7 +129,7 @@ mod tests {
     fn a_missing_tool_is_named_with_its_package() {
         let e = tools(&["tcpdump-that-does-not-exist"]).unwrap_err();
         assert!(e.contains("tcpdump-that-does-not-exist"), "{e}");
-        assert!(find("sh").is_some(), "sh is on every PATH");
+        assert!(find_program("sh").is_some(), "sh is on every PATH");
         assert!(tools(&["sh"]).is_ok());
         assert!(python(&["a_module_that_does_not_exist"]).is_err());
     }
