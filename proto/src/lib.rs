@@ -6,7 +6,8 @@
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, served by gRPC reflection;
 //! - [`uds`]: bind a socket safely (stale-socket removal, mode, group), serve routes with
 //!   health and reflection, and connect a client;
-//! - [`time`]: std time types to and from the protobuf well-known types.
+//! - [`time`]: std time types to and from the protobuf well-known types;
+//! - [`watch`]: the shape of both daemons' `Watch` streams (a snapshot, then the events).
 //!
 //! Daemon plumbing (logging, metrics, timers, systemd) lives in `tandem-daemon-kit`.
 #![forbid(unsafe_code)]
@@ -27,6 +28,7 @@ pub mod agent {
 
 pub mod time;
 pub mod uds;
+pub mod watch;
 
 /// Encoded `FileDescriptorSet` of every Tandem proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tandem_descriptor");

@@ -150,33 +150,16 @@ fn watch_stream(
     rx: broadcast::Receiver<Arc<pb::Event>>,
     counters: Arc<ShellCounters>,
 ) -> BoxStream<pb::WatchResponse> {
-    let events = futures::stream::unfold(Some(rx), move |rx| {
-        let counters = counters.clone();
-        async move {
-            let mut rx = rx?;
-            match rx.recv().await {
-                Ok(e) => Some((
-                    Ok(pb::WatchResponse {
-                        kind: Some(pb::watch_response::Kind::Event(Arc::unwrap_or_clone(e))),
-                        snapshot_seq: 0,
-                    }),
-                    Some(rx),
-                )),
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    counters.watch_dropped.fetch_add(1, Ordering::Relaxed);
-                    Some((
-                        Err(Status::resource_exhausted("watch subscriber too slow")),
-                        None,
-                    ))
-                }
-                Err(broadcast::error::RecvError::Closed) => None,
-            }
-        }
-    });
-    Box::pin(futures::StreamExt::chain(
-        futures::stream::once(async { Ok(snapshot) }),
-        events,
-    ))
+    tandem_proto::watch::snapshot_then_events(snapshot, rx, event_response, move |_| {
+        counters.watch_dropped.fetch_add(1, Ordering::Relaxed);
+    })
+}
+
+fn event_response(e: pb::Event) -> pb::WatchResponse {
+    pb::WatchResponse {
+        kind: Some(pb::watch_response::Kind::Event(e)),
+        snapshot_seq: 0,
+    }
 }
 
 #[cfg(test)]

@@ -95,33 +95,19 @@ fn watch_stream(
     snapshot: pb::WatchResponse,
     rx: broadcast::Receiver<Arc<pb::Event>>,
 ) -> BoxStream<pb::WatchResponse> {
-    let events = futures::stream::unfold(Some(rx), |rx| async move {
-        let mut rx = rx?;
-        match rx.recv().await {
-            Ok(e) => Some((
-                Ok(pb::WatchResponse {
-                    kind: Some(pb::watch_response::Kind::Event(Arc::unwrap_or_clone(e))),
-                    snapshot_seq: 0,
-                }),
-                Some(rx),
-            )),
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                warn!(
-                    missed = n,
-                    "a watch subscriber fell too far behind; dropping it"
-                );
-                Some((
-                    Err(Status::resource_exhausted("watch subscriber too slow")),
-                    None,
-                ))
-            }
-            Err(broadcast::error::RecvError::Closed) => None,
-        }
-    });
-    Box::pin(futures::StreamExt::chain(
-        futures::stream::once(async { Ok(snapshot) }),
-        events,
-    ))
+    tandem_proto::watch::snapshot_then_events(snapshot, rx, event_response, |missed| {
+        warn!(
+            missed,
+            "a watch subscriber fell too far behind; dropping it"
+        );
+    })
+}
+
+fn event_response(e: pb::Event) -> pb::WatchResponse {
+    pb::WatchResponse {
+        kind: Some(pb::watch_response::Kind::Event(e)),
+        snapshot_seq: 0,
+    }
 }
 
 #[tonic::async_trait]
