@@ -6,7 +6,10 @@
 pub use tandem_emulator as emulator;
 pub use tandem_emulator::cluster;
 pub mod debian;
+mod launch;
 pub mod netns;
 pub mod procstat;
 pub mod require;
 pub mod soak;
+
+pub use launch::start_settled;

@@ -16,20 +16,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const MOVE_LIMIT: Duration = Duration::from_secs(15);
 
 async fn launch(spec: Spec, dir: Option<&Path>) -> Cluster {
-    let started = tokio::time::Instant::now();
-    let c = match dir {
-        Some(d) => Cluster::start_in(spec, d).await,
-        None => Cluster::start(spec).await,
-    }
-    .expect("cluster starts");
-    assert!(
-        c.wait_first_holds(MOVE_LIMIT).await,
-        "cluster never settled{}",
-        c.diagnostics()
-    );
-    // Nothing is claimed during an agent's first `settle`; see e2e_two_node.rs.
-    tokio::time::sleep_until(started + Timers::default().settle).await;
-    c
+    tandem_tests::start_settled(spec, dir, Timers::default().settle, MOVE_LIMIT).await
 }
 
 async fn wait_holder(c: &Cluster, name: &str) {

@@ -21,15 +21,7 @@ fn fenced(mut s: Spec, delay: Duration, timeout: Duration) -> Spec {
 }
 
 async fn launch(spec: Spec) -> Cluster {
-    let started = tokio::time::Instant::now();
-    let c = Cluster::start(spec).await.expect("cluster starts");
-    assert!(
-        c.wait_first_holds(LIMIT).await,
-        "cluster never settled{}",
-        c.diagnostics()
-    );
-    tokio::time::sleep_until(started + Timers::default().settle).await;
-    c
+    tandem_tests::start_settled(spec, None, Timers::default().settle, LIMIT).await
 }
 
 async fn wait_holder(c: &Cluster, name: &str) {

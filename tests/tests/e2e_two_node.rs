@@ -20,20 +20,11 @@ const MOVE_LIMIT: Duration = Duration::from_secs(15);
 
 async fn launch(spec: impl FnOnce(Spec) -> Spec) -> Cluster {
     let bins = Binaries::for_tests().expect("daemon binaries");
-    let started = tokio::time::Instant::now();
-    let c = Cluster::start(spec(Spec::fast(bins)))
-        .await
-        .expect("cluster starts");
-    // Up: the primary runs the group and the secondary knows it.
-    assert!(
-        c.wait_first_holds(MOVE_LIMIT).await,
-        "cluster never settled{}",
-        c.diagnostics()
-    );
-    // An agent claims nothing during its first `settle` (it listens for what others hold);
-    // measuring a failover inside that window would measure the settle time instead.
-    tokio::time::sleep_until(started + Timers::default().settle).await;
-    c
+    // Up (the primary runs the group and the secondary knows it) and past the agents' first
+    // `settle`, during which they claim nothing: a failover measured inside it would measure
+    // the settle time instead.
+    let settle = Timers::default().settle;
+    tandem_tests::start_settled(spec(Spec::fast(bins)), None, settle, MOVE_LIMIT).await
 }
 
 async fn served_by(c: &Cluster, probe: &Prober, who: &str) {

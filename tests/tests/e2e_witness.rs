@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tandem_proto::agent::v1 as apb;
 use tandem_resource_agent::core::Timers;
-use tandem_tests::cluster::{Binaries, Cluster, Spec, wait_for};
+use tandem_tests::cluster::{Binaries, Spec, wait_for};
 
 const MOVE_LIMIT: Duration = Duration::from_secs(15);
 
@@ -17,14 +17,7 @@ async fn partitioned_primary_loses_quorum_and_the_ip_moves_once_each_way() {
     let mut spec = Spec::fast(Binaries::for_tests().expect("binaries"));
     spec.witness = Some("witness".into());
     spec.network = Some(tandem_tests::netns::namespaces());
-    let started = tokio::time::Instant::now();
-    let c = Cluster::start(spec).await.expect("cluster starts");
-    assert!(
-        c.wait_first_holds(MOVE_LIMIT).await,
-        "cluster never settled{}",
-        c.diagnostics()
-    );
-    tokio::time::sleep_until(started + Timers::default().settle).await;
+    let c = tandem_tests::start_settled(spec, None, Timers::default().settle, MOVE_LIMIT).await;
 
     let cut = c.partition(0).expect("partition");
     // Sample who runs the group until the secondary alone holds it.

@@ -41,14 +41,7 @@ fn spec(links: usize, witness: bool) -> Option<Spec> {
 /// Launches and waits until the primary runs the group, every agent knows it, and the agents'
 /// first `settle` is over (a fault inside it would measure the settle instead).
 async fn launch(spec: Spec) -> Cluster {
-    let started = tokio::time::Instant::now();
-    let c = Cluster::start(spec).await.expect("cluster starts");
-    assert!(
-        c.wait_first_holds(MOVE_LIMIT).await,
-        "cluster never settled{}",
-        c.diagnostics()
-    );
-    tokio::time::sleep_until(started + Timers::default().settle).await;
+    let c = tandem_tests::start_settled(spec, None, Timers::default().settle, MOVE_LIMIT).await;
     assert_eq!(c.holder().as_deref(), Some("primary"));
     c
 }
