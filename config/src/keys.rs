@@ -160,15 +160,7 @@ pub(crate) fn secret_error(file: &Path, key_path: &str, e: SecretError) -> Confi
             format!("mode 0600: run `chmod 600 {}`", file.display()),
         ),
     };
-    ConfigError {
-        kind,
-        file: file.to_owned(),
-        line: None,
-        column: None,
-        path: key_path.to_owned(),
-        message,
-        expected: Some(expected),
-    }
+    file_error(file, key_path, kind, message, &expected)
 }
 
 /// A new random key: [`GENERATED_KEY_BYTES`] bytes from the system's CSPRNG, as lowercase hex.

@@ -13,7 +13,7 @@
 //! - messages: Send/Subscribe round trip (a -> b -> a) p50/p99 and one-way throughput.
 //!
 //! Each run takes well under two minutes.
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -44,14 +44,7 @@ impl Drop for Cluster {
 }
 
 fn free_loopback() -> anyhow::Result<SocketAddr> {
-    let mut rng = rand::rng();
-    let ip = [
-        127,
-        rng.random_range(1..255),
-        rng.random(),
-        rng.random_range(1..255),
-    ];
-    Ok(UdpSocket::bind(SocketAddr::from((ip, 0)))?.local_addr()?)
+    Ok(tandem_tests::cluster::free_loopback()?)
 }
 
 impl Cluster {

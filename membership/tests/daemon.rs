@@ -41,15 +41,7 @@ impl Drop for Cluster {
 }
 
 fn free_loopback() -> SocketAddr {
-    let mut rng = rand::rng();
-    let ip = [
-        127,
-        rng.random_range(1..255),
-        rng.random(),
-        rng.random_range(1..255),
-    ];
-    let probe = UdpSocket::bind(SocketAddr::from((ip, 0))).expect("bind a loopback probe");
-    probe.local_addr().expect("probe address")
+    tandem_tests::cluster::free_loopback().expect("a loopback probe")
 }
 
 impl Cluster {

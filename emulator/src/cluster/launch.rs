@@ -1,5 +1,5 @@
 //! Writing a cluster's files and starting its emulator and daemons.
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -7,24 +7,9 @@ use rand::Rng;
 
 use super::{
     Cluster, Daemon, FIRST_DROPLET, LAUNCH_ATTEMPTS, LaunchError, Node, RESERVED_IP, Spec, fence,
-    io, web, yaml,
+    free_loopback, io, web, yaml,
 };
 use crate::{DropletConfig, Emulator, EmulatorConfig, ReservedIpConfig, TokenConfig};
-
-/// A random loopback address (all of 127.0.0.0/8 reaches `lo`) with a port the kernel picked
-/// for a probe socket that is closed again; a random address makes a collision with another
-/// test's port unlikely, and [`Cluster::start`] retries if it happens anyway.
-fn free_udp() -> Result<SocketAddr, LaunchError> {
-    let mut rng = rand::rng();
-    let ip = [
-        127,
-        rng.random_range(1..255),
-        rng.random(),
-        rng.random_range(1..255),
-    ];
-    let probe = UdpSocket::bind(SocketAddr::from((ip, 0))).map_err(io("binding a probe"))?;
-    probe.local_addr().map_err(io("probe address"))
-}
 
 fn random_secret(len: usize) -> String {
     let mut rng = rand::rng();
@@ -113,7 +98,7 @@ impl Cluster {
                     .into_iter()
                     .map(|a| SocketAddr::from((a, 694)))
                     .collect(),
-                None => vec![free_udp()?],
+                None => vec![free_loopback().map_err(io("binding a probe"))?],
             };
             nodes.push(Node {
                 run_dir: dir.join("run"),

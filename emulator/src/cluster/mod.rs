@@ -13,6 +13,8 @@
 //! Every process is started by the launcher, addressed by its PID only, and killed on drop.
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
+
+use rand::Rng;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
@@ -163,6 +165,20 @@ pub enum LaunchError {
         reason: String,
         log: String,
     },
+}
+
+/// A random loopback address (all of 127.0.0.0/8 reaches `lo`) with a port the kernel picked
+/// for a probe socket that is closed again; a random address makes a collision with another
+/// test's port unlikely, and [`Cluster::start`] retries if it happens anyway.
+pub fn free_loopback() -> std::io::Result<SocketAddr> {
+    let mut rng = rand::rng();
+    let ip = [
+        127,
+        rng.random_range(1..255),
+        rng.random(),
+        rng.random_range(1..255),
+    ];
+    std::net::UdpSocket::bind(SocketAddr::from((ip, 0)))?.local_addr()
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LaunchError {
