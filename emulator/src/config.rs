@@ -9,9 +9,10 @@ use serde::Deserialize;
 /// ```yaml
 /// droplets:
 ///   - { id: 1001, name: primary, region: nyc3, web: "127.0.0.1:8081" }
-///   - { id: 1002, name: secondary, region: nyc3 }
+///   - { id: 1002, name: secondary, region: nyc3, ipv6: false }
 /// reserved_ips:
 ///   - { ip: 127.0.0.100, region: nyc3, holder: 1001 }
+///   - { ip: "2001:db8:0:1::100", region: nyc3, holder: 1001 }
 /// tokens:
 ///   - { token: "full-access-token" }
 ///   - { token: "read-only-token", scopes: ["reserved_ip:read", "droplet:read", "actions:read"] }
@@ -84,6 +85,16 @@ pub struct DropletConfig {
     /// Shown by the metadata service; default a loopback address.
     #[serde(default)]
     pub public_ipv4: Option<String>,
+    /// The droplet has IPv6 enabled (default yes): it shows a public IPv6 in its networks
+    /// (Hetzner `public_net.ipv6`, Vultr `v6_main_ip`), and only such a droplet can be given a
+    /// DigitalOcean reserved IPv6 (422 otherwise, as DigitalOcean documents; Hetzner and Vultr
+    /// document no such rule, so the emulator has none for them).
+    #[serde(default = "yes")]
+    pub ipv6: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -179,7 +179,9 @@ pub fn droplet_json(d: &Droplet) -> Value {
         "networks": {
             "v4": [{"ip_address": d.public_ipv4, "netmask": "255.255.240.0",
                     "gateway": "127.0.0.254", "type": "public"}],
-            "v6": [],
+            "v6": d.public_ipv6.map_or_else(Vec::new, |v6| vec![json!({
+                "ip_address": v6.to_string(), "netmask": 64,
+                "gateway": "2001:db8:d0::ffff", "type": "public"})]),
         },
         "region": region_json(&d.region),
         "tags": [],
@@ -315,6 +317,20 @@ async fn post_action(
         (ActionKind::Assign, None) => return unprocessable("droplet_id is required."),
         (ActionKind::Unassign, _) => None,
     };
+    // DigitalOcean assigns a reserved IPv6 only to a droplet with IPv6 enabled.
+    let without_ipv6 = droplet.filter(|id| {
+        ip.is_ipv6()
+            && c.world
+                .lock()
+                .droplets
+                .get(id)
+                .is_some_and(|d| d.public_ipv6.is_none())
+    });
+    if let Some(id) = without_ipv6 {
+        return unprocessable(&format!(
+            "Droplet {id} does not have IPv6 enabled; a reserved IPv6 can only be assigned to a Droplet with IPv6."
+        ));
+    }
     let action = match c.world.start_action(ip, kind, droplet) {
         Ok(a) => a,
         Err(ActionRefusal::UnknownIp) => return not_found(),

@@ -47,10 +47,15 @@ fn location(name: &str) -> Value {
     })
 }
 
+/// A floating IPv6 is a /64 and its `ip` says so (`2001:db8:1:2::/64`).
 fn fip_json(r: &ReservedIp) -> Value {
+    let ip = match r.network() {
+        (net, 64) => format!("{net}/64"),
+        (ip, _) => ip.to_string(),
+    };
     json!({
         "id": r.num_id, "name": format!("fip-{}", r.num_id), "description": null,
-        "ip": r.ip.to_string(), "type": if r.ip.is_ipv4() { "ipv4" } else { "ipv6" },
+        "ip": ip, "type": if r.ip.is_ipv4() { "ipv4" } else { "ipv6" },
         "server": r.holder, "dns_ptr": [], "home_location": location(&r.region),
         "blocked": false, "protection": {"delete": false}, "labels": {},
         "created": "2016-01-30T23:55:00+00:00",
@@ -203,7 +208,11 @@ async fn get_server(State(w): State<World>, Path(id): Path<String>) -> Response 
     };
     Json(json!({"server": {
         "id": d.id, "name": d.name, "status": super::power::hetzner_status(&d), "created": rfc3339(d.created_at),
-        "public_net": {"ipv4": {"ip": d.public_ipv4, "blocked": false}, "floating_ips": []},
+        "public_net": {
+            "ipv4": {"ip": d.public_ipv4, "blocked": false},
+            "ipv6": d.public_ipv6.map(|v6| json!({"ip": format!("{v6}/64"), "blocked": false})),
+            "floating_ips": [],
+        },
         "datacenter": {"id": 1, "name": format!("{}-dc1", d.region), "location": location(&d.region)},
     }}))
     .into_response()

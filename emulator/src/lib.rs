@@ -24,7 +24,8 @@
 //! DigitalOcean's rate limits (250 requests a minute, 5,000 an hour, per token) are enforced
 //! on every API request, with its headers (`ratelimit.rs`).
 //!
-//! The audit log (JSON lines) has one `request` line per API request, `action` lines, and a
+//! The audit log (JSON lines) has one `request` line per API request (with a POST's JSON body
+//! as `body`), `action` lines, and a
 //! `holder` line per change of holder (`from`/`to` droplet or null), each with `mono_ms`
 //! (monotonic, since start) and `time` (wall clock, RFC 3339).
 //!

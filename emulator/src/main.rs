@@ -61,6 +61,7 @@ fn parse_droplet(s: &str) -> anyhow::Result<DropletConfig> {
         region: region.into(),
         web: parts.next().map(str::to_owned),
         public_ipv4: None,
+        ipv6: true,
     })
 }
 

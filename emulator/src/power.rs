@@ -351,6 +351,10 @@ pub fn vultr_instance(d: &Droplet) -> Value {
     json!({
         "id": d.vultr_id(), "label": d.name, "hostname": d.name, "region": d.region,
         "main_ip": d.public_ipv4, "status": "active",
+        // Vultr shows an instance without IPv6 with empty v6 fields.
+        "v6_main_ip": d.public_ipv6.map(|v6| v6.to_string()).unwrap_or_default(),
+        "v6_network": d.public_ipv6.map(|_| "2001:db8:d0::").unwrap_or_default(),
+        "v6_network_size": if d.public_ipv6.is_some() { 64 } else { 0 },
         "power_status": if d.off { "stopped" } else { "running" },
     })
 }

@@ -63,6 +63,9 @@ pub fn api_error(api: Api, status: StatusCode, code: &str, message: &str) -> Res
 #[derive(Debug)]
 struct Dropped;
 
+/// Largest request body read (the API's bodies are a few dozen bytes).
+const MAX_BODY: usize = 64 * 1024;
+
 impl std::fmt::Display for Dropped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("connection dropped by fault injection")
@@ -120,6 +123,16 @@ impl ApiService {
         if path.starts_with("/_admin") {
             return Ok(unwrap_infallible(self.admin.clone().oneshot(req).await));
         }
+        // A POST's JSON body goes into the audit log (tests check what clients send against
+        // the provider's description); bodies hold ids and action types, never a token.
+        let (parts, body) = req.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+            return Err(Dropped);
+        };
+        let sent = (method == http::Method::POST)
+            .then(|| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .flatten();
+        let req = Request::from_parts(parts, Body::from(bytes));
         let api = Api::of_path(&path);
         let (verdict, latency) = self.world.fault_verdict();
         if !latency.is_zero() {
@@ -127,11 +140,11 @@ impl ApiService {
         }
         match verdict {
             FaultVerdict::Drop => {
-                self.audit_request(&method, &path, None, "dropped");
+                self.audit_request(&method, &path, sent.as_ref(), None, "dropped");
                 return Err(Dropped);
             }
             FaultVerdict::Hang => {
-                self.audit_request(&method, &path, None, "hung");
+                self.audit_request(&method, &path, sent.as_ref(), None, "hung");
                 // Held open until the client gives up or the emulator shuts down.
                 std::future::pending::<()>().await;
             }
@@ -162,7 +175,13 @@ impl ApiService {
                         ..rate
                     },
                 );
-                self.audit_request(&method, &path, Some(r.status()), "rate_limit_burst");
+                self.audit_request(
+                    &method,
+                    &path,
+                    sent.as_ref(),
+                    Some(r.status()),
+                    "rate_limit_burst",
+                );
                 return Ok(r);
             }
             _ if rate.exceeded => too_many(api),
@@ -172,7 +191,7 @@ impl ApiService {
             },
         };
         set_rate_headers(&mut resp, rate);
-        self.audit_request(&method, &path, Some(resp.status()), "");
+        self.audit_request(&method, &path, sent.as_ref(), Some(resp.status()), "");
         Ok(resp)
     }
 
@@ -231,11 +250,13 @@ impl ApiService {
         &self,
         method: &http::Method,
         path: &str,
+        body: Option<&serde_json::Value>,
         status: Option<StatusCode>,
         fault: &str,
     ) {
         self.world.audit(json!({
             "event": "request", "method": method.as_str(), "path": path,
+            "body": body,
             "status": status.map(|s| s.as_u16()),
             "fault": if fault.is_empty() { None } else { Some(fault) },
         }));

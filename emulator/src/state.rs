@@ -3,7 +3,7 @@
 //! One `std::sync::Mutex` guards it; it is never held across an `.await`.
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,6 +24,8 @@ pub struct Droplet {
     /// Where the HTTP front forwards while this droplet holds an IP (`host:port`).
     pub web: Option<String>,
     pub public_ipv4: String,
+    /// The droplet's own public IPv6 (a documentation address), when IPv6 is enabled.
+    pub public_ipv6: Option<Ipv6Addr>,
     pub created_at: SystemTime,
     /// Powered off (fenced); see `power.rs`.
     pub off: bool,
@@ -49,6 +51,18 @@ pub struct ReservedIp {
 }
 
 impl ReservedIp {
+    /// The IP as Hetzner and Vultr show it: an IPv4 alone, a floating or reserved IPv6 as
+    /// the /64 it belongs to (network address and prefix length).
+    pub fn network(&self) -> (IpAddr, u8) {
+        match self.ip {
+            IpAddr::V4(_) => (self.ip, 32),
+            IpAddr::V6(v6) => (
+                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64))),
+                64,
+            ),
+        }
+    }
+
     pub fn vultr_id(&self) -> String {
         vultr_uuid(0x0e5e_0000, self.num_id)
     }
@@ -250,6 +264,9 @@ impl World {
                         region: d.region.clone(),
                         web: d.web.clone(),
                         public_ipv4: public,
+                        public_ipv6: d
+                            .ipv6
+                            .then(|| Ipv6Addr::new(0x2001, 0xdb8, 0xd0, 0, 0, 0, 0, 1 + i as u16)),
                         created_at: now,
                         off: false,
                     },

@@ -6,6 +6,8 @@ use serde_json::Value;
 
 use super::{DropletConfig, Emulator, EmulatorConfig, ReservedIpConfig, TokenConfig};
 
+pub mod openapi;
+
 /// Says that the running test skips (all of it or a part) and why, on the process's stderr.
 /// Not through `eprintln!`: libtest shows what a passing test printed only with
 /// `--nocapture`, and a plain `cargo test` must still say what it did not test. Here, in the
@@ -46,6 +48,24 @@ pub fn ip() -> IpAddr {
     IP.parse().expect("fixture IP")
 }
 
+/// A reserved IPv6 (a documentation address), added to a fixture by [`with_ipv6`]. At Hetzner
+/// and Vultr it shows as its /64, `2001:db8:0:1::/64`.
+pub const IPV6: &str = "2001:db8:0:1::100";
+
+pub fn ipv6() -> IpAddr {
+    IPV6.parse().expect("fixture IPv6")
+}
+
+/// `cfg` with the reserved IPv6 [`IPV6`] too, in nyc3, held by the primary (dual stack).
+pub fn with_ipv6(mut cfg: EmulatorConfig) -> EmulatorConfig {
+    cfg.reserved_ips.push(ReservedIpConfig {
+        ip: ipv6(),
+        region: "nyc3".into(),
+        holder: Some(PRIMARY),
+    });
+    cfg
+}
+
 /// Two droplets in nyc3 (primary holds the IP), one in sfo3, both tokens.
 pub fn fixture(action_delay: Duration) -> EmulatorConfig {
     let droplet = |id, name: &str, region: &str| DropletConfig {
@@ -54,6 +74,7 @@ pub fn fixture(action_delay: Duration) -> EmulatorConfig {
         region: region.into(),
         web: None,
         public_ipv4: None,
+        ipv6: true,
     };
     EmulatorConfig {
         droplets: vec![
@@ -146,5 +167,20 @@ pub fn read_audit(path: &std::path::Path) -> Vec<Value> {
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The audit log's API requests, each as `METHOD /path`, in order.
+pub fn audit_requests(path: &std::path::Path) -> Vec<String> {
+    read_audit(path)
+        .into_iter()
+        .filter(|l| l["event"] == "request")
+        .map(|l| {
+            format!(
+                "{} {}",
+                l["method"].as_str().unwrap_or(""),
+                l["path"].as_str().unwrap_or("")
+            )
+        })
         .collect()
 }

@@ -37,10 +37,12 @@ fn rip_json(w: &World, r: &ReservedIp) -> Value {
         .holder
         .and_then(|h| w.lock().droplets.get(&h).map(Droplet::vultr_id))
         .unwrap_or_default();
+    // A reserved IPv6 is a /64: its network address and size.
+    let (subnet, size) = r.network();
     json!({
         "id": r.vultr_id(), "region": r.region,
         "ip_type": if r.ip.is_ipv4() { "v4" } else { "v6" },
-        "subnet": r.ip.to_string(), "subnet_size": if r.ip.is_ipv4() { 32 } else { 64 },
+        "subnet": subnet.to_string(), "subnet_size": size,
         "label": format!("rip-{}", r.num_id), "instance_id": instance,
     })
 }

@@ -1,151 +1,20 @@
 //! The emulator's DigitalOcean answers checked against DigitalOcean's OpenAPI description
 //! (`shared/reference/digitalocean-reserved-ip.openapi.yaml` beside the repository, or in
-//! `$TANDEM_REFERENCE_DIR`; the test is skipped, saying why, when the file is absent).
-//!
-//! The checker walks the schema: `$ref`, `allOf` (all), `anyOf`/`oneOf` (at least one),
-//! `nullable`, `type`, `required`, `properties`, `items` and string `enum`s. It also checks
-//! that the headers the operation documents (the rate-limit headers) are present.
-use std::path::PathBuf;
+//! `$TANDEM_REFERENCE_DIR`; the test is skipped, saying why, when the file is absent), with the
+//! checker of `testkit::openapi`. It also checks that the headers the operation documents (the
+//! rate-limit headers) are present, and that the requests it sends fit the description.
 use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
 use tandem_emulator::Emulator;
-use tandem_emulator::testkit::{IP, PRIMARY, SECONDARY, TOKEN, fixture};
-
-/// The reference directory: `$TANDEM_REFERENCE_DIR` (for a checkout elsewhere, such as a git
-/// worktree), else `shared/reference` beside the repository.
-fn reference_dir() -> PathBuf {
-    std::env::var_os("TANDEM_REFERENCE_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference"),
-        PathBuf::from,
-    )
-}
+use tandem_emulator::testkit::openapi::{
+    DROPLET_ACTIONS_SPEC, RESERVED_IP_SPEC, check, request_errors, response, spec_file,
+};
+use tandem_emulator::testkit::{IP, IPV6, PRIMARY, SECONDARY, TOKEN, fixture, with_ipv6};
 
 fn spec() -> Option<Value> {
-    spec_file("digitalocean-reserved-ip.openapi.yaml")
-}
-
-fn spec_file(name: &str) -> Option<Value> {
-    let path = reference_dir().join(name);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let y: serde_yaml::Value = serde_yaml::from_str(&text).expect("the spec parses");
-            Some(serde_json::to_value(y).expect("the spec converts to JSON"))
-        }
-        Err(e) => {
-            tandem_emulator::testkit::skip(&format!(
-                "{} not readable ({e}); the OpenAPI check needs it (set TANDEM_REFERENCE_DIR)",
-                path.display()
-            ));
-            None
-        }
-    }
-}
-
-fn resolve<'a>(spec: &'a Value, v: &'a Value) -> &'a Value {
-    let mut v = v;
-    while let Some(r) = v.get("$ref").and_then(Value::as_str) {
-        let pointer = r.trim_start_matches('#');
-        v = spec
-            .pointer(pointer)
-            .unwrap_or_else(|| panic!("unresolved $ref {r}"));
-    }
-    v
-}
-
-/// Every mismatch between `value` and `schema`, each with its JSON path.
-fn check(spec: &Value, schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
-    let schema = resolve(spec, schema);
-    if value.is_null() && schema.get("nullable") == Some(&Value::Bool(true)) {
-        return;
-    }
-    if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
-        for s in all {
-            check(spec, s, value, path, errors);
-        }
-    }
-    for key in ["anyOf", "oneOf"] {
-        if let Some(alts) = schema.get(key).and_then(Value::as_array) {
-            let fits = alts.iter().any(|s| {
-                let mut e = Vec::new();
-                check(spec, s, value, path, &mut e);
-                e.is_empty()
-            });
-            if !fits {
-                errors.push(format!("{path}: matches none of the {key} alternatives"));
-            }
-        }
-    }
-    let ty = schema.get("type").and_then(Value::as_str).or_else(|| {
-        (schema.get("properties").is_some() || schema.get("required").is_some()).then_some("object")
-    });
-    let ok = match ty {
-        None => true,
-        Some("object") => value.is_object(),
-        Some("array") => value.is_array(),
-        Some("string") => value.is_string(),
-        Some("integer") => value.is_i64() || value.is_u64(),
-        Some("number") => value.is_number(),
-        Some("boolean") => value.is_boolean(),
-        Some(other) => {
-            errors.push(format!("{path}: unknown schema type {other}"));
-            true
-        }
-    };
-    if !ok {
-        errors.push(format!(
-            "{path}: expected {}, got {value}",
-            ty.unwrap_or("?")
-        ));
-        return;
-    }
-    if let (Some(en), Some(s)) = (schema.get("enum").and_then(Value::as_array), value.as_str())
-        && !en.iter().any(|e| e.as_str() == Some(s))
-    {
-        errors.push(format!("{path}: {s:?} is not one of {en:?}"));
-    }
-    if let Some(obj) = value.as_object() {
-        for r in schema
-            .get("required")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let r = r.as_str().unwrap_or_default();
-            if !obj.contains_key(r) {
-                errors.push(format!("{path}: required field {r} is missing"));
-            }
-        }
-        if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-            for (k, s) in props {
-                if let Some(v) = obj.get(k) {
-                    check(spec, s, v, &format!("{path}.{k}"), errors);
-                }
-            }
-        }
-    }
-    if let (Some(items), Some(arr)) = (schema.get("items"), value.as_array()) {
-        for (i, v) in arr.iter().enumerate() {
-            check(spec, items, v, &format!("{path}[{i}]"), errors);
-        }
-    }
-}
-
-/// The documented response of `(template, method, status)`.
-fn response<'a>(spec: &'a Value, template: &str, method: &str, status: u16) -> &'a Value {
-    let op = &spec["paths"][template][method];
-    assert!(
-        op.is_object(),
-        "no operation {method} {template} in the spec"
-    );
-    let r = &op["responses"][status.to_string()];
-    let r = if r.is_null() {
-        &op["responses"]["default"]
-    } else {
-        r
-    };
-    resolve(spec, r)
+    spec_file(RESERVED_IP_SPEC)
 }
 
 struct Checker {
@@ -157,6 +26,16 @@ struct Checker {
 }
 
 impl Checker {
+    fn new(spec: Value, emu: &Emulator) -> Checker {
+        Checker {
+            spec,
+            api: emu.addresses.api.clone(),
+            http: reqwest::Client::new(),
+            errors: Vec::new(),
+            checked: 0,
+        }
+    }
+
     async fn call(
         &mut self,
         method: Method,
@@ -168,6 +47,13 @@ impl Checker {
             .http
             .request(method.clone(), format!("{}{path}", self.api))
             .bearer_auth(TOKEN);
+        let bare = path.split('?').next().unwrap_or(path);
+        self.errors.extend(request_errors(
+            &self.spec,
+            method.as_str(),
+            bare,
+            body.as_ref(),
+        ));
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -213,13 +99,7 @@ async fn emulator_answers_match_the_openapi_description() {
     let emu = Emulator::start(fixture(Duration::from_millis(30)))
         .await
         .unwrap();
-    let mut c = Checker {
-        spec,
-        api: emu.addresses.api.clone(),
-        http: reqwest::Client::new(),
-        errors: Vec::new(),
-        checked: 0,
-    };
+    let mut c = Checker::new(spec, &emu);
     for (kind, one) in [
         ("reserved_ips", "reserved_ip"),
         ("floating_ips", "floating_ip"),
@@ -318,7 +198,7 @@ async fn emulator_answers_match_the_openapi_description() {
 #[tokio::test]
 async fn droplet_power_answers_match_the_droplet_actions_description() {
     // One after the other: where the reference directory is missing, the skip says so once.
-    let Some(actions) = spec_file("digitalocean-droplet-actions.openapi.yaml") else {
+    let Some(actions) = spec_file(DROPLET_ACTIONS_SPEC) else {
         return;
     };
     let Some(spec) = spec() else {
@@ -327,13 +207,7 @@ async fn droplet_power_answers_match_the_droplet_actions_description() {
     let emu = Emulator::start(fixture(Duration::from_millis(30)))
         .await
         .unwrap();
-    let mut c = Checker {
-        spec: actions,
-        api: emu.addresses.api.clone(),
-        http: reqwest::Client::new(),
-        errors: Vec::new(),
-        checked: 0,
-    };
+    let mut c = Checker::new(actions, &emu);
     let post = "/v2/droplets/{droplet_id}/actions";
     let a = c
         .call(
@@ -390,6 +264,126 @@ async fn droplet_power_answers_match_the_droplet_actions_description() {
     assert_eq!(ids, [PRIMARY]);
     assert_eq!(c.checked, 5);
     assert!(c.errors.is_empty(), "{}", c.errors.join("\n"));
+}
+
+/// Issue 14 item 1: the reserved IPv6 routes: the list, a held and an unassigned IPv6, assign
+/// and unassign (201, each request body checked against its schema), the action read at
+/// `/v2/actions/{id}` (there is no per-IP one), an unknown IPv6 (404), an IPv4 under
+/// `reserved_ipv6` (404) and an assign to a droplet without IPv6 (422, the error body).
+#[tokio::test]
+async fn reserved_ipv6_answers_match_the_openapi_description() {
+    let Some(spec) = spec() else { return };
+    let mut cfg = with_ipv6(fixture(Duration::from_millis(30)));
+    cfg.droplets[2].ipv6 = false;
+    let no_ipv6 = cfg.droplets[2].id;
+    let emu = Emulator::start(cfg).await.unwrap();
+    let mut c = Checker::new(spec, &emu);
+    let list = "/v2/reserved_ipv6";
+    let item = "/v2/reserved_ipv6/{reserved_ipv6}";
+    let actions = "/v2/reserved_ipv6/{reserved_ipv6}/actions";
+    let v = c.call(Method::GET, list, list, None).await;
+    let ips: Vec<&str> = v["reserved_ipv6s"]
+        .as_array()
+        .expect("reserved_ipv6s")
+        .iter()
+        .filter_map(|r| r["ip"].as_str())
+        .collect();
+    assert_eq!(ips, [IPV6], "IPv4s are not listed here");
+    let held = c
+        .call(Method::GET, &format!("{list}/{IPV6}"), item, None)
+        .await;
+    assert_eq!(held["reserved_ipv6"]["droplet"]["id"], PRIMARY);
+    let a = c
+        .call(
+            Method::POST,
+            &format!("{list}/{IPV6}/actions"),
+            actions,
+            Some(json!({"type": "assign", "droplet_id": SECONDARY})),
+        )
+        .await;
+    let id = a["action"]["id"].as_u64().expect("an action id");
+    assert_eq!(a["action"]["resource_type"], "reserved_ipv6");
+    assert!(emu.settle(Duration::from_secs(2)).await);
+    let done = c
+        .call(
+            Method::GET,
+            &format!("/v2/actions/{id}"),
+            "/v2/actions/{action_id}",
+            None,
+        )
+        .await;
+    assert_eq!(done["action"]["status"], "completed");
+    c.call(
+        Method::POST,
+        &format!("{list}/{IPV6}/actions"),
+        actions,
+        Some(json!({"type": "unassign"})),
+    )
+    .await;
+    assert!(emu.settle(Duration::from_secs(2)).await);
+    let free = c
+        .call(Method::GET, &format!("{list}/{IPV6}"), item, None)
+        .await;
+    assert!(free["reserved_ipv6"]["droplet"].is_null(), "{free}");
+    c.call(Method::GET, &format!("{list}/2001:db8::9"), item, None)
+        .await;
+    c.call(Method::GET, &format!("{list}/{IP}"), item, None)
+        .await;
+    let refused = c
+        .call(
+            Method::POST,
+            &format!("{list}/{IPV6}/actions"),
+            actions,
+            Some(json!({"type": "assign", "droplet_id": no_ipv6})),
+        )
+        .await;
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("IPv6")),
+        "{refused}"
+    );
+    assert_eq!(c.checked, 9);
+    assert!(c.errors.is_empty(), "{}", c.errors.join("\n"));
+}
+
+/// The request check: a body that misses a required field or has the wrong type, a path the
+/// description does not have.
+#[test]
+fn the_request_check_catches_wrong_bodies_and_paths() {
+    let Some(spec) = spec() else { return };
+    let post = "post";
+    let ok = request_errors(
+        &spec,
+        post,
+        "/v2/reserved_ipv6/2001:db8::1/actions",
+        Some(&json!({"type": "assign", "droplet_id": 7})),
+    );
+    assert!(ok.is_empty(), "{ok:?}");
+    let e = request_errors(
+        &spec,
+        post,
+        "/v2/reserved_ipv6/2001:db8::1/actions",
+        Some(&json!({"type": "assign", "droplet_id": "7"})),
+    );
+    assert!(!e.is_empty(), "a string droplet id must not pass");
+    let e = request_errors(
+        &spec,
+        post,
+        "/v2/reserved_ipv6/2001:db8::1/actions",
+        Some(&json!({"type": "move"})),
+    );
+    assert!(!e.is_empty(), "an unknown type must not pass");
+    let e = request_errors(
+        &spec,
+        "get",
+        "/v2/reserved_ipv6/2001:db8::1/actions/5",
+        None,
+    );
+    assert!(
+        e.iter().any(|e| e.contains("no such path")),
+        "there is no per-IPv6 action read: {e:?}"
+    );
 }
 
 #[test]

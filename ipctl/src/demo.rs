@@ -3,7 +3,9 @@
 //! two droplets' web servers; runs the tutorial's curl loop against the reserved IP, kills the
 //! primary (SIGKILL of both daemons, its web server goes down with it), measures the
 //! failover and the longest time without service, boots the primary again and shows the
-//! failback. Uses the documented default timing (interval 100ms, dead_after 1s).
+//! failback. Uses the documented default timing (interval 100ms, dead_after 1s). With
+//! `--ipv6` the group is dual stack: it holds a DigitalOcean reserved IPv6 too, and the demo
+//! shows both addresses move together (a second loop runs against the IPv6's front).
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +35,10 @@ pub struct Args {
     /// with --keep-running it also lists the commands to explore the cluster.
     #[arg(long)]
     pub json: bool,
+    /// Dual stack: the group holds a reserved IPv6 besides the IPv4 (a DigitalOcean reserved
+    /// IPv6, `/v2/reserved_ipv6`, in the emulator); both move on failover and failback.
+    #[arg(long)]
+    pub ipv6: bool,
 }
 
 /// Version tag of `--json`'s document; bumped only for incompatible changes.
@@ -46,6 +52,10 @@ struct Summary {
     problems: Vec<String>,
     failover_ms: Option<u128>,
     failback_ms: Option<u128>,
+    /// With `--ipv6`: the reserved IPv6, its failover and failback (from the same kill and
+    /// boot), the longest gap its loop saw, and who answered it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ipv6: Option<Ipv6Summary>,
     longest_gap_ms: u128,
     /// dead_after + the assign (measured: failover minus dead_after) + one poll on each side
     /// (the last answer before the kill, the first after the move): the longest gap the
@@ -64,6 +74,15 @@ struct Summary {
     explore: Vec<String>,
 }
 
+#[derive(Debug, Serialize)]
+struct Ipv6Summary {
+    ip: String,
+    failover_ms: Option<u128>,
+    failback_ms: Option<u128>,
+    longest_gap_ms: u128,
+    served_by: Vec<String>,
+}
+
 impl Summary {
     /// The document for a demo that could not get as far as measuring anything.
     fn failed(problem: String) -> Self {
@@ -73,6 +92,7 @@ impl Summary {
             problems: vec![problem],
             failover_ms: None,
             failback_ms: None,
+            ipv6: None,
             longest_gap_ms: 0,
             gap_bound_ms: 0,
             requests: 0,
@@ -166,7 +186,10 @@ where
 }
 
 async fn demo(args: &Args, bins: Binaries) -> anyhow::Result<ExitCode> {
-    let spec = Spec::defaults(bins);
+    let spec = Spec {
+        ipv6: args.ipv6,
+        ..Spec::defaults(bins)
+    };
     let (interval, dead_after) = (spec.interval, spec.dead_after);
     say(
         args,
@@ -221,7 +244,25 @@ async fn demo(args: &Args, bins: Binaries) -> anyhow::Result<ExitCode> {
         ),
     );
 
+    if let Some(v6) = c.ipv6 {
+        say(
+            args,
+            &format!(
+                "Reserved IPv6 {v6} is on the primary too (the same group: dual stack); a second loop \
+                 runs against its front {}",
+                c.emulator
+                    .addresses
+                    .fronts
+                    .get(&v6)
+                    .map_or("?", String::as_str)
+            ),
+        );
+    }
     let probe = c.probe(PROBE);
+    let probe6 = c
+        .ipv6
+        .and_then(|v6| c.emulator.addresses.fronts.get(&v6).cloned())
+        .map(|front| Prober::start(front, PROBE));
     let mut printed = 0;
     let mut problems = Vec::new();
     show_until(args, &probe, &mut printed, SHOW, || async { false }).await;
@@ -239,7 +280,7 @@ async fn demo(args: &Args, bins: Binaries) -> anyhow::Result<ExitCode> {
     );
     let killed = c.crash_node(0);
     let moved = show_until(args, &probe, &mut printed, LIMIT, || async {
-        c.holder().as_deref() == Some("secondary")
+        holds_all(&c, "secondary")
     })
     .await;
     let failover = c.moved_after(killed, "secondary");
@@ -258,12 +299,16 @@ async fn demo(args: &Args, bins: Binaries) -> anyhow::Result<ExitCode> {
     if moved && !served {
         problems.push("the secondary holds the IP but its page never came through".into());
     }
+    let failover6 = c
+        .ipv6
+        .and_then(|v6| c.moved_after_of(v6, killed, "secondary"));
     if let Some(f) = failover {
         say(
             args,
             &format!(
-                "*** Failover: the reserved IP moved to the secondary {} ms after the kill",
-                f.as_millis()
+                "*** Failover: the reserved IP moved to the secondary {} ms after the kill{}",
+                f.as_millis(),
+                also_ipv6(failover6)
             ),
         );
     }
@@ -273,12 +318,12 @@ async fn demo(args: &Args, bins: Binaries) -> anyhow::Result<ExitCode> {
         args,
         "*** Booting the primary again (web server, membership, agent)...",
     );
-    let mut failback = None;
+    let (mut failback, mut failback6) = (None, None);
     match c.boot_node(0).await {
         Err(e) => problems.push(format!("the primary did not start again: {e}")),
         Ok(back) => {
             let moved = show_until(args, &probe, &mut printed, LIMIT, || async {
-                c.holder().as_deref() == Some("primary")
+                holds_all(&c, "primary")
                     && probe
                         .since(0)
                         .last()
@@ -286,6 +331,7 @@ async fn demo(args: &Args, bins: Binaries) -> anyhow::Result<ExitCode> {
             })
             .await;
             failback = c.moved_after(back, "primary");
+            failback6 = c.ipv6.and_then(|v6| c.moved_after_of(v6, back, "primary"));
             if !moved {
                 problems.push(format!(
                     "no failback to the primary within {LIMIT:?} of its restart"
@@ -296,8 +342,9 @@ async fn demo(args: &Args, bins: Binaries) -> anyhow::Result<ExitCode> {
                     args,
                     &format!(
                         "*** Failback: the primary took the IP back {} ms after its agent started \
-                         (it first listens for what the others hold)",
-                        f.as_millis()
+                         (it first listens for what the others hold){}",
+                        f.as_millis(),
+                        also_ipv6(failback6)
                     ),
                 );
             }
@@ -312,30 +359,32 @@ async fn demo(args: &Args, bins: Binaries) -> anyhow::Result<ExitCode> {
         }
     }
     let report = probe.finish();
-    let changes = c.holder_changes().len();
-    if changes != 2 {
-        problems.push(format!(
-            "the IP moved {changes} times; expected 2 (failover, failback)"
-        ));
+    let changes = c.holder_changes();
+    for ip in std::iter::once(c.ip).chain(c.ipv6) {
+        let n = changes.iter().filter(|h| h.ip == Some(ip)).count();
+        if n != 2 {
+            problems.push(format!(
+                "{ip} moved {n} times; expected 2 (failover, failback)"
+            ));
+        }
     }
     let served_by: Vec<String> = report.served_by();
-    let names: Vec<&str> = served_by
-        .iter()
-        .map(|b| {
-            if b.contains("primary") {
-                "primary"
-            } else if b.contains("secondary") {
-                "secondary"
-            } else {
-                "?"
-            }
-        })
-        .collect();
-    if names != ["primary", "secondary", "primary"] {
-        problems.push(format!(
-            "the loop saw {names:?}; expected primary, secondary, primary"
-        ));
-    }
+    check_served(&mut problems, "the loop", &served_by);
+    let ipv6 = match (c.ipv6, probe6) {
+        (Some(v6), Some(p6)) => {
+            let r6 = p6.finish();
+            let served_by = r6.served_by();
+            check_served(&mut problems, "the IPv6 loop", &served_by);
+            Some(Ipv6Summary {
+                ip: v6.to_string(),
+                failover_ms: failover6.map(|d| d.as_millis()),
+                failback_ms: failback6.map(|d| d.as_millis()),
+                longest_gap_ms: r6.longest_gap.as_millis(),
+                served_by,
+            })
+        }
+        _ => None,
+    };
     let assign = failover.map_or(Duration::ZERO, |f| f.saturating_sub(dead_after));
     let gap_bound = dead_after + assign + 2 * PROBE;
     let explore = if args.keep_running {
@@ -349,12 +398,13 @@ async fn demo(args: &Args, bins: Binaries) -> anyhow::Result<ExitCode> {
         problems,
         failover_ms: failover.map(|d| d.as_millis()),
         failback_ms: failback.map(|d| d.as_millis()),
+        ipv6,
         longest_gap_ms: report.longest_gap.as_millis(),
         gap_bound_ms: gap_bound.as_millis(),
         requests: report.samples.len(),
         failed_requests: report.failures,
         assign_calls: c.assign_calls(),
-        holder_changes: changes,
+        holder_changes: changes.len(),
         served_by,
         interval_ms: interval.as_millis(),
         dead_after_ms: dead_after.as_millis(),
@@ -379,6 +429,41 @@ async fn demo(args: &Args, bins: Binaries) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Whether `name` holds the reserved IP and, in a dual-stack demo, the IPv6 too.
+fn holds_all(c: &Cluster, name: &str) -> bool {
+    std::iter::once(c.ip)
+        .chain(c.ipv6)
+        .all(|ip| c.holder_of(ip).as_deref() == Some(name))
+}
+
+/// "; the reserved IPv6 N ms" for a dual-stack demo's step lines.
+fn also_ipv6(took: Option<Duration>) -> String {
+    took.map_or_else(String::new, |d| {
+        format!("; the reserved IPv6 {} ms", d.as_millis())
+    })
+}
+
+/// A problem unless `served_by` is primary, secondary, primary.
+fn check_served(problems: &mut Vec<String>, which: &str, served_by: &[String]) {
+    let names: Vec<&str> = served_by
+        .iter()
+        .map(|b| {
+            if b.contains("primary") {
+                "primary"
+            } else if b.contains("secondary") {
+                "secondary"
+            } else {
+                "?"
+            }
+        })
+        .collect();
+    if names != ["primary", "secondary", "primary"] {
+        problems.push(format!(
+            "{which} saw {names:?}; expected primary, secondary, primary"
+        ));
+    }
+}
+
 fn print_summary(s: &Summary) {
     let ms = |v: Option<u128>| v.map_or_else(|| "none".to_owned(), |v| format!("{v} ms"));
     println!();
@@ -393,6 +478,15 @@ fn print_summary(s: &Summary) {
         s.longest_gap_ms, s.failed_requests, s.requests, s.gap_bound_ms
     );
     println!("  failback            {}", ms(s.failback_ms));
+    if let Some(v6) = &s.ipv6 {
+        println!(
+            "  reserved IPv6       {}: failover {}, failback {}, longest gap {} ms",
+            v6.ip,
+            ms(v6.failover_ms),
+            ms(v6.failback_ms),
+            v6.longest_gap_ms
+        );
+    }
     println!(
         "  provider calls      {} assign, {} moves",
         s.assign_calls, s.holder_changes
@@ -423,6 +517,9 @@ fn explore(c: &Cluster) -> Vec<String> {
         format!("{ipctl} check-config {}", c.config.display()),
         format!("curl {}", c.front),
     ]);
+    if let Some(front) = c.ipv6.and_then(|v6| c.emulator.addresses.fronts.get(&v6)) {
+        cmds.push(format!("curl {front}"));
+    }
     cmds
 }
 

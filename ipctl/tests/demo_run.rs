@@ -8,8 +8,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-#[test]
-fn demo_fails_over_and_back_within_detection_plus_assignment() {
+/// The demos run one at a time: each measures failover times on a small machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Builds the daemons next to ipctl (the demo finds them there); returns ipctl's path.
+fn build_daemons() -> &'static Path {
     let ipctl = Path::new(env!("CARGO_BIN_EXE_ipctl"));
     let profile_dir = ipctl.parent().expect("<target>/<profile>");
     let target = profile_dir.parent().expect("<target>");
@@ -35,6 +38,23 @@ fn demo_fails_over_and_back_within_detection_plus_assignment() {
         build.status().expect("cargo runs").success(),
         "building the daemons failed"
     );
+    ipctl
+}
+
+/// Who answered the loop, in order, from a summary (or its `ipv6` part).
+fn served_by(summary: &serde_json::Value) -> Vec<&str> {
+    summary["served_by"]
+        .as_array()
+        .expect("served_by")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect()
+}
+
+#[test]
+fn demo_fails_over_and_back_within_detection_plus_assignment() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let ipctl = build_daemons();
 
     // --keep-running too: stdout must still hold the summary alone, as one JSON line.
     let mut child = Command::new(ipctl)
@@ -115,14 +135,45 @@ fn demo_fails_over_and_back_within_detection_plus_assignment() {
         gap > 0 && gap <= bound + 2000,
         "longest gap {gap} ms far above {bound} ms"
     );
-    let served: Vec<&str> = summary["served_by"]
-        .as_array()
-        .expect("served_by")
-        .iter()
-        .filter_map(|v| v.as_str())
-        .collect();
+    let served = served_by(&summary);
     assert_eq!(served.len(), 3, "{served:?}");
     assert!(served[0].starts_with("Droplet: primary, IP Address: "));
     assert!(served[1].starts_with("Droplet: secondary, IP Address: "));
     assert!(served[2].starts_with("Droplet: primary, IP Address: "));
+}
+
+/// Issue 14 item 1: `ipctl demo --ipv6` runs a dual-stack group; its summary shows the reserved
+/// IPv6 failing over and back with the IPv4, one assign per address each way, and the IPv6's
+/// own loop served by primary, secondary, primary.
+#[test]
+fn demo_ipv6_moves_both_addresses() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let ipctl = build_daemons();
+    let out = Command::new(ipctl)
+        .args(["demo", "--json", "--ipv6"])
+        .output()
+        .expect("ipctl demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("summary is not JSON ({e}): {stdout}"));
+    println!("{summary:#}");
+    assert!(
+        out.status.success(),
+        "demo failed: {summary}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(summary["ok"], true);
+    assert_eq!(summary["holder_changes"], 4, "two per address");
+    assert_eq!(summary["assign_calls"], 4);
+    let v6 = &summary["ipv6"];
+    assert_eq!(v6["ip"], "2001:db8:0:1::100", "{v6}");
+    let failover = v6["failover_ms"].as_u64().expect("the IPv6 failed over");
+    assert!(
+        failover >= 1000,
+        "failover {failover} ms is faster than detection"
+    );
+    assert!(v6["failback_ms"].as_u64().is_some(), "the IPv6 failed back");
+    let served = served_by(v6);
+    assert_eq!(served.len(), 3, "{served:?}");
+    assert!(served[1].starts_with("Droplet: secondary, "), "{served:?}");
 }

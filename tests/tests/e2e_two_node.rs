@@ -583,3 +583,86 @@ async fn a_released_ip_comes_back_to_the_releasing_node_when_its_new_holder_dies
     let g = c.group(0).await.expect("primary's status");
     assert!(g.constraints.is_empty(), "{:?}", g.constraints);
 }
+
+/// Waits until `name` holds both addresses of the dual-stack group at the emulator.
+async fn wait_holds_both(c: &Cluster, v6: std::net::IpAddr, name: &str) {
+    let ok = wait_for(MOVE_LIMIT, || async {
+        (c.holder().as_deref() == Some(name) && c.holder_of(v6).as_deref() == Some(name))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        ok.is_some(),
+        "{name} never held both IPs (IPv4 on {:?}, IPv6 on {:?}){}",
+        c.holder(),
+        c.holder_of(v6),
+        c.diagnostics()
+    );
+}
+
+/// Issue 14 item 1: a dual-stack group (a reserved IPv4 and a DigitalOcean reserved IPv6)
+/// moves as one: both addresses to the secondary when the primary dies, both back on failback,
+/// one assign per address each way, and each address's front answers from the new holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_group_moves_its_ipv4_and_ipv6_together() {
+    let _serial = SERIAL.lock().await;
+    let mut c = launch(|s| Spec { ipv6: true, ..s }).await;
+    let v6 = c.ipv6.expect("a dual-stack cluster");
+    wait_holds_both(&c, v6, "primary").await;
+    assert_eq!(c.assign_calls(), 0, "the primary already held both");
+    let g = c.group(0).await.expect("primary's status");
+    let names: Vec<&str> = g.agents.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [format!("reserved-ip {}", c.ip), format!("reserved-ip {v6}")]
+    );
+    let front6 = c.emulator.addresses.fronts[&v6].clone();
+    let probe4 = c.probe(PROBE);
+    let probe6 = Prober::start(front6, PROBE);
+    served_by(&c, &probe4, "primary").await;
+    served_by(&c, &probe6, "primary").await;
+
+    let killed = c.crash_node(0);
+    wait_holds_both(&c, v6, "secondary").await;
+    wait_running_only(&c, "secondary").await;
+    served_by(&c, &probe4, "secondary").await;
+    served_by(&c, &probe6, "secondary").await;
+    assert_eq!(c.assign_calls(), 2, "one assign per address");
+    let at = |c: &Cluster, ip, since, to| {
+        c.moved_after_of(ip, since, to)
+            .expect("holder change recorded")
+    };
+    let (over4, over6) = (
+        at(&c, c.ip, killed, "secondary"),
+        at(&c, v6, killed, "secondary"),
+    );
+
+    let back = c.boot_node(0).await.expect("primary boots");
+    wait_holds_both(&c, v6, "primary").await;
+    wait_running_only(&c, "primary").await;
+    served_by(&c, &probe4, "primary").await;
+    served_by(&c, &probe6, "primary").await;
+    let (back4, back6) = (at(&c, c.ip, back, "primary"), at(&c, v6, back, "primary"));
+    assert_eq!(c.assign_calls(), 4, "failback is one assign per address");
+    let changes = c.holder_changes();
+    for ip in [c.ip, v6] {
+        let n = changes.iter().filter(|h| h.ip == Some(ip)).count();
+        assert_eq!(n, 2, "{ip} moved {n} times: {changes:?}");
+    }
+    let (r4, r6) = (probe4.finish(), probe6.finish());
+    println!(
+        "dual stack: failover IPv4 {} ms, IPv6 {} ms after the kill; failback IPv4 {} ms, IPv6 {} ms \
+         after the boot; longest gap IPv4 {} ms, IPv6 {} ms",
+        over4.as_millis(),
+        over6.as_millis(),
+        back4.as_millis(),
+        back6.as_millis(),
+        r4.longest_gap.as_millis(),
+        r6.longest_gap.as_millis()
+    );
+    // The IPv6 follows its IPv4 within one assign, not a monitor round later.
+    assert!(
+        over6.saturating_sub(over4) < Duration::from_secs(2),
+        "IPv6 {over6:?} after IPv4 {over4:?}"
+    );
+}

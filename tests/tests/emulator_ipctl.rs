@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use tandem_tests::emulator::Emulator;
-use tandem_tests::emulator::testkit::{IP, PRIMARY, SECONDARY, TOKEN, fixture, ip};
+use tandem_tests::emulator::testkit::{
+    self, IP, IPV6, PRIMARY, SECONDARY, TOKEN, fixture, ip, ipv6,
+};
 
 fn ipctl() -> &'static PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -17,10 +19,15 @@ fn ipctl() -> &'static PathBuf {
 }
 
 async fn run(args: &[&str], token: Option<&str>) -> Output {
+    run_with(args, token.map(|t| ("DO_TOKEN", t))).await
+}
+
+/// ipctl with `args` and, if given, one token variable set (`DO_TOKEN` never inherited).
+async fn run_with(args: &[&str], var: Option<(&str, &str)>) -> Output {
     let mut cmd = tokio::process::Command::new(ipctl());
     cmd.args(args).env_remove("DO_TOKEN").kill_on_drop(true);
-    if let Some(t) = token {
-        cmd.env("DO_TOKEN", t);
+    if let Some((name, value)) = var {
+        cmd.env(name, value);
     }
     tokio::time::timeout(Duration::from_secs(60), cmd.output())
         .await
@@ -33,6 +40,19 @@ async fn assign_to_secondary(api: &str) -> Output {
     let droplet = SECONDARY.to_string();
     let args = ["assign", IP, "--api-url", api, "--droplet", &droplet];
     run(&args, Some(TOKEN)).await
+}
+
+/// Asserts that ipctl moved `ip` from the primary to the secondary; returns its stderr.
+fn moved_to_secondary(o: &Output, ip: &str) -> String {
+    let (out, err) = text(o);
+    assert!(o.status.success(), "stdout: {out}\nstderr: {err}");
+    assert!(
+        out.contains(&format!(
+            "{ip} is now held by droplet {SECONDARY} (was droplet {PRIMARY})"
+        )),
+        "{out}"
+    );
+    err
 }
 
 fn text(o: &Output) -> (String, String) {
@@ -54,14 +74,7 @@ async fn ipctl_assign_moves_the_ip_and_reports_progress_and_result() {
         Some(TOKEN),
     )
     .await;
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "stdout: {out}\nstderr: {err}");
-    assert!(
-        out.contains(&format!(
-            "{IP} is now held by droplet {SECONDARY} (was droplet {PRIMARY})"
-        )),
-        "{out}"
-    );
+    let err = moved_to_secondary(&o, IP);
     // Not a terminal: plain progress lines.
     assert!(
         err.contains("accepted") && err.contains("in progress"),
@@ -208,4 +221,52 @@ async fn ipctl_assign_follows_retry_after_not_a_distant_ratelimit_reset() {
     assert_eq!(emu.holder(ip()), Some(SECONDARY));
     // Two waits of 1.1-1.2 s, the action and ipctl's start; never the minute.
     assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
+/// Issue 14 item 1: `ipctl assign` takes an IPv6. A DigitalOcean reserved IPv6 moves through
+/// `/v2/reserved_ipv6/{ip}` (its action polled at `/v2/actions/{id}`); a Hetzner floating IPv6
+/// is named by any address of its /64. The IPv4 stays where it was.
+#[tokio::test]
+async fn ipctl_assign_moves_a_reserved_ipv6() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = testkit::with_ipv6(fixture(Duration::from_millis(100)));
+    cfg.audit_log = Some(dir.path().join("audit.jsonl"));
+    let emu = Emulator::start(cfg).await.unwrap();
+    let api = emu.addresses.api.clone();
+    let droplet = SECONDARY.to_string();
+    let o = run(
+        &["assign", IPV6, "--api-url", &api, "--droplet", &droplet],
+        Some(TOKEN),
+    )
+    .await;
+    moved_to_secondary(&o, IPV6);
+    assert_eq!(emu.holder(ipv6()), Some(SECONDARY));
+    assert_eq!(emu.holder(ip()), Some(PRIMARY), "the IPv4 stays");
+    let paths = testkit::audit_requests(&dir.path().join("audit.jsonl"));
+    assert!(
+        paths.contains(&format!("POST /v2/reserved_ipv6/{IPV6}/actions")),
+        "{paths:?}"
+    );
+    assert!(
+        paths.iter().any(|p| p.starts_with("GET /v2/actions/")),
+        "{paths:?}"
+    );
+
+    // Hetzner: another address of the same /64, token from HCLOUD_TOKEN.
+    let hetzner = emu.addresses.hetzner.clone();
+    let primary = PRIMARY.to_string();
+    let args = [
+        "assign",
+        "2001:db8:0:1::1",
+        "--provider",
+        "hetzner",
+        "--api-url",
+        &hetzner,
+        "--droplet",
+        &primary,
+    ];
+    let o = run_with(&args, Some(("HCLOUD_TOKEN", TOKEN))).await;
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "stdout: {out}\nstderr: {err}");
+    assert_eq!(emu.holder(ipv6()), Some(PRIMARY));
 }

@@ -666,17 +666,7 @@ async fn a_reserved_ipv6_moves_and_its_action_is_polled_at_v2_actions() {
     assert_eq!(emu.holder(v6), Some(SECONDARY));
     assert_eq!(emu.holder(ip()), Some(PRIMARY), "the IPv4 stays");
     assert!(c.assign().await.unwrap().already_held);
-    let paths: Vec<String> = testkit::read_audit(&dir.path().join("audit.jsonl"))
-        .into_iter()
-        .filter(|l| l["event"] == "request")
-        .map(|l| {
-            format!(
-                "{} {}",
-                l["method"].as_str().unwrap_or(""),
-                l["path"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
+    let paths = testkit::audit_requests(&dir.path().join("audit.jsonl"));
     assert!(
         paths
             .iter()
@@ -691,4 +681,117 @@ async fn a_reserved_ipv6_moves_and_its_action_is_polled_at_v2_actions() {
         !paths.iter().any(|p| p.contains("reserved_ips/2001")),
         "{paths:?}"
     );
+}
+
+/// Issue 14 item 1: Hetzner shows a floating IPv6 as its /64 (`"ip": "2001:db8:0:1::/64"`,
+/// `"type": "ipv6"`) and Vultr a reserved IPv6 as `subnet` + `subnet_size` 64 with `ip_type`
+/// v6. A configured address anywhere in the /64 finds it, and it moves by id: Hetzner's
+/// `POST /floating_ips/{id}/actions/assign` (then the action), Vultr's `POST .../{id}/attach`.
+#[tokio::test]
+async fn hetzner_and_vultr_move_an_ipv6_by_its_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = testkit::with_ipv6(fixture(Duration::from_millis(30)));
+    cfg.audit_log = Some(dir.path().join("audit.jsonl"));
+    let emu = Emulator::start(cfg).await.unwrap();
+    let get = |url: String| async move {
+        let r = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        r.json::<serde_json::Value>().await.unwrap()
+    };
+    let h = get(format!("{}/v1/floating_ips", emu.addresses.hetzner)).await;
+    let fip = h["floating_ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["type"] == "ipv6")
+        .expect("a floating IPv6")
+        .clone();
+    assert_eq!(fip["ip"], "2001:db8:0:1::/64", "{fip}");
+    let v = get(format!("{}/v2/reserved-ips", emu.addresses.vultr)).await;
+    let rip = v["reserved_ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ip_type"] == "v6")
+        .expect("a reserved IPv6")
+        .clone();
+    assert_eq!(rip["subnet"], "2001:db8:0:1::", "{rip}");
+    assert_eq!(rip["subnet_size"], 64, "{rip}");
+
+    // The address the servers use: another one of the same /64.
+    let mine: std::net::IpAddr = "2001:db8:0:1::1".parse().unwrap();
+    let mut o = opts(&emu, SECONDARY);
+    o.api_url = Some(emu.addresses.hetzner.clone());
+    let hz = Hetzner::new(mine, Secret::new(TOKEN.into()), o).unwrap();
+    assert_eq!(
+        hz.holder().await.unwrap().server,
+        Some(ServerId::Numeric(PRIMARY))
+    );
+    assert!(!hz.assign().await.unwrap().already_held);
+    assert_eq!(emu.holder(testkit::ipv6()), Some(SECONDARY));
+    assert_eq!(emu.holder(ip()), Some(PRIMARY), "the IPv4 stays");
+    let assign_path = format!("/hetzner/v1/floating_ips/{}/actions/assign", fip["id"]);
+
+    let mut o = opts(&emu, PRIMARY);
+    o.api_url = Some(emu.addresses.vultr.clone());
+    let vu = Vultr::new(mine, Secret::new(TOKEN.into()), o).unwrap();
+    assert!(!vu.holder().await.unwrap().ours);
+    assert!(!vu.assign().await.unwrap().already_held);
+    assert_eq!(emu.holder(testkit::ipv6()), Some(PRIMARY));
+    assert!(vu.assign().await.unwrap().already_held);
+    let attach_path = format!(
+        "/vultr/v2/reserved-ips/{}/attach",
+        rip["id"].as_str().unwrap()
+    );
+
+    let posts = testkit::audit_requests(&dir.path().join("audit.jsonl"));
+    assert!(posts.contains(&format!("POST {assign_path}")), "{posts:?}");
+    assert!(posts.contains(&format!("POST {attach_path}")), "{posts:?}");
+}
+
+/// Issue 14 item 1: what the DigitalOcean client sends for a reserved IPv6 (probe, assign with
+/// its action polled, release) fits DigitalOcean's description: every path and operation
+/// exists, every body fits its schema. Skipped, saying why, without the description.
+#[tokio::test]
+async fn the_ipv6_requests_fit_the_openapi_description() {
+    use tandem_tests::emulator::testkit::openapi;
+    let Some(spec) = openapi::spec_file(openapi::RESERVED_IP_SPEC) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = testkit::with_ipv6(fixture(Duration::from_millis(50)));
+    cfg.audit_log = Some(dir.path().join("audit.jsonl"));
+    let emu = Emulator::start(cfg).await.unwrap();
+    let c = DigitalOcean::new(
+        testkit::ipv6(),
+        Secret::new(TOKEN.into()),
+        opts(&emu, SECONDARY),
+    )
+    .unwrap();
+    c.probe().await.unwrap();
+    c.assign().await.unwrap();
+    assert!(!c.release().await.unwrap().not_held);
+    let requests: Vec<serde_json::Value> = testkit::read_audit(&dir.path().join("audit.jsonl"))
+        .into_iter()
+        .filter(|l| l["event"] == "request")
+        .collect();
+    let bodies = requests.iter().filter(|l| l["body"].is_object()).count();
+    assert_eq!(bodies, 2, "the assign and the unassign: {requests:?}");
+    let errors: Vec<String> = requests
+        .iter()
+        .flat_map(|l| {
+            let body = Some(&l["body"]).filter(|b| !b.is_null());
+            openapi::request_errors(
+                &spec,
+                l["method"].as_str().unwrap_or_default(),
+                l["path"].as_str().unwrap_or_default(),
+                body,
+            )
+        })
+        .collect();
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
 }

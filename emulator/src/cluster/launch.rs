@@ -6,8 +6,8 @@ use std::path::Path;
 use rand::Rng;
 
 use super::{
-    Cluster, Daemon, FIRST_DROPLET, LAUNCH_ATTEMPTS, LaunchError, Node, RESERVED_IP, Spec, fence,
-    free_loopback, io, web, yaml,
+    Cluster, Daemon, FIRST_DROPLET, LAUNCH_ATTEMPTS, LaunchError, Node, RESERVED_IP, RESERVED_IPV6,
+    Spec, fence, free_loopback, io, web, yaml,
 };
 use crate::{DropletConfig, Emulator, EmulatorConfig, ReservedIpConfig, TokenConfig};
 
@@ -131,6 +131,7 @@ impl Cluster {
                 region: "nyc3".into(),
                 web: Some(w.addr.to_string()),
                 public_ipv4: Some(public),
+                ipv6: true,
             });
             webs.push(w);
         }
@@ -140,16 +141,27 @@ impl Cluster {
             .or_else(|| spec.members.first().cloned())
             .unwrap_or_default();
         let audit_log = path.join("emulator-audit.jsonl");
+        let ipv6 = match spec.ipv6 {
+            true => Some(
+                RESERVED_IPV6
+                    .parse::<IpAddr>()
+                    .map_err(|_| LaunchError::Binaries("bad IPv6".into()))?,
+            ),
+            false => None,
+        };
         let emulator = Emulator::start(EmulatorConfig {
-            reserved_ips: vec![ReservedIpConfig {
-                ip,
-                region: "nyc3".into(),
-                // As after the tutorial's first assign: the preferred droplet holds it.
-                holder: droplets
-                    .iter()
-                    .find(|d| spec.ip_held_at_start && d.name == prefer)
-                    .map(|d| d.id),
-            }],
+            reserved_ips: std::iter::once(ip)
+                .chain(ipv6)
+                .map(|ip| ReservedIpConfig {
+                    ip,
+                    region: "nyc3".into(),
+                    // As after the tutorial's first assign: the preferred droplet holds it.
+                    holder: droplets
+                        .iter()
+                        .find(|d| spec.ip_held_at_start && d.name == prefer)
+                        .map(|d| d.id),
+                })
+                .collect(),
             droplets,
             tokens: nodes
                 .iter()
@@ -173,7 +185,8 @@ impl Cluster {
             .unwrap_or_default();
 
         let config = path.join("cluster.yaml");
-        let yaml = yaml::render_config(&spec, &nodes, &key_file, &prefer, &emulator, ip);
+        let ips: Vec<IpAddr> = std::iter::once(ip).chain(ipv6).collect();
+        let yaml = yaml::render_config(&spec, &nodes, &key_file, &prefer, &emulator, &ips);
         std::fs::write(&config, yaml).map_err(io("writing cluster.yaml"))?;
 
         let mut c = Cluster {
@@ -184,6 +197,7 @@ impl Cluster {
             emulator,
             nodes,
             ip,
+            ipv6,
             front,
             audit_log,
             webs,

@@ -45,6 +45,8 @@ pub use query::wait_for;
 
 /// The reserved IP of every launched cluster (loopback: only a name inside the emulator).
 pub const RESERVED_IP: &str = "127.0.0.100";
+/// The reserved IPv6 of a dual-stack cluster ([`Spec::ipv6`]; documentation prefix).
+pub const RESERVED_IPV6: &str = "2001:db8:0:1::100";
 /// Name of the resource group holding the reserved IP.
 pub const GROUP: &str = "floatip";
 /// Droplet ids are this plus the node's index.
@@ -103,6 +105,9 @@ pub struct Spec {
     /// A `fencing:` section (the first member names its droplet with `provider_id`, the
     /// others are looked up by name); `None` (default): no fencing.
     pub fencing: Option<FenceSpec>,
+    /// Dual stack: the group also holds the reserved IPv6 [`RESERVED_IPV6`], after the IPv4
+    /// (default: IPv4 only).
+    pub ipv6: bool,
 }
 
 impl Spec {
@@ -129,6 +134,7 @@ impl Spec {
             binaries,
             log_filter: "info".into(),
             fencing: None,
+            ipv6: false,
         }
     }
 
@@ -242,6 +248,8 @@ impl Node {
 /// A holder change recorded by the emulator.
 #[derive(Debug, Clone)]
 pub struct HolderChange {
+    /// The address that moved (the IPv4 or, in a dual-stack cluster, the IPv6).
+    pub ip: Option<IpAddr>,
     pub at: SystemTime,
     pub from: Option<u64>,
     pub to: Option<u64>,
@@ -257,6 +265,8 @@ pub struct Cluster {
     pub emulator: Emulator,
     pub nodes: Vec<Node>,
     pub ip: IpAddr,
+    /// The reserved IPv6 of a dual-stack cluster ([`Spec::ipv6`]).
+    pub ipv6: Option<IpAddr>,
     /// Base URL of the reserved IP's HTTP front.
     pub front: String,
     pub audit_log: PathBuf,

@@ -1,4 +1,5 @@
 //! Asking a running cluster: the daemons' gRPC status, the emulator's holder and audit log.
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
@@ -69,7 +70,12 @@ impl Cluster {
 
     /// The node whose droplet holds the reserved IP at the emulator.
     pub fn holder(&self) -> Option<String> {
-        let id = self.emulator.holder(self.ip)?;
+        self.holder_of(self.ip)
+    }
+
+    /// The node whose droplet holds `ip` (the IPv4 or the IPv6) at the emulator.
+    pub fn holder_of(&self, ip: IpAddr) -> Option<String> {
+        let id = self.emulator.holder(ip)?;
         self.nodes
             .iter()
             .find(|n| n.droplet == Some(id))
@@ -93,6 +99,7 @@ impl Cluster {
             .filter(|e| e["event"] == "holder")
             .filter_map(|e| {
                 Some(HolderChange {
+                    ip: e["ip"].as_str().and_then(|s| s.parse().ok()),
                     at: humantime::parse_rfc3339(e["time"].as_str()?).ok()?,
                     from: e["from"].as_u64(),
                     to: e["to"].as_u64(),
@@ -112,12 +119,17 @@ impl Cluster {
             .count()
     }
 
-    /// Time from `since` to the first holder change to `to` after it.
+    /// Time from `since` to the first holder change of the reserved IP to `to` after it.
     pub fn moved_after(&self, since: SystemTime, to: &str) -> Option<Duration> {
+        self.moved_after_of(self.ip, since, to)
+    }
+
+    /// Time from `since` to the first holder change of `ip` to `to` after it.
+    pub fn moved_after_of(&self, ip: IpAddr, since: SystemTime, to: &str) -> Option<Duration> {
         let id = self.nodes[self.index(to)].droplet?;
         self.holder_changes()
             .into_iter()
-            .find(|h| h.at >= since && h.to == Some(id))
+            .find(|h| h.ip == Some(ip) && h.at >= since && h.to == Some(id))
             .and_then(|h| h.at.duration_since(since).ok())
     }
 

@@ -17,7 +17,7 @@ pub(super) fn render_config(
     key_file: &Path,
     prefer: &str,
     emulator: &Emulator,
-    ip: IpAddr,
+    ips: &[IpAddr],
 ) -> String {
     let voters = nodes.len();
     let mut y = String::new();
@@ -81,19 +81,22 @@ pub(super) fn render_config(
         "resources:\n  - name: {GROUP}\n    prefer: {prefer}\n    failback: {}\n    agents:",
         if spec.failback_auto { "auto" } else { "manual" }
     );
-    let _ = writeln!(
-        y,
-        "      - reserved-ip:\n          provider: digitalocean\n          ip: {ip}\n          \
-         token_file: do-token\n          api_url: {}\n          metadata_url: {metadata}\n          \
-         droplet_ids: {{ {ids} }}",
-        emulator.addresses.api,
-    );
-    if !spec.agent_defaults {
+    // Dual stack: one agent per address, the IPv4 first; both move with the group.
+    for ip in ips {
         let _ = writeln!(
             y,
-            "          timeout: 10s\n          monitor_interval: {}",
-            ms(spec.monitor_interval)
+            "      - reserved-ip:\n          provider: digitalocean\n          ip: {ip}\n          \
+             token_file: do-token\n          api_url: {}\n          metadata_url: {metadata}\n          \
+             droplet_ids: {{ {ids} }}",
+            emulator.addresses.api,
         );
+        if !spec.agent_defaults {
+            let _ = writeln!(
+                y,
+                "          timeout: 10s\n          monitor_interval: {}",
+                ms(spec.monitor_interval)
+            );
+        }
     }
     for a in &spec.extra_agents {
         let _ = writeln!(y, "      {a}");
