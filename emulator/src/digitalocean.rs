@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -82,6 +82,7 @@ pub fn router(world: World) -> Router {
     }
     r.merge(
         Router::new()
+            .route("/v2/actions", get(list_actions))
             .route("/v2/actions/{id}", get(get_action))
             .route("/v2/droplets/{id}", get(get_droplet))
             .with_state(Ctx {
@@ -361,6 +362,28 @@ async fn get_ip_action(State(c): State<Ctx>, Path((ip, id)): Path<(String, Strin
         }
         _ => not_found(),
     }
+}
+
+#[derive(serde::Deserialize)]
+struct Page {
+    per_page: Option<usize>,
+}
+
+/// The newest actions first, `per_page` (default 20) of them.
+async fn list_actions(State(c): State<Ctx>, Query(p): Query<Page>) -> Response {
+    let per_page = p.per_page.unwrap_or(20).clamp(1, 200);
+    let (all, total): (Vec<Action>, usize) = {
+        let g = c.world.lock();
+        (
+            g.actions.values().rev().take(per_page).cloned().collect(),
+            g.actions.len(),
+        )
+    };
+    let list: Vec<Value> = all
+        .iter()
+        .map(|a| action_json(&c.world, a, Flavor::Reserved))
+        .collect();
+    Json(json!({"actions": list, "links": {}, "meta": {"total": total}})).into_response()
 }
 
 async fn get_action(State(c): State<Ctx>, Path(id): Path<String>) -> Response {

@@ -5,12 +5,15 @@
 //! the provider token (an absolute file, or the credential the installed unit loads), and the
 //! scripts of `lsb` and `ocf` agents. With `--node` the file is checked for this machine and
 //! such a problem is an error; without it, a warning (the file may be meant for other hosts).
+//! With `--node` it also asks the provider about each reserved IP (`check_provider.rs`) unless
+//! `--offline` is given.
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use tandem_config::{AgentConfig, ClusterConfig, ConfigError, ErrorKind, credential_path, keys};
 
+use crate::check_provider::Finding;
 use crate::unit::{self, AGENT_UNIT, MEMBERSHIP_UNIT, UnitFile};
 
 #[derive(Debug, clap::Args)]
@@ -32,6 +35,12 @@ pub struct Args {
     /// Without it the host name is tried and such problems are warnings.
     #[arg(long, add = crate::complete::node_names())]
     pub node: Option<String>,
+    /// With --node: do not ask the provider. Without it check-config reads each reserved IP's
+    /// token (as root, from the agent's credential) and asks the provider, reading only,
+    /// whether this node could take the IP: token and read scopes, the IP and this server
+    /// exist, one region, IPv6 on the server for a reserved IPv6.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 pub fn run(config_flag: &Path, args: &Args) -> anyhow::Result<ExitCode> {
@@ -50,8 +59,22 @@ pub fn run(config_flag: &Path, args: &Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let report = check(&config, args.node.as_deref());
+    let mut report = check(&config, args.node.as_deref());
     print!("{}", config.summary(report.local.as_deref()));
+    if let Some(node) = report
+        .local
+        .clone()
+        .filter(|_| report.here && !args.offline)
+    {
+        let unit = UnitFile::load(AGENT_UNIT);
+        for f in crate::check_provider::check(&config, &node, unit.as_ref()) {
+            match f {
+                Finding::Ready(line) => println!("provider  {}", tandem_config::redact(&line)),
+                Finding::Error(e) => report.errors.push(e),
+                Finding::Warning(w) => report.warnings.push(w),
+            }
+        }
+    }
     for w in &report.warnings {
         eprintln!("warning: {}", tandem_config::redact(w));
     }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 mod assign;
 mod check_config;
+mod check_provider;
 mod cli;
 mod complete;
 mod control;

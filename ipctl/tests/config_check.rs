@@ -58,9 +58,10 @@ struct Setup {
 }
 
 impl Setup {
-    /// `ipctl check-config FILE ARGS...` with this setup's units installed.
+    /// `ipctl check-config FILE ARGS... --offline` with this setup's units installed (these
+    /// tests have no provider to ask; `tests/tests/emulator_ipctl.rs` asks the emulator).
     fn check(&self, args: &[&str]) -> Output {
-        let mut all = vec!["check-config", self.cfg.to_str().unwrap()];
+        let mut all = vec!["check-config", "--offline", self.cfg.to_str().unwrap()];
         all.extend_from_slice(args);
         ipctl_in(&self.units, &all)
     }
@@ -459,7 +460,13 @@ fn a_relative_token_file_is_checked_against_the_agents_unit() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stderr).is_empty(), "{}", text(&out.stderr));
     // without the unit installed, it says what the name means and that it was not checked
-    let out = ipctl(&["check-config", s.cfg.to_str().unwrap(), "--node", "primary"]);
+    let out = ipctl(&[
+        "check-config",
+        s.cfg.to_str().unwrap(),
+        "--node",
+        "primary",
+        "--offline",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains(

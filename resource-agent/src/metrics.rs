@@ -256,6 +256,7 @@ pub fn error_kind(e: &ProviderError) -> &'static str {
         ProviderError::Unauthorized { .. } => "unauthorized",
         ProviderError::Forbidden { .. } => "forbidden",
         ProviderError::NotFound { .. } => "not_found",
+        ProviderError::NoIpv6 { .. } => "no_ipv6",
         ProviderError::Refused { .. } => "refused",
         ProviderError::ActionErrored { .. } => "action_errored",
         ProviderError::GaveUp { .. } => "gave_up",

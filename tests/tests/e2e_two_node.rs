@@ -666,3 +666,74 @@ async fn dual_stack_group_moves_its_ipv4_and_ipv6_together() {
         "IPv6 {over6:?} after IPv4 {over4:?}"
     );
 }
+
+/// Issue 14 item 4: a dual-stack group whose IPv6 cannot follow its IPv4 (the secondary's
+/// droplet lost IPv6 after its readiness check found it fine) is never left half moved without
+/// saying so: the secondary's status shows the IPv4 moved here and staying, the IPv6's start
+/// failed with the provider's reason, `ipctl status` prints both, and the daemon keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_half_moved_is_said_in_status() {
+    let _serial = SERIAL.lock().await;
+    let mut c = launch(|s| Spec { ipv6: true, ..s }).await;
+    let v6 = c.ipv6.expect("a dual-stack cluster");
+    let secondary = c.nodes[1].droplet.expect("a droplet");
+    if let Some(d) = c.emulator.world.lock().droplets.get_mut(&secondary) {
+        d.public_ipv6 = None;
+    }
+    c.crash_node(0);
+    wait_holder(&c, "secondary").await;
+    let v4_agent = format!("reserved-ip {}", c.ip);
+    let v6_agent = format!("reserved-ip {v6}");
+    let said = wait_for(MOVE_LIMIT, || async {
+        let g = c.group(1).await?;
+        let a4 = g.agents.iter().find(|a| a.name == v4_agent)?;
+        let a6 = g.agents.iter().find(|a| a.name == v6_agent)?;
+        (a4.state == apb::AgentState::Running as i32
+            && a4.detail.contains("moved here, and stays")
+            && a6.state == apb::AgentState::Failed as i32)
+            .then(|| (a4.detail.clone(), a6.detail.clone()))
+    })
+    .await;
+    let Some((d4, d6)) = said else {
+        panic!(
+            "the secondary's status never said the group is half moved: {:?}{}",
+            c.group(1).await,
+            c.diagnostics()
+        )
+    };
+    assert!(
+        d4.contains(&format!("the group's start failed at {v6_agent}")),
+        "{d4}"
+    );
+    assert!(
+        d6.starts_with("did not move: ") && d6.contains("422") && d6.contains("does not have IPv6"),
+        "{d6}"
+    );
+    let g = c.group(1).await.expect("the secondary's status");
+    assert!(
+        g.not_candidate_reason
+            .contains("half moved: reserved-ip 127.0.0.100 moved here and stays here"),
+        "{}",
+        g.not_candidate_reason
+    );
+    assert_eq!(c.holder().as_deref(), Some("secondary"));
+    assert_eq!(
+        c.holder_of(v6).as_deref(),
+        Some("primary"),
+        "the IPv6 did not move"
+    );
+    let ipctl = tandem_tests::cluster::ipctl_for_tests().expect("ipctl builds");
+    let out = std::process::Command::new(ipctl)
+        .arg("status")
+        .arg("--run-dir")
+        .arg(&c.nodes[1].run_dir)
+        .output()
+        .expect("ipctl status runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("moved here, and stays") && text.contains("does not have IPv6"),
+        "{text}"
+    );
+    println!("ipctl status on the secondary:\n{text}");
+    assert!(c.agent_status(1).await.is_some(), "the agent keeps running");
+}

@@ -270,3 +270,113 @@ async fn ipctl_assign_moves_a_reserved_ipv6() {
     assert!(o.status.success(), "stdout: {out}\nstderr: {err}");
     assert_eq!(emu.holder(ipv6()), Some(PRIMARY));
 }
+
+/// A dual-stack cluster file for `check-config --node secondary` against the emulator: the key
+/// and the token as absolute files in `dir`, the secondary's droplet given by `droplet_ids`.
+fn dual_stack_config(dir: &std::path::Path, api: &str, secondary: &str, token: &str) -> PathBuf {
+    let key = dir.join("authkey");
+    if !key.exists() {
+        std::fs::write(&key, "k".repeat(64)).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let token_file = dir.join("do-token");
+    std::fs::write(&token_file, token).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = dir.join("cluster.yaml");
+    let agent = |ip: &str| {
+        format!(
+            "      - reserved-ip:\n          provider: digitalocean\n          ip: \"{ip}\"\n          \
+             token_file: {}\n          api_url: {api}\n          \
+             droplet_ids: {{ primary: {PRIMARY}, secondary: {secondary} }}\n",
+            token_file.display()
+        )
+    };
+    std::fs::write(
+        &cfg,
+        format!(
+            "cluster: web\nauth:\n  key_file: {}\nquorum: two_node\nnodes:\n  - name: primary\n    \
+             addresses: [\"127.0.0.1:694\"]\n  - name: secondary\n    addresses: [\"127.0.0.2:694\"]\n\
+             resources:\n  - name: floatip\n    prefer: primary\n    agents:\n{}{}",
+            key.display(),
+            agent(IP),
+            agent(IPV6)
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// Issue 14 item 4: `ipctl check-config --node` asks the provider (reads only) and says what
+/// is wrong, one line each with what to do: a droplet without IPv6 given a reserved IPv6, a
+/// droplet id that does not exist, a token without `actions:read` (which an IPv6's moves
+/// need). A good setup says what the provider answered. The token is never printed.
+#[tokio::test]
+async fn check_config_node_asks_the_provider_and_says_what_is_wrong() {
+    let mut cfg = testkit::with_ipv6(fixture(Duration::ZERO));
+    cfg.droplets[2].ipv6 = false;
+    cfg.droplets[2].region = "nyc3".into();
+    let no_ipv6 = cfg.droplets[2].id.to_string();
+    let scoped = "dop_v1_emulator_no_actions_read_0123456789abcdef";
+    cfg.tokens.push(tandem_tests::emulator::TokenConfig {
+        token: scoped.into(),
+        scopes: Some(vec![
+            "reserved_ip:read".into(),
+            "reserved_ip:update".into(),
+            "droplet:read".into(),
+        ]),
+    });
+    let emu = Emulator::start(cfg).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let api = emu.addresses.api.clone();
+    let check = |droplet: &str, token: &'static str| {
+        let file = dual_stack_config(dir.path(), &api, droplet, token);
+        let file = file.to_str().unwrap().to_owned();
+        async move {
+            let o = run(&["check-config", &file, "--node", "secondary"], None).await;
+            let (out, err) = text(&o);
+            assert!(!out.contains(token) && !err.contains(token), "token shown");
+            (o.status.success(), out, err)
+        }
+    };
+
+    let (ok, out, err) = check(&SECONDARY.to_string(), TOKEN).await;
+    assert!(ok, "stdout: {out}\nstderr: {err}");
+    assert!(
+        out.contains(&format!(
+            "provider  resources `floatip`: reserved-ip {IPV6}: the provider answers: this node is droplet {SECONDARY} in nyc3, the IP is held by droplet {PRIMARY}"
+        )),
+        "{out}"
+    );
+
+    let (ok, _, err) = check(&no_ipv6, TOKEN).await;
+    assert!(!ok);
+    let line = format!(
+        "error: resources `floatip`: reserved-ip {IPV6}: digitalocean: droplet {no_ipv6} has no IPv6, so the reserved IPv6 {IPV6} cannot be assigned to it; enable IPv6 on it"
+    );
+    assert!(err.contains(&line), "{err}");
+    assert_eq!(err.matches("error: ").count(), 1, "only the IPv6: {err}");
+
+    let (ok, _, err) = check("4242", TOKEN).await;
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "droplet 4242 does not exist (404 not found); fix its id in the configuration"
+        ),
+        "{err}"
+    );
+
+    let (ok, _, err) = check(&SECONDARY.to_string(), scoped).await;
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "reserved-ip {IPV6}: digitalocean: the API token lacks the `actions:read` scope"
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("error: ").count(),
+        1,
+        "the IPv4 needs no actions:read: {err}"
+    );
+    assert_eq!(emu.action_count(), 0, "a check moves nothing");
+}

@@ -46,12 +46,31 @@ pub struct AgentRecord {
 
 /// A start that failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{agent}: {error}{}", if *.clean { "" } else { "; stopping what had started also failed" })]
+#[error(
+    "{agent}: {error}{}{}",
+    if *.clean { "" } else { "; stopping what had started also failed" },
+    half_moved(.moved)
+)]
 pub struct StartError {
     pub agent: String,
     pub error: AgentError,
     /// Everything that had started was stopped again.
     pub clean: bool,
+    /// Reserved IPs this start moved here before the failure, which stay here (their stop
+    /// moves nothing): the group is half moved.
+    pub moved: Vec<String>,
+}
+
+/// What a failed start leaves moved, said in its message.
+fn half_moved(moved: &[String]) -> String {
+    if moved.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; half moved: {} moved here and stays here (a reserved IP is not moved back), the \
+         failed one did not move; the group is stopped here until the next start moves the rest",
+        moved.join(", ")
+    )
 }
 
 /// A stop that failed for at least one agent (the others were still stopped).
@@ -209,9 +228,31 @@ impl GroupRunner {
             self.set_state(i, AgentState::Starting);
             if let Err(error) = self.act(i, Action::Start).await {
                 let mut clean = true;
+                let mut moved = Vec::new();
                 for j in (0..=i).rev() {
                     self.set_state(j, AgentState::Stopping);
                     clean &= self.act(j, Action::Stop).await.is_ok();
+                    // A reserved IP whose stop posts nothing is still here: say so.
+                    let agent = &self.agents[j];
+                    if j < i
+                        && agent.kind() == Kind::ReservedIp
+                        && agent.provider_call(Action::Stop).is_none()
+                    {
+                        let mut records = self.lock();
+                        records[j].state = AgentState::Running;
+                        records[j].detail = format!(
+                            "moved here, and stays: the group's start failed at {}",
+                            self.agents[i].name()
+                        );
+                        moved.push(agent.name());
+                    }
+                }
+                moved.reverse();
+                if !moved.is_empty() {
+                    // Half moved: the agent that failed says so, beside the ones that stay.
+                    let mut records = self.lock();
+                    records[i].state = AgentState::Failed;
+                    records[i].detail = format!("did not move: {error}");
                 }
                 if !clean {
                     // Leave the failed start's record visible on the agent that caused it.
@@ -221,6 +262,7 @@ impl GroupRunner {
                     agent: self.agents[i].name(),
                     error,
                     clean,
+                    moved,
                 });
             }
         }

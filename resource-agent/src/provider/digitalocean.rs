@@ -19,7 +19,9 @@ use tandem_config::{Provider, Secret};
 use tokio::time::Instant;
 
 use super::http::{Api, MetadataId, Reply, field, text_at};
-use super::moves::{ActionState, Client, IpState, Move, Posted, action_in, droplet_number};
+use super::moves::{
+    ActionState, Client, IpState, Move, Posted, ServerInfo, action_in, droplet_number,
+};
 use super::{Holder, Options, ProviderError, ServerId};
 
 const NAME: &str = Provider::DigitalOcean.name();
@@ -134,18 +136,37 @@ impl Client for DigitalOcean {
         })
     }
 
-    async fn server_region(
+    async fn server_info(
         &self,
         me: &ServerId,
         deadline: Instant,
-    ) -> Result<Option<String>, ProviderError> {
+    ) -> Result<ServerInfo, ProviderError> {
         let what = format!("reading droplet {me}");
         let body = self
             .api
             .get(&format!("/v2/droplets/{me}"), &what, deadline)
             .await?
             .map_err(|r| self.refusal(&r, &what, Need::Droplet, false))?;
-        Ok(text_at(&body, "/droplet/region/slug"))
+        Ok(ServerInfo {
+            region: text_at(&body, "/droplet/region/slug"),
+            // A droplet without IPv6 has an empty `networks.v6`.
+            ipv6: body
+                .pointer("/droplet/networks/v6")
+                .and_then(Value::as_array)
+                .map(|v6| !v6.is_empty()),
+        })
+    }
+
+    /// An IPv6's actions are read at `/v2/actions/{id}`: one list read proves `actions:read`.
+    async fn check_reads(&self, deadline: Instant) -> Result<(), ProviderError> {
+        if self.ip.is_ipv6() {
+            let what = "reading /v2/actions (an IPv6's actions are polled there)";
+            self.api
+                .get("/v2/actions?per_page=1", what, deadline)
+                .await?
+                .map_err(|r| self.refusal(&r, what, Need::Actions, false))?;
+        }
+        Ok(())
     }
 
     async fn post(

@@ -19,7 +19,9 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use super::http::{Api, MetadataId, Reply, field, text_at};
-use super::moves::{ActionState, Client, IpState, Move, Posted, action_in, covers, droplet_number};
+use super::moves::{
+    ActionState, Client, IpState, Move, Posted, ServerInfo, action_in, covers, droplet_number,
+};
 use super::{Holder, Options, ProviderError, ServerId};
 
 const NAME: &str = Provider::Hetzner.name();
@@ -130,18 +132,23 @@ impl Client for Hetzner {
         })
     }
 
-    async fn server_region(
+    async fn server_info(
         &self,
         me: &ServerId,
         deadline: Instant,
-    ) -> Result<Option<String>, ProviderError> {
+    ) -> Result<ServerInfo, ProviderError> {
         let what = format!("reading server {me}");
         let body = self
             .api
             .get(&format!("/v1/servers/{me}"), &what, deadline)
             .await?
             .map_err(|r| self.refusal(&r, &what, false))?;
-        Ok(text_at(&body, "/server/datacenter/location/name"))
+        // Hetzner documents no rule that a floating IPv6 needs a server with IPv6 of its
+        // own, so that is not checked.
+        Ok(ServerInfo {
+            region: text_at(&body, "/server/datacenter/location/name"),
+            ipv6: None,
+        })
     }
 
     async fn post(

@@ -232,10 +232,23 @@ pub enum ProviderError {
         scope: &'static str,
         what: String,
     },
-    #[error("{provider}: {what} does not exist (404 not found)")]
+    #[error(
+        "{provider}: {what} does not exist (404 not found); fix its id in the configuration \
+         (ip, droplet_ids, provider_id) or create it in the provider's console (nothing was changed)"
+    )]
     NotFound {
         provider: &'static str,
         what: String,
+    },
+    #[error(
+        "{provider}: {server} has no IPv6, so the reserved IPv6 {ip} cannot be assigned to it; \
+         enable IPv6 on it (DigitalOcean: the droplet's Networking page) or take this IPv6 out \
+         of the group (nothing was changed)"
+    )]
+    NoIpv6 {
+        provider: &'static str,
+        server: String,
+        ip: IpAddr,
     },
     #[error("{provider}: {what} refused ({status} {code}): {message}")]
     Refused {
@@ -306,6 +319,7 @@ impl ProviderError {
             ProviderError::Unauthorized { .. }
                 | ProviderError::Forbidden { .. }
                 | ProviderError::NotFound { .. }
+                | ProviderError::NoIpv6 { .. }
                 | ProviderError::Token(_)
                 | ProviderError::Config(_)
         )

@@ -54,6 +54,15 @@ impl IpState {
     }
 }
 
+/// A server as the provider shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ServerInfo {
+    /// Its region (location).
+    pub region: Option<String>,
+    /// Whether it has IPv6, when the answer says.
+    pub ipv6: Option<bool>,
+}
+
 /// Where a provider action is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ActionState {
@@ -156,13 +165,21 @@ pub(crate) trait Client: Send + Sync + std::fmt::Debug {
         &self,
         deadline: Instant,
     ) -> impl Future<Output = Result<IpState, ProviderError>> + Send;
-    /// The region (location) of server `me`, as the provider names it; reading it proves the
-    /// server exists and the token may see it.
-    fn server_region(
+    /// Server `me` as the provider shows it (its region, whether it has IPv6); reading it
+    /// proves the server exists and the token may see it.
+    fn server_info(
         &self,
         me: &ServerId,
         deadline: Instant,
-    ) -> impl Future<Output = Result<Option<String>, ProviderError>> + Send;
+    ) -> impl Future<Output = Result<ServerInfo, ProviderError>> + Send;
+    /// Reads what the moves will need beyond the IP and the server, to find a token scope that
+    /// is missing before a failover does (DigitalOcean: `actions:read` for an IPv6).
+    fn check_reads(
+        &self,
+        _deadline: Instant,
+    ) -> impl Future<Output = Result<(), ProviderError>> + Send {
+        async { Ok(()) }
+    }
     /// Who holds the IP now, reported as [`Progress::Holder`].
     fn holder_at(
         &self,
@@ -218,11 +235,22 @@ impl<C: Client> ReservedIpProvider for C {
             let deadline = self.api().deadline();
             let me = self.me(deadline).await?;
             let ip = self.read_ip_state(deadline).await?;
-            let server_region = self.server_region(&me, deadline).await?;
+            let server = self.server_info(&me, deadline).await?;
+            let v6 = Client::ip(self);
+            // A reserved IPv6 cannot be assigned to a server without IPv6 (DigitalOcean says
+            // so in a 422 only at the assign; a failover would be the first to find out).
+            if v6.is_ipv6() && server.ipv6 == Some(false) {
+                return Err(ProviderError::NoIpv6 {
+                    provider: self.api().provider,
+                    server: format!("{} {me}", self.api().kind.server_noun()),
+                    ip: v6,
+                });
+            }
+            self.check_reads(deadline).await?;
             Ok(Readiness {
-                ip: Client::ip(self),
+                ip: v6,
                 region: ip.region.clone(),
-                server_region,
+                server_region: server.region,
                 holder: ip.holder(&me),
                 server_id: me,
             })

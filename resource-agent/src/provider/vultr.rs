@@ -21,7 +21,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use super::http::{Api, MetadataId, Reply, text_at};
-use super::moves::{ActionState, Client, IpState, Move, Posted, covers};
+use super::moves::{ActionState, Client, IpState, Move, Posted, ServerInfo, covers};
 use super::{Holder, Options, ProviderError, ServerId};
 
 const NAME: &str = Provider::Vultr.name();
@@ -152,18 +152,23 @@ impl Client for Vultr {
         })
     }
 
-    async fn server_region(
+    async fn server_info(
         &self,
         me: &ServerId,
         deadline: Instant,
-    ) -> Result<Option<String>, ProviderError> {
+    ) -> Result<ServerInfo, ProviderError> {
         let what = format!("reading instance {me}");
         let body = self
             .api
             .get(&format!("/v2/instances/{me}"), &what, deadline)
             .await?
             .map_err(|r| self.refusal(&r, &what, false))?;
-        Ok(text_at(&body, "/instance/region"))
+        // Vultr documents no rule that a reserved IPv6 needs an instance with IPv6 of its
+        // own, so that is not checked.
+        Ok(ServerInfo {
+            region: text_at(&body, "/instance/region"),
+            ipv6: None,
+        })
     }
 
     /// Vultr answers 204 with no action: the loops watch the holder.
