@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap_mangen::roff::{Roff, bold, roman};
 
 #[derive(Debug, clap::Args)]
 pub struct ManArgs {
@@ -22,13 +21,7 @@ pub struct CompletionArgs {
     pub shell: clap_complete::Shell,
 }
 
-/// What a page says beyond the options: (exit statuses, variables, files, examples).
-struct Sections {
-    exit: Vec<(&'static str, &'static str)>,
-    env: Vec<(&'static str, &'static str)>,
-    files: Vec<(&'static str, &'static str)>,
-    examples: Vec<(&'static str, &'static str)>,
-}
+use tandem_daemon_kit::cli::ManSections as Sections;
 
 const EXIT_OK: (&str, &str) = ("0", "success");
 const EXIT_ERR: (&str, &str) = ("1", "an error; one line on stderr says what to do");
@@ -61,6 +54,7 @@ fn sections(command: &str) -> Sections {
         env: Vec::new(),
         files: vec![FILE_DOCS],
         examples: Vec::new(),
+        see_also: "ipctl(1); the daemons: tandem-membership(8), tandem-resource-agent(8) (package tandem)",
     };
     match command {
         "" => {
@@ -244,41 +238,13 @@ fn sections(command: &str) -> Sections {
     s
 }
 
-fn roff_sections(s: &Sections) -> String {
-    let mut r = Roff::new();
-    let mut list = |title: &str, items: &[(&str, &str)]| {
-        if items.is_empty() {
-            return;
-        }
-        r.control("SH", [title]);
-        for (term, what) in items {
-            r.control("TP", []);
-            r.text([bold(*term)]);
-            r.text([roman(*what)]);
-        }
-    };
-    list("EXIT STATUS", &s.exit);
-    list("ENVIRONMENT", &s.env);
-    list("FILES", &s.files);
-    list("EXAMPLES", &s.examples);
-    r.control("SH", ["SEE ALSO"]);
-    r.text([roman(
-        "ipctl(1); the daemons: tandem-membership(8), tandem-resource-agent(8) (package tandem)",
-    )]);
-    r.to_roff()
-}
-
 /// One page: clap's sections, then ours before VERSION.
 fn render(cmd: clap::Command, section_name: &str) -> anyhow::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    clap_mangen::Man::new(cmd).render(&mut buf)?;
-    let page = String::from_utf8(buf)?;
-    let ours = roff_sections(&sections(section_name));
-    Ok(match page.find(".SH VERSION") {
-        Some(at) => format!("{}{ours}{}", &page[..at], &page[at..]),
-        None => format!("{page}{ours}"),
-    }
-    .into_bytes())
+    Ok(tandem_daemon_kit::cli::render_man(
+        cmd,
+        "1",
+        &sections(section_name),
+    )?)
 }
 
 /// Writes the pages and returns their file names, ipctl.1 first.

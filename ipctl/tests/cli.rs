@@ -335,6 +335,16 @@ fn man_pages_have_the_operator_sections_and_refer_only_to_pages_that_exist() {
     let dir = tempfile::tempdir().unwrap();
     let out = ipctl(&["man", "--out", dir.path().to_str().unwrap()], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // The daemons write theirs as the package build runs them.
+    let daemons = tandem_emulator::cluster::Binaries::for_tests().expect("daemon binaries");
+    for bin in [&daemons.membership, &daemons.agent] {
+        let out = Command::new(bin)
+            .arg("--generate-man")
+            .arg(dir.path())
+            .output()
+            .expect("run the daemon");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
     let pages: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -350,10 +360,23 @@ fn man_pages_have_the_operator_sections_and_refer_only_to_pages_that_exist() {
             "{build}"
         );
     }
-    let exists = |name: &str, section: &str| {
-        pages.contains(&format!("{name}.{section}"))
-            || (section == "8" && ["tandem-membership", "tandem-resource-agent"].contains(&name))
-    };
+    let exists = |name: &str, section: &str| pages.contains(&format!("{name}.{section}"));
+    for daemon in ["tandem-membership.8", "tandem-resource-agent.8"] {
+        assert!(pages.iter().any(|p| p == daemon), "{daemon} not written");
+        let roff = std::fs::read_to_string(dir.path().join(daemon)).unwrap();
+        assert!(
+            roff.contains(".SH ENVIRONMENT"),
+            "{daemon} lacks ENVIRONMENT"
+        );
+    }
+    let agent = std::fs::read_to_string(dir.path().join("tandem-resource-agent.8"))
+        .unwrap()
+        .replace("\\-", "-");
+    assert!(
+        agent.contains("CREDENTIALS_DIRECTORY")
+            && agent.contains("systemctl restart tandem-resource-agent"),
+        "{agent}"
+    );
     for page in &pages {
         let roff = std::fs::read_to_string(dir.path().join(page)).unwrap();
         for section in ["EXIT STATUS", "FILES", "EXAMPLES", "SEE ALSO"] {

@@ -16,12 +16,40 @@ struct Args {
 
 const PROGRAM: &str = "tandem-membership";
 
+/// The page's sections clap cannot know (`--generate-man`).
+fn man_sections() -> tandem_daemon_kit::cli::ManSections {
+    let mut s = tandem_daemon_kit::cli::daemon_sections();
+    s.files.extend([
+        (
+            "/run/tandem/membership.sock",
+            "its gRPC socket (--run-dir): group tandem may read; ipctl status and watch ask it",
+        ),
+        (
+            "/var/lib/tandem/membership/generation",
+            "the generation counter (--state-dir): never goes backwards, keep it across reinstalls",
+        ),
+    ]);
+    s.examples = vec![
+        (
+            "tandem-membership --check --node primary",
+            "check the configuration and the key as this node would run them",
+        ),
+        (
+            "systemctl enable --now tandem-membership",
+            "run it as the package's unit",
+        ),
+    ];
+    s
+}
+
 fn main() -> std::process::ExitCode {
     tandem_daemon_kit::report::exit(PROGRAM, real_main(Args::parse()))
 }
 
 fn real_main(Args { daemon: args }: Args) -> anyhow::Result<()> {
-    let Some((cfg, node)) = tandem_daemon_kit::cli::start(PROGRAM, Args::command(), &args)? else {
+    let Some((cfg, node)) =
+        tandem_daemon_kit::cli::start(PROGRAM, Args::command(), &args, &man_sections())?
+    else {
         return Ok(());
     };
     let keys = tandem_config::keys::load_keys(&cfg.auth).map_err(|e| anyhow!("{e}"))?;
