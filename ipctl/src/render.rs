@@ -252,8 +252,18 @@ fn nodes(out: &mut String, paint: &Paint, r: &StatusReport) {
         if let Some(since) = &n.since {
             let _ = write!(line, " (since {since})");
         }
-        if let Some(f) = flags.iter().find(|f| f.name == n.name) {
-            let _ = write!(line, "  {}", node_flags(paint, f));
+        // The agent's word on a node it cannot hear is stale: say so, not "online, unhealthy".
+        match (n.state, flags.iter().find(|f| f.name == n.name)) {
+            ("dead", _) if !n.local => {
+                let _ = write!(line, "  {}", paint.p(Tone::Bad, "unreachable"));
+            }
+            ("unknown", _) if !n.local => {
+                let _ = write!(line, "  {}", paint.p(Tone::Warn, "never heard"));
+            }
+            (_, Some(f)) => {
+                let _ = write!(line, "  {}", node_flags(paint, f));
+            }
+            _ => {}
         }
         let _ = writeln!(out, "{}", line.trim_end());
         for l in &n.links {
@@ -303,23 +313,23 @@ fn link(paint: &Paint, local: bool, l: &LinkReport) -> String {
         l.index,
         paint.p(state_tone(l.state), l.state)
     );
-    match l.last_heard_ms {
-        Some(ms) => {
-            let _ = write!(s, "  heard {} ago", human_ms(ms));
-        }
-        None => s.push_str("  never heard"),
-    }
+    let (Some(heard), Some(loss)) = (l.last_heard_ms, l.loss) else {
+        // Nothing to measure a loss or a round trip on.
+        let _ = write!(s, "  {}", paint.p(Tone::Warn, "never heard"));
+        return s;
+    };
+    let _ = write!(s, "  heard {} ago", human_ms(heard));
     if let Some(rtt) = l.rtt_ms {
         let _ = write!(s, "  rtt {}", human_ms(rtt));
     }
-    let loss = format!("loss {:.0}%", l.loss * 100.0);
-    let tone = if l.loss >= 0.5 {
+    let tone = if loss >= 0.5 {
         Tone::Bad
-    } else if l.loss >= 0.05 {
+    } else if loss >= 0.05 {
         Tone::Warn
     } else {
         Tone::Dim
     };
+    let loss = format!("loss {:.0}%", loss * 100.0);
     let _ = write!(s, "  {}  received {}", paint.p(tone, &loss), l.received);
     s
 }

@@ -122,8 +122,9 @@ pub struct LinkReport {
     pub state: &'static str,
     pub last_heard_ms: Option<f64>,
     pub rtt_ms: Option<f64>,
-    /// Share of heartbeats lost over the last 100 expected, 0.0..=1.0.
-    pub loss: f64,
+    /// Share of heartbeats lost over the last 100 expected, 0.0..=1.0; null for a link
+    /// never heard (no loss can be measured on it: it is "never heard", not "0%").
+    pub loss: Option<f64>,
     pub received: u64,
 }
 
@@ -341,10 +342,10 @@ pub fn node(n: &mv1::Node) -> NodeReport {
                 last_heard_ms: opt_ms(l.last_heard.as_ref()),
                 rtt_ms: opt_ms(l.rtt.as_ref()),
                 // A NaN or out-of-range loss from a buggy daemon must not break the JSON.
-                loss: if l.loss.is_finite() {
-                    l.loss.clamp(0.0, 1.0)
-                } else {
-                    0.0
+                loss: match l.last_heard {
+                    None => None,
+                    Some(_) if l.loss.is_finite() => Some(l.loss.clamp(0.0, 1.0)),
+                    Some(_) => Some(0.0),
                 },
                 received: l.received,
             })

@@ -288,15 +288,19 @@ fn dead_member_of_a_three_node_cluster() {
                 false,
                 2,
                 1,
-                vec![link(
-                    0,
-                    "127.0.0.33:694",
-                    L::Up,
-                    Some(620),
-                    Some(900),
-                    0.3,
-                    73_000,
-                )],
+                vec![
+                    link(
+                        0,
+                        "127.0.0.33:694",
+                        L::Up,
+                        Some(620),
+                        Some(900),
+                        0.3,
+                        73_000,
+                    ),
+                    // Never heard on its second link: no loss to speak of.
+                    link(1, "127.0.1.33:694", L::Unknown, None, None, 0.0, 0),
+                ],
             ),
         ],
         quorum(mv1::QuorumPolicy::Majority, true, 3, 2, 2),
@@ -313,7 +317,11 @@ fn dead_member_of_a_three_node_cluster() {
             "primary",
             G::Running,
             vec![
-                ip_agent(A::Running, action("monitor", R::Ok, -3, Some(150), ""), ""),
+                ip_agent(
+                    A::Running,
+                    action("monitor", R::Ok, -3, Some(150), ""),
+                    "held by droplet 3164444 (primary)",
+                ),
                 nginx(A::Running, action("monitor", R::Ok, -2, Some(9), "")),
             ],
             action("start", R::Ok, -7370, Some(1_100), ""),
@@ -528,6 +536,9 @@ fn json_output_has_the_documented_fields() {
     assert_eq!(l["loss"], 1.0);
     assert_eq!(l["received"], 70_000);
     assert!(nodes[2]["links"][0]["rtt_ms"].is_null());
+    // The local node's link is never "heard": no loss is made up for it.
+    assert!(nodes[0]["links"][0]["last_heard_ms"].is_null());
+    assert!(nodes[0]["links"][0]["loss"].is_null());
 
     let a = &v["agent"];
     assert_eq!(a["available"], true);

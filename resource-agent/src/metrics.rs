@@ -182,6 +182,19 @@ impl Metrics {
             "Fences (power-offs of dead peers through the provider) run by this node, per peer and outcome (ok, failed)",
             self.fences.clone(),
         );
+        let reloads = Family::<Labels, Counter<u64>>::default();
+        let (ok, refused) = crate::provider::token::reload_counts();
+        reloads
+            .get_or_create(&labels(&[("outcome", "ok")]))
+            .inc_by(ok);
+        reloads
+            .get_or_create(&labels(&[("outcome", "refused")]))
+            .inc_by(refused);
+        r.register(
+            "token_reloads",
+            "API token files that changed and were read again: used (ok) or refused (mode, length), the previous token kept",
+            reloads,
+        );
         let gauge = |r: &mut Registry, name: &str, help: &str| {
             let f = Family::<Labels, Gauge<f64, AtomicU64>>::default();
             r.register(name, help, f.clone());

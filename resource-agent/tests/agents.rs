@@ -463,6 +463,7 @@ impl ReservedIpProvider for ScriptedProvider {
             let h = *self.holder.lock().expect("lock");
             Ok(Holder {
                 server: h.map(ServerId::Numeric),
+                server_name: h.map(|n| format!("node-{n}")),
                 ours: h == Some(self.me),
                 locked: false,
             })
@@ -519,6 +520,7 @@ impl ReservedIpProvider for ScriptedProvider {
                 server_region: Some(server.into()),
                 holder: Holder {
                     server: None,
+                    server_name: None,
                     ours: false,
                     locked: false,
                 },
@@ -549,13 +551,19 @@ async fn reserved_ip_start_assigns_monitor_checks_and_stop_leaves_the_ip() {
     // Held by another server: lost to it, not merely stopped (a restart would take it away).
     assert_eq!(
         agent.monitor().await,
-        Ok(RunState::HeldElsewhere { holder: "7".into() })
+        Ok(RunState::HeldElsewhere {
+            holder: "droplet 7 (node-7)".into()
+        })
     );
     agent.start().await.expect("start");
-    assert_eq!(agent.monitor().await, Ok(RunState::Running));
+    // Ours: status says which droplet holds it, by id and by the provider's name.
+    let here = Ok(RunState::RunningAs {
+        detail: "held by droplet 3 (node-3)".into(),
+    });
+    assert_eq!(agent.monitor().await, here);
     agent.stop().await.expect("stop");
     // Stopping does not unassign: the next holder's assign moves it atomically.
-    assert_eq!(agent.monitor().await, Ok(RunState::Running));
+    assert_eq!(agent.monitor().await, here);
     assert_eq!(
         *calls.lock().expect("lock"),
         ["holder", "assign", "holder", "holder"]
@@ -617,12 +625,18 @@ async fn readiness_names_what_would_stop_a_takeover() {
 async fn a_reserved_ip_found_on_another_server_is_a_loss_not_a_failure() {
     let (agent, _calls) = reserved(true, false);
     let g = GroupRunner::new("ip", vec![Box::new(agent)]);
-    let f = g.monitor_one(0).await.expect_err("held by server 7");
-    assert_eq!(f.lost_to.as_deref(), Some("7"));
+    let f = g.monitor_one(0).await.expect_err("held by droplet 7");
+    assert_eq!(f.lost_to.as_deref(), Some("droplet 7 (node-7)"));
     assert_eq!(g.records()[0].failures, 0, "a loss is not a local failure");
-    assert_eq!(g.records()[0].detail, "held by server 7");
+    assert_eq!(g.records()[0].detail, "held by droplet 7 (node-7)");
     g.start().await.expect("start");
     g.monitor_one(0).await.expect("ours now");
+    let rec = &g.records()[0];
+    assert_eq!(rec.detail, "held by droplet 3 (node-3)");
+    assert_eq!(
+        rec.last_action.as_ref().map(|a| a.message.as_str()),
+        Some("")
+    );
     // unassign_on_stop: nobody holds it afterwards, which is a plain failure again.
     g.stop().await.expect("stop");
     let f = g.monitor_one(0).await.expect_err("unassigned");

@@ -6,6 +6,7 @@
 pub use tandem_emulator as emulator;
 pub use tandem_emulator::cluster;
 pub mod debian;
+pub mod ipctl;
 mod launch;
 pub mod netns;
 pub mod procstat;

@@ -505,18 +505,7 @@ async fn holder_thawed_during_the_takeover_assign_stops_reporting_running_at_onc
 
 /// Runs `ipctl` against node `i`'s sockets, as root (as the operator would with sudo).
 async fn ipctl(c: &Cluster, i: usize, args: &[&str]) -> std::process::Output {
-    let bin = tandem_tests::cluster::ipctl_for_tests().expect("ipctl builds");
-    let run = tokio::process::Command::new(bin)
-        .arg("--run-dir")
-        .arg(&c.nodes[i].run_dir)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .expect("ipctl finished in time")
-        .expect("ipctl ran")
+    tandem_tests::ipctl::output(c, i, args).await
 }
 
 /// One start of the group, for the bound on a failover: the assign, the emulator's action

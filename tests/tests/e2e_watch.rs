@@ -2,81 +2,12 @@
 //! `release` and a `kill -9`. Membership's events and the resource agent's (group starting,
 //! running, stopping, stopped, moved, with the cause and the provider call's duration) come
 //! out of one `ipctl watch`, in time order, as JSON lines and as text.
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 use tandem_proto::agent::v1 as apb;
 use tandem_tests::cluster::{Binaries, Cluster, GROUP, Spec, wait_for};
-use tokio::io::AsyncBufReadExt;
-
-const LIMIT: Duration = Duration::from_secs(15);
-
-/// A running `ipctl watch` and every line it printed so far.
-struct Watcher {
-    _child: tokio::process::Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Watcher {
-    fn start(c: &Cluster, i: usize, json: bool) -> Watcher {
-        let bin = tandem_tests::cluster::ipctl_for_tests().expect("ipctl builds");
-        let mut cmd = tokio::process::Command::new(bin);
-        cmd.arg("--run-dir")
-            .arg(&c.nodes[i].run_dir)
-            .arg("watch")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        if json {
-            cmd.arg("--json");
-        }
-        let mut child = cmd.spawn().expect("ipctl watch runs");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let out = child.stdout.take().expect("stdout");
-        let sink = lines.clone();
-        tokio::spawn(async move {
-            let mut reader = tokio::io::BufReader::new(out).lines();
-            while let Ok(Some(l)) = reader.next_line().await {
-                sink.lock().unwrap().push(l);
-            }
-        });
-        Watcher {
-            _child: child,
-            lines,
-        }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    fn json(&self) -> Vec<Value> {
-        self.lines()
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-            .collect()
-    }
-
-    /// Waits for a JSON line matching `f`; its index among the lines.
-    async fn wait_json(&self, what: &str, f: impl Fn(&Value) -> bool) -> (usize, Value) {
-        let found = wait_for(LIMIT, || async {
-            self.json().into_iter().enumerate().find(|(_, v)| f(v))
-        })
-        .await;
-        found.unwrap_or_else(|| panic!("no {what} in:\n{}", self.lines().join("\n")))
-    }
-
-    async fn wait_text(&self, what: &str) -> usize {
-        let found = wait_for(LIMIT, || async {
-            self.lines().iter().position(|l| l.contains(what))
-        })
-        .await;
-        found.unwrap_or_else(|| panic!("no {what:?} in:\n{}", self.lines().join("\n")))
-    }
-}
+use tandem_tests::ipctl::{LIMIT, Watcher};
 
 fn group_event(v: &Value, event: &str, cause: &str) -> bool {
     v["source"] == "agent" && v["event"] == event && v["group"] == GROUP && v["cause"] == cause
@@ -95,23 +26,8 @@ fn assert_assign(v: &Value) {
 }
 
 async fn ipctl(c: &Cluster, i: usize, args: &[&str]) -> String {
-    let bin = tandem_tests::cluster::ipctl_for_tests().expect("ipctl builds");
-    let out = tokio::process::Command::new(bin)
-        .arg("--run-dir")
-        .arg(&c.nodes[i].run_dir)
-        .args(args)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(30), out)
-        .await
-        .expect("ipctl finished in time")
-        .expect("ipctl ran");
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "ipctl {args:?}: {said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, said) = tandem_tests::ipctl::run(c, i, args).await;
+    assert!(ok, "ipctl {args:?}: {said}");
     said
 }
 

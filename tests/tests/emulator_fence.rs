@@ -25,7 +25,7 @@ fn base(emu: &Emulator, p: Provider) -> String {
 
 fn fencer(emu: &Emulator, p: Provider, token: &str, timeout: Duration) -> Fencer {
     let token = Secret::new(token.as_bytes().to_vec());
-    Fencer::new(p, &token, Some(base(emu, p)), timeout).expect("fencer builds")
+    Fencer::new(p, &token, Some(base(emu, p)), timeout, None).expect("fencer builds")
 }
 
 fn off(emu: &Emulator, id: u64) -> bool {

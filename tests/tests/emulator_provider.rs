@@ -31,6 +31,7 @@ fn opts(emu: &Emulator, droplet: u64) -> Options {
             max: Duration::from_millis(100),
         },
         progress: None,
+        token_file: None,
     }
 }
 

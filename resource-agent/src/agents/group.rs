@@ -178,7 +178,7 @@ impl GroupRunner {
         let rec = &mut records[i];
         let message = match &result {
             Ok(RunState::Stopped { detail: Some(d) }) => d.clone(),
-            Ok(RunState::HeldElsewhere { holder }) => format!("held by server {holder}"),
+            Ok(RunState::HeldElsewhere { holder }) => format!("held by {holder}"),
             Ok(_) => String::new(),
             Err(e) => e.to_string(),
         };
@@ -202,9 +202,12 @@ impl GroupRunner {
                 took,
                 message: message.clone(),
             });
-        rec.detail = message;
+        rec.detail = match &result {
+            Ok(RunState::RunningAs { detail }) => detail.clone(),
+            _ => message,
+        };
         match &result {
-            Ok(RunState::Running) => rec.state = AgentState::Running,
+            Ok(RunState::Running | RunState::RunningAs { .. }) => rec.state = AgentState::Running,
             Ok(RunState::Stopped { .. } | RunState::HeldElsewhere { .. }) => {
                 rec.state = AgentState::Stopped
             }
@@ -307,7 +310,7 @@ impl GroupRunner {
     pub async fn monitor_one(&self, i: usize) -> Result<(), MonitorFailure> {
         let agent = self.agents[i].name();
         match self.act(i, Action::Monitor).await {
-            Ok(RunState::Running | RunState::Unknown) => Ok(()),
+            Ok(RunState::Running | RunState::RunningAs { .. } | RunState::Unknown) => Ok(()),
             Ok(RunState::Stopped { detail }) => {
                 self.lock()[i].failures += 1;
                 let reason =
@@ -320,7 +323,7 @@ impl GroupRunner {
             }
             Ok(RunState::HeldElsewhere { holder }) => Err(MonitorFailure {
                 agent,
-                reason: format!("held by server {holder}"),
+                reason: format!("held by {holder}"),
                 lost_to: Some(holder),
             }),
             Err(e) => Err(MonitorFailure {
@@ -365,7 +368,9 @@ impl GroupRunner {
         }
         // A probe finding things stopped is not a failure.
         self.reset_failures();
-        let running = |r: &Result<RunState, AgentError>| matches!(r, Ok(RunState::Running));
+        let running = |r: &Result<RunState, AgentError>| {
+            matches!(r, Ok(RunState::Running | RunState::RunningAs { .. }))
+        };
         if !found.iter().any(running) {
             return false;
         }

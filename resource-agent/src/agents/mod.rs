@@ -47,6 +47,11 @@ impl fmt::Display for Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunState {
     Running,
+    /// Running, and the agent says where: a reserved IP held by this server reads "held
+    /// by droplet 3164444 (primary)". The detail status shows for the agent.
+    RunningAs {
+        detail: String,
+    },
     /// Not running; `detail` says more when the agent did (e.g. "stale pid file").
     Stopped {
         detail: Option<String>,
@@ -56,7 +61,8 @@ pub enum RunState {
     /// Not running here because it runs on another server (a reserved IP assigned to
     /// another droplet). Not a local failure: the resource was lost to `holder`, and
     /// starting it here again would take it away from there (DESIGN.md: only a release or
-    /// that node's death brings it back).
+    /// that node's death brings it back). `holder` names it as the provider does, e.g.
+    /// "droplet 3164445 (secondary)".
     HeldElsewhere {
         holder: String,
     },

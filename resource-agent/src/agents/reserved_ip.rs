@@ -10,7 +10,7 @@ use tandem_config::ActionSettings;
 use tracing::info;
 
 use super::{Action, Agent, AgentError, Kind, RunState};
-use crate::provider::{ProviderError, ReservedIpProvider};
+use crate::provider::{ProviderError, ReservedIpProvider, ServerId};
 
 #[derive(Debug)]
 pub struct ReservedIp {
@@ -139,11 +139,17 @@ impl Agent for ReservedIp {
     fn monitor(&self) -> BoxFuture<'_, Result<RunState, AgentError>> {
         Box::pin(async move {
             let holder = self.limit(Action::Monitor, self.provider.holder()).await?;
-            Ok(match (holder.ours, holder.server) {
-                (true, _) => RunState::Running,
-                (false, Some(s)) => RunState::HeldElsewhere {
-                    holder: s.to_string(),
+            let noun = self.provider.provider().server_noun();
+            let name = |s: &ServerId| match &holder.server_name {
+                Some(n) => format!("{noun} {s} ({n})"),
+                None => format!("{noun} {s}"),
+            };
+            Ok(match (holder.ours, &holder.server) {
+                (true, Some(s)) => RunState::RunningAs {
+                    detail: format!("held by {}", name(s)),
                 },
+                (true, None) => RunState::Running,
+                (false, Some(s)) => RunState::HeldElsewhere { holder: name(s) },
                 (false, None) => RunState::Stopped {
                     detail: Some("not assigned to any server".to_owned()),
                 },

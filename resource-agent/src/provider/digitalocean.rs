@@ -131,6 +131,7 @@ impl Client for DigitalOcean {
                 .pointer("/droplet/id")
                 .and_then(Value::as_u64)
                 .map(ServerId::Numeric),
+            server_name: text_at(rip, "/droplet/name"),
             locked: rip.get("locked").and_then(Value::as_bool).unwrap_or(false),
             region: text_at(rip, "/region/slug").or_else(|| text_at(rip, "/region_slug")),
         })

@@ -143,6 +143,7 @@ impl Fencer {
         token: &Secret,
         api_url: Option<String>,
         deadline: Duration,
+        token_file: Option<std::path::PathBuf>,
     ) -> Result<Fencer, ProviderError> {
         let (spec, base) = match provider {
             Provider::DigitalOcean => (&DIGITALOCEAN, digitalocean::DEFAULT_API_URL),
@@ -152,6 +153,7 @@ impl Fencer {
         let opts = Options {
             api_url,
             deadline,
+            token_file,
             ..Options::default()
         };
         Ok(Fencer {
@@ -163,10 +165,22 @@ impl Fencer {
     /// The fencer of a `fencing:` section (reading its token file, relative names in
     /// `$CREDENTIALS_DIRECTORY`).
     pub fn from_config(f: &Fencing) -> Result<Fencer, ProviderError> {
-        let token = load_token(Path::new(&f.token_file))?;
-        Fencer::new(f.provider, &token, f.api_url.clone(), f.timeout)
+        let file = tandem_config::credential_path(Path::new(&f.token_file));
+        let token = load_token(&file)?;
+        Fencer::new(f.provider, &token, f.api_url.clone(), f.timeout, Some(file))
     }
+}
 
+/// The provider call a fence makes, as events and logs name it.
+pub fn power_off_call(provider: Provider) -> &'static str {
+    match provider {
+        Provider::DigitalOcean => "digitalocean power_off",
+        Provider::Hetzner => "hetzner poweroff",
+        Provider::Vultr => "vultr halt",
+    }
+}
+
+impl Fencer {
     pub fn provider(&self) -> Provider {
         self.api.kind
     }

@@ -126,6 +126,8 @@ impl Client for Hetzner {
                 .get("server")
                 .and_then(Value::as_u64)
                 .map(ServerId::Numeric),
+            // The floating IP names its server by id only.
+            server_name: None,
             // Hetzner shows no lock: a busy IP answers 423 to the next action.
             locked: false,
             region: text_at(f, "/home_location/name"),

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backon::BackoffBuilder;
-use reqwest::header::{AUTHORIZATION, HeaderValue};
+use reqwest::header::AUTHORIZATION;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tandem_config::{Provider, Secret};
@@ -117,7 +117,7 @@ pub(crate) struct Api {
     pub provider: &'static str,
     client: reqwest::Client,
     base: String,
-    auth: HeaderValue,
+    auth: super::token::Auth,
     opts: Options,
     calls: AtomicU64,
     /// This machine's server id: configured, or asked once from the metadata service.
@@ -162,16 +162,7 @@ impl Api {
             }
             None => {}
         }
-        let token = token.expose_str().ok_or_else(|| {
-            ProviderError::Config(format!("{provider}: the API token is not UTF-8 text"))
-        })?;
-        let mut auth = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-            ProviderError::Config(format!(
-                "{provider}: the API token holds characters an HTTP header cannot carry"
-            ))
-        })?;
-        // Keeps it out of HTTP/2 header tables and reqwest's Debug output.
-        auth.set_sensitive(true);
+        let auth = super::token::Auth::new(provider, token, opts.token_file.clone())?;
         let client = reqwest::Client::builder()
             .connect_timeout(opts.request_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -186,7 +177,8 @@ impl Api {
             .unwrap_or_else(|| default_base.to_owned())
             .trim_end_matches('/')
             .to_owned();
-        let budget = budget::shared(kind, &base, token.as_bytes());
+        // A token re-read later keeps this budget: the limits are the account's anyway.
+        let budget = budget::shared(kind, &base, token.expose());
         Ok(Api {
             kind,
             provider,
@@ -356,7 +348,7 @@ impl Api {
             let mut req = self
                 .client
                 .request(method.clone(), &url)
-                .header(AUTHORIZATION, self.auth.clone())
+                .header(AUTHORIZATION, self.auth.header())
                 .timeout(timeout);
             if let Some(b) = body {
                 req = req.json(b);

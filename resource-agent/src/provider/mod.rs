@@ -33,6 +33,7 @@ pub mod fence;
 pub mod hetzner;
 mod http;
 mod moves;
+pub mod token;
 pub mod vultr;
 
 pub use digitalocean::DigitalOcean;
@@ -62,6 +63,8 @@ impl fmt::Display for ServerId {
 pub struct Holder {
     /// The server the IP is assigned to, if any.
     pub server: Option<ServerId>,
+    /// That server's name, where the provider gives it with the IP (DigitalOcean).
+    pub server_name: Option<String>,
     /// The holder is this machine.
     pub ours: bool,
     /// An action on the IP is in progress (no new one can start until it ends).
@@ -181,6 +184,8 @@ pub struct Options {
     pub retry_max: Duration,
     pub poll: PollSchedule,
     pub progress: Option<ProgressFn>,
+    /// The file the token came from: read again when it changes ([`token`]).
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -195,6 +200,7 @@ impl Default for Options {
             retry_max: Duration::from_secs(2),
             poll: PollSchedule::default(),
             progress: None,
+            token_file: None,
         }
     }
 }
@@ -208,6 +214,7 @@ impl fmt::Debug for Options {
             .field("deadline", &self.deadline)
             .field("request_timeout", &self.request_timeout)
             .field("poll", &self.poll)
+            .field("token_file", &self.token_file)
             .finish_non_exhaustive()
     }
 }
@@ -360,7 +367,8 @@ pub fn from_config(
     agent: &ReservedIpAgent,
     node: &str,
 ) -> Result<Box<dyn ReservedIpProvider>, ProviderError> {
-    let token = load_token(&agent.token_file)?;
+    let token_file = tandem_config::credential_path(&agent.token_file);
+    let token = load_token(&token_file)?;
     let id = agent
         .droplet_ids
         .get(node)
@@ -372,6 +380,7 @@ pub fn from_config(
         metadata_url: agent.metadata_url.clone(),
         server_id: id,
         deadline: agent.settings.timeout,
+        token_file: Some(token_file),
         ..Options::default()
     };
     new(agent.provider, agent.ip, token, opts)

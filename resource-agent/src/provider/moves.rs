@@ -37,6 +37,8 @@ pub(crate) enum Move {
 pub(crate) struct IpState {
     /// The server it is assigned to.
     pub server: Option<ServerId>,
+    /// The server's name, where the provider gives it with the IP.
+    pub server_name: Option<String>,
     /// An action on it is running (only DigitalOcean says so; the others refuse the next
     /// action instead).
     pub locked: bool,
@@ -49,6 +51,7 @@ impl IpState {
         Holder {
             ours: self.server.as_ref() == Some(me),
             server: self.server.clone(),
+            server_name: self.server_name.clone(),
             locked: self.locked,
         }
     }

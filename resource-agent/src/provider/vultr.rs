@@ -147,6 +147,8 @@ impl Client for Vultr {
             .map_err(|r| self.refusal(&r, &what, false))?;
         Ok(IpState {
             server: text_at(&body, "/reserved_ip/instance_id").map(ServerId::Text),
+            // The reserved IP names its instance by id only.
+            server_name: None,
             locked: false,
             region: text_at(&body, "/reserved_ip/region"),
         })
