@@ -7,8 +7,9 @@ use std::time::Duration;
 use tandem_config::{Failback, Role};
 use tandem_resource_agent::core::restart::RestartPolicy;
 use tandem_resource_agent::core::{
-    AgentOutcome, Config, Core, DeathReason, FenceConfig, FencePhase, GroupSpec, Input, LocalState,
-    MemberNode, MemberState, Membership, Output, Quorum, Time, Timers,
+    AgentOutcome, Config, Core, DeathReason, Event, FenceChange, FenceConfig, FencePhase,
+    GroupChange, GroupSpec, Input, LocalState, MemberNode, MemberState, Membership, Output, Quorum,
+    Time, Timers,
 };
 
 const GROUP: &str = "floatip";
@@ -25,6 +26,8 @@ struct Net {
     fences: Vec<(usize, String, u64, Time)>,
     /// Starts ordered: (node, at).
     starts: Vec<(usize, Time)>,
+    /// Every event, in order: (node, event).
+    events: Vec<(usize, Event)>,
 }
 
 fn fencing() -> Option<FenceConfig> {
@@ -69,6 +72,7 @@ impl Net {
             cut: BTreeSet::new(),
             fences: Vec::new(),
             starts: Vec::new(),
+            events: Vec::new(),
         };
         let voters = nodes.len() as u32;
         for i in 0..net.cores.len() {
@@ -129,6 +133,7 @@ impl Net {
                         assert_ne!(node, self.names[i], "a node never fences itself");
                         self.fences.push((i, node, death, self.now));
                     }
+                    Output::Event(e) => self.events.push((i, e)),
                     _ => {}
                 }
             }
@@ -324,6 +329,73 @@ fn a_failed_fence_takes_nothing_and_is_retried_with_backoff() {
     assert!(net.now > first);
 }
 
+/// Each attempt is an event (started, then failed or done) with the provider call, its
+/// duration and the time since the death, and the fence is told before the group's start.
+#[test]
+fn a_fence_is_told_as_events_with_its_call_and_durations() {
+    let fence = FenceConfig::new(DELAY).with_call("digitalocean power_off");
+    let mut net = Net::new(&["primary", "secondary"], None, Some(fence));
+    net.events.clear();
+    net.cut.insert((0, 1));
+    net.dead(1, "primary", DeathReason::Silent);
+    net.run(DELAY);
+    net.run(Duration::from_millis(300));
+    net.fenced(1, "primary", Err("digitalocean: 401 unauthorized"));
+    net.run(Duration::from_millis(1000));
+    net.run(Duration::from_millis(200));
+    net.fenced(1, "primary", Ok("droplet 1 powered off"));
+    let fences: Vec<_> = net
+        .events
+        .iter()
+        .filter_map(|(i, e)| match e {
+            Event::Fence(f) if *i == 1 => Some(f.clone()),
+            _ => None,
+        })
+        .collect();
+    let changes: Vec<_> = fences.iter().map(|f| (f.change, f.attempt)).collect();
+    assert_eq!(
+        changes,
+        [
+            (FenceChange::Started, 1),
+            (FenceChange::Failed, 1),
+            (FenceChange::Started, 2),
+            (FenceChange::Done, 2)
+        ]
+    );
+    for f in &fences {
+        assert_eq!(f.node, "primary");
+        assert_eq!(f.call, Some("digitalocean power_off"));
+        assert_eq!(f.reason, "declared dead: silent on every link");
+    }
+    let ms = |d: Option<Duration>| d.map(|d| d.as_millis());
+    // Started once the non-preferred side's delay is over.
+    assert_eq!(fences[0].since_death, DELAY);
+    assert_eq!((fences[0].took, fences[0].error.as_deref()), (None, None));
+    assert_eq!(ms(fences[1].took), Some(300));
+    assert_eq!(ms(fences[1].retry_in), Some(1000));
+    assert_eq!(
+        fences[1].error.as_deref(),
+        Some("digitalocean: 401 unauthorized")
+    );
+    assert_eq!(ms(fences[3].took), Some(200));
+    assert_eq!(fences[3].detail.as_deref(), Some("droplet 1 powered off"));
+    assert_eq!(fences[3].error, None);
+    assert!(fences[3].since_death > fences[2].since_death);
+    let done = net
+        .events
+        .iter()
+        .position(|(_, e)| matches!(e, Event::Fence(f) if f.change == FenceChange::Done))
+        .unwrap();
+    let start = net
+        .events
+        .iter()
+        .position(|(i, e)| {
+            *i == 1 && matches!(e, Event::Group(g) if g.change == GroupChange::Starting)
+        })
+        .expect("the group started after the fence");
+    assert!(done < start, "{:?}", net.events);
+}
+
 #[test]
 fn a_peer_back_before_its_fence_is_not_fenced() {
     let mut net = Net::new(&["primary", "secondary"], None, fencing());
@@ -341,6 +413,22 @@ fn a_peer_back_before_its_fence_is_not_fenced() {
     assert!(net.starts.is_empty());
     let st = net.cores[1].status(net.now);
     assert_eq!(st.fences[0].phase, FencePhase::Abandoned);
+    let abandoned: Vec<_> = net
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Fence(f) => Some((f.change, f.attempt, f.error.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        abandoned,
+        [(
+            FenceChange::Abandoned,
+            0,
+            Some("the node came back before it was powered off".into())
+        )]
+    );
 }
 
 #[test]

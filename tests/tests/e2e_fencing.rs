@@ -7,9 +7,11 @@
 //! The tests of this file run one at a time (timing on a small shared machine).
 use std::time::Duration;
 
+use serde_json::Value;
 use tandem_proto::agent::v1 as apb;
 use tandem_resource_agent::core::Timers;
 use tandem_tests::cluster::{Binaries, Cluster, Daemon, FenceSpec, Spec, wait_for};
+use tandem_tests::ipctl::Watcher;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -206,6 +208,10 @@ async fn a_failing_fence_takes_nothing_says_why_and_is_retried() {
     );
     let mut c = launch(spec).await;
     c.revoke_fence_token(1, true);
+    let watch = Watcher::start(&c, 1, true);
+    watch
+        .wait_json("agent snapshot", |v| v["source"] == "agent")
+        .await;
     let crashed_ms = c.mark("crash");
     c.crash_node(0);
 
@@ -261,4 +267,71 @@ async fn a_failing_fence_takes_nothing_says_why_and_is_retried() {
         assigned - crashed_ms,
         assigned - offs[0].1
     );
+    assert_fence_events(&watch, f.attempts).await;
+    let (_, status) = tandem_tests::ipctl::run(&c, 1, &["status"]).await;
+    let line = status
+        .lines()
+        .skip_while(|l| !l.starts_with("Fences"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no fence in status:\n{status}"));
+    assert!(
+        line.contains("primary: done") && line.contains(&format!("({} attempts)", f.attempts)),
+        "{line}"
+    );
+}
+
+/// What `ipctl watch --json` on the fencing node showed: each attempt started and failed
+/// (the 401 first) with the provider call and its duration, then the one that worked,
+/// before the group's failover start.
+async fn assert_fence_events(w: &Watcher, attempts: u32) {
+    let fence = |v: &Value, event: &str| v["source"] == "agent" && v["event"] == event;
+    let (first, failed) = w
+        .wait_json("fence_failed", |v| fence(v, "fence_failed"))
+        .await;
+    assert_eq!(failed["target"], "primary", "{failed}");
+    assert_eq!(failed["node"], "secondary", "{failed}");
+    assert_eq!(failed["attempt"], 1, "{failed}");
+    assert_eq!(
+        failed["provider_call"], "digitalocean power_off",
+        "{failed}"
+    );
+    assert_eq!(failed["reason"], "declared dead: silent on every link");
+    assert!(
+        failed["error"].as_str().unwrap_or("").contains("401"),
+        "{failed}"
+    );
+    assert!(failed["duration_ms"].as_f64().is_some(), "{failed}");
+    assert!(
+        failed["retry_in_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{failed}"
+    );
+    let (done_at, done) = w.wait_json("fence_done", |v| fence(v, "fence_done")).await;
+    assert_eq!(done["attempt"], attempts, "{done}");
+    assert!(
+        done["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("powered off"),
+        "{done}"
+    );
+    // The emulator's power-off takes its action delay (100 ms); the call waits for it.
+    assert!(
+        done["duration_ms"].as_f64().is_some_and(|ms| ms >= 100.0),
+        "{done}"
+    );
+    let (start_at, _) = w
+        .wait_json("failover start", |v| {
+            v["event"] == "group_starting" && v["cause"] == "failover"
+        })
+        .await;
+    let events = w.json();
+    let started = events.iter().filter(|v| fence(v, "fence_started")).count();
+    let failures = events.iter().filter(|v| fence(v, "fence_failed")).count();
+    assert_eq!(started, attempts as usize, "one started per attempt");
+    assert_eq!(
+        failures,
+        attempts as usize - 1,
+        "every attempt but the last failed"
+    );
+    assert!(first < done_at && done_at < start_at, "{:#?}", w.lines());
 }

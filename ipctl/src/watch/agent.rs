@@ -40,11 +40,36 @@ pub struct AgentEventLine {
     /// The node whose agent saw the event.
     pub node: String,
     /// "group_starting", "group_running", "group_stopping", "group_stopped",
-    /// "group_failed", "group_restarting", "group_moved", or "other" (a kind this ipctl
-    /// does not know).
+    /// "group_failed", "group_restarting", "group_moved", "fence_started", "fence_done",
+    /// "fence_failed", "fence_abandoned", or "other" (a kind this ipctl does not know).
     pub event: String,
     #[serde(flatten)]
     pub group: Option<GroupEventReport>,
+    #[serde(flatten)]
+    pub fence: Option<FenceEventReport>,
+}
+
+/// A fence of a peer by this node (`fencing:`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FenceEventReport {
+    /// The peer powered off.
+    pub target: String,
+    /// Why it is fenced.
+    pub reason: Option<String>,
+    /// 1 for the first attempt of this death.
+    pub attempt: u32,
+    /// e.g. "digitalocean power_off".
+    pub provider_call: Option<String>,
+    /// done, failed: how long the provider call took.
+    pub duration_ms: Option<f64>,
+    /// From the peer's death to this event.
+    pub since_death_ms: Option<f64>,
+    /// done: what the provider did.
+    pub detail: Option<String>,
+    /// failed: why; abandoned: why it is not needed.
+    pub error: Option<String>,
+    /// failed: until the next attempt.
+    pub retry_in_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -117,7 +142,32 @@ fn cause(v: i32) -> &'static str {
     }
 }
 
+fn fence_change(v: i32) -> Option<&'static str> {
+    match av1::FenceChange::try_from(v) {
+        Ok(av1::FenceChange::Started) => Some("started"),
+        Ok(av1::FenceChange::Done) => Some("done"),
+        Ok(av1::FenceChange::Failed) => Some("failed"),
+        Ok(av1::FenceChange::Abandoned) => Some("abandoned"),
+        _ => None,
+    }
+}
+
+fn fence_report(f: &av1::FenceEvent) -> FenceEventReport {
+    FenceEventReport {
+        target: f.node.clone(),
+        reason: non_empty(f.reason.clone()),
+        attempt: f.attempt,
+        provider_call: non_empty(f.provider_call.clone()),
+        duration_ms: opt_ms(f.took.as_ref()),
+        since_death_ms: opt_ms(f.since_death.as_ref()),
+        detail: non_empty(f.detail.clone()),
+        error: non_empty(f.error.clone()),
+        retry_in_ms: opt_ms(f.retry_in.as_ref()),
+    }
+}
+
 pub fn event_line(e: &av1::Event) -> AgentEventLine {
+    let mut fence = None;
     let (event, group) = match &e.kind {
         Some(av1::event::Kind::Group(g)) => {
             let change = change(g.change);
@@ -150,6 +200,13 @@ pub fn event_line(e: &av1::Event) -> AgentEventLine {
             };
             (format!("group_{change}"), Some(report))
         }
+        Some(av1::event::Kind::Fence(f)) => match fence_change(f.change) {
+            Some(change) => {
+                fence = Some(fence_report(f));
+                (format!("fence_{change}"), None)
+            }
+            None => ("other".to_owned(), None),
+        },
         None => ("other".to_owned(), None),
     };
     AgentEventLine {
@@ -162,6 +219,7 @@ pub fn event_line(e: &av1::Event) -> AgentEventLine {
         node: e.node.clone(),
         event,
         group,
+        fence,
     }
 }
 
@@ -242,11 +300,49 @@ fn group_text(g: &GroupEventReport, change: &str) -> String {
     t
 }
 
+/// e.g. "fence of secondary DONE (attempt 1, digitalocean power_off in 1.2s), 1.7s after
+/// its death: droplet 3 powered off (action 7)".
+fn fence_text(f: &FenceEventReport, change: &str) -> String {
+    let mut t = format!(
+        "fence of {} {} (attempt {}",
+        clean(&f.target),
+        change.to_uppercase(),
+        f.attempt
+    );
+    if let Some(c) = &f.provider_call {
+        let _ = write!(t, ", {}", clean(c));
+    }
+    if let Some(d) = f.duration_ms {
+        let _ = write!(t, " in {}", human_ms(d));
+    }
+    t.push(')');
+    if let Some(d) = f.since_death_ms {
+        let _ = write!(t, ", {} after its death", human_ms(d));
+    }
+    let said = match change {
+        "started" => f.reason.as_ref(),
+        "done" => f.detail.as_ref(),
+        _ => f.error.as_ref(),
+    };
+    if let Some(s) = said {
+        let _ = write!(t, ": {}", clean(s));
+    }
+    if let Some(r) = f.retry_in_ms {
+        let _ = write!(
+            t,
+            "; retried in {}, the peer's groups are not taken until it is off",
+            human_ms(r)
+        );
+    }
+    t
+}
+
 pub fn event_text(e: &AgentEventLine) -> String {
     let at = e.at.as_deref().unwrap_or("-");
-    let what = match &e.group {
-        Some(g) => group_text(g, e.event.strip_prefix("group_").unwrap_or(&e.event)),
-        None => "an event this ipctl does not know (upgrade ipctl)".to_owned(),
+    let what = match (&e.group, &e.fence) {
+        (Some(g), _) => group_text(g, e.event.strip_prefix("group_").unwrap_or(&e.event)),
+        (None, Some(f)) => fence_text(f, e.event.strip_prefix("fence_").unwrap_or(&e.event)),
+        (None, None) => "an event this ipctl does not know (upgrade ipctl)".to_owned(),
     };
     format!("{at} agent #{}: {what}", e.seq)
 }
@@ -329,5 +425,43 @@ mod tests {
         e.kind = None;
         let v = serde_json::to_value(event_line(&e)).unwrap();
         assert_eq!(v["event"], "other");
+    }
+
+    #[test]
+    fn a_fence_reads_as_a_line_and_as_json() {
+        let d = |ms: u64| {
+            Some(tandem_proto::time::duration(
+                std::time::Duration::from_millis(ms),
+            ))
+        };
+        let mut e = running_event();
+        e.kind = Some(av1::event::Kind::Fence(av1::FenceEvent {
+            node: "secondary".into(),
+            change: av1::FenceChange::Failed as i32,
+            reason: "declared dead: silent on every link".into(),
+            attempt: 2,
+            provider_call: "digitalocean power_off".into(),
+            took: d(300),
+            since_death: d(1700),
+            detail: String::new(),
+            error: "digitalocean: the API token was rejected (401 unauthorized)".into(),
+            retry_in: d(2000),
+        }));
+        let line = event_line(&e);
+        assert_eq!(
+            event_text(&line),
+            "2023-11-14T22:13:20Z agent #7: fence of secondary FAILED (attempt 2, digitalocean \
+             power_off in 300ms), 1.7s after its death: digitalocean: the API token was rejected \
+             (401 unauthorized); retried in 2.0s, the peer's groups are not taken until it is off"
+        );
+        let v = serde_json::to_value(&line).unwrap();
+        assert_eq!(v["event"], "fence_failed");
+        assert_eq!(v["node"], "primary", "whose agent saw it");
+        assert_eq!(v["target"], "secondary");
+        assert_eq!(v["provider_call"], "digitalocean power_off");
+        assert_eq!(v["duration_ms"], 300.0);
+        assert_eq!(v["since_death_ms"], 1700.0);
+        assert_eq!(v["retry_in_ms"], 2000.0);
+        assert!(v["detail"].is_null() && v.get("group").is_none(), "{v}");
     }
 }

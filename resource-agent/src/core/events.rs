@@ -4,8 +4,8 @@
 //!
 //! Every change of a group's state here goes through [`Core::set_state`], which emits the
 //! event as an [`Output::Event`]: the shell stamps it (sequence, wall clock) and streams it
-//! to watchers (`Agent/Watch`), deriving nothing itself. New kinds of events (e.g. fencing)
-//! are new variants of [`Event`].
+//! to watchers (`Agent/Watch`), deriving nothing itself. Fences (`fence.rs`) emit
+//! [`FenceEvent`]s the same way.
 use std::time::Duration;
 
 use tracing::debug;
@@ -16,6 +16,44 @@ use super::{Core, LocalState, Output, Time};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Group(GroupEvent),
+    Fence(FenceEvent),
+}
+
+/// What happened to a fence of a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FenceChange {
+    /// The power-off was sent (one attempt).
+    Started,
+    /// The provider says the peer is off.
+    Done,
+    /// The attempt failed; retried after `retry_in`.
+    Failed,
+    /// Not needed any more (the peer came back, or another member still hears it).
+    Abandoned,
+}
+
+/// A fence of a peer by this node: who, why, the provider call and how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceEvent {
+    /// The peer powered off.
+    pub node: String,
+    pub change: FenceChange,
+    /// Why, in words ("declared dead: silent on every link").
+    pub reason: String,
+    /// 1 for the first attempt of this death.
+    pub attempt: u32,
+    /// The provider call, e.g. "digitalocean power_off".
+    pub call: Option<&'static str>,
+    /// Done, failed: how long the provider call took.
+    pub took: Option<Duration>,
+    /// From the peer's death to this event.
+    pub since_death: Duration,
+    /// Done: what the provider did.
+    pub detail: Option<String>,
+    /// Failed: why; abandoned: why it is not needed.
+    pub error: Option<String>,
+    /// Failed: until the next attempt.
+    pub retry_in: Option<Duration>,
 }
 
 /// What happened to a group.
@@ -219,6 +257,10 @@ impl Core {
 
     fn emit(&mut self, e: GroupEvent) {
         self.outputs.push(Output::Event(Event::Group(e)));
+    }
+
+    pub(super) fn emit_fence(&mut self, e: FenceEvent) {
+        self.outputs.push(Output::Event(Event::Fence(e)));
     }
 
     /// Why group `gi`, running here, stops now that placement wants it elsewhere.

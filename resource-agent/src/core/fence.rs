@@ -28,7 +28,7 @@ use std::time::Duration;
 use tandem_config::Role;
 use tracing::{info, warn};
 
-use super::events::Why;
+use super::events::{FenceChange, FenceEvent, Why};
 use super::{Core, DeathReason, LocalState, Output, Time};
 
 /// The fencing settings the core needs.
@@ -39,6 +39,8 @@ pub struct FenceConfig {
     /// First wait after a failed fence; doubles up to `retry_max`.
     pub retry: Duration,
     pub retry_max: Duration,
+    /// The provider call a fence is, for its events ("digitalocean power_off").
+    pub call: Option<&'static str>,
 }
 
 impl FenceConfig {
@@ -47,6 +49,14 @@ impl FenceConfig {
             delay,
             retry: Duration::from_secs(1),
             retry_max: Duration::from_secs(30),
+            call: None,
+        }
+    }
+
+    pub fn with_call(self, call: &'static str) -> Self {
+        FenceConfig {
+            call: Some(call),
+            ..self
         }
     }
 }
@@ -124,6 +134,8 @@ pub(super) struct Fence {
     error: Option<String>,
     detail: Option<String>,
     ended: Option<Time>,
+    /// When the current attempt was sent.
+    sent: Time,
 }
 
 impl Core {
@@ -185,7 +197,36 @@ impl Core {
             info!(node = %node, "node back: its fence is abandoned");
             f.phase = FencePhase::Abandoned;
             f.error = Some("the node came back before it was powered off".into());
+            let now = self.last_step;
+            self.emit_fence_change(node, FenceChange::Abandoned, now, None);
         }
+    }
+
+    /// Emits the event of `node`'s fence as it stands after `change`; `took`: the provider
+    /// call's duration.
+    fn emit_fence_change(
+        &mut self,
+        node: &str,
+        change: FenceChange,
+        now: Time,
+        took: Option<Duration>,
+    ) {
+        let Some(f) = self.fences.get(node) else {
+            return;
+        };
+        let e = FenceEvent {
+            node: node.to_owned(),
+            change,
+            reason: death_words(f.reason),
+            attempt: f.attempts,
+            call: self.fencing.and_then(|c| c.call),
+            took,
+            since_death: now.saturating_sub(f.dead_at),
+            detail: f.detail.clone().filter(|_| change == FenceChange::Done),
+            error: f.error.clone().filter(|_| change != FenceChange::Done),
+            retry_in: (change == FenceChange::Failed).then(|| f.not_before.saturating_sub(now)),
+        };
+        self.emit_fence(e);
     }
 
     /// The peers whose death calls for a fence from this node now (see the module doc).
@@ -267,6 +308,7 @@ impl Core {
                     error: None,
                     detail: None,
                     ended: None,
+                    sent: now,
                 };
                 self.fences.insert(node.clone(), fence);
             }
@@ -280,13 +322,16 @@ impl Core {
                 f.phase = FencePhase::Abandoned;
                 f.error = Some(format!("{by} still hears it: this node is the one cut off"));
                 f.ended = Some(now);
+                self.emit_fence_change(&node, FenceChange::Abandoned, now, None);
                 continue;
             }
             let f = self.fences.get_mut(&node).expect("fence just checked");
             f.phase = FencePhase::Running;
             f.attempts += 1;
+            f.sent = now;
             let reason = death_words(f.reason);
             info!(node = %node, attempt = f.attempts, "powering the dead peer off");
+            self.emit_fence_change(&node, FenceChange::Started, now, None);
             self.outputs.push(Output::Fence {
                 node,
                 death,
@@ -315,6 +360,7 @@ impl Core {
             info!(node = %node, ok = result.is_ok(), "result of a fence no longer wanted ignored");
             return;
         };
+        let took = now.saturating_sub(f.sent);
         match result {
             Ok(detail) => {
                 info!(node = %node, detail = %detail, took = ?now.saturating_sub(f.dead_at), "peer fenced");
@@ -324,6 +370,7 @@ impl Core {
                 f.ended = Some(now);
                 // What waited for the fence may start now.
                 self.dirty = true;
+                self.emit_fence_change(node, FenceChange::Done, now, Some(took));
             }
             Err(e) => {
                 let wait = fc
@@ -334,6 +381,7 @@ impl Core {
                 f.phase = FencePhase::Failed;
                 f.error = Some(e);
                 f.not_before = now + wait;
+                self.emit_fence_change(node, FenceChange::Failed, now, Some(took));
             }
         }
     }

@@ -27,7 +27,7 @@ pub mod restart;
 mod status;
 pub mod watch;
 
-pub use events::{ActionRecord, Cause, Event, GroupChange, GroupEvent};
+pub use events::{ActionRecord, Cause, Event, FenceChange, FenceEvent, GroupChange, GroupEvent};
 
 pub use codec::{
     Announce, CodecError, MAX_PAYLOAD, MESSAGE_VERSION, Message, TOPIC, worst_case_announcement,

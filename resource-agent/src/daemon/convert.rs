@@ -6,8 +6,8 @@ use super::driver::Driver;
 use crate::agents::Kind;
 use crate::agents::group::AgentState;
 use crate::core::{
-    ActionRecord, Cause, Constraint, ConstraintKind, Event, FenceStatus, GroupChange, LocalState,
-    Time,
+    ActionRecord, Cause, Constraint, ConstraintKind, Event, FenceChange, FenceEvent, FenceStatus,
+    GroupChange, LocalState, Time,
 };
 
 impl Driver {
@@ -141,6 +141,7 @@ pub(super) fn event(
             took: g.took.map(tandem_proto::time::duration),
             actions: g.actions.into_iter().map(agent_action).collect(),
         }),
+        Event::Fence(f) => pb::event::Kind::Fence(fence_event(f)),
     };
     pb::Event {
         seq,
@@ -148,6 +149,27 @@ pub(super) fn event(
         incarnation,
         node: node.to_owned(),
         kind: Some(kind),
+    }
+}
+
+fn fence_event(f: FenceEvent) -> pb::FenceEvent {
+    let d = tandem_proto::time::duration;
+    pb::FenceEvent {
+        node: f.node,
+        change: match f.change {
+            FenceChange::Started => pb::FenceChange::Started,
+            FenceChange::Done => pb::FenceChange::Done,
+            FenceChange::Failed => pb::FenceChange::Failed,
+            FenceChange::Abandoned => pb::FenceChange::Abandoned,
+        } as i32,
+        reason: f.reason,
+        attempt: f.attempt,
+        provider_call: f.call.unwrap_or_default().to_owned(),
+        took: f.took.map(d),
+        since_death: Some(d(f.since_death)),
+        detail: f.detail.unwrap_or_default(),
+        error: f.error.unwrap_or_default(),
+        retry_in: f.retry_in.map(d),
     }
 }
 

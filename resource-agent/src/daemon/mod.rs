@@ -196,7 +196,9 @@ pub async fn run(
     // The core's clock starts here (`Time::ZERO`).
     let core = Core::new(core_cfg, incarnation, &running, standby, Time::ZERO)
         .map_err(|e| DaemonError::Config(e.to_string()))?
-        .with_fencing(cfg.fencing.as_ref().map(|f| FenceConfig::new(f.delay)));
+        .with_fencing(cfg.fencing.as_ref().map(|f| {
+            FenceConfig::new(f.delay).with_call(crate::provider::fence::power_off_call(f.provider))
+        }));
     let fencer = build_fencer(&cfg)?;
 
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
