@@ -164,6 +164,7 @@ pub fn status_text(r: &StatusReport, colour: bool) -> String {
         health(&mut out, &paint, a);
         groups(&mut out, &paint, a);
         fences(&mut out, &paint, a);
+        agent_events(&mut out, &paint, a);
     }
     if let Some(m) = &r.membership.data {
         rejected(&mut out, &paint, m);
@@ -180,6 +181,24 @@ fn recent_events(out: &mut String, paint: &Paint, m: &MembershipReport) {
     let _ = writeln!(out, "\n{}", paint.p(Tone::Bold, "Recent events"));
     for e in &m.recent_events {
         let _ = writeln!(out, "  {}", crate::watch::event_text(e));
+    }
+}
+
+/// The agent's last few events: the moves (and fences) behind the state shown, with their
+/// causes and durations.
+fn agent_events(out: &mut String, paint: &Paint, a: &AgentReport) {
+    const SHOWN: usize = 5;
+    if a.recent_events.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n{}",
+        paint.p(Tone::Bold, "Recent events (resource agent)")
+    );
+    let skip = a.recent_events.len().saturating_sub(SHOWN);
+    for e in &a.recent_events[skip..] {
+        let _ = writeln!(out, "  {}", crate::watch::agent::event_text(e));
     }
 }
 

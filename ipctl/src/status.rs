@@ -162,6 +162,9 @@ pub struct AgentReport {
     /// The last fence of each peer (`fencing:` only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fences: Vec<FenceReport>,
+    /// The agent's last events (at most 16), oldest first, each shaped exactly as a line of
+    /// `ipctl watch --json`.
+    pub recent_events: Vec<crate::watch::agent::AgentEventLine>,
 }
 
 /// The last fence of one peer: powered off through the provider before its groups moved.
@@ -549,6 +552,11 @@ pub fn agent_report(r: &av1::StatusResponse) -> AgentReport {
                 detail: non_empty(f.detail.clone()),
                 next_in_ms: opt_ms(f.next_in.as_ref()),
             })
+            .collect(),
+        recent_events: r
+            .recent_events
+            .iter()
+            .map(crate::watch::agent::event_line)
             .collect(),
     }
 }

@@ -131,4 +131,25 @@ async fn watch_shows_the_agents_events_of_a_release_and_a_kill_among_membership_
         "{}",
         text.lines()[run]
     );
+
+    // A one-shot status tells the same story: the agent's last events, with cause and time.
+    let status: Value =
+        serde_json::from_str(&ipctl(&c, 0, &["status", "--json"]).await).expect("JSON");
+    let recent = status["agent"]["recent_events"]
+        .as_array()
+        .expect("recent_events");
+    let last = recent
+        .iter()
+        .rfind(|v| group_event(v, "group_running", "failover"))
+        .unwrap_or_else(|| panic!("no failover in {recent:#?}"));
+    assert_eq!(last, &r, "the same line as the watch's");
+    let said = ipctl(&c, 0, &["status"]).await;
+    let events = said
+        .split("Recent events (resource agent)\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no agent events in:\n{said}"));
+    assert!(
+        events.contains("group floatip RUNNING here (failover, from secondary) in "),
+        "{said}"
+    );
 }

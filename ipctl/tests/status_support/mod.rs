@@ -463,5 +463,6 @@ pub fn agent_status(
         nodes,
         groups,
         fences: vec![],
+        recent_events: vec![],
     }
 }

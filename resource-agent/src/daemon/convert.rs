@@ -86,6 +86,7 @@ impl Driver {
                 .collect(),
             groups,
             fences: st.fences.iter().map(fence).collect(),
+            recent_events: self.recent.iter().cloned().collect(),
         }
     }
 }

@@ -110,8 +110,14 @@ pub(super) struct Driver {
     pub(super) watchers: broadcast::Sender<Arc<pb::Event>>,
     /// The seq of the last event published.
     pub(super) event_seq: u64,
+    /// The last [`RECENT_EVENTS`] events, for Status.
+    pub(super) recent: std::collections::VecDeque<pb::Event>,
     pub(super) incarnation: u64,
 }
+
+/// Events kept for Status (`recent_events`): the last few moves and fences with their causes
+/// and durations, for a one-shot look; `ipctl watch` follows them all.
+pub(super) const RECENT_EVENTS: usize = 16;
 
 impl Driver {
     pub(super) async fn run(
@@ -259,6 +265,10 @@ impl Driver {
             self.incarnation,
             &self.node,
         );
+        if self.recent.len() == RECENT_EVENTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(e.clone());
         // No watcher is no error.
         let _ = self.watchers.send(Arc::new(e));
     }

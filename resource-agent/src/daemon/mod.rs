@@ -293,6 +293,7 @@ pub async fn run(
         events: tx.clone(),
         watchers: events_tx,
         event_seq: 0,
+        recent: std::collections::VecDeque::with_capacity(driver::RECENT_EVENTS),
         incarnation,
     };
     let healthy = driver.health.healthy();
