@@ -6,7 +6,8 @@
 //! scripts of `lsb` and `ocf` agents. With `--node` the file is checked for this machine and
 //! such a problem is an error; without it, a warning (the file may be meant for other hosts).
 //! With `--node` it also asks the provider about each reserved IP (`check_provider.rs`) unless
-//! `--offline` is given.
+//! `--offline` is given. The reserved IPs' steady request rate per token is checked against the
+//! provider's limits (`check_budget.rs`).
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -173,6 +174,7 @@ fn check(config: &ClusterConfig, node: Option<&str>) -> Report {
             }
         }
     }
+    r.warnings.extend(crate::check_budget::warnings(config));
     if let Some(f) = &config.fencing {
         token(
             &mut r,

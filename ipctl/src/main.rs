@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod assign;
+mod check_budget;
 mod check_config;
 mod check_provider;
 mod cli;

@@ -333,6 +333,9 @@ impl Agent for MeteredAgent {
     fn readiness(&self) -> BoxFuture<'_, Option<Vec<String>>> {
         self.inner.readiness()
     }
+    fn budget_wait(&self) -> std::time::Duration {
+        self.inner.budget_wait()
+    }
 }
 
 /// A provider whose calls are timed and whose errors are counted by kind.
@@ -383,6 +386,9 @@ impl ReservedIpProvider for MeteredProvider {
     }
     fn probe(&self) -> BoxFuture<'_, Result<Readiness, ProviderError>> {
         Box::pin(self.timed("probe", self.inner.probe()))
+    }
+    fn routine_wait(&self) -> std::time::Duration {
+        self.inner.routine_wait()
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub use tandem_emulator as emulator;
 pub use tandem_emulator::cluster;
+pub mod burst;
 pub mod debian;
 pub mod ipctl;
 mod launch;

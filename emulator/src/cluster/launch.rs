@@ -74,6 +74,7 @@ impl Cluster {
             None => None,
         };
         let mut nodes = Vec::new();
+        let shared_token = format!("dop_v1_{}", random_secret(40));
         let names = spec
             .members
             .iter()
@@ -82,7 +83,10 @@ impl Cluster {
         for (i, (name, witness)) in names.enumerate() {
             let dir = path.join(&name);
             std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-            let token = (!witness).then(|| format!("dop_v1_{}", random_secret(40)));
+            let token = (!witness).then(|| match spec.shared_token {
+                true => shared_token.clone(),
+                false => format!("dop_v1_{}", random_secret(40)),
+            });
             if let Some(t) = &token {
                 write_private(&dir.join("do-token"), t)?;
             }
@@ -152,6 +156,7 @@ impl Cluster {
         let emulator = Emulator::start(EmulatorConfig {
             reserved_ips: std::iter::once(ip)
                 .chain(ipv6)
+                .chain(spec.more_ips.iter().copied())
                 .map(|ip| ReservedIpConfig {
                     ip,
                     region: "nyc3".into(),
@@ -167,6 +172,8 @@ impl Cluster {
                 .iter()
                 .flat_map(|n| [n.token.clone(), n.fence_token.clone()])
                 .flatten()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
                 .map(|token| TokenConfig {
                     token,
                     scopes: None,
@@ -185,7 +192,10 @@ impl Cluster {
             .unwrap_or_default();
 
         let config = path.join("cluster.yaml");
-        let ips: Vec<IpAddr> = std::iter::once(ip).chain(ipv6).collect();
+        let ips: Vec<IpAddr> = std::iter::once(ip)
+            .chain(ipv6)
+            .chain(spec.more_ips.iter().copied())
+            .collect();
         let yaml = yaml::render_config(&spec, &nodes, &key_file, &prefer, &emulator, &ips);
         std::fs::write(&config, yaml).map_err(io("writing cluster.yaml"))?;
 

@@ -108,6 +108,15 @@ pub struct Spec {
     /// Dual stack: the group also holds the reserved IPv6 [`RESERVED_IPV6`], after the IPv4
     /// (default: IPv4 only).
     pub ipv6: bool,
+    /// More reserved IPs, held at the start like the first (default: none), for an operator
+    /// with many: in the one group after its own, or each in a group of its own.
+    pub more_ips: Vec<IpAddr>,
+    /// Each of [`Spec::more_ips`] in a group of its own (`floatip-2`, `floatip-3`, ...,
+    /// preferring the same node) instead of all in the one group.
+    pub group_per_ip: bool,
+    /// Every node reads the same API token, as when one token file is copied to each
+    /// (default: one token per node).
+    pub shared_token: bool,
 }
 
 impl Spec {
@@ -135,6 +144,9 @@ impl Spec {
             log_filter: "info".into(),
             fencing: None,
             ipv6: false,
+            more_ips: Vec::new(),
+            group_per_ip: false,
+            shared_token: false,
         }
     }
 

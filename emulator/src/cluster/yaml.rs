@@ -76,30 +76,34 @@ pub(super) fn render_config(
         .filter_map(|n| Some(format!("{}: {}", n.name, n.droplet?)))
         .collect::<Vec<_>>()
         .join(", ");
-    let _ = writeln!(
-        y,
-        "resources:\n  - name: {GROUP}\n    prefer: {prefer}\n    failback: {}\n    agents:",
-        if spec.failback_auto { "auto" } else { "manual" }
-    );
-    // Dual stack: one agent per address, the IPv4 first; both move with the group.
-    for ip in ips {
+    let _ = writeln!(y, "resources:");
+    // The first group holds the first IP (and the IPv6: dual stack, one agent per address,
+    // the IPv4 first; both move with the group), then the more IPs, or those each their own.
+    let split = ips.len() - spec.more_ips.len();
+    let mut groups = vec![(GROUP.to_owned(), ips[..split].to_vec())];
+    match spec.group_per_ip {
+        true => groups.extend(
+            ips[split..]
+                .iter()
+                .enumerate()
+                .map(|(i, ip)| (format!("{GROUP}-{}", i + 2), vec![*ip])),
+        ),
+        false => groups[0].1.extend_from_slice(&ips[split..]),
+    }
+    for (gi, (name, group_ips)) in groups.iter().enumerate() {
         let _ = writeln!(
             y,
-            "      - reserved-ip:\n          provider: digitalocean\n          ip: {ip}\n          \
-             token_file: do-token\n          api_url: {}\n          metadata_url: {metadata}\n          \
-             droplet_ids: {{ {ids} }}",
-            emulator.addresses.api,
+            "  - name: {name}\n    prefer: {prefer}\n    failback: {}\n    agents:",
+            if spec.failback_auto { "auto" } else { "manual" }
         );
-        if !spec.agent_defaults {
-            let _ = writeln!(
-                y,
-                "          timeout: 10s\n          monitor_interval: {}",
-                ms(spec.monitor_interval)
-            );
+        for ip in group_ips {
+            reserved_ip(&mut y, spec, emulator, *ip, &metadata, &ids);
         }
-    }
-    for a in &spec.extra_agents {
-        let _ = writeln!(y, "      {a}");
+        if gi == 0 {
+            for a in &spec.extra_agents {
+                let _ = writeln!(y, "      {a}");
+            }
+        }
     }
     if let Some(f) = &spec.fencing {
         y.push_str(&super::fence::yaml(f, &emulator.addresses.api));
@@ -112,4 +116,29 @@ pub(super) fn render_config(
         let _ = writeln!(y, "agent:\n  admin_group: {}", g.name);
     }
     y
+}
+
+/// One `reserved-ip` agent of `ip`, as a list item of a group's agents.
+fn reserved_ip(
+    y: &mut String,
+    spec: &Spec,
+    emulator: &Emulator,
+    ip: IpAddr,
+    metadata: &str,
+    ids: &str,
+) {
+    let _ = writeln!(
+        y,
+        "      - reserved-ip:\n          provider: digitalocean\n          ip: {ip}\n          \
+         token_file: do-token\n          api_url: {}\n          metadata_url: {metadata}\n          \
+         droplet_ids: {{ {ids} }}",
+        emulator.addresses.api,
+    );
+    if !spec.agent_defaults {
+        let _ = writeln!(
+            y,
+            "          timeout: 10s\n          monitor_interval: {}",
+            ms(spec.monitor_interval)
+        );
+    }
 }

@@ -306,6 +306,22 @@ impl GroupRunner {
             .collect()
     }
 
+    /// How long agent `i`'s next periodic monitor should wait for its request budget.
+    pub fn budget_wait(&self, i: usize) -> Duration {
+        self.agents
+            .get(i)
+            .map_or(Duration::ZERO, |a| a.budget_wait())
+    }
+
+    /// How long the next readiness check should wait: until every agent's budget has room.
+    pub fn readiness_budget_wait(&self) -> Duration {
+        self.agents
+            .iter()
+            .map(|a| a.budget_wait())
+            .max()
+            .unwrap_or_default()
+    }
+
     /// Monitors agent `i` (0-based, in start order).
     pub async fn monitor_one(&self, i: usize) -> Result<(), MonitorFailure> {
         let agent = self.agents[i].name();

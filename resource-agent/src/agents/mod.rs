@@ -139,6 +139,11 @@ pub trait Agent: Send + Sync + fmt::Debug {
     fn readiness(&self) -> BoxFuture<'_, Option<Vec<String>>> {
         Box::pin(async { None })
     }
+    /// How long its next periodic monitor or readiness check should be postponed to stay
+    /// within a shared request budget (a reserved IP's API token); zero (the default): none.
+    fn budget_wait(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// Builds the agents of one resource group from the configuration.

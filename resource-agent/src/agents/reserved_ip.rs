@@ -112,6 +112,10 @@ impl Agent for ReservedIp {
         })
     }
 
+    fn budget_wait(&self) -> std::time::Duration {
+        self.provider.routine_wait()
+    }
+
     fn readiness(&self) -> BoxFuture<'_, Option<Vec<String>>> {
         Box::pin(async move {
             let problems =

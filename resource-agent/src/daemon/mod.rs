@@ -106,6 +106,8 @@ fn build_runners_with(
     node: &str,
     metrics: Option<&Metrics>,
 ) -> Result<Vec<Arc<GroupRunner>>, DaemonError> {
+    // Every node that runs agents may spend the same API tokens (one file copied to each).
+    crate::provider::budget::assume_nodes(crate::provider::steady::agent_nodes(cfg));
     cfg.resources
         .iter()
         .map(|g| {
@@ -211,12 +213,19 @@ pub async fn run(
     tasks.spawn(membership_task(msock, tx.clone(), client_tx));
     tasks.spawn(sender_task(send_rx, client_rx));
 
+    let readiness_every =
+        worker::readiness_interval(crate::provider::steady::readiness_interval(&cfg));
     let mut cmds = Vec::new();
     for (gi, (runner, up)) in runners.iter().zip(&probes).enumerate() {
         let (ctx, crx) = mpsc::unbounded_channel();
         cmds.push(ctx);
         tasks.spawn(group_worker(gi, runner.clone(), crx, tx.clone(), *up));
-        tasks.spawn(readiness_task(gi, runner.clone(), tx.clone()));
+        tasks.spawn(readiness_task(
+            gi,
+            runner.clone(),
+            tx.clone(),
+            readiness_every,
+        ));
     }
 
     let (health_tx, mut health_rx) = watch::channel(Health::new(&cfg.health, now));

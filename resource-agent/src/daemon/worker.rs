@@ -10,21 +10,21 @@ use super::driver::{Event, GroupCmd};
 use crate::agents::group::{GroupRunner, MonitorFailure};
 use crate::alarm::Alarm;
 use crate::core::AgentOutcome;
+#[cfg(doc)]
+use crate::provider::steady;
 
-/// How often groups that can tell (reserved-ip) check whether this node could take them:
-/// one cheap read-only API call a minute per IP keeps a broken token or a region mismatch
-/// visible long before a failover needs it.
-pub const READINESS_INTERVAL: Duration = Duration::from_secs(60);
-/// Overrides [`READINESS_INTERVAL`] (milliseconds) so end-to-end tests see a revoked token
-/// within seconds; not meant for production, hence an undocumented variable.
+/// Overrides the readiness interval ([`steady::readiness_interval`]; milliseconds) so
+/// end-to-end tests see a revoked token within seconds; not meant for production, hence an
+/// undocumented variable.
 pub const READINESS_INTERVAL_ENV: &str = "TANDEM_AGENT_READINESS_INTERVAL_MS";
 
-fn readiness_interval() -> Duration {
+/// The readiness interval: the environment's override, else `computed`.
+pub(super) fn readiness_interval(computed: Duration) -> Duration {
     std::env::var(READINESS_INTERVAL_ENV)
         .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|&ms| ms > 0)
-        .map_or(READINESS_INTERVAL, Duration::from_millis)
+        .map_or(computed, Duration::from_millis)
 }
 
 pub(super) async fn group_worker(
@@ -140,6 +140,14 @@ pub(super) async fn group_worker(
                     if due[i] > now {
                         continue;
                     }
+                    // A monitor that would spend a failover's share of its token's budget
+                    // is postponed, not failed: the round comes later instead.
+                    let wait = runner.budget_wait(i);
+                    if !wait.is_zero() {
+                        postponed(gi, "monitor", wait);
+                        due[i] = now + wait;
+                        continue;
+                    }
                     due[i] = Instant::now() + intervals[i];
                     if let Err(f) = runner.monitor_one(i).await {
                         failure = Some(f);
@@ -198,9 +206,21 @@ async fn lost_elsewhere(runner: &GroupRunner) -> Option<MonitorFailure> {
     None
 }
 
-pub(super) async fn readiness_task(gi: usize, runner: Arc<GroupRunner>, tx: mpsc::Sender<Event>) {
+pub(super) async fn readiness_task(
+    gi: usize,
+    runner: Arc<GroupRunner>,
+    tx: mpsc::Sender<Event>,
+    every: Duration,
+) {
     let mut alarm = Alarm::new("readiness");
     loop {
+        let wait = runner.readiness_budget_wait();
+        if !wait.is_zero() {
+            postponed(gi, "readiness check", wait);
+            alarm.set(Some(Instant::now() + wait));
+            alarm.wait().await;
+            continue;
+        }
         // Groups whose agents cannot tell need no task.
         let Some(problems) = runner.readiness().await else {
             return;
@@ -217,7 +237,13 @@ pub(super) async fn readiness_task(gi: usize, runner: Arc<GroupRunner>, tx: mpsc
         {
             return;
         }
-        alarm.set(Some(Instant::now() + readiness_interval()));
+        alarm.set(Some(Instant::now() + every));
         alarm.wait().await;
     }
+}
+
+/// Logs a periodic read postponed for the token's request budget (debug: at a tight budget it
+/// happens every round; `check-config` says which intervals to raise).
+fn postponed(gi: usize, what: &str, wait: Duration) {
+    tracing::debug!(group = gi, what, wait = ?wait, "postponed: the API token's routine share of its request budget is spent");
 }

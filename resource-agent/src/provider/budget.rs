@@ -11,6 +11,15 @@
 //!   provider says less than a fifth of the hour is left (other nodes or tools may share the
 //!   token): a failover always finds budget.
 //!
+//! The cluster's nodes usually share one token (one account, one token file copied to each),
+//! and the provider counts their requests together, while each process sees only its own.
+//! So with `n` nodes ([`assume_nodes`]) each process keeps its routine reads to `1/n` of that
+//! half, and its moves leave room for the routine share of the `n - 1` others: the sum stays
+//! under the provider's limit whatever the others do. The periodic monitors and readiness
+//! checks ask [`Shared::routine_wait`] before their round and postpone it while the routine
+//! share is spent (the daemon's worker), so steady-state polling slows down instead of
+//! eating into the failover's share.
+//!
 //! Polls of concurrent moves share what is left of the minute ([`Budget::poll_wait`]): the
 //! next poll of each of `n > 1` polling moves comes no sooner than `n × 10 s / left`, so together
 //! they spend the minute's remainder over at least ten seconds (a move takes seconds), and a
@@ -18,6 +27,7 @@
 //!
 //! The core takes `now` (time since the budget was made) and never reads a clock.
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -73,14 +83,30 @@ impl Limits {
         }
     }
 
-    /// The share of each window a request of `class` may fill.
-    fn caps(self, class: Class) -> (usize, usize) {
+    /// The share of each window a request of `class` may fill in one of `nodes` processes
+    /// sharing the token: routine reads half of the window split between the nodes, moves
+    /// 90 % of it less the routine share of every other node.
+    pub fn caps(self, class: Class, nodes: u32) -> (usize, usize) {
+        let n = nodes.max(1) as usize;
         let (m, h) = (self.per_minute as usize, self.per_hour as usize);
+        let routine = (m / 2 / n, h / 2 / n);
         match class {
-            Class::Move => (m * 9 / 10, h / 20 * 19),
-            Class::Routine => (m / 2, h / 2),
+            Class::Move => (
+                (m * 9 / 10).saturating_sub((n - 1) * routine.0),
+                (h / 20 * 19).saturating_sub((n - 1) * routine.1),
+            ),
+            Class::Routine => routine,
         }
     }
+}
+
+/// How many nodes share each token, for the budgets made from now on (1 until set).
+static NODES: AtomicU32 = AtomicU32::new(1);
+
+/// The agent's daemon says how many nodes of its cluster run agents (and so may spend the
+/// same token), before it builds its providers.
+pub fn assume_nodes(nodes: u32) {
+    NODES.store(nodes.max(1), Ordering::Relaxed);
 }
 
 /// The budget of one token (the sans-IO core).
@@ -93,15 +119,23 @@ pub struct Budget {
     server: Option<(u64, Duration)>,
     /// Moves polling an action now.
     polling: usize,
+    /// Nodes spending the same token (see [`Limits::caps`]).
+    nodes: u32,
 }
 
 impl Budget {
     pub fn new(limits: Limits) -> Budget {
+        Budget::shared_by(limits, 1)
+    }
+
+    /// The budget of one of `nodes` processes that spend the same token.
+    pub fn shared_by(limits: Limits, nodes: u32) -> Budget {
         Budget {
             limits,
             sent: VecDeque::new(),
             server: None,
             polling: 0,
+            nodes: nodes.max(1),
         }
     }
 
@@ -126,7 +160,7 @@ impl Budget {
 
     /// How long a request of `class` should wait at `now` before it is sent.
     pub fn wait(&self, now: Duration, class: Class) -> Duration {
-        let (minute_cap, hour_cap) = self.limits.caps(class);
+        let (minute_cap, hour_cap) = self.limits.caps(class, self.nodes);
         let mut w = self
             .window_wait(now, MINUTE, minute_cap.max(1))
             .max(self.window_wait(now, HOUR, hour_cap.max(1)));
@@ -159,7 +193,7 @@ impl Budget {
 
     /// The wait before a polling move's next poll, `scheduled` by its own schedule.
     pub fn poll_wait(&self, now: Duration, scheduled: Duration) -> Duration {
-        let (minute_cap, _) = self.limits.caps(Class::Move);
+        let (minute_cap, _) = self.limits.caps(Class::Move, self.nodes);
         let left = minute_cap
             .saturating_sub(self.in_window(now, MINUTE))
             .max(1);
@@ -195,6 +229,12 @@ impl Shared {
 
     pub fn wait(&self, class: Class) -> Duration {
         self.lock().wait(self.now(), class)
+    }
+
+    /// How long a periodic read (monitor, readiness) should be postponed: zero while the
+    /// routine share has room.
+    pub fn routine_wait(&self) -> Duration {
+        self.wait(Class::Routine)
     }
 
     pub fn sent(&self) {
@@ -256,7 +296,10 @@ pub fn shared(provider: Provider, base: &str, token: &[u8]) -> Arc<Shared> {
     }
     let b = Arc::new(Shared {
         start: Instant::now(),
-        core: Mutex::new(Budget::new(Limits::of(provider))),
+        core: Mutex::new(Budget::shared_by(
+            Limits::of(provider),
+            NODES.load(Ordering::Relaxed),
+        )),
     });
     map.insert(key, Arc::downgrade(&b));
     b
@@ -336,6 +379,77 @@ mod tests {
             b.sent(s(1.0));
         }
         assert_eq!(b.poll_wait(s(1.0), s(0.02)), s(5.0));
+    }
+
+    #[test]
+    fn nodes_sharing_a_token_split_the_routine_half_and_moves_leave_the_others_theirs() {
+        assert_eq!(DO.caps(Class::Routine, 1), (125, 2500));
+        assert_eq!(DO.caps(Class::Move, 1), (225, 4750));
+        assert_eq!(DO.caps(Class::Routine, 2), (62, 1250));
+        assert_eq!(DO.caps(Class::Move, 2), (163, 3500));
+        // Whatever the routine reads of the others, a node's moves keep the sum under 90 %.
+        for n in 1..=5 {
+            let (rm, rh) = DO.caps(Class::Routine, n);
+            let (mm, mh) = DO.caps(Class::Move, n);
+            let others = n as usize - 1;
+            assert!(mm + others * rm <= 225 && mh + others * rh <= 4750, "{n}");
+        }
+    }
+
+    /// Two nodes probe three reserved IPs every 300 ms (three requests each) on one token,
+    /// postponing each round while [`Budget::wait`] says the routine share is spent, as the
+    /// worker does. The provider's count of any minute stays under half its limit, and when
+    /// one node dies the other moves 20 IPs (about 80 requests) without waiting.
+    #[test]
+    fn postponed_probes_of_two_nodes_leave_a_failover_its_requests() {
+        let mut nodes = [Budget::shared_by(DO, 2), Budget::shared_by(DO, 2)];
+        // What the provider counted, from both nodes.
+        let mut provider: Vec<Duration> = Vec::new();
+        let mut next = [Duration::ZERO; 2];
+        let mut postponed = 0;
+        let end = s(600.0);
+        let mut now = Duration::ZERO;
+        while now < end {
+            for (i, b) in nodes.iter_mut().enumerate() {
+                if now < next[i] {
+                    continue;
+                }
+                let w = b.wait(now, Class::Routine);
+                if !w.is_zero() {
+                    postponed += 1;
+                    next[i] = now + w;
+                    continue;
+                }
+                for _ in 0..3 {
+                    b.sent(now);
+                    provider.push(now);
+                }
+                next[i] = now + s(0.3);
+            }
+            now += s(0.01);
+        }
+        assert!(postponed > 0);
+        let peak = provider
+            .iter()
+            .map(|t| {
+                provider
+                    .iter()
+                    .filter(|u| **u >= *t && **u < *t + MINUTE)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        // A round of three may start with one or two requests of the share left.
+        assert!(peak <= 125 + 4, "{peak} requests in a minute");
+        // The first node dies; the second moves 20 IPs at once.
+        let survivor = &mut nodes[1];
+        for _ in 0..80 {
+            assert_eq!(survivor.wait(now, Class::Move), Duration::ZERO);
+            survivor.sent(now);
+            provider.push(now);
+        }
+        let in_minute = provider.iter().filter(|t| now - **t < MINUTE).count();
+        assert!(in_minute <= 225, "{in_minute}");
     }
 
     #[test]

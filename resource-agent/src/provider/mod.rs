@@ -33,6 +33,7 @@ pub mod fence;
 pub mod hetzner;
 mod http;
 mod moves;
+pub mod steady;
 pub mod token;
 pub mod vultr;
 
@@ -348,6 +349,11 @@ pub trait ReservedIpProvider: Send + Sync + fmt::Debug {
     fn release(&self) -> BoxFuture<'_, Result<ReleaseOutcome, ProviderError>>;
     /// Token accepted, metadata answers, IP exists, regions known; changes nothing.
     fn probe(&self) -> BoxFuture<'_, Result<Readiness, ProviderError>>;
+    /// How long a periodic read (monitor, readiness) should be postponed so that it leaves
+    /// the token's budget to moves ([`budget`]); zero when it may go now.
+    fn routine_wait(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// Shortest token accepted; real tokens are far longer, this catches an empty-ish file.

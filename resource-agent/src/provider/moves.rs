@@ -9,6 +9,7 @@
 //! IP without an action to follow (Vultr) is polled through the holder instead. release is
 //! the same with "not ours" as the goal, and ends once the provider accepted the move.
 use std::net::IpAddr;
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -232,6 +233,9 @@ impl<C: Client> ReservedIpProvider for C {
     }
     fn release(&self) -> BoxFuture<'_, Result<ReleaseOutcome, ProviderError>> {
         release(self).boxed()
+    }
+    fn routine_wait(&self) -> Duration {
+        self.api().budget.routine_wait()
     }
     fn probe(&self) -> BoxFuture<'_, Result<Readiness, ProviderError>> {
         budget::routine(async move {
