@@ -14,7 +14,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::server::{Api, api_error};
-use super::state::{Action, ActionKind, ActionRefusal, ActionStatus, ReservedIp, World, rfc3339};
+use super::state::{
+    Action, ActionKind, ActionRefusal, ActionStatus, ReservedIp, Within, World, rfc3339,
+};
 
 pub fn router(world: World) -> Router {
     Router::new()
@@ -123,7 +125,7 @@ async fn get_one(State(w): State<World>, Path(id): Path<String>) -> Response {
 }
 
 fn start(w: &World, ip: IpAddr, fip_id: u64, kind: ActionKind, server: Option<u64>) -> Response {
-    let a = match w.start_action(ip, kind, server) {
+    let a = match w.start_action_in(ip, kind, server, Within::Anywhere) {
         Ok(a) => a,
         Err(ActionRefusal::UnknownIp) => return not_found(),
         Err(ActionRefusal::Pending) => {

@@ -472,9 +472,21 @@ impl World {
         kind: ActionKind,
         droplet: Option<u64>,
     ) -> Result<Action, ActionRefusal> {
+        self.start_action_in(ip, kind, droplet, Within::Region)
+    }
+
+    /// [`World::start_action`] where the IP's region binds as `within` says (Hetzner's
+    /// floating IPs are assigned in any location).
+    pub fn start_action_in(
+        &self,
+        ip: IpAddr,
+        kind: ActionKind,
+        droplet: Option<u64>,
+        within: Within,
+    ) -> Result<Action, ActionRefusal> {
         let (action, delay) = {
             let mut g = self.lock();
-            Self::check_action(&g, ip, kind, droplet)?;
+            Self::check_action(&g, ip, kind, droplet, within)?;
             let id = g.next_action_id;
             g.next_action_id += 1;
             let jitter = g.action_jitter.as_nanos() as u64;
@@ -523,6 +535,7 @@ impl World {
         ip: IpAddr,
         kind: ActionKind,
         droplet: Option<u64>,
+        within: Within,
     ) -> Result<(), ActionRefusal> {
         let Some(r) = g.ips.get(&ip) else {
             return Err(ActionRefusal::UnknownIp);
@@ -538,7 +551,7 @@ impl World {
                 let Some(d) = g.droplets.get(&id) else {
                     return Err(ActionRefusal::UnknownDroplet(id));
                 };
-                if d.region != r.region {
+                if within == Within::Region && d.region != r.region {
                     return Err(ActionRefusal::Invalid(format!(
                         "Droplet {id} is in region {}, the reserved IP in {}.",
                         d.region, r.region
@@ -572,6 +585,16 @@ impl World {
             "faults": g.faults,
         })
     }
+}
+
+/// Where a reserved IP may be assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Within {
+    /// Only to a server in the IP's region (DigitalOcean; Vultr checks it in its own route).
+    Region,
+    /// Anywhere: Hetzner routes a floating IP to a server in any location, best in its home
+    /// location ("Routing is optimized for this Location", Hetzner's API reference).
+    Anywhere,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

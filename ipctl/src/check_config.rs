@@ -5,8 +5,9 @@
 //! the provider token (an absolute file, or the credential the installed unit loads), and the
 //! scripts of `lsb` and `ocf` agents. With `--node` the file is checked for this machine and
 //! such a problem is an error; without it, a warning (the file may be meant for other hosts).
-//! With `--node` it also asks the provider about each reserved IP (`check_provider.rs`) unless
-//! `--offline` is given. The reserved IPs' steady request rate per token is checked against the
+//! With `--node` it also asks the provider about each reserved IP (`check_provider.rs`) and,
+//! with the fencing token, about each member's server (`check_fencing.rs`) unless `--offline`
+//! is given. The reserved IPs' steady request rate per token is checked against the
 //! provider's limits (`check_budget.rs`).
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -39,7 +40,9 @@ pub struct Args {
     /// With --node: do not ask the provider. Without it check-config reads each reserved IP's
     /// token (as root, from the agent's credential) and asks the provider, reading only,
     /// whether this node could take the IP: token and read scopes, the IP and this server
-    /// exist, one region, IPv6 on the server for a reserved IPv6.
+    /// exist, the provider's region rule, IPv6 on the server for a reserved IPv6. With
+    /// `fencing:` it reads every member's server with the fencing token: the token, each
+    /// provider_id or name, no two nodes on one server. Write scopes cannot be read; it says so.
     #[arg(long)]
     pub offline: bool,
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 mod assign;
 mod check_budget;
 mod check_config;
+mod check_fencing;
 mod check_provider;
 mod cli;
 mod complete;

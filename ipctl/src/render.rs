@@ -443,6 +443,15 @@ fn group(out: &mut String, paint: &Paint, g: &GroupReport) {
                 "    agents {} to take over here",
                 paint.p(Tone::Good, "ready")
             );
+            // Readiness reads; no provider lists a token's scopes, so a standby's write scope
+            // is unknown until its first move (docs/CONFIGURATION.md).
+            if g.state != "running" && g.agents.iter().any(|a| a.kind == "reserved-ip") {
+                let _ = writeln!(
+                    out,
+                    "      (checked by reading; whether the token may move the IP shows at the \
+                     first move: a 403 naming the scope, nothing moved)"
+                );
+            }
         }
         Some(false) => {
             let _ = writeln!(

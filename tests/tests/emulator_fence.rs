@@ -92,7 +92,11 @@ async fn refusals_end_the_call_and_never_show_the_token() {
     let e = f.power_off("secondary", Some("999")).await.unwrap_err();
     assert!(matches!(e, ProviderError::NotFound { .. }), "{e}");
     let e = f.power_off("nosuchnode", None).await.unwrap_err();
-    assert!(e.to_string().contains("a droplet named nosuchnode"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("no droplet is named nosuchnode; set nodes[].provider_id"),
+        "{e}"
+    );
     let e = f.power_off("secondary", Some("web-1")).await.unwrap_err();
     assert!(e.to_string().contains("ids are numbers"), "{e}");
     assert!(!off(&emu, SECONDARY), "nothing was powered off");

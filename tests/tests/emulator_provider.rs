@@ -164,6 +164,44 @@ async fn unknown_or_faraway_droplet_is_refused_with_422() {
     assert_eq!(emu.holder(ip()), Some(PRIMARY));
 }
 
+/// The emulator keeps each provider's rule for a server in another region than the IP: Vultr
+/// refuses the attach (400), Hetzner assigns the floating IP (it routes anywhere, best in its
+/// home location), as DigitalOcean's 422 above.
+#[tokio::test]
+async fn a_server_in_another_region_is_refused_by_vultr_and_served_by_hetzner() {
+    let emu = start(0).await;
+    let mut o = opts(&emu, FARAWAY);
+    o.api_url = Some(emu.addresses.vultr.clone());
+    let v = Vultr::new(ip(), Secret::new(TOKEN.into()), o).unwrap();
+    // Unheld first: the region rule alone refuses (Vultr's attach refuses a held IP too).
+    assert!(
+        emu.world
+            .compare_and_set_holder(ip(), Some(PRIMARY), None, "test")
+    );
+    let e = v.assign().await.unwrap_err();
+    assert!(
+        e.to_string().contains("not in the reserved IP's region"),
+        "{e}"
+    );
+    assert_eq!(emu.holder(ip()), None);
+
+    let mut o = opts(&emu, FARAWAY);
+    o.api_url = Some(emu.addresses.hetzner.clone());
+    let h = Hetzner::new(ip(), Secret::new(TOKEN.into()), o).unwrap();
+    let r = h.probe().await.unwrap();
+    assert_eq!(
+        (r.region.as_deref(), r.server_region.as_deref()),
+        (Some("nyc3"), Some("sfo3"))
+    );
+    assert!(
+        !h.assign()
+            .await
+            .expect("assigned across locations")
+            .already_held
+    );
+    assert_eq!(emu.holder(ip()), Some(FARAWAY));
+}
+
 #[tokio::test]
 async fn pending_event_is_waited_out_then_the_ip_is_taken() {
     let emu = start(400).await;

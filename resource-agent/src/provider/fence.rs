@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use tandem_config::{Fencing, Provider, Secret};
 use tokio::time::Instant;
 
-use super::http::{Api, Reply};
+use super::http::{Api, Reply, text_at};
 use super::moves::{ActionState, action_in};
 use super::{Options, ProviderError, digitalocean, hetzner, load_token, vultr};
 
@@ -43,6 +43,20 @@ pub struct FenceOutcome {
     pub api_calls: u64,
 }
 
+/// The server a fence of one node would power off, as the fencing token reads it (nothing is
+/// changed): what `ipctl check-config --node` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceTarget {
+    /// The provider's id of the server.
+    pub server: String,
+    /// Found by the node's name (no `provider_id` configured).
+    pub by_name: bool,
+    /// Its name (DigitalOcean, Hetzner) or label (Vultr).
+    pub name: Option<String>,
+    /// The provider shows it off now.
+    pub off: bool,
+}
+
 /// Where each provider keeps what a fence needs.
 struct Spec {
     /// Listing servers by name: path with a `{name}` placeholder, the list's key, the
@@ -50,9 +64,10 @@ struct Spec {
     list: &'static str,
     list_key: &'static str,
     name_key: &'static str,
-    /// One server: path prefix (the id follows), pointer to its power state, the value
-    /// meaning off.
+    /// One server: path prefix (the id follows), pointers to its name and its power state,
+    /// the value meaning off.
     server: &'static str,
+    name: &'static str,
     power: &'static str,
     off: &'static str,
     /// Power-off: path with an `{id}` placeholder, and its body.
@@ -72,6 +87,7 @@ const DIGITALOCEAN: Spec = Spec {
     list_key: "droplets",
     name_key: "name",
     server: "/v2/droplets/",
+    name: "/droplet/name",
     power: "/droplet/status",
     off: "off",
     post: "/v2/droplets/{id}/actions",
@@ -92,6 +108,7 @@ const HETZNER: Spec = Spec {
     list_key: "servers",
     name_key: "name",
     server: "/v1/servers/",
+    name: "/server/name",
     power: "/server/status",
     off: "off",
     post: "/v1/servers/{id}/actions/poweroff",
@@ -113,6 +130,7 @@ const VULTR: Spec = Spec {
     list_key: "instances",
     name_key: "label",
     server: "/v2/instances/",
+    name: "/instance/label",
     power: "/instance/power_status",
     off: "stopped",
     post: "/v2/instances/{id}/halt",
@@ -195,10 +213,7 @@ impl Fencer {
         let started = Instant::now();
         let deadline = self.api.deadline();
         let calls0 = self.api.calls();
-        let server = match id {
-            Some(id) => self.checked_id(id)?,
-            None => self.find(node, deadline).await?,
-        };
+        let server = self.server_of(node, id, deadline).await?;
         let what = format!(
             "powering off {} {server} (node {node})",
             self.api.kind.server_noun()
@@ -257,6 +272,43 @@ impl Fencer {
         }
     }
 
+    /// Reads, changing nothing, the server a fence of node `node` would power off (`id` when
+    /// configured, else the one server of that name): the token is accepted and may read it,
+    /// and the id exists or the name finds exactly one. Whether the token may also power it off
+    /// cannot be read: no provider lists a token's scopes (see docs/CONFIGURATION.md).
+    pub async fn inspect(
+        &self,
+        node: &str,
+        id: Option<&str>,
+    ) -> Result<FenceTarget, ProviderError> {
+        let deadline = self.api.deadline();
+        let server = self.server_of(node, id, deadline).await?;
+        let what = format!(
+            "reading {} {server} (node {node})",
+            self.api.kind.server_noun()
+        );
+        let body = self.read_server(&server, &what, deadline).await?;
+        Ok(FenceTarget {
+            off: self.off_in(&body, &what)?,
+            name: text_at(&body, self.spec.name),
+            by_name: id.is_none(),
+            server,
+        })
+    }
+
+    /// The server of node `node`: `id` when configured, else the one server of that name.
+    async fn server_of(
+        &self,
+        node: &str,
+        id: Option<&str>,
+        deadline: Instant,
+    ) -> Result<String, ProviderError> {
+        match id {
+            Some(id) => self.checked_id(id),
+            None => self.find(node, deadline).await,
+        }
+    }
+
     /// A configured id, checked for the provider's form.
     fn checked_id(&self, id: &str) -> Result<String, ProviderError> {
         if self.api.kind.numeric_server_ids() && id.parse::<u64>().is_err() {
@@ -302,10 +354,11 @@ impl Fencer {
             .collect();
         match ids.as_slice() {
             [one] => Ok(one.clone()),
-            [] => Err(ProviderError::NotFound {
-                provider: self.api.provider,
-                what: format!("a {noun} named {node} (set nodes[].provider_id)"),
-            }),
+            [] => Err(ProviderError::Config(format!(
+                "{}: no {noun} is named {node}; set nodes[].provider_id of {node} to its \
+                 {noun}'s id, or name the {noun} {node} (nothing was changed)",
+                self.api.provider
+            ))),
             many => Err(ProviderError::Config(format!(
                 "{}: {} {noun}s are named {node} ({}); set nodes[].provider_id",
                 self.api.provider,
@@ -317,12 +370,26 @@ impl Fencer {
 
     /// Whether the provider shows the server off.
     async fn is_off(&self, id: &str, what: &str, deadline: Instant) -> Result<bool, ProviderError> {
+        let body = self.read_server(id, what, deadline).await?;
+        self.off_in(&body, what)
+    }
+
+    /// The server as the provider shows it.
+    async fn read_server(
+        &self,
+        id: &str,
+        what: &str,
+        deadline: Instant,
+    ) -> Result<Value, ProviderError> {
         let noun = self.api.kind.server_noun();
-        let body = self
-            .api
+        self.api
             .get(&format!("{}{id}", self.spec.server), what, deadline)
             .await?
-            .map_err(|r| self.refusal(&r, what, false, format!("{noun} {id}")))?;
+            .map_err(|r| self.refusal(&r, what, false, format!("{noun} {id}")))
+    }
+
+    /// Whether a server's answer shows it off.
+    fn off_in(&self, body: &Value, what: &str) -> Result<bool, ProviderError> {
         match body.pointer(self.spec.power).and_then(Value::as_str) {
             Some(s) => Ok(s == self.spec.off),
             None => Err(ProviderError::Unexpected {

@@ -38,7 +38,7 @@ pub mod token;
 pub mod vultr;
 
 pub use digitalocean::DigitalOcean;
-pub use fence::{FenceOutcome, Fencer};
+pub use fence::{FenceOutcome, FenceTarget, Fencer};
 pub use hetzner::Hetzner;
 pub use vultr::Vultr;
 
