@@ -556,3 +556,61 @@ fn an_exec_agents_missing_absolute_program_is_an_error_for_this_node() {
     let out = s.check(&[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// `config(dir)` with `n` more reserved IPs (half IPv4, half IPv6), each its own group on
+/// the same token, monitored every `monitor`.
+fn with_many_ips(dir: &Path, n: usize, monitor: &str) -> String {
+    let mut y = config(dir);
+    for i in 0..n {
+        let ip = match i % 2 {
+            0 => format!("45.55.97.{}", i + 1),
+            _ => format!("\"2604:a880:400:d1::{:x}\"", i + 1),
+        };
+        y.push_str(&format!(
+            "  - name: ip{i}\n    agents:\n      - reserved-ip: {{ provider: digitalocean, ip: {ip}, \
+             token_file: do-token, monitor_interval: {monitor} }}\n"
+        ));
+    }
+    y
+}
+
+#[test]
+fn many_reserved_ips_on_one_token_warn_past_half_the_budget_and_name_the_interval() {
+    let s = setup(true);
+    let budget = |stderr: &str| {
+        stderr
+            .lines()
+            .filter(|l| l.contains("requests an hour"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    // One IP at the defaults: 600 requests an hour, 12 %.
+    let out = s.check(&["--node", "primary"]);
+    assert!(
+        budget(&text(&out.stderr)).is_empty(),
+        "{}",
+        text(&out.stderr)
+    );
+    // Twenty (the one above and 19 more) every 10 s: far past DigitalOcean's 5,000 an hour.
+    s.write_config(&with_many_ips(s.dir.path(), 19, "10s"));
+    let out = s.check(&["--node", "primary"]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "a warning, not an error: {stderr}");
+    let warned = budget(&stderr);
+    assert_eq!(warned.len(), 1, "{stderr}");
+    assert!(
+        warned[0].starts_with("warning: 20 reserved IP(s) on token_file `do-token` (digitalocean)")
+            && warned[0].contains("(250 a minute, 5000 an hour)")
+            && warned[0]
+                .contains("raise monitor_interval of these reserved-ip agents to at least 58s"),
+        "{stderr}"
+    );
+    // Monitored every two minutes (the first IP still every 10 s): within the half, quiet.
+    s.write_config(&with_many_ips(s.dir.path(), 19, "120s"));
+    let out = s.check(&["--node", "primary"]);
+    assert!(
+        budget(&text(&out.stderr)).is_empty(),
+        "{}",
+        text(&out.stderr)
+    );
+}
