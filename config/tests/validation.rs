@@ -637,6 +637,9 @@ fn metrics_must_be_loopback() {
     );
     assert_eq!(c.membership.socket_group.as_deref(), Some("tandem-ops"));
     assert_eq!(c.agent.admin_group.as_deref(), Some("tandem-admin"));
+    // Port 0: any free port (the daemon logs which), for nodes sharing one host.
+    let c = ok(&format!("{GOOD}agent:\n  metrics: \"127.0.0.1:0\"\n"));
+    assert_eq!(c.agent.metrics, Some("127.0.0.1:0".parse().unwrap()));
 }
 
 #[test]

@@ -16,7 +16,8 @@
 //! - `POST /_admin/faults` with a [`Faults`] JSON object (it replaces the current set; `{}`
 //!   clears): `latency_ms`, `error_rate` + `error_status`, `rate_limit_burst` +
 //!   `rate_limit_reset_secs` (+ `rate_limit_retry_after_secs`), `hang_next`, `drop_next`,
-//!   `outage_secs` (connections closed without an answer), `error_actions`
+//!   `outage_secs` (connections closed without an answer), `error_actions`, `failing_ips`
+//!   (every request naming one of these IPs gets `error_status`, until cleared)
 //! - `POST /_admin/tokens {"token", "scopes"?}` adds a token; `POST /_admin/tokens/revoke
 //!   {"token"}` revokes one at run time
 //! - `POST /_admin/holder {"ip", "holder"}` moves an IP at once, as the control panel would

@@ -134,7 +134,7 @@ impl ApiService {
             .flatten();
         let req = Request::from_parts(parts, Body::from(bytes));
         let api = Api::of_path(&path);
-        let (verdict, latency) = self.world.fault_verdict();
+        let (verdict, latency) = self.world.fault_verdict(&path);
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }

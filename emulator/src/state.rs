@@ -153,6 +153,10 @@ pub struct Faults {
     pub outage_secs: u64,
     /// The next N actions end `errored` instead of `completed` (the holder does not change).
     pub error_actions: u32,
+    /// Every API request whose path names one of these reserved IPs (DigitalOcean's paths do)
+    /// is answered with `error_status` (default 500) until cleared: one address's backend
+    /// failing while the others work.
+    pub failing_ips: Vec<IpAddr>,
 }
 
 /// What the fault layer decided for one request.
@@ -334,8 +338,8 @@ impl World {
             .record(event);
     }
 
-    /// Decides the fault for one API request (consuming one-shot counters).
-    pub fn fault_verdict(&self) -> (FaultVerdict, Duration) {
+    /// Decides the fault for one API request to `path` (consuming one-shot counters).
+    pub fn fault_verdict(&self, path: &str) -> (FaultVerdict, Duration) {
         let mut g = self.lock();
         let latency = Duration::from_millis(g.faults.latency_ms);
         if g.outage_until.is_some_and(|t| Instant::now() < t) {
@@ -354,7 +358,12 @@ impl World {
                 reset_secs: f.rate_limit_reset_secs.unwrap_or(1),
                 retry_after_secs: f.rate_limit_retry_after_secs,
             }
-        } else if f.error_rate > 0.0 && rand::random::<f64>() < f.error_rate {
+        } else if path
+            .split('/')
+            .filter_map(|s| s.parse::<IpAddr>().ok())
+            .any(|ip| f.failing_ips.contains(&ip))
+            || (f.error_rate > 0.0 && rand::random::<f64>() < f.error_rate)
+        {
             FaultVerdict::Status(f.error_status.unwrap_or(500))
         } else {
             FaultVerdict::Pass

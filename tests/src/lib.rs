@@ -9,6 +9,7 @@ pub mod burst;
 pub mod debian;
 pub mod ipctl;
 mod launch;
+pub mod metrics;
 pub mod netns;
 pub mod procstat;
 pub mod require;

@@ -58,6 +58,22 @@ fn took_ms(f: &apb::Fence) -> f64 {
     })
 }
 
+/// The secondary's fence metrics for `peer`: (attempts that worked, attempts that failed,
+/// seconds in the ones that worked), from a real scrape of its agent's endpoint.
+async fn fence_metrics(c: &Cluster, peer: &str) -> (f64, f64, f64) {
+    let m = tandem_tests::metrics::scrape(c, 1, Daemon::Agent)
+        .await
+        .expect("the secondary's metrics answer");
+    let name = "tandem_agent_fence_duration_seconds";
+    let of = |suffix: &str, outcome: &str| {
+        m.count(
+            &format!("{name}_{suffix}"),
+            &[("node", peer), ("outcome", outcome)],
+        )
+    };
+    (of("count", "ok"), of("count", "failed"), of("sum", "ok"))
+}
+
 /// Waits (bounded) until both daemons of node `i` have exited.
 async fn wait_exited(c: &mut Cluster, i: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -79,7 +95,10 @@ async fn a_frozen_holder_is_powered_off_before_its_ip_moves() {
     let _serial = SERIAL.lock().await;
     let delay = Duration::from_secs(1);
     let spec = fenced(
-        Spec::fast(Binaries::for_tests().expect("binaries")),
+        Spec {
+            metrics: true,
+            ..Spec::fast(Binaries::for_tests().expect("binaries"))
+        },
         delay,
         Duration::from_secs(5),
     );
@@ -111,6 +130,12 @@ async fn a_frozen_holder_is_powered_off_before_its_ip_moves() {
     .await
     .unwrap_or_else(|| panic!("the secondary never reported the fence{}", c.diagnostics()));
     assert_eq!(f.attempts, 1);
+    let (ok, failed, secs) = fence_metrics(&c, "primary").await;
+    assert_eq!((ok, failed), (1.0, 0.0), "one fence, it worked");
+    assert!(
+        secs > 0.0 && secs < LIMIT.as_secs_f64(),
+        "fence took {secs} s by the metrics"
+    );
     assert!(
         f.detail.contains("droplet 3164444 powered off"),
         "{}",
@@ -202,7 +227,10 @@ async fn both_links_cut_exactly_one_side_fences_and_the_preferred_one_wins() {
 async fn a_failing_fence_takes_nothing_says_why_and_is_retried() {
     let _serial = SERIAL.lock().await;
     let spec = fenced(
-        Spec::fast(Binaries::for_tests().expect("binaries")),
+        Spec {
+            metrics: true,
+            ..Spec::fast(Binaries::for_tests().expect("binaries"))
+        },
         Duration::from_millis(500),
         Duration::from_secs(2),
     );
@@ -268,6 +296,12 @@ async fn a_failing_fence_takes_nothing_says_why_and_is_retried() {
         assigned - offs[0].1
     );
     assert_fence_events(&watch, f.attempts).await;
+    let (ok, failed, _) = fence_metrics(&c, "primary").await;
+    assert_eq!(
+        (ok, failed),
+        (1.0, f64::from(f.attempts - 1)),
+        "the metrics count every attempt by outcome"
+    );
     let (_, status) = tandem_tests::ipctl::run(&c, 1, &["status"]).await;
     let line = status
         .lines()

@@ -34,13 +34,20 @@ async fn ready(c: &Cluster, i: usize) -> Option<bool> {
     v["agent"]["groups"][0]["ready"].as_bool()
 }
 
+/// `tandem_agent_token_reloads_total{outcome}` of the secondary's agent, scraped.
+async fn reloads(c: &Cluster, outcome: &str) -> Option<f64> {
+    tandem_tests::metrics::scrape(c, 1, Daemon::Agent)
+        .await?
+        .value("tandem_agent_token_reloads_total", &[("outcome", outcome)])
+}
+
 /// Writes the node's token file as an operator would: a new file moved into place.
-fn write_token(c: &Cluster, i: usize, token: &str) {
+fn write_token(c: &Cluster, i: usize, token: &str, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     let path = c.nodes[i].dir.join("do-token");
     let tmp = path.with_extension("new");
     std::fs::write(&tmp, token).expect("token written");
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).expect("mode");
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).expect("mode");
     std::fs::rename(&tmp, &path).expect("token in place");
 }
 
@@ -51,6 +58,7 @@ async fn status_shows_the_holder_a_new_token_a_dead_node_and_a_link_never_heard(
     // probes and monitors spend DigitalOcean's 250 requests a minute (the emulator enforces
     // it, and a spent budget fails the holder's monitor).
     spec.readiness_interval = Some(Duration::from_secs(2));
+    spec.metrics = true;
     let mut c = Cluster::start(spec).await.expect("cluster starts");
     let droplet = c.nodes[0].droplet.expect("primary's droplet");
 
@@ -97,7 +105,19 @@ async fn status_shows_the_holder_a_new_token_a_dead_node_and_a_link_never_heard(
         .await
         .expect("admin reachable");
     assert!(added.status().is_success(), "{}", added.status());
-    write_token(&c, 1, &new);
+    // First readable by others: refused with the old token kept, and counted.
+    write_token(&c, 1, &new, 0o644);
+    let refused = wait_for(LIMIT, || async {
+        reloads(&c, "refused").await.filter(|n| *n >= 1.0)
+    })
+    .await;
+    assert_eq!(refused, Some(1.0), "the open token file was not refused");
+    assert_eq!(
+        ready(&c, 1).await,
+        Some(false),
+        "an open token file was used"
+    );
+    write_token(&c, 1, &new, 0o600);
     let back = wait_for(LIMIT, || async { ready(&c, 1).await.filter(|r| *r) }).await;
     assert_eq!(
         back,
@@ -110,6 +130,8 @@ async fn status_shows_the_holder_a_new_token_a_dead_node_and_a_link_never_heard(
         agent_pid,
         "the agent was restarted"
     );
+    assert_eq!(reloads(&c, "ok").await, Some(1.0), "one reload used");
+    assert_eq!(reloads(&c, "refused").await, Some(1.0), "one refused");
     let log = c.log(1, Daemon::Agent);
     assert!(
         log.contains("the API token file changed: the new token is used from now on"),

@@ -492,7 +492,14 @@ fn group_name(cx: &mut Ctx<'_>, path: &KeyPath, v: &Option<Text>) -> Option<Stri
 
 fn metrics(cx: &mut Ctx<'_>, path: &KeyPath, v: &Option<Text>) -> Option<SocketAddr> {
     let t = v.as_ref()?;
-    match parse_socket_addr(&t.0) {
+    // Port 0: the kernel picks a free port and the daemon logs it ("metrics served at"), for
+    // several nodes on one host sharing one cluster.yaml (tests, the demo).
+    let any_port =
+        t.0.trim()
+            .parse::<SocketAddr>()
+            .ok()
+            .filter(|a| a.port() == 0);
+    match any_port.map_or_else(|| parse_socket_addr(&t.0), Ok) {
         Err(m) => {
             cx.invalid(path, m, "a loopback ip:port, e.g. \"127.0.0.1:9464\"");
             None

@@ -117,6 +117,12 @@ pub struct Spec {
     /// Every node reads the same API token, as when one token file is copied to each
     /// (default: one token per node).
     pub shared_token: bool,
+    /// With [`Spec::ipv6`]: list the IPv6's agent before the IPv4's (the group starts its
+    /// agents in order).
+    pub ipv6_first: bool,
+    /// Both daemons serve their Prometheus endpoint on a loopback port of their own
+    /// (`metrics: 127.0.0.1:0`); [`Cluster::metrics_url`] finds it in the daemon's log.
+    pub metrics: bool,
 }
 
 impl Spec {
@@ -147,6 +153,8 @@ impl Spec {
             more_ips: Vec::new(),
             group_per_ip: false,
             shared_token: false,
+            ipv6_first: false,
+            metrics: false,
         }
     }
 

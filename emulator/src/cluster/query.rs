@@ -43,6 +43,28 @@ impl Cluster {
         call(c.status(mpb::StatusRequest {})).await
     }
 
+    /// The metrics endpoint of daemon `d` on node `i` (with [`super::Spec::metrics`]), as its
+    /// current log says it was bound.
+    pub fn metrics_url(&self, i: usize, d: Daemon) -> Option<String> {
+        const SAID: &str = "metrics served at ";
+        let log = self.log(i, d);
+        let at = log.rfind(SAID)? + SAID.len();
+        let url = log[at..]
+            .split(|c: char| c.is_whitespace() || c == '"')
+            .next()?;
+        Some(url.to_owned())
+    }
+
+    /// One scrape of daemon `d`'s metrics on node `i`: the Prometheus text, or `None`.
+    pub async fn scrape(&self, i: usize, d: Daemon) -> Option<String> {
+        let url = self.metrics_url(i, d)?;
+        let r = tokio::time::timeout(CALL_TIMEOUT, reqwest::get(url))
+            .await
+            .ok()?
+            .ok()?;
+        r.error_for_status().ok()?.text().await.ok()
+    }
+
     /// The state of [`GROUP`] on node `i` as its agent reports it.
     pub async fn group(&self, i: usize) -> Option<apb::GroupStatus> {
         self.agent_status(i)

@@ -90,6 +90,10 @@ pub(super) fn render_config(
         ),
         false => groups[0].1.extend_from_slice(&ips[split..]),
     }
+    // With ipv6_first the first group lists its IPv6 before its IPv4 (agents start in order).
+    if spec.ipv6_first {
+        groups[0].1.sort_by_key(|ip| ip.is_ipv4());
+    }
     for (gi, (name, group_ips)) in groups.iter().enumerate() {
         let _ = writeln!(
             y,
@@ -108,12 +112,24 @@ pub(super) fn render_config(
     if let Some(f) = &spec.fencing {
         y.push_str(&super::fence::yaml(f, &emulator.addresses.api));
     }
+    // Port 0: every node shares this file, and each daemon logs the port it was given.
+    let metrics = "  metrics: \"127.0.0.1:0\"\n";
+    if spec.metrics {
+        let _ = write!(y, "membership:\n{metrics}");
+    }
+    let mut agent = String::new();
+    if spec.metrics {
+        agent.push_str(metrics);
+    }
     // Mutating RPCs (takeover, standby) need root or the admin group: allow the user who
     // launched the cluster.
     if !nix::unistd::geteuid().is_root()
         && let Ok(Some(g)) = nix::unistd::Group::from_gid(nix::unistd::getegid())
     {
-        let _ = writeln!(y, "agent:\n  admin_group: {}", g.name);
+        let _ = writeln!(agent, "  admin_group: {}", g.name);
+    }
+    if !agent.is_empty() {
+        let _ = write!(y, "agent:\n{agent}");
     }
     y
 }
