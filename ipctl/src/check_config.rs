@@ -13,6 +13,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use tandem_resource_agent::core::codec;
+
 use tandem_config::{AgentConfig, ClusterConfig, ConfigError, ErrorKind, credential_path, keys};
 
 use crate::check_provider::Finding;
@@ -178,6 +180,7 @@ fn check(config: &ClusterConfig, node: Option<&str>) -> Report {
         }
     }
     r.warnings.extend(crate::check_budget::warnings(config));
+    announcement(&mut r, config);
     if let Some(f) = &config.fencing {
         token(
             &mut r,
@@ -188,6 +191,33 @@ fn check(config: &ClusterConfig, node: Option<&str>) -> Report {
         );
     }
     r
+}
+
+/// The resource agent refuses to start when the announcement of its state could pass what
+/// membership carries; the same computation, for this node or (not knowing it) every node.
+fn announcement(r: &mut Report, config: &ClusterConfig) {
+    let groups: Vec<&str> = config.resources.iter().map(|g| g.name.as_str()).collect();
+    let worst = config
+        .nodes
+        .iter()
+        .filter(|n| r.local.as_ref().is_none_or(|l| *l == n.name))
+        .filter_map(|local| {
+            let peers: Vec<&str> = config
+                .nodes
+                .iter()
+                .filter(|n| n.name != local.name)
+                .map(|n| n.name.as_str())
+                .collect();
+            codec::check_fits(&peers, &groups)
+                .err()
+                .map(|e| (local.name.clone(), e))
+        })
+        .max_by_key(|(_, e)| e.worst);
+    if let Some((node, e)) = worst {
+        r.errors.push(format!(
+            "resources: tandem-resource-agent on {node} would refuse to start: {e}"
+        ));
+    }
 }
 
 /// A key file that is not there yet (or belongs to another user) is a warning: the config may

@@ -614,3 +614,50 @@ fn many_reserved_ips_on_one_token_warn_past_half_the_budget_and_name_the_interva
         text(&out.stderr)
     );
 }
+
+/// `config(dir)` with `n` more groups of one reserved IP each, named with 24 characters.
+fn with_long_group_names(dir: &Path, n: usize) -> String {
+    let mut y = config(dir);
+    for i in 0..n {
+        y.push_str(&format!(
+            "  - name: reserved-ip-group-{i:06}\n    agents:\n      - reserved-ip: {{ provider: \
+             digitalocean, ip: 45.55.97.{}, token_file: do-token, monitor_interval: 300s }}\n",
+            i + 1
+        ));
+    }
+    y
+}
+
+/// The agent refuses a configuration whose state announcement could pass membership's
+/// 900-byte payload; check-config says so first, and how many groups would fit.
+#[test]
+fn more_groups_than_an_announcement_carries_is_an_error_naming_what_fits() {
+    let s = setup(true);
+    // Twenty groups of 24-character names (and `floatip`): the per-group form carries them.
+    s.write_config(&with_long_group_names(s.dir.path(), 20));
+    let out = s.check(&["--node", "primary"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("would refuse"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Forty do not: an error on either node, with or without --node.
+    s.write_config(&with_long_group_names(s.dir.path(), 40));
+    for args in [&["--node", "primary"][..], &[][..]] {
+        let out = s.check(args);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("would refuse to start"))
+            .unwrap_or_else(|| panic!("no announcement error: {stderr}"));
+        assert!(
+            line.starts_with("error: resources: tandem-resource-agent on ")
+                && line.contains("more than membership carries (900)")
+                && line.contains("groups with names of 24 characters fit, or these 41 groups")
+                && line.contains("use fewer groups or shorter group or node names"),
+            "{line}"
+        );
+    }
+}

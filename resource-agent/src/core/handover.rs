@@ -712,9 +712,9 @@ impl Core {
                 (false, _) => 0,
             };
         }
-        match Message::State(self.announcement()).encode() {
+        match Message::State(self.announcement()).encode_in(self.form) {
             Ok(payload) => self.outputs.push(Output::Send { to, payload }),
-            // Only a configuration with very many or very long group names gets here.
+            // Never: `Core::new` refused a configuration whose worst case does not fit.
             Err(e) => warn!(error = %e, "cannot announce this node's state"),
         }
     }

@@ -30,7 +30,8 @@ pub mod watch;
 pub use events::{ActionRecord, Cause, Event, FenceChange, FenceEvent, GroupChange, GroupEvent};
 
 pub use codec::{
-    Announce, CodecError, MAX_PAYLOAD, MESSAGE_VERSION, Message, TOPIC, worst_case_announcement,
+    Announce, CodecError, Form, MAX_PAYLOAD, MESSAGE_VERSION, Message, TOPIC, TooManyGroups,
+    worst_case_announcement,
 };
 pub use fence::{FenceConfig, FencePhase, FenceStatus};
 pub use status::{Constraint, ConstraintKind, GroupStatus, NodeStatus, Status};
@@ -293,11 +294,8 @@ pub enum CommandError {
     Unreachable(String),
     #[error("cannot encode the request: {0}")]
     Codec(#[from] CodecError),
-    #[error(
-        "the announcement of this node's state could reach {0} bytes, more than membership carries \
-         ({MAX_PAYLOAD}); use fewer or shorter group and node names"
-    )]
-    TooLarge(usize),
+    #[error("{0}")]
+    TooLarge(codec::TooManyGroups),
 }
 
 /// Why a group starts here.
@@ -490,6 +488,9 @@ pub struct Core {
     deaths: BTreeMap<String, fence::Death>,
     fences: BTreeMap<String, fence::Fence>,
     death_seq: u64,
+    /// How announcements are written: fixed by the configuration, so a peer never sees
+    /// this node switch forms (see [`codec`]).
+    form: Form,
 }
 
 impl Core {
@@ -513,10 +514,9 @@ impl Core {
         {
             return Err(CommandError::UnknownGroup(g.clone()));
         }
-        let worst = worst_case_announcement(&cfg);
-        if worst > MAX_PAYLOAD {
-            return Err(CommandError::TooLarge(worst));
-        }
+        let names: Vec<&str> = cfg.groups.iter().map(|g| g.name.as_str()).collect();
+        let (form, _) =
+            codec::check_fits(&codec::peers(&cfg), &names).map_err(CommandError::TooLarge)?;
         let groups = cfg
             .groups
             .iter()
@@ -581,6 +581,7 @@ impl Core {
             deaths: BTreeMap::new(),
             fences: BTreeMap::new(),
             death_seq: 0,
+            form,
             cfg,
         })
     }
