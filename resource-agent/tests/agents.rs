@@ -15,7 +15,7 @@ use tandem_resource_agent::agents::group::AgentState;
 use tandem_resource_agent::agents::lsb::Lsb;
 use tandem_resource_agent::agents::ocf::Ocf;
 use tandem_resource_agent::agents::reserved_ip::ReservedIp;
-use tandem_resource_agent::agents::{Agent, AgentError, GroupRunner, RunState};
+use tandem_resource_agent::agents::{Action, Agent, AgentError, GroupRunner, Kind, RunState};
 use tandem_resource_agent::provider::{
     AssignOutcome, Holder, ProviderError, Readiness, ReleaseOutcome, ReservedIpProvider, ServerId,
 };
@@ -434,6 +434,236 @@ async fn a_monitor_names_the_agent_that_is_not_running() {
         "{e}"
     );
     assert_eq!(g.records()[1].state, AgentState::Stopped);
+}
+
+/// A reserved IP's agent for the group runner's ordering: its start appends to the log
+/// shared with [`logging_exec`], then waits at `together` (a barrier as large as the run:
+/// started one after another, the first would wait forever), then fails or succeeds. Its
+/// stop, like a real reserved IP's, posts nothing.
+#[derive(Debug)]
+struct FakeIp {
+    name: String,
+    log: PathBuf,
+    together: Arc<tokio::sync::Barrier>,
+    fail: bool,
+    settings: ActionSettings,
+}
+
+impl FakeIp {
+    fn boxed(
+        log: &Path,
+        name: &str,
+        together: &Arc<tokio::sync::Barrier>,
+        fail: bool,
+    ) -> Box<dyn Agent> {
+        Box::new(FakeIp {
+            name: format!("reserved-ip {name}"),
+            log: log.to_owned(),
+            together: together.clone(),
+            fail,
+            settings: settings(5000),
+        })
+    }
+
+    fn append(&self, what: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        writeln!(f, "{what}-{}", self.name).expect("write");
+    }
+}
+
+impl Agent for FakeIp {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn kind(&self) -> Kind {
+        Kind::ReservedIp
+    }
+    fn settings(&self) -> &ActionSettings {
+        &self.settings
+    }
+    fn provider_call(&self, action: Action) -> Option<String> {
+        (action != Action::Stop).then(|| "digitalocean assign".to_owned())
+    }
+    fn start(&self) -> BoxFuture<'_, Result<(), AgentError>> {
+        Box::pin(async move {
+            self.append("start");
+            self.together.wait().await;
+            if self.fail {
+                return Err(AgentError::Failed {
+                    action: Action::Start,
+                    reason: "503 service_unavailable".into(),
+                    detail: String::new(),
+                });
+            }
+            Ok(())
+        })
+    }
+    fn stop(&self) -> BoxFuture<'_, Result<(), AgentError>> {
+        Box::pin(async move {
+            self.append("stop");
+            Ok(())
+        })
+    }
+    fn monitor(&self) -> BoxFuture<'_, Result<RunState, AgentError>> {
+        Box::pin(async { Ok(RunState::Running) })
+    }
+}
+
+/// The run of reserved IPs must start at once: started in turn, the barrier never opens.
+async fn start_within(
+    g: &GroupRunner,
+) -> Result<(), tandem_resource_agent::agents::group::StartError> {
+    tokio::time::timeout(Duration::from_secs(10), g.start())
+        .await
+        .expect("the reserved IPs of a run did not start together")
+}
+
+#[tokio::test]
+async fn consecutive_reserved_ips_start_together_between_the_agents_around_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("log");
+    let run = Arc::new(tokio::sync::Barrier::new(3));
+    let g = GroupRunner::new(
+        "web",
+        vec![
+            logging_exec(&log, "a", false),
+            FakeIp::boxed(&log, "ip1", &run, false),
+            FakeIp::boxed(&log, "ip2", &run, false),
+            FakeIp::boxed(&log, "ip3", &run, false),
+            logging_exec(&log, "b", false),
+        ],
+    );
+    start_within(&g).await.expect("start");
+    let lines = log_lines(&log);
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert_eq!(lines[0], "start-a");
+    let mut ips = lines[1..4].to_vec();
+    ips.sort();
+    assert_eq!(
+        ips,
+        [
+            "start-reserved-ip ip1",
+            "start-reserved-ip ip2",
+            "start-reserved-ip ip3"
+        ]
+    );
+    assert_eq!(lines[4], "start-b");
+    assert!(g.records().iter().all(|r| r.state == AgentState::Running));
+}
+
+/// The failing IPv4 listed first no longer keeps the IPv6 from being tried: it moves, and
+/// the error and the records say which moved and which did not.
+#[tokio::test]
+async fn every_ip_of_a_run_is_tried_when_the_first_fails_and_what_moved_is_said() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("log");
+    let run = Arc::new(tokio::sync::Barrier::new(2));
+    let g = GroupRunner::new(
+        "web",
+        vec![
+            FakeIp::boxed(&log, "v4", &run, true),
+            FakeIp::boxed(&log, "v6", &run, false),
+        ],
+    );
+    let e = start_within(&g).await.expect_err("the IPv4 fails");
+    assert_eq!(e.agent, "reserved-ip v4");
+    assert!(e.also.is_empty() && e.clean);
+    assert_eq!(e.moved, ["reserved-ip v6"]);
+    let text = e.to_string();
+    assert!(
+        text.contains(
+            "half moved: reserved-ip v6 moved here and stays here (a reserved IP is not moved \
+             back), reserved-ip v4 did not move"
+        ),
+        "{text}"
+    );
+    let recs = g.records();
+    assert_eq!(recs[0].state, AgentState::Failed);
+    assert!(
+        recs[0]
+            .detail
+            .starts_with("did not move: start failed: 503"),
+        "{}",
+        recs[0].detail
+    );
+    assert_eq!(recs[1].state, AgentState::Running);
+    assert_eq!(
+        recs[1].detail,
+        "moved here, and stays: the group's start failed at reserved-ip v4"
+    );
+    // Both were tried, then both stopped in reverse (a reserved IP's stop moves nothing).
+    let lines = log_lines(&log);
+    let (starts, stops) = lines.split_at(2);
+    let mut starts = starts.to_vec();
+    starts.sort();
+    assert_eq!(starts, ["start-reserved-ip v4", "start-reserved-ip v6"]);
+    assert_eq!(stops, ["stop-reserved-ip v6", "stop-reserved-ip v4"]);
+    // The journal the group's events are made of has both starts, each with its outcome.
+    let starts: Vec<(String, bool)> = g
+        .take_actions()
+        .into_iter()
+        .filter(|a| a.action == "start")
+        .map(|a| (a.agent, a.ok))
+        .collect();
+    assert_eq!(starts.len(), 2);
+    assert!(starts.contains(&("reserved-ip v4".into(), false)));
+    assert!(starts.contains(&("reserved-ip v6".into(), true)));
+}
+
+#[tokio::test]
+async fn a_failed_run_stops_what_came_before_and_starts_nothing_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("log");
+    let run = Arc::new(tokio::sync::Barrier::new(3));
+    let g = GroupRunner::new(
+        "web",
+        vec![
+            logging_exec(&log, "a", false),
+            FakeIp::boxed(&log, "ip1", &run, true),
+            FakeIp::boxed(&log, "ip2", &run, false),
+            FakeIp::boxed(&log, "ip3", &run, true),
+            logging_exec(&log, "b", false),
+        ],
+    );
+    let e = start_within(&g).await.expect_err("two IPs fail");
+    assert_eq!(e.agent, "reserved-ip ip1");
+    let also: Vec<&str> = e.also.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(also, ["reserved-ip ip3"]);
+    assert_eq!(e.moved, ["reserved-ip ip2"]);
+    let text = e.to_string();
+    assert!(
+        text.contains("; reserved-ip ip3: start failed: 503")
+            && text.contains("reserved-ip ip1, reserved-ip ip3 did not move"),
+        "{text}"
+    );
+    let lines = log_lines(&log);
+    assert_eq!(lines[0], "start-a");
+    assert_eq!(
+        lines[4..],
+        [
+            "stop-reserved-ip ip3",
+            "stop-reserved-ip ip2",
+            "stop-reserved-ip ip1",
+            "stop-a"
+        ]
+    );
+    assert!(!lines.contains(&"start-b".to_owned()), "{lines:?}");
+    let recs = g.records();
+    assert_eq!(
+        recs[2].detail,
+        "moved here, and stays: the group's start failed at reserved-ip ip1, reserved-ip ip3"
+    );
+    assert!(
+        recs[3].detail.starts_with("did not move: "),
+        "{}",
+        recs[3].detail
+    );
+    assert_eq!(recs[4].state, AgentState::Unknown, "b never started");
 }
 
 /// A scriptable provider: the external API behind the trait, recording what it was asked.

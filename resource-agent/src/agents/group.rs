@@ -1,5 +1,6 @@
-//! Runs the agents of one resource group: start in order, stop in reverse, a failed start
-//! stops what already started; keeps the per-agent status the Agent service reports.
+//! Runs the agents of one resource group: start in order (consecutive reserved IPs together),
+//! stop in reverse, a failed start stops what already started; keeps the per-agent status the
+//! Agent service reports.
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -47,13 +48,17 @@ pub struct AgentRecord {
 /// A start that failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{agent}: {error}{}{}",
+    "{agent}: {error}{}{}{}",
+    .also.iter().map(|(a, e)| format!("; {a}: {e}")).collect::<String>(),
     if *.clean { "" } else { "; stopping what had started also failed" },
-    half_moved(.moved)
+    half_moved(.moved, .agent, .also)
 )]
 pub struct StartError {
+    /// The first agent (in group order) whose start failed, and why.
     pub agent: String,
     pub error: AgentError,
+    /// The other agents whose start failed (reserved IPs starting together), in order.
+    pub also: Vec<(String, AgentError)>,
     /// Everything that had started was stopped again.
     pub clean: bool,
     /// Reserved IPs this start moved here before the failure, which stay here (their stop
@@ -62,14 +67,19 @@ pub struct StartError {
 }
 
 /// What a failed start leaves moved, said in its message.
-fn half_moved(moved: &[String]) -> String {
+fn half_moved(moved: &[String], agent: &str, also: &[(String, AgentError)]) -> String {
     if moved.is_empty() {
         return String::new();
     }
+    let not: Vec<&str> = std::iter::once(agent)
+        .chain(also.iter().map(|(a, _)| a.as_str()))
+        .collect();
     format!(
-        "; half moved: {} moved here and stays here (a reserved IP is not moved back), the \
-         failed one did not move; the group is stopped here until the next start moves the rest",
-        moved.join(", ")
+        "; half moved: {} moved here and {} here (a reserved IP is not moved back), {} did not \
+         move; the group is stopped here until the next start moves the rest",
+        moved.join(", "),
+        if moved.len() == 1 { "stays" } else { "stay" },
+        not.join(", ")
     )
 }
 
@@ -224,53 +234,93 @@ impl GroupRunner {
         result
     }
 
-    /// Starts every agent in order. On a failure, stops (in reverse) the failed agent and
-    /// every one started before it.
+    /// Starts every agent in order, except that consecutive reserved IPs start at once:
+    /// they are independent provider calls, and one after another a group of 20 addresses
+    /// would take 20 assignments' time to move. Every address of such a run is tried even
+    /// when another fails. On a failure, stops (in reverse) everything this start started,
+    /// the failed agents included, and says which addresses moved and which did not.
     pub async fn start(&self) -> Result<(), StartError> {
-        for i in 0..self.agents.len() {
-            self.set_state(i, AgentState::Starting);
-            if let Err(error) = self.act(i, Action::Start).await {
-                let mut clean = true;
-                let mut moved = Vec::new();
-                for j in (0..=i).rev() {
-                    self.set_state(j, AgentState::Stopping);
-                    clean &= self.act(j, Action::Stop).await.is_ok();
-                    // A reserved IP whose stop posts nothing is still here: say so.
-                    let agent = &self.agents[j];
-                    if j < i
-                        && agent.kind() == Kind::ReservedIp
-                        && agent.provider_call(Action::Stop).is_none()
-                    {
-                        let mut records = self.lock();
-                        records[j].state = AgentState::Running;
-                        records[j].detail = format!(
-                            "moved here, and stays: the group's start failed at {}",
-                            self.agents[i].name()
-                        );
-                        moved.push(agent.name());
-                    }
-                }
-                moved.reverse();
-                if !moved.is_empty() {
-                    // Half moved: the agent that failed says so, beside the ones that stay.
-                    let mut records = self.lock();
-                    records[i].state = AgentState::Failed;
-                    records[i].detail = format!("did not move: {error}");
-                }
-                if !clean {
-                    // Leave the failed start's record visible on the agent that caused it.
-                    self.set_state(i, AgentState::Failed);
-                }
-                return Err(StartError {
-                    agent: self.agents[i].name(),
-                    error,
-                    clean,
-                    moved,
-                });
+        let mut next = 0;
+        while next < self.agents.len() {
+            let end = self.run_end(next);
+            for i in next..end {
+                self.set_state(i, AgentState::Starting);
             }
+            let results =
+                futures::future::join_all((next..end).map(|i| self.act(i, Action::Start))).await;
+            let failed: Vec<(usize, AgentError)> = (next..end)
+                .zip(results)
+                .filter_map(|(i, r)| r.err().map(|e| (i, e)))
+                .collect();
+            if !failed.is_empty() {
+                return Err(self.roll_back(end, failed).await);
+            }
+            next = end;
         }
         info!(group = %self.name, "group started");
         Ok(())
+    }
+
+    /// The end (exclusive) of the run of agents starting together at `from`: the reserved
+    /// IPs that follow one another there, or the single agent at `from`.
+    fn run_end(&self, from: usize) -> usize {
+        if self.agents[from].kind() != Kind::ReservedIp {
+            return from + 1;
+        }
+        self.agents[from..]
+            .iter()
+            .position(|a| a.kind() != Kind::ReservedIp)
+            .map_or(self.agents.len(), |n| from + n)
+    }
+
+    /// After the start of `failed` (in agent order, not empty): stops agents `0..end` in
+    /// reverse. A reserved IP whose start succeeded and whose stop posts nothing stays here:
+    /// its record and the error say it moved, the failed ones' that they did not.
+    async fn roll_back(&self, end: usize, failed: Vec<(usize, AgentError)>) -> StartError {
+        let is_failed = |j: usize| failed.iter().any(|(i, _)| *i == j);
+        let failed_names: Vec<String> =
+            failed.iter().map(|(i, _)| self.agents[*i].name()).collect();
+        let mut clean = true;
+        let mut moved = Vec::new();
+        for j in (0..end).rev() {
+            self.set_state(j, AgentState::Stopping);
+            clean &= self.act(j, Action::Stop).await.is_ok();
+            // A reserved IP whose stop posts nothing is still here: say so.
+            let agent = &self.agents[j];
+            if !is_failed(j)
+                && agent.kind() == Kind::ReservedIp
+                && agent.provider_call(Action::Stop).is_none()
+            {
+                let mut records = self.lock();
+                records[j].state = AgentState::Running;
+                records[j].detail = format!(
+                    "moved here, and stays: the group's start failed at {}",
+                    failed_names.join(", ")
+                );
+                moved.push(agent.name());
+            }
+        }
+        moved.reverse();
+        for (i, error) in &failed {
+            if !moved.is_empty() {
+                // Half moved: each agent that failed says so, beside the ones that stay.
+                let mut records = self.lock();
+                records[*i].state = AgentState::Failed;
+                records[*i].detail = format!("did not move: {error}");
+            } else if !clean {
+                // Leave the failed start's record visible on the agent that caused it.
+                self.set_state(*i, AgentState::Failed);
+            }
+        }
+        let mut failed = failed.into_iter();
+        let (first, error) = failed.next().expect("a failed start has a failed agent");
+        StartError {
+            agent: self.agents[first].name(),
+            error,
+            also: failed.map(|(i, e)| (self.agents[i].name(), e)).collect(),
+            clean,
+            moved,
+        }
     }
 
     /// Stops every agent in reverse order; a failing stop does not keep the others running.
