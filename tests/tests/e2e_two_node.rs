@@ -766,6 +766,75 @@ async fn dual_stack_half_moved_is_said_in_status() {
     );
 }
 
+/// Issue 14 item 3: the failing IPv4 listed first (the default order) does not keep the IPv6
+/// from moving. A group starts its consecutive reserved IPs together and tries each, so the
+/// IPv6 moves within an assign of the takeover while the IPv4's 503s fail the start; the
+/// secondary's status says which moved and which did not. (One after another, the IPv4's
+/// failure ended the start before the IPv6 was tried, and the IPv6 stayed on the dead node.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_ipv6_moves_even_when_the_failing_ipv4_is_listed_first() {
+    let _serial = SERIAL.lock().await;
+    let mut c = launch(|s| Spec { ipv6: true, ..s }).await;
+    let v6 = c.ipv6.expect("a dual-stack cluster");
+    let v4 = c.ip;
+    c.emulator
+        .set_faults(serde_json::json!({"failing_ips": [v4], "error_status": 503}))
+        .await;
+    let killed = c.crash_node(0);
+    let moved = wait_for(MOVE_LIMIT, || async {
+        (c.holder_of(v6).as_deref() == Some("secondary")).then(SystemTime::now)
+    })
+    .await;
+    let Some(moved) = moved else {
+        panic!(
+            "the IPv6 never moved: {:?}{}",
+            c.group(1).await,
+            c.diagnostics()
+        )
+    };
+    let v4_agent = format!("reserved-ip {v4}");
+    let v6_agent = format!("reserved-ip {v6}");
+    let said = wait_for(Duration::from_secs(30), || async {
+        let g = c.group(1).await?;
+        let a4 = g.agents.iter().find(|a| a.name == v4_agent)?;
+        let a6 = g.agents.iter().find(|a| a.name == v6_agent)?;
+        (a6.state == apb::AgentState::Running as i32
+            && a6.detail.contains("moved here, and stays")
+            && a4.state == apb::AgentState::Failed as i32)
+            .then(|| (a6.detail.clone(), a4.detail.clone(), g.not_candidate_reason))
+    })
+    .await;
+    let Some((d6, d4, why)) = said else {
+        panic!(
+            "the secondary's status never said the group is half moved: {:?}{}",
+            c.group(1).await,
+            c.diagnostics()
+        )
+    };
+    assert!(
+        d6.contains(&format!("the group's start failed at {v4_agent}")),
+        "{d6}"
+    );
+    assert!(
+        d4.starts_with("did not move: ") && d4.contains("503"),
+        "{d4}"
+    );
+    assert!(
+        why.contains(&format!("half moved: {v6_agent} moved here and stays here"))
+            && why.contains(&format!("{v4_agent} did not move")),
+        "{why}"
+    );
+    assert_eq!(
+        c.holder().as_deref(),
+        Some("primary"),
+        "the IPv4 did not move"
+    );
+    println!(
+        "IPv4 listed first and failing: the IPv6 moved {} ms after the kill",
+        moved.duration_since(killed).unwrap_or_default().as_millis()
+    );
+}
+
 /// Issue 14 item 4, the other way round: a dual-stack group (the IPv6 listed first) whose
 /// IPv4 cannot move because DigitalOcean answers every request about that address with 503
 /// (one address's backend failing; the emulator's `failing_ips` fault) while the IPv6 moves.

@@ -117,8 +117,8 @@ pub struct Spec {
     /// Every node reads the same API token, as when one token file is copied to each
     /// (default: one token per node).
     pub shared_token: bool,
-    /// With [`Spec::ipv6`]: list the IPv6's agent before the IPv4's (the group starts its
-    /// agents in order).
+    /// With [`Spec::ipv6`]: list the IPv6's agent before the IPv4's (the order the group's
+    /// records and errors name them in; consecutive reserved IPs start together).
     pub ipv6_first: bool,
     /// Both daemons serve their Prometheus endpoint on a loopback port of their own
     /// (`metrics: 127.0.0.1:0`); [`Cluster::metrics_url`] finds it in the daemon's log.

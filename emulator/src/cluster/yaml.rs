@@ -90,7 +90,7 @@ pub(super) fn render_config(
         ),
         false => groups[0].1.extend_from_slice(&ips[split..]),
     }
-    // With ipv6_first the first group lists its IPv6 before its IPv4 (agents start in order).
+    // With ipv6_first the first group lists its IPv6 before its IPv4.
     if spec.ipv6_first {
         groups[0].1.sort_by_key(|ip| ip.is_ipv4());
     }
