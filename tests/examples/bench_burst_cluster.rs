@@ -105,8 +105,19 @@ async fn main() -> anyhow::Result<()> {
     ];
     for (name, n, per_ip) in rows {
         let mut runs = Vec::new();
-        for _ in 0..args.runs {
-            runs.push(run(&args, n, per_ip).await?);
+        for k in 0..args.runs {
+            let r = run(&args, n, per_ip).await?;
+            eprintln!(
+                "  {name} run {}: last IP moved {:.2} s after the kill, {} requests, steady {} \
+                 requests in {} s, {} refused",
+                k + 1,
+                r.last_moved.as_secs_f64(),
+                r.failover,
+                r.steady,
+                args.steady_secs,
+                r.refused
+            );
+            runs.push(r);
         }
         let mut t: Vec<Duration> = runs.iter().map(|r| r.last_moved).collect();
         t.sort();
