@@ -17,7 +17,9 @@
 //!   clears): `latency_ms`, `error_rate` + `error_status`, `rate_limit_burst` +
 //!   `rate_limit_reset_secs` (+ `rate_limit_retry_after_secs`), `hang_next`, `drop_next`,
 //!   `outage_secs` (connections closed without an answer), `error_actions`, `failing_ips`
-//!   (every request naming one of these IPs gets `error_status`, until cleared)
+//!   (every request naming one of these IPs gets `error_status`, until cleared),
+//!   `error_next` (the next N requests get `error_status`), `fail_after_detach` (sets
+//!   `error_next` once a Vultr detach succeeded)
 //! - `POST /_admin/tokens {"token", "scopes"?}` adds a token; `POST /_admin/tokens/revoke
 //!   {"token"}` revokes one at run time
 //! - `POST /_admin/holder {"ip", "holder"}` moves an IP at once, as the control panel would

@@ -157,6 +157,11 @@ pub struct Faults {
     /// is answered with `error_status` (default 500) until cleared: one address's backend
     /// failing while the others work.
     pub failing_ips: Vec<IpAddr>,
+    /// The next N API requests are answered with `error_status` (default 500).
+    pub error_next: u32,
+    /// The next Vultr detach that succeeds sets `error_next` to this: the API fails right
+    /// after a detach, before the attach that should follow it.
+    pub fail_after_detach: u32,
 }
 
 /// What the fault layer decided for one request.
@@ -358,6 +363,9 @@ impl World {
                 reset_secs: f.rate_limit_reset_secs.unwrap_or(1),
                 retry_after_secs: f.rate_limit_retry_after_secs,
             }
+        } else if f.error_next > 0 {
+            f.error_next -= 1;
+            FaultVerdict::Status(f.error_status.unwrap_or(500))
         } else if path
             .split('/')
             .filter_map(|s| s.parse::<IpAddr>().ok())

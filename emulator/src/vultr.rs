@@ -132,6 +132,11 @@ async fn detach(State(w): State<World>, Path(id): Path<String>) -> Response {
             "The reserved IP changed while detaching; try again.",
         );
     }
+    {
+        let mut g = w.lock();
+        let f = &mut g.faults;
+        f.error_next = f.error_next.max(std::mem::take(&mut f.fail_after_detach));
+    }
     StatusCode::NO_CONTENT.into_response()
 }
 

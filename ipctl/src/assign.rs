@@ -231,9 +231,17 @@ pub fn run(_cli: &crate::Cli, args: &Args) -> anyhow::Result<ExitCode> {
         }
         // A give-up already says the IP may have moved; other errors after the action was
         // accepted do not, so ipctl says it once, with what shows the holder.
-        Err(e) if e.state_may_have_changed() && !matches!(e, ProviderError::GaveUp { .. }) => Err(
-            anyhow::anyhow!("{e}; the IP may have moved: `ipctl assign` again shows who holds it"),
-        ),
+        Err(e)
+            if e.state_may_have_changed()
+                && !matches!(
+                    e,
+                    ProviderError::GaveUp { .. } | ProviderError::LeftUnassigned { .. }
+                ) =>
+        {
+            Err(anyhow::anyhow!(
+                "{e}; the IP may have moved: `ipctl assign` again shows who holds it"
+            ))
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -195,6 +195,41 @@ impl Metrics {
             "API token files that changed and were read again: used (ok) or refused (mode, length), the previous token kept",
             reloads,
         );
+        let rate_limited = Family::<Labels, Counter<u64>>::default();
+        let rate_limit_wait = Family::<Labels, Counter<f64, AtomicU64>>::default();
+        let left_unassigned = Family::<Labels, Counter<u64>>::default();
+        for (p, c) in crate::provider::stats::provider_counts() {
+            let l = labels(&[("provider", p.name())]);
+            rate_limited.get_or_create(&l).inc_by(c.rate_limited);
+            rate_limit_wait.get_or_create(&l).inc_by(c.rate_limit_wait);
+            left_unassigned.get_or_create(&l).inc_by(c.left_unassigned);
+        }
+        r.register(
+            "provider_rate_limited",
+            "429 (rate limited) answers from the provider's API, retries of one call included",
+            rate_limited,
+        );
+        r.register(
+            "provider_rate_limit_wait_seconds",
+            "Seconds waited for 429 answers before asking again (Retry-After, else the reset)",
+            rate_limit_wait,
+        );
+        r.register(
+            "provider_left_unassigned",
+            "Reserved IPs detached from another server to attach them here (Vultr) whose attach then failed: the IP has no holder until someone attaches it",
+            left_unassigned,
+        );
+        let postponed = Family::<Labels, Counter<u64>>::default();
+        for (kind, n) in crate::provider::stats::postponed_counts() {
+            postponed
+                .get_or_create(&labels(&[("kind", kind.as_str())]))
+                .inc_by(n);
+        }
+        r.register(
+            "routine_postponed",
+            "Periodic provider reads (monitor, readiness) postponed while the API token's routine share of its request budget is spent",
+            postponed,
+        );
         let gauge = |r: &mut Registry, name: &str, help: &str| {
             let f = Family::<Labels, Gauge<f64, AtomicU64>>::default();
             r.register(name, help, f.clone());
@@ -274,6 +309,7 @@ pub fn error_kind(e: &ProviderError) -> &'static str {
         ProviderError::ActionErrored { .. } => "action_errored",
         ProviderError::GaveUp { .. } => "gave_up",
         ProviderError::Unexpected { .. } => "unexpected",
+        ProviderError::LeftUnassigned { .. } => "left_unassigned",
         ProviderError::Metadata { .. } => "metadata",
         ProviderError::Token(_) => "token",
         ProviderError::Config(_) => "config",
@@ -447,6 +483,8 @@ mod tests {
         );
         m.record_start("web", StartCause::Failover);
         m.record_fence("primary", true, std::time::Duration::from_millis(1500));
+        // Process-wide counters, which other tests of this binary may raise too.
+        crate::provider::stats::postponed(crate::provider::stats::Routine::Readiness);
         let s = pb::StatusResponse {
             membership_connected: true,
             health: vec![pb::HealthCheck {
@@ -483,6 +521,23 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing in:\n{text}");
         }
+        for prefix in [
+            "tandem_agent_provider_rate_limited_total{provider=\"vultr\"} ",
+            "tandem_agent_provider_rate_limit_wait_seconds_total{provider=\"hetzner\"} ",
+            "tandem_agent_routine_postponed_total{kind=\"monitor\"} ",
+        ] {
+            assert!(text.contains(prefix), "{prefix} missing in:\n{text}");
+        }
+        let readiness = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("tandem_agent_routine_postponed_total{kind=\"readiness\"} ")
+            })
+            .and_then(|v| v.parse::<u64>().ok());
+        assert!(
+            readiness.is_some_and(|n| n >= 1),
+            "{readiness:?} in:\n{text}"
+        );
         assert!(
             !text.contains("action_failures_total{group=\"web\",agent=\"exec\",action=\"start\""),
             "a successful start is no failure:\n{text}"

@@ -8,7 +8,7 @@ use serde_json::json;
 use tandem_config::Secret;
 use tandem_resource_agent::provider::{
     DigitalOcean, Hetzner, Options, PollSchedule, ProviderError, ReservedIpProvider, ServerId,
-    Vultr,
+    Vultr, stats,
 };
 use tandem_tests::emulator::testkit::{
     self, FARAWAY, PRIMARY, READ_ONLY_TOKEN, SECONDARY, TOKEN, fixture, ip,
@@ -42,6 +42,15 @@ fn client(emu: &Emulator, droplet: u64, token: &str) -> DigitalOcean {
         opts(emu, droplet),
     )
     .expect("client builds")
+}
+
+/// DigitalOcean's process-wide 429 counters (`tandem_agent_provider_rate_limited_total`).
+fn do_counts() -> stats::ProviderCounts {
+    stats::provider_counts()
+        .into_iter()
+        .find(|(p, _)| *p == tandem_config::Provider::DigitalOcean)
+        .map(|(_, c)| c)
+        .unwrap_or_default()
 }
 
 async fn start(delay_ms: u64) -> Emulator {
@@ -252,9 +261,21 @@ async fn rate_limit_burst_waits_for_the_reset() {
     emu.set_faults(json!({"rate_limit_burst": 2, "rate_limit_reset_secs": 1}))
         .await;
     let c = client(&emu, SECONDARY, TOKEN);
+    let before = do_counts();
     let t = tokio::time::Instant::now();
     c.assign().await.expect("assign after the 429s");
     assert_eq!(emu.holder(ip()), Some(SECONDARY));
+    // Counted for the metrics, with the wait they cost (the slack alone is 0.1 s each);
+    // other tests of this binary only add to these.
+    let after = do_counts();
+    assert!(
+        after.rate_limited >= before.rate_limited + 2,
+        "{before:?} -> {after:?}"
+    );
+    assert!(
+        after.rate_limit_wait >= before.rate_limit_wait + 0.2,
+        "{before:?} -> {after:?}"
+    );
     // The reset is a whole second in epoch time: at least the slack was waited.
     assert!(
         t.elapsed() >= Duration::from_millis(100),
@@ -559,6 +580,73 @@ async fn vultr_attach_detaches_the_other_instance_first() {
         bad.holder().await.unwrap_err(),
         ProviderError::Unauthorized { .. }
     ));
+}
+
+fn vultr(emu: &Emulator, droplet: u64) -> Vultr {
+    let mut o = opts(emu, droplet);
+    o.api_url = Some(emu.addresses.vultr.clone());
+    Vultr::new(ip(), Secret::new(TOKEN.into()), o).unwrap()
+}
+
+/// Issue 14 item 4: the detach-first path detaches only what a fresh read shows on another
+/// instance, and not when the attach would be refused after it anyway (another region).
+#[tokio::test]
+async fn vultr_detaches_nothing_for_an_attach_that_would_fail_anyway() {
+    let emu = start(0).await;
+    let e = vultr(&emu, FARAWAY).assign().await.unwrap_err();
+    // The attach's own refusal, the IP still on the primary.
+    assert!(
+        matches!(e, ProviderError::Refused { status: 400, .. })
+            && e.to_string().contains("already attached"),
+        "{e}"
+    );
+    assert_eq!(emu.holder(ip()), Some(PRIMARY));
+}
+
+/// Issue 14 item 4: the API fails between the detach and the attach (every request after the
+/// detach answered 503 until the deadline). The error says the IP was taken from the primary
+/// and is now unassigned, and it is counted; once the API is back, an assign attaches it.
+#[tokio::test]
+async fn vultr_attach_failing_after_the_detach_says_the_ip_is_left_unassigned() {
+    let emu = start(0).await;
+    let primary = vultr(&emu, PRIMARY).server_id().await.unwrap();
+    let mut o = opts(&emu, SECONDARY);
+    o.api_url = Some(emu.addresses.vultr.clone());
+    o.deadline = Duration::from_secs(2);
+    let v = Vultr::new(ip(), Secret::new(TOKEN.into()), o).unwrap();
+    v.server_id().await.unwrap();
+    emu.set_faults(json!({"fail_after_detach": 1000, "error_status": 503}))
+        .await;
+    let before = stats::provider_counts()[2].1.left_unassigned;
+    let e = v.assign().await.unwrap_err();
+    let text = e.to_string();
+    match &e {
+        ProviderError::LeftUnassigned { from, cause, .. } => {
+            assert_eq!(from, &format!("instance {primary}"));
+            assert!(matches!(**cause, ProviderError::GaveUp { .. }), "{cause}");
+        }
+        other => panic!("not LeftUnassigned: {other}"),
+    }
+    assert!(
+        text.contains(&format!(
+            "reserved IP {} was detached from instance {primary}",
+            ip()
+        )) && text.contains("now UNASSIGNED")
+            && text.contains("503"),
+        "{text}"
+    );
+    assert!(e.state_may_have_changed());
+    assert_eq!(emu.holder(ip()), None);
+    assert_eq!(
+        stats::provider_counts()[2].0,
+        tandem_config::Provider::Vultr
+    );
+    assert!(stats::provider_counts()[2].1.left_unassigned > before);
+
+    emu.set_faults(json!({})).await;
+    let out = v.assign().await.expect("attach once the API is back");
+    assert_eq!(out.previous, None);
+    assert_eq!(emu.holder(ip()), Some(SECONDARY));
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use super::driver::{Event, GroupCmd};
 use crate::agents::group::{GroupRunner, MonitorFailure};
 use crate::alarm::Alarm;
 use crate::core::AgentOutcome;
+use crate::provider::stats::{self, Routine};
 #[cfg(doc)]
 use crate::provider::steady;
 
@@ -144,7 +145,7 @@ pub(super) async fn group_worker(
                     // is postponed, not failed: the round comes later instead.
                     let wait = runner.budget_wait(i);
                     if !wait.is_zero() {
-                        postponed(gi, "monitor", wait);
+                        postponed(gi, Routine::Monitor, wait);
                         due[i] = now + wait;
                         continue;
                     }
@@ -216,7 +217,7 @@ pub(super) async fn readiness_task(
     loop {
         let wait = runner.readiness_budget_wait();
         if !wait.is_zero() {
-            postponed(gi, "readiness check", wait);
+            postponed(gi, Routine::Readiness, wait);
             alarm.set(Some(Instant::now() + wait));
             alarm.wait().await;
             continue;
@@ -244,6 +245,7 @@ pub(super) async fn readiness_task(
 
 /// Logs a periodic read postponed for the token's request budget (debug: at a tight budget it
 /// happens every round; `check-config` says which intervals to raise).
-fn postponed(gi: usize, what: &str, wait: Duration) {
-    tracing::debug!(group = gi, what, wait = ?wait, "postponed: the API token's routine share of its request budget is spent");
+fn postponed(gi: usize, what: Routine, wait: Duration) {
+    stats::postponed(what);
+    tracing::debug!(group = gi, what = what.as_str(), wait = ?wait, "postponed: the API token's routine share of its request budget is spent");
 }

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio::sync::OnceCell;
 
 use super::budget::{self, Class};
+use super::stats;
 use super::{Options, Progress, ProviderError, ServerId};
 
 /// The wait after the `attempt`-th (1-based) errored action.
@@ -371,6 +372,7 @@ impl Api {
                     let text = resp.text().await;
                     match text {
                         Ok(_) if status == StatusCode::TOO_MANY_REQUESTS => {
+                            stats::rate_limited(self.kind);
                             let wait = rate_limit_wait(retry_after, reset);
                             tracing::warn!(provider = self.provider, what, wait = ?wait, "rate limited");
                             self.progress(Progress::RateLimited { wait });
@@ -383,6 +385,7 @@ impl Api {
                                 maybe_applied,
                             )
                             .await?;
+                            stats::rate_limit_waited(self.kind, wait);
                             continue;
                         }
                         Ok(text) if status.is_server_error() => {

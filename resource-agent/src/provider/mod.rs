@@ -33,6 +33,7 @@ pub mod fence;
 pub mod hetzner;
 mod http;
 mod moves;
+pub mod stats;
 pub mod steady;
 pub mod token;
 pub mod vultr;
@@ -288,6 +289,19 @@ pub enum ProviderError {
         last: String,
         state_may_have_changed: bool,
     },
+    #[error(
+        "{provider}: reserved IP {ip} was detached from {from} so that it could be attached \
+         here, then the attach failed, so {ip} is now UNASSIGNED (nothing answers on it): \
+         {cause}. The agent retries its start; until one succeeds, fix that cause or attach \
+         the IP to a server by hand (`ipctl assign`, or the provider's console)"
+    )]
+    LeftUnassigned {
+        provider: &'static str,
+        ip: IpAddr,
+        /// The server it was taken from, as the provider names it.
+        from: String,
+        cause: Box<ProviderError>,
+    },
     #[error("{provider}: unexpected answer to {what} ({status}): {detail}")]
     Unexpected {
         provider: &'static str,
@@ -316,6 +330,7 @@ impl ProviderError {
                 state_may_have_changed,
                 ..
             } => *state_may_have_changed,
+            ProviderError::LeftUnassigned { .. } => true,
             _ => false,
         }
     }

@@ -10,8 +10,11 @@
 //!   `droplet_id`s from the config cannot name a Vultr instance.
 //!
 //! Whether Vultr moves an IP attached elsewhere in one `attach` is not documented; when
-//! `attach` is refused with 400/409 while another instance holds the IP, this detaches first
-//! (a short window with no holder, which the API leaves no way around).
+//! `attach` is refused with 400/409 and a fresh read shows another instance holding the IP,
+//! this detaches first (a short window with no holder, which the API leaves no way around).
+//! It does not when the IP's region differs from this instance's (the attach would be
+//! refused after the detach); an attach that fails after the detach all the same is reported
+//! as [`ProviderError::LeftUnassigned`].
 use std::net::IpAddr;
 
 use reqwest::{Method, StatusCode};
@@ -22,7 +25,7 @@ use tokio::time::Instant;
 
 use super::http::{Api, MetadataId, Reply, text_at};
 use super::moves::{ActionState, Client, IpState, Move, Posted, ServerInfo, covers};
-use super::{Holder, Options, ProviderError, ServerId};
+use super::{Holder, Options, ProviderError, ServerId, stats};
 
 const NAME: &str = Provider::Vultr.name();
 pub const DEFAULT_API_URL: &str = "https://api.vultr.com";
@@ -125,6 +128,55 @@ impl Vultr {
             )
             .await
     }
+
+    /// After `attach` was refused (`refused`, 400 or 409) while another instance seemed to
+    /// hold the IP: detaches it and attaches it here, but only once a fresh read shows the IP
+    /// on another instance and nothing known makes the attach fail anyway (the IP in another
+    /// region than this instance), since a detach whose attach fails leaves the IP with no
+    /// holder. When that happens all the same, the error says so
+    /// ([`ProviderError::LeftUnassigned`]) and it is counted.
+    async fn detach_then_attach(
+        &self,
+        refused: Reply,
+        me: &ServerId,
+        body: Value,
+        what: &str,
+        deadline: Instant,
+    ) -> Result<Posted, ProviderError> {
+        let now = self.read_ip_state(deadline).await?;
+        let from = match now.server {
+            // Attached here meanwhile: the holder loop sees it.
+            Some(s) if s == *me => return Ok(Posted::NoAction),
+            Some(s) => s,
+            // Not attached: the refusal had another reason, and it stands.
+            None => return Err(self.refusal(&refused, what, false)),
+        };
+        let mine = self.server_info(me, deadline).await?;
+        if let (Some(theirs), Some(ours)) = (&now.region, &mine.region)
+            && theirs != ours
+        {
+            return Err(self.refusal(&refused, what, false));
+        }
+        tracing::info!(provider = NAME, ip = %self.ip, from = %from, "attach refused while attached to another instance; detaching first");
+        let d = self.post_verb("detach", json!({}), what, deadline).await?;
+        if !d.status.is_success() {
+            return Err(self.refusal(&d, what, true));
+        }
+        let cause = match self.post_verb("attach", body, what, deadline).await {
+            Ok(r) if r.status.is_success() => return Ok(Posted::NoAction),
+            Ok(r) => self.refusal(&r, what, true),
+            Err(e) => e,
+        };
+        stats::left_unassigned(Provider::Vultr);
+        let e = ProviderError::LeftUnassigned {
+            provider: NAME,
+            ip: self.ip,
+            from: format!("instance {from}"),
+            cause: Box::new(cause),
+        };
+        tracing::error!(provider = NAME, ip = %self.ip, error = %e, "reserved IP left unassigned");
+        Err(e)
+    }
 }
 
 impl Client for Vultr {
@@ -192,15 +244,9 @@ impl Client for Vultr {
                 if (r.status == StatusCode::BAD_REQUEST || r.status == StatusCode::CONFLICT)
                     && holder.server.is_some()
                 {
-                    tracing::info!(provider = NAME, ip = %self.ip, "attach refused while attached elsewhere; detaching first");
-                    let d = self.post_verb("detach", json!({}), what, deadline).await?;
-                    if !d.status.is_success() {
-                        return Err(self.refusal(&d, what, true));
-                    }
-                    self.post_verb("attach", body, what, deadline).await?
-                } else {
-                    r
+                    return self.detach_then_attach(r, me, body, what, deadline).await;
                 }
+                r
             }
         };
         if !r.status.is_success() {
