@@ -198,11 +198,13 @@ impl Metrics {
         let rate_limited = Family::<Labels, Counter<u64>>::default();
         let rate_limit_wait = Family::<Labels, Counter<f64, AtomicU64>>::default();
         let left_unassigned = Family::<Labels, Counter<u64>>::default();
+        let header_ignored = Family::<Labels, Counter<u64>>::default();
         for (p, c) in crate::provider::stats::provider_counts() {
             let l = labels(&[("provider", p.name())]);
             rate_limited.get_or_create(&l).inc_by(c.rate_limited);
             rate_limit_wait.get_or_create(&l).inc_by(c.rate_limit_wait);
             left_unassigned.get_or_create(&l).inc_by(c.left_unassigned);
+            header_ignored.get_or_create(&l).inc_by(c.header_ignored);
         }
         r.register(
             "provider_rate_limited",
@@ -213,6 +215,11 @@ impl Metrics {
             "provider_rate_limit_wait_seconds",
             "Seconds waited for 429 answers before asking again (Retry-After, else the reset)",
             rate_limit_wait,
+        );
+        r.register(
+            "provider_rate_limit_header_ignored",
+            "ratelimit-limit headers ignored as unreadable or implausible (zero, a hundred times off the documented limit)",
+            header_ignored,
         );
         r.register(
             "provider_left_unassigned",
@@ -229,6 +236,22 @@ impl Metrics {
             "routine_postponed",
             "Periodic provider reads (monitor, readiness) postponed while the API token's routine share of its request budget is spent",
             postponed,
+        );
+        let in_use = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        for (p, l) in crate::provider::budget::limits_in_use() {
+            for (window, v) in [("minute", l.per_minute), ("hour", l.per_hour)] {
+                // Vultr has no hourly limit.
+                if v != u32::MAX {
+                    in_use
+                        .get_or_create(&labels(&[("provider", p.name()), ("window", window)]))
+                        .set(f64::from(v));
+                }
+            }
+        }
+        r.register(
+            "provider_rate_limit",
+            "The API token's request limit per window that the agent's budget keeps to: the provider's documented one, or the hourly limit its ratelimit-limit header advertises (lowest of the tokens in use)",
+            in_use,
         );
         let gauge = |r: &mut Registry, name: &str, help: &str| {
             let f = Family::<Labels, Gauge<f64, AtomicU64>>::default();
@@ -485,6 +508,11 @@ mod tests {
         m.record_fence("primary", true, std::time::Duration::from_millis(1500));
         // Process-wide counters, which other tests of this binary may raise too.
         crate::provider::stats::postponed(crate::provider::stats::Routine::Readiness);
+        let _budget = crate::provider::budget::shared(
+            tandem_config::Provider::Vultr,
+            "http://metrics.invalid",
+            b"metrics-test-token",
+        );
         let s = pb::StatusResponse {
             membership_connected: true,
             health: vec![pb::HealthCheck {
@@ -525,6 +553,8 @@ mod tests {
             "tandem_agent_provider_rate_limited_total{provider=\"vultr\"} ",
             "tandem_agent_provider_rate_limit_wait_seconds_total{provider=\"hetzner\"} ",
             "tandem_agent_routine_postponed_total{kind=\"monitor\"} ",
+            "tandem_agent_provider_rate_limit_header_ignored_total{provider=\"digitalocean\"} ",
+            "tandem_agent_provider_rate_limit{provider=\"vultr\",window=\"minute\"} 1800",
         ] {
             assert!(text.contains(prefix), "{prefix} missing in:\n{text}");
         }
@@ -537,6 +567,10 @@ mod tests {
         assert!(
             readiness.is_some_and(|n| n >= 1),
             "{readiness:?} in:\n{text}"
+        );
+        assert!(
+            !text.contains("tandem_agent_provider_rate_limit{provider=\"vultr\",window=\"hour\"}"),
+            "Vultr has no hourly limit:\n{text}"
         );
         assert!(
             !text.contains("action_failures_total{group=\"web\",agent=\"exec\",action=\"start\""),

@@ -180,6 +180,7 @@ impl Cluster {
                 })
                 .collect(),
             action_delay: spec.action_delay,
+            rate_limit: spec.rate_limit.clone(),
             audit_log: Some(audit_log.clone()),
             ..EmulatorConfig::default()
         })

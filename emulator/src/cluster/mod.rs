@@ -123,6 +123,9 @@ pub struct Spec {
     /// Both daemons serve their Prometheus endpoint on a loopback port of their own
     /// (`metrics: 127.0.0.1:0`); [`Cluster::metrics_url`] finds it in the daemon's log.
     pub metrics: bool,
+    /// The emulator's rate limits per token; `per_hour` is also what its `ratelimit-limit`
+    /// header advertises (default DigitalOcean's documented 250 a minute, 5,000 an hour).
+    pub rate_limit: crate::RateLimitConfig,
 }
 
 impl Spec {
@@ -155,6 +158,7 @@ impl Spec {
             shared_token: false,
             ipv6_first: false,
             metrics: false,
+            rate_limit: crate::RateLimitConfig::default(),
         }
     }
 

@@ -25,9 +25,15 @@
 //! they spend the minute's remainder over at least ten seconds (a move takes seconds), and a
 //! burst of moves slows its polling down instead of hitting the limit and waiting a minute.
 //!
+//! The limits are the provider's documented ones ([`Limits::of`]) until an answer says
+//! otherwise: DigitalOcean and Hetzner send the token's hourly limit in `ratelimit-limit`
+//! (an account may have a raised or lowered one), and the budget adopts it
+//! ([`Budget::advertised`], [`Limits::with_hour`]). A value that cannot be a limit (not a
+//! number, zero, a hundred times off the documented one) is ignored and counted.
+//!
 //! The core takes `now` (time since the budget was made) and never reads a clock.
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -83,6 +89,36 @@ impl Limits {
         }
     }
 
+    /// The limits of an account whose hourly limit is `hour` instead of this documented one.
+    /// A provider without a minute limit of its own (Hetzner: the hour's requests may all go
+    /// at once) gets `hour` for the minute too; one with a burst limit (DigitalOcean's 250 a
+    /// minute), which no header advertises, has it scaled down with a lower hour and kept with
+    /// a higher one.
+    pub fn with_hour(self, hour: u32) -> Limits {
+        let per_minute = if self.per_minute >= self.per_hour {
+            hour
+        } else {
+            let scaled = u64::from(self.per_minute) * u64::from(hour) / u64::from(self.per_hour);
+            u32::try_from(scaled)
+                .unwrap_or(u32::MAX)
+                .clamp(1, self.per_minute)
+        };
+        Limits {
+            per_minute,
+            per_hour: hour,
+        }
+    }
+
+    /// Whether an advertised hourly limit can be this provider's: positive and within a
+    /// factor of [`PLAUSIBLE_FACTOR`] of the documented one (further off, a broken header
+    /// is likelier than such an account).
+    pub fn plausible_hour(self, hour: u64) -> bool {
+        let documented = u64::from(self.per_hour);
+        hour > 0
+            && hour.saturating_mul(PLAUSIBLE_FACTOR) >= documented
+            && hour <= documented.saturating_mul(PLAUSIBLE_FACTOR)
+    }
+
     /// The share of each window a request of `class` may fill in one of `nodes` processes
     /// sharing the token: routine reads half of the window split between the nodes, moves
     /// 90 % of it less the routine share of every other node.
@@ -100,6 +136,20 @@ impl Limits {
     }
 }
 
+/// An advertised hourly limit further than this factor from the documented one is ignored.
+pub const PLAUSIBLE_FACTOR: u64 = 100;
+
+/// What an advertised hourly limit did to a budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    /// The limits in use already.
+    Same,
+    /// Adopted: the limits were `from`, are `to` from now on.
+    Changed { from: Limits, to: Limits },
+    /// Not a plausible limit (unreadable, zero, absurd): the limits stay.
+    Ignored,
+}
+
 /// How many nodes share each token, for the budgets made from now on (1 until set).
 static NODES: AtomicU32 = AtomicU32::new(1);
 
@@ -112,7 +162,10 @@ pub fn assume_nodes(nodes: u32) {
 /// The budget of one token (the sans-IO core).
 #[derive(Debug)]
 pub struct Budget {
+    /// The limits in use: the documented ones, or the provider's advertised hour.
     limits: Limits,
+    /// The provider's documented limits, which advertised ones are checked against.
+    documented: Limits,
     /// When each request of the last hour was sent.
     sent: VecDeque<Duration>,
     /// The provider's `ratelimit-remaining` and when its `ratelimit-reset` falls, as last seen.
@@ -132,6 +185,7 @@ impl Budget {
     pub fn shared_by(limits: Limits, nodes: u32) -> Budget {
         Budget {
             limits,
+            documented: limits,
             sent: VecDeque::new(),
             server: None,
             polling: 0,
@@ -191,6 +245,30 @@ impl Budget {
         }
     }
 
+    /// The limits in use.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The provider advertised an hourly limit of `hour` (`None`: a header that is no
+    /// number); adopts it when plausible.
+    pub fn advertised(&mut self, hour: Option<u64>) -> Learned {
+        let Some(hour) = hour.filter(|h| self.documented.plausible_hour(*h)) else {
+            return Learned::Ignored;
+        };
+        // Plausible means at most 100 times a u32: it fits.
+        let hour = u32::try_from(hour).unwrap_or(u32::MAX);
+        if hour == self.limits.per_hour {
+            return Learned::Same;
+        }
+        let from = self.limits;
+        self.limits = self.documented.with_hour(hour);
+        Learned::Changed {
+            from,
+            to: self.limits,
+        }
+    }
+
     /// The wait before a polling move's next poll, `scheduled` by its own schedule.
     pub fn poll_wait(&self, now: Duration, scheduled: Duration) -> Duration {
         let (minute_cap, _) = self.limits.caps(Class::Move, self.nodes);
@@ -214,8 +292,11 @@ impl Budget {
 /// A [`Budget`] shared by the clients of one token, on the daemon's clock.
 #[derive(Debug)]
 pub struct Shared {
+    provider: Provider,
     start: Instant,
     core: Mutex<Budget>,
+    /// An implausible limit header was logged (once per budget; the counter counts each).
+    warned: AtomicBool,
 }
 
 impl Shared {
@@ -252,6 +333,41 @@ impl Shared {
         self.lock().poll_wait(now, scheduled)
     }
 
+    /// The limits in use.
+    pub fn limits(&self) -> Limits {
+        self.lock().limits()
+    }
+
+    /// An answer's `ratelimit-limit` header: `Some(value)` parsed as a number, `None` when it
+    /// is not one. Adopts a plausible new limit with one info line; counts an implausible
+    /// value and logs the first.
+    pub fn advertised(&self, hour: Option<u64>) {
+        let learned = self.lock().advertised(hour);
+        let provider = self.provider.name();
+        match learned {
+            Learned::Same => {}
+            Learned::Changed { from, to } => tracing::info!(
+                provider,
+                per_hour = to.per_hour,
+                per_minute = to.per_minute,
+                was_per_hour = from.per_hour,
+                "the provider advertises another rate limit for this API token; the request budget follows it"
+            ),
+            Learned::Ignored => {
+                super::stats::header_ignored(self.provider);
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    let value = hour.map_or_else(|| "not a number".to_owned(), |h| h.to_string());
+                    tracing::warn!(
+                        provider,
+                        value,
+                        per_hour = self.limits().per_hour,
+                        "ignoring an implausible ratelimit-limit header (counted in tandem_agent_provider_rate_limit_header_ignored_total, logged once); the request budget keeps its limits"
+                    );
+                }
+            }
+        }
+    }
+
     /// Counts this move as polling until the guard is dropped.
     pub fn polling(self: &Arc<Self>) -> Polling {
         self.lock().polling += 1;
@@ -274,7 +390,6 @@ impl Drop for Polling {
 /// in this process (the provider counts per token). Keyed by a SHA-256 of the three, so the
 /// registry holds no token.
 pub fn shared(provider: Provider, base: &str, token: &[u8]) -> Arc<Shared> {
-    static BUDGETS: OnceLock<Mutex<HashMap<Vec<u8>, Weak<Shared>>>> = OnceLock::new();
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     for part in [
         provider.name().as_bytes(),
@@ -286,23 +401,49 @@ pub fn shared(provider: Provider, base: &str, token: &[u8]) -> Arc<Shared> {
         ctx.update(part);
     }
     let key = ctx.finish().as_ref().to_vec();
-    let mut map = BUDGETS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut map = budgets();
     map.retain(|_, w| w.strong_count() > 0);
     if let Some(b) = map.get(&key).and_then(Weak::upgrade) {
         return b;
     }
     let b = Arc::new(Shared {
+        provider,
         start: Instant::now(),
         core: Mutex::new(Budget::shared_by(
             Limits::of(provider),
             NODES.load(Ordering::Relaxed),
         )),
+        warned: AtomicBool::new(false),
     });
     map.insert(key, Arc::downgrade(&b));
     b
+}
+
+/// The budgets of this process, by a hash of provider, base URL and token.
+fn budgets() -> std::sync::MutexGuard<'static, HashMap<Vec<u8>, Weak<Shared>>> {
+    static BUDGETS: OnceLock<Mutex<HashMap<Vec<u8>, Weak<Shared>>>> = OnceLock::new();
+    BUDGETS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// The limits in use per provider, for the metrics: of the budgets alive now, the lowest
+/// per window (several tokens of one provider may have different limits).
+pub fn limits_in_use() -> Vec<(Provider, Limits)> {
+    let live: Vec<Arc<Shared>> = budgets().values().filter_map(Weak::upgrade).collect();
+    let mut out: Vec<(Provider, Limits)> = Vec::new();
+    for b in live {
+        let l = b.limits();
+        match out.iter_mut().find(|(p, _)| *p == b.provider) {
+            Some((_, m)) => {
+                m.per_minute = m.per_minute.min(l.per_minute);
+                m.per_hour = m.per_hour.min(l.per_hour);
+            }
+            None => out.push((b.provider, l)),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -450,6 +591,106 @@ mod tests {
         }
         let in_minute = provider.iter().filter(|t| now - **t < MINUTE).count();
         assert!(in_minute <= 225, "{in_minute}");
+    }
+
+    #[test]
+    fn a_raised_hourly_limit_is_adopted_and_gives_routine_reads_more_of_the_hour() {
+        let mut b = Budget::new(DO);
+        for i in 0..2500 {
+            b.sent(s(f64::from(i)));
+        }
+        // Half of the documented 5,000: routine reads wait for the first to expire.
+        assert_eq!(b.wait(s(2500.0), Class::Routine), s(1100.0));
+        assert_eq!(
+            b.advertised(Some(10_000)),
+            Learned::Changed {
+                from: DO,
+                to: Limits {
+                    per_minute: 250,
+                    per_hour: 10_000
+                }
+            }
+        );
+        assert_eq!(b.wait(s(2500.0), Class::Routine), Duration::ZERO);
+        assert_eq!(b.advertised(Some(10_000)), Learned::Same);
+        // Below a fifth of the new hour left, routine reads wait for the reset.
+        b.observed(s(2500.0), Some(1500), Some(s(60.0)));
+        assert_eq!(b.wait(s(2500.0), Class::Routine), s(60.0));
+    }
+
+    #[test]
+    fn a_lowered_hourly_limit_scales_digitaloceans_burst_limit_down_with_it() {
+        let mut b = Budget::new(DO);
+        b.advertised(Some(2500));
+        assert_eq!(
+            b.limits(),
+            Limits {
+                per_minute: 125,
+                per_hour: 2500
+            }
+        );
+        for _ in 0..62 {
+            b.sent(s(1.0));
+        }
+        // The routine share of the minute is now 62 (half of 125).
+        assert_eq!(b.wait(s(2.0), Class::Routine), s(59.0));
+        // Back to the documented limit when the provider says so.
+        b.advertised(Some(5000));
+        assert_eq!(b.limits(), DO);
+    }
+
+    #[test]
+    fn hetzner_has_no_minute_limit_of_its_own_so_the_minute_follows_the_hour() {
+        let hetzner = Limits::of(Provider::Hetzner);
+        assert_eq!(
+            hetzner.with_hour(7200),
+            Limits {
+                per_minute: 7200,
+                per_hour: 7200
+            }
+        );
+        assert_eq!(
+            hetzner.with_hour(1000),
+            Limits {
+                per_minute: 1000,
+                per_hour: 1000
+            }
+        );
+    }
+
+    #[test]
+    fn implausible_limit_headers_are_ignored() {
+        let mut b = Budget::new(DO);
+        for bad in [None, Some(0), Some(49), Some(500_001), Some(u64::MAX)] {
+            assert_eq!(b.advertised(bad), Learned::Ignored, "{bad:?}");
+            assert_eq!(b.limits(), DO);
+        }
+        // The edges of the plausible range are limits.
+        assert!(matches!(b.advertised(Some(50)), Learned::Changed { .. }));
+        assert_eq!(b.limits().per_minute, 2);
+        assert!(matches!(
+            b.advertised(Some(500_000)),
+            Learned::Changed { .. }
+        ));
+        assert_eq!(b.limits().per_minute, 250);
+    }
+
+    #[test]
+    fn the_shared_budget_counts_ignored_headers_and_reports_its_limits() {
+        let token = b"budget-test-token-learned";
+        let b = shared(Provider::Hetzner, "http://learned.invalid", token);
+        let before = super::super::stats::provider_counts()[1].1.header_ignored;
+        b.advertised(None);
+        b.advertised(Some(0));
+        let after = super::super::stats::provider_counts()[1].1.header_ignored;
+        assert!(after >= before + 2, "{before} -> {after}");
+        b.advertised(Some(7200));
+        assert_eq!(b.limits().per_hour, 7200);
+        assert!(
+            limits_in_use()
+                .iter()
+                .any(|(p, l)| *p == Provider::Hetzner && l.per_hour <= 7200),
+        );
     }
 
     #[test]

@@ -369,6 +369,13 @@ impl Api {
                             reset.map(until_epoch),
                         );
                     }
+                    // The token's hourly limit, on every answer of the providers that send it.
+                    if advertises_hourly_limit(self.kind)
+                        && let Some(v) = resp.headers().get("ratelimit-limit")
+                    {
+                        self.budget
+                            .advertised(v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()));
+                    }
                     let text = resp.text().await;
                     match text {
                         Ok(_) if status == StatusCode::TOO_MANY_REQUESTS => {
@@ -558,6 +565,13 @@ pub(crate) fn text_at(v: &Value, pointer: &str) -> Option<String> {
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
+}
+
+/// Whether the provider's `ratelimit-limit` header is the token's hourly limit: DigitalOcean
+/// (its OpenAPI description) and Hetzner (`RateLimit-Limit`, requests per hour) document it;
+/// Vultr documents no such header, so whatever comes is not read.
+fn advertises_hourly_limit(p: Provider) -> bool {
+    matches!(p, Provider::DigitalOcean | Provider::Hetzner)
 }
 
 fn header_u64(resp: &reqwest::Response, name: &str) -> Option<u64> {

@@ -1,6 +1,6 @@
 //! Process-wide counts of what happens below the metered provider calls (`metrics.rs` times
 //! those): 429 answers and the waits they cost, periodic reads postponed for the token's
-//! budget, IPs left unassigned by a detach whose attach failed. Plain atomics, read at each scrape, so
+//! budget, rate-limit headers ignored as implausible, IPs left unassigned by a detach whose attach failed. Plain atomics, read at each scrape, so
 //! the HTTP layer and the workers need no handle to the metrics.
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -31,6 +31,7 @@ impl Routine {
 const N: usize = Provider::ALL.len();
 static RATE_LIMITED: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];
 static RATE_LIMIT_WAIT_MS: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];
+static HEADER_IGNORED: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];
 static LEFT_UNASSIGNED: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];
 static POSTPONED: [AtomicU64; Routine::ALL.len()] =
     [const { AtomicU64::new(0) }; Routine::ALL.len()];
@@ -50,6 +51,11 @@ pub(crate) fn rate_limit_waited(p: Provider, d: Duration) {
     RATE_LIMIT_WAIT_MS[index(p)].fetch_add(ms, Ordering::Relaxed);
 }
 
+/// A rate-limit header of `p` ignored as unreadable or implausible.
+pub(crate) fn header_ignored(p: Provider) {
+    HEADER_IGNORED[index(p)].fetch_add(1, Ordering::Relaxed);
+}
+
 /// An IP of `p` detached from another server whose attach here then failed.
 pub(crate) fn left_unassigned(p: Provider) {
     LEFT_UNASSIGNED[index(p)].fetch_add(1, Ordering::Relaxed);
@@ -67,6 +73,8 @@ pub struct ProviderCounts {
     pub rate_limited: u64,
     /// Seconds waited for them.
     pub rate_limit_wait: f64,
+    /// Rate-limit headers ignored.
+    pub header_ignored: u64,
     /// IPs detached from another server whose attach here failed (Vultr).
     pub left_unassigned: u64,
 }
@@ -80,6 +88,7 @@ pub fn provider_counts() -> [(Provider, ProviderCounts); N] {
             ProviderCounts {
                 rate_limited: RATE_LIMITED[i].load(Ordering::Relaxed),
                 rate_limit_wait: RATE_LIMIT_WAIT_MS[i].load(Ordering::Relaxed) as f64 / 1000.0,
+                header_ignored: HEADER_IGNORED[i].load(Ordering::Relaxed),
                 left_unassigned: LEFT_UNASSIGNED[i].load(Ordering::Relaxed),
             },
         )
