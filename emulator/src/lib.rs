@@ -15,7 +15,8 @@
 //! - `GET /_admin/state`: holders, locks, actions, request count, current faults
 //! - `POST /_admin/faults` with a [`Faults`] JSON object (it replaces the current set; `{}`
 //!   clears): `latency_ms`, `error_rate` + `error_status`, `rate_limit_burst` +
-//!   `rate_limit_reset_secs` (+ `rate_limit_retry_after_secs`), `hang_next`, `drop_next`,
+//!   `rate_limit_reset_secs` (+ `rate_limit_retry_after_secs`; `rate_limit_bare`: no
+//!   headers at all), `hang_next`, `drop_next`,
 //!   `outage_secs` (connections closed without an answer), `error_actions`, `failing_ips`
 //!   (every request naming one of these IPs gets `error_status`, until cleared),
 //!   `error_next` (the next N requests get `error_status`), `fail_after_detach` (sets

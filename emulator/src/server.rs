@@ -164,17 +164,20 @@ impl ApiService {
             FaultVerdict::RateLimited {
                 reset_secs,
                 retry_after_secs,
+                bare,
             } => {
                 let mut r = too_many(api);
-                set_rate_headers(
-                    &mut r,
-                    RateInfo {
-                        remaining: 0,
-                        reset: unix_secs(std::time::SystemTime::now()) + reset_secs,
-                        retry_after: retry_after_secs,
-                        ..rate
-                    },
-                );
+                if !bare {
+                    set_rate_headers(
+                        &mut r,
+                        RateInfo {
+                            remaining: 0,
+                            reset: unix_secs(std::time::SystemTime::now()) + reset_secs,
+                            retry_after: retry_after_secs,
+                            ..rate
+                        },
+                    );
+                }
                 self.audit_request(
                     &method,
                     &path,

@@ -145,6 +145,9 @@ pub struct Faults {
     pub rate_limit_burst: u32,
     pub rate_limit_reset_secs: Option<u64>,
     pub rate_limit_retry_after_secs: Option<u64>,
+    /// The `rate_limit_burst` 429s carry no rate-limit header and no Retry-After: a proxy's
+    /// bare refusal, which says nothing about when to ask again.
+    pub rate_limit_bare: bool,
     /// The next N API requests never get an answer (the connection stays open).
     pub hang_next: u32,
     /// The next N API requests have their connection closed without an answer.
@@ -174,6 +177,8 @@ pub enum FaultVerdict {
     RateLimited {
         reset_secs: u64,
         retry_after_secs: Option<u64>,
+        /// No headers at all.
+        bare: bool,
     },
 }
 
@@ -362,6 +367,7 @@ impl World {
             FaultVerdict::RateLimited {
                 reset_secs: f.rate_limit_reset_secs.unwrap_or(1),
                 retry_after_secs: f.rate_limit_retry_after_secs,
+                bare: f.rate_limit_bare,
             }
         } else if f.error_next > 0 {
             f.error_next -= 1;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tandem_config::{Provider, Secret};
-use tandem_resource_agent::provider::{Fencer, ProviderError};
+use tandem_resource_agent::provider::{Fencer, ProviderError, stats};
 use tandem_tests::emulator::Emulator;
 use tandem_tests::emulator::testkit::{PRIMARY, READ_ONLY_TOKEN, SECONDARY, TOKEN, fixture};
 
@@ -135,4 +135,52 @@ async fn an_errored_power_off_is_posted_again_and_faults_end_in_time() {
         .await
         .expect("after the faults");
     assert!(off(&emu, PRIMARY));
+}
+
+/// Issue 14: the fence path waits out 429s like the moves (Retry-After here), counted per
+/// provider, and a 429 whose wait would pass the call's timeout ends the call in time, the
+/// server left on.
+#[tokio::test]
+async fn a_rate_limited_power_off_waits_its_retry_after_or_ends_in_time() {
+    let emu = start().await;
+    let hetzner = || {
+        stats::provider_counts()
+            .into_iter()
+            .find(|(p, _)| *p == Provider::Hetzner)
+            .map(|(_, c)| c.rate_limited)
+            .unwrap_or_default()
+    };
+    emu.set_faults(
+        serde_json::json!({"rate_limit_burst": 2, "rate_limit_retry_after_secs": 1, "rate_limit_reset_secs": 600}),
+    )
+    .await;
+    let before = hetzner();
+    let f = fencer(&emu, Provider::Hetzner, TOKEN, Duration::from_secs(10));
+    let started = tokio::time::Instant::now();
+    f.power_off("secondary", Some("1002"))
+        .await
+        .expect("power-off after the 429s");
+    // Two Retry-After waits of a second, not the reset ten minutes away.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2200) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    assert!(off(&emu, SECONDARY));
+    assert!(hetzner() >= before + 2);
+
+    emu.set_faults(
+        serde_json::json!({"rate_limit_burst": 1000, "rate_limit_retry_after_secs": 30}),
+    )
+    .await;
+    let f = fencer(&emu, Provider::Hetzner, TOKEN, Duration::from_secs(1));
+    let started = tokio::time::Instant::now();
+    let e = f.power_off("primary", Some("1001")).await.unwrap_err();
+    assert!(e.to_string().contains("429"), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!off(&emu, PRIMARY));
 }

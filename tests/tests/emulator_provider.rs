@@ -284,6 +284,44 @@ async fn rate_limit_burst_waits_for_the_reset() {
     );
 }
 
+/// Issue 14: a 429 with neither Retry-After nor a rate-limit reset (a proxy's bare refusal)
+/// is waited out for one second (plus slack and jitter), counted, and the call goes on.
+#[tokio::test]
+async fn a_bare_429_waits_one_second_and_the_call_goes_on() {
+    let emu = start(0).await;
+    emu.set_faults(json!({"rate_limit_burst": 1, "rate_limit_bare": true}))
+        .await;
+    let r = reqwest::Client::new()
+        .get(format!("{}/v2/reserved_ips", emu.addresses.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    for h in ["retry-after", "ratelimit-reset", "ratelimit-remaining"] {
+        assert!(!r.headers().contains_key(h), "{h} in a bare 429");
+    }
+    emu.set_faults(json!({"rate_limit_burst": 1, "rate_limit_bare": true}))
+        .await;
+    let c = client(&emu, SECONDARY, TOKEN);
+    c.server_id().await.unwrap();
+    let before = do_counts();
+    let t = tokio::time::Instant::now();
+    let h = c.holder().await.expect("holder after the 429");
+    let took = t.elapsed();
+    assert_eq!(h.server, Some(ServerId::Numeric(PRIMARY)));
+    assert!(
+        took >= Duration::from_millis(1100) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    let after = do_counts();
+    assert!(after.rate_limited > before.rate_limited);
+    assert!(
+        after.rate_limit_wait >= before.rate_limit_wait + 1.1,
+        "{before:?} -> {after:?}"
+    );
+}
+
 #[tokio::test]
 async fn configured_rate_limit_answers_429_with_headers_and_the_client_recovers() {
     let mut cfg: EmulatorConfig = fixture(Duration::ZERO);
