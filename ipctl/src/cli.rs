@@ -56,9 +56,10 @@ pub enum Command {
     ImportHeartbeat(import_heartbeat::Args),
     /// Move a reserved IP to a droplet now (the drop-in for DigitalOcean's assign-ip).
     Assign(assign::Args),
-    /// Show nodes, links, quorum and resource groups from both daemons.
+    /// Show nodes, links, quorum, resource groups and the cluster's notices (fences by any
+    /// node) from both daemons.
     Status(Daemons<status::Args>),
-    /// Follow membership events live.
+    /// Follow both daemons' events live, the cluster's notices (fences by any node) included.
     Watch(Daemons<watch::Args>),
     /// Put a node in standby: it hands over what it holds and takes nothing new.
     Standby(Daemons<control::NodeArgs>),

@@ -167,10 +167,30 @@ pub fn status_text(r: &StatusReport, colour: bool) -> String {
         agent_events(&mut out, &paint, a);
     }
     if let Some(m) = &r.membership.data {
+        notices(&mut out, &paint, m);
         rejected(&mut out, &paint, m);
         recent_events(&mut out, &paint, m);
     }
     out
+}
+
+/// What the cluster announced (fences by any node), from membership: shown on every node,
+/// a witness too.
+fn notices(out: &mut String, paint: &Paint, m: &MembershipReport) {
+    if m.notices.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{}", paint.p(Tone::Bold, "Cluster notices"));
+    for n in &m.notices {
+        let at = n.received_at.as_deref().unwrap_or("-");
+        let text = crate::watch::notice::notice_text(n);
+        let text = match n.fence.as_ref().map(|f| f.outcome.as_str()) {
+            Some("completed") => paint.p(Tone::Good, &text),
+            Some("failed") => paint.p(Tone::Bad, &text),
+            _ => text,
+        };
+        let _ = writeln!(out, "  {at} {text}");
+    }
 }
 
 /// What just happened, so a one-shot look explains the state it shows.

@@ -87,6 +87,9 @@ pub struct MembershipReport {
     pub timing: Option<TimingReport>,
     /// The daemon's last events (at most 32), oldest first, shaped as `ipctl watch --json` lines.
     pub recent_events: Vec<crate::watch::EventLine>,
+    /// The cluster's last notices this node's membership kept (at most 16), oldest first:
+    /// fences by any node, told by the node that fenced.
+    pub notices: Vec<crate::watch::notice::NoticeReport>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -140,6 +143,8 @@ pub struct CountersReport {
     pub watch_subscribers_dropped: u64,
     /// Times membership's own loop ran more than two intervals late (frozen or starved).
     pub stalls: u64,
+    /// Notices kept since start (sent by this node or received).
+    pub notices: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -380,6 +385,7 @@ pub fn membership_report(r: &mv1::StatusResponse) -> MembershipReport {
             messages_dropped: c.messages_dropped,
             watch_subscribers_dropped: c.watch_subscribers_dropped,
             stalls: c.stalls,
+            notices: c.notices,
         }),
         timing: r.timing.as_ref().map(|t| TimingReport {
             interval_ms: opt_ms(t.interval.as_ref()).unwrap_or(0.0),
@@ -392,6 +398,7 @@ pub fn membership_report(r: &mv1::StatusResponse) -> MembershipReport {
             .iter()
             .map(crate::watch::event_line)
             .collect(),
+        notices: r.notices.iter().map(crate::watch::notice::notice).collect(),
     }
 }
 

@@ -15,6 +15,7 @@ use tandem_proto::time::{from_duration, from_timestamp};
 use tonic::Code;
 
 pub mod agent;
+pub mod notice;
 
 use crate::control::{Daemon, Problem, connect, rpc_problem};
 use crate::render::{clean, human_ms};
@@ -95,6 +96,8 @@ pub enum EventKind {
     QuorumChanged {
         quorum: Option<QuorumReport>,
     },
+    /// A message on a retained topic, e.g. a fence's outcome told by the fencing node.
+    Notice(Box<notice::NoticeReport>),
     /// A kind this ipctl does not know (a newer daemon).
     Other,
 }
@@ -151,6 +154,7 @@ pub fn event_line(e: &mv1::Event) -> EventLine {
         Some(Kind::QuorumChanged(q)) => EventKind::QuorumChanged {
             quorum: q.quorum.as_ref().map(quorum),
         },
+        Some(Kind::Notice(n)) => EventKind::Notice(Box::new(notice::notice(n))),
         None => EventKind::Other,
     };
     EventLine {
@@ -260,6 +264,7 @@ pub fn event_text(e: &EventLine) -> String {
             Some(q) => quorum_text(q),
             None => "quorum changed".to_owned(),
         },
+        EventKind::Notice(n) => notice::notice_text(n),
         EventKind::Other => "an event this ipctl does not know (upgrade ipctl)".to_owned(),
     };
     format!("{at} #{} view {}: {what}", e.seq, e.view_id)
@@ -573,6 +578,33 @@ mod tests {
         );
         assert_eq!(m.due(t0 + MERGE_HOLD, true), ["later"]);
         assert_eq!(m.deadline(), None);
+    }
+
+    #[test]
+    fn a_notice_event_is_a_line_with_its_fields_flattened() {
+        let e = mv1::Event {
+            seq: 43,
+            view_id: 9,
+            at: None,
+            kind: Some(mv1::event::Kind::Notice(mv1::Notice {
+                id: 1,
+                from: "secondary".into(),
+                topic: "tandem.notice/v1".into(),
+                payload: b"hello".to_vec(),
+                ..Default::default()
+            })),
+        };
+        let line = event_line(&e);
+        assert_eq!(
+            event_text(&line),
+            "- #43 view 9: notice from secondary on tandem.notice/v1: hello"
+        );
+        let v: serde_json::Value = serde_json::to_value(&line).unwrap();
+        assert_eq!(v["event"], "notice");
+        assert_eq!(v["source"], "membership");
+        assert_eq!(v["from"], "secondary");
+        assert_eq!(v["kind"], "other");
+        assert_eq!(v["text"], "hello");
     }
 
     #[test]

@@ -666,3 +666,116 @@ fn json_says_which_daemon_is_missing() {
         "taken from the agent when membership is down"
     );
 }
+
+/// A retained notice as membership keeps it, received `secs` from the fixed time.
+fn notice(id: u64, secs: i64, payload: &str) -> mv1::Notice {
+    mv1::Notice {
+        id,
+        from: "secondary".into(),
+        from_generation: 3,
+        topic: "tandem.notice/v1".into(),
+        payload: payload.as_bytes().to_vec(),
+        received_at: at(secs),
+    }
+}
+
+/// On a witness (membership only, no agent): the fence the secondary ran, a failed attempt
+/// then the one that worked, told by the cluster's notices; and one notice this ipctl does not
+/// know, shown as text.
+#[test]
+fn a_witness_shows_who_fenced_whom_why_and_how_long() {
+    let mut m = membership(
+        "witness",
+        9,
+        vec![
+            node(
+                "primary",
+                Member,
+                S::Dead,
+                false,
+                7,
+                30,
+                vec![link(
+                    0,
+                    "127.0.0.11:694",
+                    L::Down,
+                    Some(31_000),
+                    Some(400),
+                    1.0,
+                    9_000,
+                )],
+            ),
+            node(
+                "secondary",
+                Member,
+                S::Up,
+                false,
+                3,
+                7380,
+                vec![link(
+                    0,
+                    "127.0.0.22:694",
+                    L::Up,
+                    Some(40),
+                    Some(450),
+                    0.0,
+                    70_000,
+                )],
+            ),
+            node(
+                "witness",
+                Witness,
+                S::Up,
+                true,
+                2,
+                7380,
+                vec![link(0, "127.0.0.33:694", L::Unknown, None, None, 0.0, 0)],
+            ),
+        ],
+        quorum(mv1::QuorumPolicy::Majority, true, 3, 2, 2),
+    );
+    m.notices = vec![
+        notice(
+            1,
+            -29,
+            r#"{"schema":"tandem.notice.fence/v1","fenced":"primary","by":"secondary","outcome":"failed","reason":"declared dead: silent on every link; secondary had quorum and no live member still heard primary","attempt":1,"duration_ms":210,"since_death_ms":1210,"provider_call":"digitalocean power_off","error":"digitalocean: the API token was rejected (401 Unauthorized)","retry_in_ms":1000}"#,
+        ),
+        notice(
+            2,
+            -27,
+            r#"{"schema":"tandem.notice.fence/v1","fenced":"primary","by":"secondary","outcome":"completed","reason":"declared dead: silent on every link; secondary had quorum and no live member still heard primary","attempt":2,"duration_ms":640,"since_death_ms":2860,"provider_call":"digitalocean power_off","detail":"droplet 3164444 powered off (action 7, 3 API calls, 0.6s)"}"#,
+        ),
+        notice(3, -5, "\u{1b}[31mfrom a newer agent"),
+    ];
+    let d = Daemons::start(Some(FakeMembership::new(m, vec![])), None);
+    let (out, code) = status_text(&d);
+    assert_eq!(
+        code, 3,
+        "no agent on a witness: a partial answer, as before: {out}"
+    );
+    insta::assert_snapshot!("witness_notices", out);
+    let out = d.ipctl(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let n = &v["membership"]["notices"];
+    assert_eq!(n.as_array().map(Vec::len), Some(3), "{v}");
+    assert_eq!(n[0]["kind"], "fence");
+    assert_eq!(n[0]["from"], "secondary");
+    assert_eq!(n[0]["received_at"], "2026-11-24T19:39:31Z");
+    assert_eq!(
+        n[1]["fence"],
+        serde_json::json!({
+            "fenced": "primary", "by": "secondary", "outcome": "completed",
+            "reason": "declared dead: silent on every link; secondary had quorum and no live member still heard primary",
+            "attempt": 2, "duration_ms": 640, "since_death_ms": 2860,
+            "dead_at": "2026-11-24T19:39:30Z",
+            "provider_call": "digitalocean power_off",
+            "detail": "droplet 3164444 powered off (action 7, 3 API calls, 0.6s)",
+            "error": null, "retry_in_ms": null
+        })
+    );
+    assert_eq!(n[0]["fence"]["outcome"], "failed");
+    assert_eq!(n[0]["fence"]["retry_in_ms"], 1000);
+    assert_eq!(n[2]["kind"], "other");
+    assert_eq!(n[2]["text"], "\u{1b}[31mfrom a newer agent");
+    assert!(n[2].get("fence").is_none());
+}

@@ -2,8 +2,8 @@
 //!
 //! Each scrape asks the protocol loop for a Status and renders it with prometheus-client,
 //! so the metrics can never disagree with `Status` and the loop keeps no second set of
-//! counters. Only transitions (node up/late/dead, link up/down), which a Status cannot show
-//! after the fact, are counted as they are published ([`EventCounters`]). HTTP is served by
+//! counters. Only transitions (node up/late/dead, link up/down) and notices kept, which a
+//! Status cannot show after the fact, are counted as they are published ([`EventCounters`]). HTTP is served by
 //! [`tandem_daemon_kit::metrics`] (axum on hyper): `GET /metrics`, nothing else.
 use std::future::Future;
 use std::sync::Arc;
@@ -35,6 +35,7 @@ pub struct EventCounters {
     late: Family<Labels, Counter<u64>>,
     dead: Family<Labels, Counter<u64>>,
     links: Family<Labels, Counter<u64>>,
+    notices: Family<Labels, Counter<u64>>,
 }
 
 impl EventCounters {
@@ -64,6 +65,12 @@ impl EventCounters {
             }
             Some(K::LinkUp(l)) => self.link(&l.node, l.link, "up"),
             Some(K::LinkDown(l)) => self.link(&l.node, l.link, "down"),
+            // By sender only: node names are bounded by the configuration, topics are not.
+            Some(K::Notice(n)) => {
+                self.notices
+                    .get_or_create(&labels(&[("from", &n.from)]))
+                    .inc();
+            }
             Some(K::QuorumChanged(_)) | None => {}
         }
     }
@@ -98,6 +105,11 @@ impl EventCounters {
             "link_transitions",
             "Link state changes per peer and link",
             self.links.clone(),
+        );
+        r.register(
+            "notices",
+            "Messages on retained topics (tandem.notice/...) kept, by sending node (this node's own included)",
+            self.notices.clone(),
         );
     }
 }
@@ -310,8 +322,17 @@ mod tests {
             })),
             ..Default::default()
         });
+        events.record(&pb::Event {
+            kind: Some(pb::event::Kind::Notice(pb::Notice {
+                from: "b".into(),
+                topic: "tandem.notice/v1".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        });
         let text = render(&s, &events);
         for line in [
+            "tandem_membership_notices_total{from=\"b\"} 1",
             "tandem_membership_node_alive{node=\"b\"} 1.0",
             "tandem_membership_node_generation{node=\"b\"} 7.0",
             "tandem_membership_link_loss_ratio{node=\"b\",link=\"0\"} 0.25",

@@ -667,6 +667,97 @@ async fn messages_reach_subscribers_in_order() {
     assert_eq!(e.code(), tonic::Code::NotFound);
 }
 
+/// A notice (retained topic) broadcast by `a` reaches `b` and `c`, which run no subscriber:
+/// each daemon keeps it (the sender too), announces it on Watch and lists it in Status, and
+/// it is not counted as dropped; a message on another topic is not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_is_kept_by_every_node_without_a_subscriber() {
+    let mut c = Cluster::new(&["a", "b", "c"]);
+    for i in 0..3 {
+        c.start(i);
+    }
+    for i in 0..3 {
+        let others: Vec<usize> = (0..3).filter(|&j| j != i).collect();
+        c.wait_up(i, &others).await;
+    }
+    let mut watch = c
+        .client(2)
+        .await
+        .watch(pb::WatchRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    let mut seq = first.snapshot_seq;
+    let mut sender = c.client(0).await;
+    // Not UTF-8 on purpose: membership never reads a notice.
+    let payload = vec![0xff, b'{', 0x00, b'}'];
+    let r = sender
+        .send(pb::SendRequest {
+            to: String::new(),
+            topic: "tandem.notice/v1".into(),
+            payload: payload.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.queued_for, vec!["b".to_string(), "c".to_string()]);
+    sender
+        .send(pb::SendRequest {
+            to: String::new(),
+            topic: "tandem.agent.v1".into(),
+            payload: b"x".to_vec(),
+        })
+        .await
+        .unwrap();
+    let e = next_matching(&mut watch, &mut seq, Duration::from_secs(5), |k| {
+        matches!(k, pb::event::Kind::Notice(_))
+    })
+    .await;
+    let Some(pb::event::Kind::Notice(n)) = e.kind else {
+        unreachable!()
+    };
+    assert_eq!(
+        (n.id, n.from.as_str(), n.payload.as_slice()),
+        (1, "a", &payload[..])
+    );
+    for i in 0..3 {
+        let s = c.status(i).await;
+        let kept: Vec<(&str, &str, &[u8])> = s
+            .notices
+            .iter()
+            .map(|n| (n.from.as_str(), n.topic.as_str(), n.payload.as_slice()))
+            .collect();
+        assert_eq!(kept, [("a", "tandem.notice/v1", &payload[..])], "node {i}");
+        assert!(s.notices[0].received_at.is_some());
+        let counters = s.counters.unwrap();
+        assert_eq!(counters.notices, 1, "node {i}");
+        assert!(
+            s.recent_events
+                .iter()
+                .all(|e| !matches!(e.kind, Some(pb::event::Kind::Notice(_)))),
+            "notices have their own list"
+        );
+        if i > 0 {
+            // Only the other topic, unsubscribed, was dropped (once delivered).
+            let dropped = wait_for_dropped(&c, i).await;
+            assert_eq!(dropped, 1, "node {i}");
+        }
+    }
+}
+
+/// `messages_dropped` of node `i` once the second message has been delivered there.
+async fn wait_for_dropped(c: &Cluster, i: usize) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = c.status(i).await.counters.unwrap();
+        if s.messages_delivered >= 2 || Instant::now() > deadline {
+            return s.messages_dropped;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// An independent gRPC client (Python grpcio) reads Status over the Unix socket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpc_client_reads_status() {

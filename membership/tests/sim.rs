@@ -469,6 +469,10 @@ impl Sim {
                 run.saw_dead.insert(node);
             }
             EventKind::LinkUp { .. } | EventKind::LinkDown { .. } => {}
+            // The simulation sends on topic "t" only, which is not retained.
+            EventKind::Notice(n) => {
+                return Err(format!("{name}: notice on topic {:?}", n.topic));
+            }
             EventKind::QuorumChanged(q) => {
                 if q.quorate == run.quorate {
                     return Err(format!("{name}: QuorumChanged without a change"));

@@ -12,6 +12,8 @@ use tandem_resource_agent::core::{
     Time, Timers,
 };
 
+use tandem_resource_agent::core::notice::FenceNotice;
+
 const GROUP: &str = "floatip";
 const DELAY: Duration = Duration::from_secs(5);
 const STEP: Duration = Duration::from_millis(10);
@@ -28,6 +30,8 @@ struct Net {
     starts: Vec<(usize, Time)>,
     /// Every event, in order: (node, event).
     events: Vec<(usize, Event)>,
+    /// Notices sent to every node: (by, payload).
+    notices: Vec<(usize, Vec<u8>)>,
 }
 
 fn fencing() -> Option<FenceConfig> {
@@ -73,6 +77,7 @@ impl Net {
             fences: Vec::new(),
             starts: Vec::new(),
             events: Vec::new(),
+            notices: Vec::new(),
         };
         let voters = nodes.len() as u32;
         for i in 0..net.cores.len() {
@@ -134,6 +139,7 @@ impl Net {
                         self.fences.push((i, node, death, self.now));
                     }
                     Output::Event(e) => self.events.push((i, e)),
+                    Output::Notice(p) => self.notices.push((i, p)),
                     _ => {}
                 }
             }
@@ -394,6 +400,43 @@ fn a_fence_is_told_as_events_with_its_call_and_durations() {
         })
         .expect("the group started after the fence");
     assert!(done < start, "{:?}", net.events);
+    // Each attempt's outcome went to every node as a notice (not the starts).
+    let notices: Vec<FenceNotice> = net
+        .notices
+        .iter()
+        .map(|(i, p)| {
+            assert_eq!(*i, 1);
+            FenceNotice::decode(p).expect("a fence notice")
+        })
+        .collect();
+    let outcomes: Vec<(&str, &str, &str, u32, u64)> = notices
+        .iter()
+        .map(|n| {
+            let (fenced, by, outcome) = (n.fenced.as_str(), n.by.as_str(), n.outcome.as_str());
+            (fenced, by, outcome, n.attempt, n.duration_ms)
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("primary", "secondary", "failed", 1, 300),
+            ("primary", "secondary", "completed", 2, 200)
+        ]
+    );
+    assert_eq!(
+        notices[0].error.as_deref(),
+        Some("digitalocean: 401 unauthorized")
+    );
+    assert_eq!(notices[0].retry_in_ms, Some(1000));
+    assert_eq!(notices[1].detail.as_deref(), Some("droplet 1 powered off"));
+    assert_eq!(
+        notices[1].since_death_ms,
+        u64::try_from(fences[3].since_death.as_millis()).unwrap()
+    );
+    assert_eq!(
+        notices[1].provider_call.as_deref(),
+        Some("digitalocean power_off")
+    );
 }
 
 #[test]

@@ -472,6 +472,18 @@ impl Sim {
                         .push(format!("t={}ms a fence of {node} without fencing", self.t));
                 }
                 Output::Event(_) => {}
+                // Every notice is a fence outcome this node sent, within membership's limit.
+                Output::Notice(p) => {
+                    let n = tandem_resource_agent::core::notice::FenceNotice::decode(&p);
+                    if p.len() > 900 || n.as_ref().is_none_or(|n| n.by != self.names[i]) {
+                        self.violations.push(format!(
+                            "t={}ms {}: bad notice {}",
+                            self.t,
+                            self.names[i],
+                            String::from_utf8_lossy(&p)
+                        ));
+                    }
+                }
             }
         }
     }

@@ -355,6 +355,7 @@ pub fn membership(
             init_dead: dur(10_000),
         }),
         recent_events: vec![],
+        notices: vec![],
     }
 }
 

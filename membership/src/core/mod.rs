@@ -16,11 +16,13 @@
 //!   grace a stall earns, and the deadlines that follow;
 //! - `stream`: cluster messages (sequence, acks, retransmission, in-order delivery);
 //! - `quorum`: whether the nodes seen alive may act;
+//! - [`notice`]: the messages on retained topics, kept for Status;
 //! - `settings` and `output`: what goes in and what comes out.
 //!
 //! This file authenticates a datagram ([`Core::handle_datagram`]), tracks the peer's
 //! incarnation, and dispatches the packet's parts to the detector and the streams.
 mod detector;
+pub mod notice;
 mod output;
 mod quorum;
 mod settings;
@@ -37,6 +39,8 @@ pub use tandem_config::{QuorumPolicy, Role, Timing};
 
 pub use detector::{DeadReason, LinkState, LinkView, NodeState, NodeView, STALL_INTERVALS};
 use detector::{Detector, Liveness, Verdict};
+pub use notice::Notice;
+use notice::Notices;
 pub use output::{Counters, Delivery, Event, EventKind, SendError, Transmit};
 pub use quorum::Quorum;
 pub use settings::{NodeSpec, Settings, SettingsError};
@@ -104,6 +108,7 @@ pub struct Core {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     deliveries: VecDeque<Delivery>,
+    notices: Notices,
 }
 
 impl std::fmt::Debug for Core {
@@ -155,6 +160,7 @@ impl Core {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             deliveries: VecDeque::new(),
+            notices: Notices::default(),
             nodes: s.nodes,
         };
         core.peers[me].live.set_state(now, NodeState::Up);
@@ -244,6 +250,11 @@ impl Core {
             let data = self.peers[i].out.queue(now, topic, payload, to.is_none());
             self.counters.messages_sent += 1;
             self.send_data(i, vec![data]);
+        }
+        if notice::is_retained(topic) {
+            // Kept here too: the sender's own node shows what it announced, even when no
+            // other node was alive to receive it.
+            self.retain(now, self.me, self.generation, topic, payload);
         }
         Ok(targets)
     }
@@ -340,6 +351,10 @@ impl Core {
             .iter()
             .map(|r| (*r, self.rejected[r.index()]))
             .collect()
+    }
+    /// The last [`notice::RETAINED`] messages on retained topics, oldest first.
+    pub fn notices(&self) -> impl Iterator<Item = &Notice> {
+        self.notices.iter()
     }
     pub fn unacked(&self, node: usize) -> usize {
         self.peers[node].out.unacked()
@@ -471,7 +486,7 @@ impl Core {
             self.peers[s].out.ack(g, ack.seq);
         }
         if !packet.data.is_empty() && packet.receiver_generation == self.generation {
-            self.receive_data(s, g, j, packet.data_base, packet.data);
+            self.receive_data(now, s, g, j, packet.data_base, packet.data);
         }
         if packet.leaving {
             self.peers[s].left_generation = g;
@@ -495,6 +510,7 @@ impl Core {
     /// Delivers what is in order and acknowledges it over the link it came on.
     fn receive_data(
         &mut self,
+        now: Time,
         s: usize,
         g: u64,
         from_link: usize,
@@ -502,7 +518,13 @@ impl Core {
         data: Vec<msg::Data>,
     ) {
         let (deliveries, counters) = (&mut self.deliveries, &mut self.counters);
+        // Retained in delivery order (exactly once, like the delivery itself).
+        let mut retained = Vec::new();
         let acked = self.peers[s].inc.receive(base, data, |d| {
+            let keep = notice::is_retained(&d.topic);
+            if keep {
+                retained.push((d.topic.clone(), d.payload.clone()));
+            }
             deliveries.push_back(Delivery {
                 from: s,
                 from_generation: g,
@@ -510,10 +532,21 @@ impl Core {
                 payload: d.payload,
                 broadcast: d.broadcast,
                 seq: d.seq,
+                retained: keep,
             });
             counters.messages_delivered += 1;
         });
+        for (topic, payload) in retained {
+            self.retain(now, s, g, &topic, &payload);
+        }
         self.transmit(s, from_link, stream::ack_packet(g, acked));
+    }
+
+    /// Keeps a message on a retained topic and announces it (a [`EventKind::Notice`]).
+    fn retain(&mut self, now: Time, from: usize, generation: u64, topic: &str, payload: &[u8]) {
+        let n = self.notices.keep(now, from, generation, topic, payload);
+        self.counters.notices = self.notices.total();
+        self.emit(now, EventKind::Notice(n));
     }
 
     // ---- detection ----------------------------------------------------------------------

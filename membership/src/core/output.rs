@@ -34,6 +34,9 @@ pub enum EventKind {
         link: usize,
     },
     QuorumChanged(Quorum),
+    /// A message on a retained topic was sent or received ([`super::notice`]); the view
+    /// is unchanged.
+    Notice(super::notice::Notice),
 }
 
 /// A change of the view. `seq` increases by exactly one per event, from 1.
@@ -64,6 +67,8 @@ pub struct Delivery {
     pub payload: Vec<u8>,
     pub broadcast: bool,
     pub seq: u64,
+    /// On a retained topic: kept as a notice, so not lost when no subscriber takes it.
+    pub retained: bool,
 }
 
 /// Why a message was not queued. Nothing was queued for anyone when this is returned.
@@ -95,4 +100,6 @@ pub struct Counters {
     pub messages_dropped: u64,
     /// Times this node found itself stalled (see [`STALL_INTERVALS`](super::STALL_INTERVALS)).
     pub stalls: u64,
+    /// Messages on retained topics kept (sent or received).
+    pub notices: u64,
 }

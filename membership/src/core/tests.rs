@@ -487,3 +487,151 @@ fn a_gap_of_two_intervals_is_not_a_stall() {
     assert_eq!(dead_at, Some(ms(1100)));
     assert_eq!(cores[0].counters().stalls, 0);
 }
+
+fn notices(c: &Core) -> Vec<(u64, usize, String, Vec<u8>)> {
+    c.notices()
+        .map(|n| (n.id, n.from, n.topic.clone(), n.payload.clone()))
+        .collect()
+}
+
+#[test]
+fn a_notice_is_kept_once_by_its_sender_and_each_receiver_and_announced() {
+    let mut cores = pair();
+    events(&mut cores[0]);
+    events(&mut cores[1]);
+    // Not UTF-8: membership never reads a notice's payload.
+    let payload = vec![0xff, 0xfe, b'{'];
+    let to = cores[0]
+        .send(ms(110), None, "tandem.notice/v1", &payload)
+        .unwrap();
+    assert_eq!(to, vec![1]);
+    cores[0]
+        .send(ms(110), None, "tandem.agent/v1", b"x")
+        .unwrap();
+    // Every datagram delivered twice: the duplicate is neither delivered nor kept again.
+    let ds: Vec<Transmit> = std::iter::from_fn(|| cores[0].poll_transmit()).collect();
+    for d in ds.iter().chain(ds.iter()) {
+        cores[1].handle_datagram(ms(111), 0, addr(0), &d.bytes);
+    }
+    let topic = "tandem.notice/v1".to_owned();
+    assert_eq!(notices(&cores[0]), [(1, 0, topic.clone(), payload.clone())]);
+    assert_eq!(notices(&cores[1]), [(1, 0, topic.clone(), payload.clone())]);
+    let kept = cores[1].notices().next().unwrap().clone();
+    assert_eq!((kept.from_generation, kept.at), (10, ms(111)));
+    for c in &mut cores {
+        let ev = events(c);
+        let announced: Vec<&EventKind> = ev
+            .iter()
+            .filter(|e| matches!(e, EventKind::Notice(_)))
+            .collect();
+        assert_eq!(announced.len(), 1, "{ev:?}");
+        assert_eq!(c.counters().notices, 1);
+    }
+    // Delivered as any message, marked retained; the other topic is delivered, not kept.
+    let got: Vec<(String, bool)> = std::iter::from_fn(|| cores[1].poll_delivery())
+        .map(|d| (d.topic, d.retained))
+        .collect();
+    assert_eq!(got, [(topic, true), ("tandem.agent/v1".to_owned(), false)]);
+}
+
+#[test]
+fn a_notice_event_takes_the_next_seq_and_leaves_the_view_alone() {
+    let mut cores = pair();
+    events(&mut cores[0]);
+    let (seq, view) = (cores[0].last_seq(), cores[0].view_id());
+    cores[0]
+        .send(ms(110), Some("n1"), "tandem.notice/x", b"{}")
+        .unwrap();
+    let e = cores[0].poll_event().unwrap();
+    assert_eq!((e.seq, e.view_id), (seq + 1, view));
+    assert_eq!(cores[0].view_id(), view);
+    assert!(matches!(e.kind, EventKind::Notice(n) if n.id == 1 && n.from == 0));
+}
+
+#[test]
+fn only_the_last_sixteen_notices_are_kept() {
+    let mut cores = pair();
+    for i in 0..20u8 {
+        cores[0]
+            .send(ms(110), None, "tandem.notice/v1", &[i])
+            .unwrap();
+        exchange(&mut cores, ms(110));
+    }
+    for c in &cores {
+        let kept = notices(c);
+        assert_eq!(kept.len(), notice::RETAINED);
+        assert_eq!(kept[0].0, 5);
+        assert_eq!(kept[0].3, vec![4]);
+        assert_eq!(kept[15].3, vec![19]);
+        assert_eq!(c.counters().notices, 20);
+    }
+}
+
+#[test]
+fn an_oversized_or_refused_notice_is_not_kept() {
+    let mut cores = pair();
+    let c = &mut cores[0];
+    assert_eq!(
+        c.send(ms(110), None, "tandem.notice/v1", &[0; 901]),
+        Err(SendError::Payload(901))
+    );
+    assert_eq!(
+        c.send(ms(110), Some("n0"), "tandem.notice/v1", b"x"),
+        Err(SendError::ToSelf)
+    );
+    assert!(notices(c).is_empty());
+    assert!(std::iter::from_fn(|| c.poll_event()).all(|e| !matches!(e.kind, EventKind::Notice(_))));
+}
+
+/// Authentic datagrams (signed with the cluster key) whose notice is over the limit or whose
+/// topic is not UTF-8 are rejected as malformed; nothing is kept, nothing panics.
+#[test]
+fn a_forged_notice_over_the_limits_is_rejected_and_not_kept() {
+    let mut cores = pair();
+    events(&mut cores[0]);
+    let keys = KeyRing::new((1, KEY), &[]);
+    let seal = |seq: u64, packet: &msg::Packet| {
+        let header = Header {
+            version: wire::VERSION,
+            key_id: 1,
+            generation: 20,
+            seq,
+            cluster: "web",
+            sender: "n1",
+            receiver: "n0",
+        };
+        wire::seal(&keys, &header, &packet.encode_to_vec()).unwrap()
+    };
+    let packet = |payload: Vec<u8>| msg::Packet {
+        receiver_generation: 10,
+        data_base: 1,
+        data: vec![msg::Data {
+            seq: 1,
+            topic: "tandem.notice/v1".into(),
+            payload,
+            broadcast: true,
+        }],
+        ..Default::default()
+    };
+    let c = &mut cores[0];
+    c.handle_datagram(ms(120), 0, addr(1), &seal(900, &packet(vec![b'x'; 901])));
+    assert_eq!(rejected(c, Reject::Malformed), 1);
+    let mut bytes = packet(b"{}".to_vec()).encode_to_vec();
+    let at = bytes.windows(6).position(|w| w == b"notice").unwrap();
+    bytes[at] = 0xff;
+    let header = Header {
+        version: wire::VERSION,
+        key_id: 1,
+        generation: 20,
+        seq: 901,
+        cluster: "web",
+        sender: "n1",
+        receiver: "n0",
+    };
+    let non_utf8 = wire::seal(&keys, &header, &bytes).unwrap();
+    c.handle_datagram(ms(121), 0, addr(1), &non_utf8);
+    assert_eq!(rejected(c, Reject::Malformed), 2);
+    assert!(notices(c).is_empty());
+    assert!(c.poll_delivery().is_none());
+    assert!(events(c).is_empty());
+}

@@ -9,7 +9,7 @@ use tandem_proto::time::{duration, timestamp};
 
 use super::ShellCounters;
 use super::shell::Clock;
-use crate::core::{Core, DeadReason, Event, EventKind, LinkState, NodeState, Quorum, Time};
+use crate::core::{Core, DeadReason, Event, EventKind, LinkState, NodeState, Notice, Quorum, Time};
 
 /// What the mapping reads: the core and what the shell keeps beside it.
 pub(super) struct Report<'a> {
@@ -86,12 +86,24 @@ impl Report<'_> {
             EventKind::QuorumChanged(q) => Kind::QuorumChanged(pb::QuorumChanged {
                 quorum: Some(quorum(q)),
             }),
+            EventKind::Notice(n) => Kind::Notice(self.notice(n)),
         };
         pb::Event {
             seq: e.seq,
             view_id: e.view_id,
             at: Some(timestamp(self.clock.wall(e.at))),
             kind: Some(kind),
+        }
+    }
+
+    fn notice(&self, n: &Notice) -> pb::Notice {
+        pb::Notice {
+            id: n.id,
+            from: self.name(n.from).to_owned(),
+            from_generation: n.from_generation,
+            topic: n.topic.clone(),
+            payload: n.payload.clone(),
+            received_at: Some(timestamp(self.clock.wall(n.at))),
         }
     }
 
@@ -193,6 +205,7 @@ impl Report<'_> {
                 messages_dropped: c.messages_dropped + sc.no_subscriber.load(Ordering::Relaxed),
                 watch_subscribers_dropped: sc.watch_dropped.load(Ordering::Relaxed),
                 stalls: c.stalls,
+                notices: c.notices,
             }),
             timing: Some(pb::Timing {
                 interval: Some(duration(t.interval)),
@@ -201,6 +214,7 @@ impl Report<'_> {
                 init_dead: Some(duration(t.init_dead)),
             }),
             recent_events: self.recent.iter().cloned().collect(),
+            notices: self.core.notices().map(|n| self.notice(n)).collect(),
         }
     }
 }

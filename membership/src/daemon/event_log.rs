@@ -57,6 +57,14 @@ pub(super) fn log_event(nodes: &[NodeSpec], e: &Event) {
             address = %nodes[*node].addresses[*link],
             "link down"
         ),
+        EventKind::Notice(n) => info!(
+            seq,
+            id = n.id,
+            from = %nodes[n.from].name,
+            topic = %n.topic,
+            bytes = n.payload.len(),
+            "notice kept"
+        ),
         EventKind::QuorumChanged(q) => info!(
             seq,
             view,

@@ -431,10 +431,14 @@ impl Shell {
             event_log::log_event(self.core.nodes(), &e);
             let pe = self.report().event(&e);
             self.event_counts.record(&pe);
-            if self.recent.len() == RECENT_EVENTS {
-                self.recent.pop_front();
+            // Notices have their own ring (Status `notices`): a burst of them must not push
+            // the view's changes out of `recent_events`.
+            if !matches!(e.kind, crate::core::EventKind::Notice(_)) {
+                if self.recent.len() == RECENT_EVENTS {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back(pe.clone());
             }
-            self.recent.push_back(pe.clone());
             // No receiver is fine: nobody is watching.
             let _ = self.events.send(Arc::new(pe));
         }
@@ -455,7 +459,10 @@ impl Shell {
             })
             .unwrap_or(false);
         if !matched {
-            self.counters.no_subscriber.fetch_add(1, Ordering::Relaxed);
+            // A notice is kept by the core: not lost, not counted as dropped.
+            if !d.retained {
+                self.counters.no_subscriber.fetch_add(1, Ordering::Relaxed);
+            }
             return;
         }
         let _ = self.messages.send(Arc::new(pb::ClusterMessage {

@@ -259,7 +259,11 @@ impl Core {
         self.outputs.push(Output::Event(Event::Group(e)));
     }
 
+    /// The event for watchers and, for an attempt's outcome, the notice to every node.
     pub(super) fn emit_fence(&mut self, e: FenceEvent) {
+        if let Some(n) = super::notice::FenceNotice::from_event(&self.cfg.local, &e) {
+            self.outputs.push(Output::Notice(n.encode()));
+        }
         self.outputs.push(Output::Event(Event::Fence(e)));
     }
 

@@ -21,6 +21,7 @@ pub mod events;
 pub mod fence;
 pub mod handover;
 mod membership;
+pub mod notice;
 mod operator;
 pub mod placement;
 pub mod restart;
@@ -357,6 +358,9 @@ pub enum Output {
     },
     /// Something happened that watchers want to know ([`events`]).
     Event(Event),
+    /// Send to every other node on [`notice::NOTICE_TOPIC`], which membership keeps on
+    /// every node (a fence's outcome, for the whole cluster to see).
+    Notice(Vec<u8>),
 }
 
 /// State of a group on this node.

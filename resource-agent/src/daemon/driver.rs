@@ -17,9 +17,10 @@ use super::convert;
 use super::state::write_standby;
 use crate::agents::group::GroupRunner;
 use crate::alarm::Alarm;
+use crate::core::notice::NOTICE_TOPIC;
 use crate::core::{
     ActionRecord, AgentOutcome, Command, CommandError, Core, Event as CoreEvent, Input, Membership,
-    Output, Time,
+    Output, TOPIC, Time,
 };
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -97,7 +98,8 @@ pub(super) struct Driver {
     pub(super) cmds: Vec<mpsc::UnboundedSender<GroupCmd>>,
     /// The health checks' details, for status (the core gets healthy or not).
     pub(super) health: Health,
-    pub(super) send_tx: mpsc::Sender<(Option<String>, Vec<u8>)>,
+    /// To membership's Send: (topic, to, payload).
+    pub(super) send_tx: mpsc::Sender<(&'static str, Option<String>, Vec<u8>)>,
     pub(super) state_dir: PathBuf,
     pub(super) sends_dropped: u64,
     pub(super) readiness: Vec<Option<(Vec<String>, std::time::SystemTime)>>,
@@ -174,6 +176,7 @@ impl Driver {
                 Output::Send { .. }
                 | Output::PersistStandby(_)
                 | Output::Fence { .. }
+                | Output::Notice(_)
                 | Output::Event(_) => None,
             };
             let gi = match group.map(|g| (self.group_idx(&g), g)) {
@@ -201,17 +204,8 @@ impl Driver {
                     let _ = self.cmds[gi].send(GroupCmd::Verify);
                 }
                 Output::Forgive(_) => self.runners[gi].reset_failures(),
-                Output::Send { to, payload } => {
-                    if self.send_tx.try_send((to, payload)).is_err() {
-                        self.sends_dropped += 1;
-                        if self.sends_dropped % 100 == 1 {
-                            warn!(
-                                dropped = self.sends_dropped,
-                                "outgoing message queue full; dropping"
-                            );
-                        }
-                    }
-                }
+                Output::Send { to, payload } => self.send(TOPIC, to, payload),
+                Output::Notice(payload) => self.send(NOTICE_TOPIC, None, payload),
                 Output::Fence {
                     node,
                     death,
@@ -223,6 +217,19 @@ impl Driver {
                         error!(error = %e, standby = on, "cannot persist the standby flag; it holds until restart");
                     }
                 }
+            }
+        }
+    }
+
+    /// Queues a message for membership's Send; never waits (a full queue drops, counted).
+    fn send(&mut self, topic: &'static str, to: Option<String>, payload: Vec<u8>) {
+        if self.send_tx.try_send((topic, to, payload)).is_err() {
+            self.sends_dropped += 1;
+            if self.sends_dropped % 100 == 1 {
+                warn!(
+                    dropped = self.sends_dropped,
+                    "outgoing message queue full; dropping"
+                );
             }
         }
     }

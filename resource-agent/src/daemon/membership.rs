@@ -78,7 +78,7 @@ fn event(e: mpb::Event, last_seq: &mut u64) -> Result<Option<Membership>, String
             generation: d.generation,
         }),
         Some(K::QuorumChanged(q)) => Some(Membership::QuorumChanged(quorum(q.quorum))),
-        Some(K::LinkUp(_) | K::LinkDown(_)) | None => None,
+        Some(K::LinkUp(_) | K::LinkDown(_) | K::Notice(_)) | None => None,
     })
 }
 
@@ -162,16 +162,16 @@ pub(super) async fn membership_task(
 }
 
 pub(super) async fn sender_task(
-    mut rx: mpsc::Receiver<(Option<String>, Vec<u8>)>,
+    mut rx: mpsc::Receiver<(&'static str, Option<String>, Vec<u8>)>,
     client_rx: watch::Receiver<Option<MembershipClient<Channel>>>,
 ) {
-    while let Some((to, payload)) = rx.recv().await {
+    while let Some((topic, to, payload)) = rx.recv().await {
         let client = client_rx.borrow().clone();
         // Disconnected: dropped; the core re-announces periodically and on reconnect.
         let Some(mut client) = client else { continue };
         let req = mpb::SendRequest {
             to: to.unwrap_or_default(),
-            topic: TOPIC.into(),
+            topic: topic.into(),
             payload,
         };
         if let Err(s) = client.send(req).await {
