@@ -4,6 +4,9 @@
 //! Every test reads the emulator's audit log: the power-off completed before the IP moved.
 //! Measured numbers are printed (`-- --nocapture`).
 //!
+//! Every node sees each fence's outcome, a witness too: the fencing agent tells the cluster
+//! on membership's retained topic, and `ipctl status`/`ipctl watch` show it from membership.
+//!
 //! The tests of this file run one at a time (timing on a small shared machine).
 use std::time::Duration;
 
@@ -72,6 +75,50 @@ async fn fence_metrics(c: &Cluster, peer: &str) -> (f64, f64, f64) {
         )
     };
     (of("count", "ok"), of("count", "failed"), of("sum", "ok"))
+}
+
+/// `ipctl status --json` of node `i` (the real binary; a witness answers with exit 3, having
+/// no agent, and its JSON all the same).
+async fn status_json(c: &Cluster, i: usize) -> Value {
+    let out = tandem_tests::ipctl::output(c, i, &["status", "--json"]).await;
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ipctl status --json on node {i}: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The fence notices node `i`'s membership kept (`membership.notices[].fence`).
+async fn fence_notices(c: &Cluster, i: usize) -> Vec<Value> {
+    status_json(c, i).await["membership"]["notices"]
+        .as_array()
+        .map(|ns| {
+            ns.iter()
+                .filter(|n| n["kind"] == "fence")
+                .map(|n| n["fence"].clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until node `i` shows the completed fence of `fenced` by `by`; returns it.
+async fn wait_fence_notice(c: &Cluster, i: usize, fenced: &str, by: &str) -> Value {
+    let found = wait_for(LIMIT, || async {
+        fence_notices(c, i)
+            .await
+            .into_iter()
+            .find(|f| f["fenced"] == fenced && f["by"] == by && f["outcome"] == "completed")
+    })
+    .await;
+    match found {
+        Some(f) => f,
+        None => panic!(
+            "node {i} never showed the fence of {fenced} by {by}: {:#}{}",
+            status_json(c, i).await["membership"],
+            c.diagnostics()
+        ),
+    }
 }
 
 /// Waits (bounded) until both daemons of node `i` have exited.
@@ -296,6 +343,7 @@ async fn a_failing_fence_takes_nothing_says_why_and_is_retried() {
         assigned - offs[0].1
     );
     assert_fence_events(&watch, f.attempts).await;
+    assert_fence_notices(&c, f.attempts).await;
     let (ok, failed, _) = fence_metrics(&c, "primary").await;
     assert_eq!(
         (ok, failed),
@@ -312,6 +360,49 @@ async fn a_failing_fence_takes_nothing_says_why_and_is_retried() {
         line.contains("primary: done") && line.contains(&format!("({} attempts)", f.attempts)),
         "{line}"
     );
+}
+
+/// What the fencing node told the cluster, as its own membership kept it (the primary, dead,
+/// got none): one notice per attempt's outcome, the failures with the provider's error.
+async fn assert_fence_notices(c: &Cluster, attempts: u32) {
+    let notices = wait_for(LIMIT, || async {
+        let n = fence_notices(c, 1).await;
+        (n.len() == attempts as usize).then_some(n)
+    })
+    .await
+    .unwrap_or_else(|| panic!("not one notice per attempt{}", c.diagnostics()));
+    for (k, n) in notices.iter().enumerate() {
+        assert_eq!(n["attempt"], k + 1, "{n}");
+        assert_eq!(
+            (&n["fenced"], &n["by"]),
+            (&"primary".into(), &"secondary".into())
+        );
+        let last = k + 1 == attempts as usize;
+        assert_eq!(
+            n["outcome"],
+            if last { "completed" } else { "failed" },
+            "{n}"
+        );
+        assert_eq!(n["error"].is_string(), !last, "{n}");
+        assert_eq!(n["retry_in_ms"].is_u64(), !last, "{n}");
+    }
+    let error = |k: usize| notices[k]["error"].as_str().unwrap_or("").to_owned();
+    assert!(error(0).contains("401"), "{}", error(0));
+    assert!(
+        notices
+            .iter()
+            .any(|n| n["error"].as_str().is_some_and(|e| e.contains("503"))),
+        "{notices:?}"
+    );
+    assert!(
+        notices
+            .iter()
+            .any(|n| n["error"].as_str().is_some_and(|e| e.contains("timed out"))),
+        "{notices:?}"
+    );
+    // No secret in what went to every node.
+    let text = serde_json::to_string(&notices).unwrap_or_default();
+    assert!(!text.contains("dop_v1"), "{text}");
 }
 
 /// What `ipctl watch --json` on the fencing node showed: each attempt started and failed
@@ -368,4 +459,115 @@ async fn assert_fence_events(w: &Watcher, attempts: u32) {
         "every attempt but the last failed"
     );
     assert!(first < done_at && done_at < start_at, "{:#?}", w.lines());
+}
+
+/// Three members and a witness; the holder frozen. The secondary fences it, and every node
+/// that lives sees it from its own membership daemon: the witness (membership only, no agent:
+/// `ipctl status --json` on its socket, `ipctl watch --json` as it happens, its metrics) and
+/// the third member, which did not fence. Each names the fenced node, the fencing node, the
+/// outcome, why and how long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_witness_every_node_sees_who_fenced_whom() {
+    let _serial = SERIAL.lock().await;
+    let mut spec = fenced(
+        Spec {
+            metrics: true,
+            ..Spec::fast(Binaries::for_tests().expect("binaries"))
+        },
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+    );
+    spec.members.push("third".into());
+    spec.witness = Some("witness".into());
+    let mut c = launch(spec).await;
+    let witness = c.nodes.iter().position(|n| n.witness).expect("a witness");
+    assert_eq!(c.nodes[witness].name, "witness");
+    let watch = Watcher::start(&c, witness, true);
+    watch
+        .wait_json("membership snapshot", |v| {
+            v["source"] == "membership" && v["type"] == "snapshot"
+        })
+        .await;
+    c.freeze(0, Daemon::Membership, true);
+    c.freeze(0, Daemon::Agent, true);
+    wait_holder(&c, "secondary").await;
+    assert_eq!(c.power_offs().len(), 1, "{:?}", c.power_events());
+    wait_exited(&mut c, 0).await;
+
+    let seen = wait_fence_notice(&c, witness, "primary", "secondary").await;
+    assert_eq!(seen["attempt"], 1, "{seen}");
+    assert_eq!(seen["provider_call"], "digitalocean power_off", "{seen}");
+    assert!(
+        seen["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("declared dead: silent on every link; secondary had quorum"),
+        "{seen}"
+    );
+    assert!(
+        seen["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("droplet 3164444 powered off"),
+        "{seen}"
+    );
+    // The emulator's power-off takes its action delay (100 ms); the call waits for it. The
+    // secondary is not the preferred node: it waited fencing.delay (1 s) after the death.
+    let took = seen["duration_ms"].as_u64().unwrap_or(0);
+    let since_death = seen["since_death_ms"].as_u64().unwrap_or(0);
+    assert!((100..5_000).contains(&took), "{seen}");
+    assert!(since_death >= 1_000 + took, "{seen}");
+    assert!(seen["dead_at"].is_string(), "{seen}");
+    let w = status_json(&c, witness).await;
+    assert_eq!(w["node"], "witness");
+    assert_eq!(w["agent"]["available"], false, "a witness runs no agent");
+    assert!(
+        w["membership"]["counters"]["notices"].as_u64() >= Some(1),
+        "{}",
+        w["membership"]
+    );
+
+    // The third member did not fence; it shows the secondary's fence all the same.
+    let third = wait_fence_notice(&c, 2, "primary", "secondary").await;
+    assert_eq!(
+        third, seen,
+        "both nodes got the one notice the secondary sent"
+    );
+    assert_eq!(
+        fence_of(&c, 2, "primary").await,
+        None,
+        "the third member did not fence"
+    );
+    // And the fencing node's own membership kept what it told.
+    wait_fence_notice(&c, 1, "primary", "secondary").await;
+
+    // As it happened, on the witness's `ipctl watch --json`.
+    let (_, line) = watch
+        .wait_json("notice", |v| {
+            v["source"] == "membership" && v["event"] == "notice" && v["kind"] == "fence"
+        })
+        .await;
+    assert_eq!(line["from"], "secondary", "{line}");
+    assert_eq!(line["topic"], "tandem.notice/v1", "{line}");
+    assert_eq!(line["fence"]["fenced"], "primary", "{line}");
+    assert_eq!(line["fence"]["outcome"], "completed", "{line}");
+
+    let m = tandem_tests::metrics::scrape(&c, witness, Daemon::Membership)
+        .await
+        .expect("the witness's membership metrics answer");
+    assert_eq!(
+        m.count("tandem_membership_notices_total", &[("from", "secondary")]),
+        1.0,
+        "one notice from the secondary"
+    );
+    let out = tandem_tests::ipctl::output(&c, witness, &["status"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Cluster notices") && text.contains("primary POWERED OFF by secondary"),
+        "{text}"
+    );
+    println!(
+        "witness sees the fence: primary powered off by secondary in {took} ms, \
+         {since_death} ms after its death"
+    );
 }
