@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tandem_proto::membership::v1 as mv1;
 use tandem_proto::time::from_timestamp;
-use tandem_resource_agent::core::notice::FenceNotice;
+use tandem_resource_agent::core::notice::{FenceNotice, bounded};
 
 use crate::render::{clean, human_ms};
 use crate::status::rfc3339;
@@ -79,13 +79,9 @@ pub fn notice(n: &mv1::Notice) -> NoticeReport {
         error: f.error,
         retry_in_ms: f.retry_in_ms,
     });
-    let text = fence.is_none().then(|| {
-        let s = String::from_utf8_lossy(&n.payload);
-        match s.char_indices().nth(TEXT_SHOWN) {
-            Some((at, _)) => format!("{}…", &s[..at]),
-            None => s.into_owned(),
-        }
-    });
+    let text = fence
+        .is_none()
+        .then(|| bounded(&String::from_utf8_lossy(&n.payload), TEXT_SHOWN));
     NoticeReport {
         id: n.id,
         from: n.from.clone(),

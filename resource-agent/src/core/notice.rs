@@ -4,14 +4,13 @@
 //! bounded to membership's payload limit; `ipctl status` and `ipctl watch` read it.
 use serde::{Deserialize, Serialize};
 
+use super::codec::MAX_PAYLOAD;
 use super::events::{FenceChange, FenceEvent};
 
 /// The retained topic the agents' notices go on (membership retains `tandem.notice/...`).
 pub const NOTICE_TOPIC: &str = "tandem.notice/v1";
 /// The `schema` of a fence notice; another schema is a notice this version does not know.
 pub const FENCE_SCHEMA: &str = "tandem.notice.fence/v1";
-/// Membership's payload limit (bytes).
-const MAX_NOTICE: usize = 900;
 /// Longest free text kept (characters) in a notice: the provider's detail or error, the
 /// reason. Node names are bounded by the configuration.
 const MAX_TEXT: usize = 300;
@@ -54,7 +53,7 @@ fn ms(d: std::time::Duration) -> u64 {
 }
 
 /// `s` cut to `max` characters (on a character boundary), marked when cut.
-fn bounded(s: &str, max: usize) -> String {
+pub fn bounded(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         None => s.to_owned(),
         Some((at, _)) => format!("{}…", &s[..at]),
@@ -100,7 +99,7 @@ impl FenceNotice {
         let mut max = MAX_TEXT;
         loop {
             let bytes = serde_json::to_vec(&n).unwrap_or_default();
-            if bytes.len() <= MAX_NOTICE || max == 0 {
+            if bytes.len() <= MAX_PAYLOAD || max == 0 {
                 return bytes;
             }
             max /= 2;
@@ -175,7 +174,7 @@ mod tests {
         e.node = "n".repeat(250);
         let n = FenceNotice::from_event(&"b".repeat(250), &e).unwrap();
         let bytes = n.encode();
-        assert!(bytes.len() <= MAX_NOTICE, "{} bytes", bytes.len());
+        assert!(bytes.len() <= MAX_PAYLOAD, "{} bytes", bytes.len());
         let back = FenceNotice::decode(&bytes).unwrap();
         assert!(back.error.unwrap().ends_with('…'));
         assert_eq!(back.fenced, e.node);
