@@ -766,6 +766,38 @@ async fn dual_stack_half_moved_is_said_in_status() {
     );
 }
 
+/// Waits until the secondary's status says the dual-stack group is half moved (the IPv6 moved
+/// here and stays, the IPv4 failed with the emulator's 503s) and returns why the group is no
+/// candidate there.
+async fn said_half_moved(c: &Cluster, v4_agent: &str, v6_agent: &str) -> String {
+    let said = wait_for(Duration::from_secs(30), || async {
+        let g = c.group(1).await?;
+        let a4 = g.agents.iter().find(|a| a.name == v4_agent)?;
+        let a6 = g.agents.iter().find(|a| a.name == v6_agent)?;
+        (a6.state == apb::AgentState::Running as i32
+            && a6.detail.contains("moved here, and stays")
+            && a4.state == apb::AgentState::Failed as i32)
+            .then(|| (a6.detail.clone(), a4.detail.clone(), g.not_candidate_reason))
+    })
+    .await;
+    let Some((d6, d4, why)) = said else {
+        panic!(
+            "the secondary's status never said the group is half moved: {:?}{}",
+            c.group(1).await,
+            c.diagnostics()
+        )
+    };
+    assert!(
+        d6.contains(&format!("the group's start failed at {v4_agent}")),
+        "{d6}"
+    );
+    assert!(
+        d4.starts_with("did not move: ") && d4.contains("503"),
+        "{d4}"
+    );
+    why
+}
+
 /// Issue 14 item 3: the failing IPv4 listed first (the default order) does not keep the IPv6
 /// from moving. A group starts its consecutive reserved IPs together and tries each, so the
 /// IPv6 moves within an assign of the takeover while the IPv4's 503s fail the start; the
@@ -794,31 +826,7 @@ async fn dual_stack_ipv6_moves_even_when_the_failing_ipv4_is_listed_first() {
     };
     let v4_agent = format!("reserved-ip {v4}");
     let v6_agent = format!("reserved-ip {v6}");
-    let said = wait_for(Duration::from_secs(30), || async {
-        let g = c.group(1).await?;
-        let a4 = g.agents.iter().find(|a| a.name == v4_agent)?;
-        let a6 = g.agents.iter().find(|a| a.name == v6_agent)?;
-        (a6.state == apb::AgentState::Running as i32
-            && a6.detail.contains("moved here, and stays")
-            && a4.state == apb::AgentState::Failed as i32)
-            .then(|| (a6.detail.clone(), a4.detail.clone(), g.not_candidate_reason))
-    })
-    .await;
-    let Some((d6, d4, why)) = said else {
-        panic!(
-            "the secondary's status never said the group is half moved: {:?}{}",
-            c.group(1).await,
-            c.diagnostics()
-        )
-    };
-    assert!(
-        d6.contains(&format!("the group's start failed at {v4_agent}")),
-        "{d6}"
-    );
-    assert!(
-        d4.starts_with("did not move: ") && d4.contains("503"),
-        "{d4}"
-    );
+    let why = said_half_moved(&c, &v4_agent, &v6_agent).await;
     assert!(
         why.contains(&format!("half moved: {v6_agent} moved here and stays here"))
             && why.contains(&format!("{v4_agent} did not move")),
@@ -859,31 +867,7 @@ async fn dual_stack_ipv6_moves_while_the_ipv4_fails_and_the_ipv4_follows() {
     c.crash_node(0);
     let v4_agent = format!("reserved-ip {v4}");
     let v6_agent = format!("reserved-ip {v6}");
-    let said = wait_for(Duration::from_secs(30), || async {
-        let g = c.group(1).await?;
-        let a4 = g.agents.iter().find(|a| a.name == v4_agent)?;
-        let a6 = g.agents.iter().find(|a| a.name == v6_agent)?;
-        (a6.state == apb::AgentState::Running as i32
-            && a6.detail.contains("moved here, and stays")
-            && a4.state == apb::AgentState::Failed as i32)
-            .then(|| (a6.detail.clone(), a4.detail.clone(), g.not_candidate_reason))
-    })
-    .await;
-    let Some((d6, d4, why)) = said else {
-        panic!(
-            "the secondary's status never said the group is half moved: {:?}{}",
-            c.group(1).await,
-            c.diagnostics()
-        )
-    };
-    assert!(
-        d6.contains(&format!("the group's start failed at {v4_agent}")),
-        "{d6}"
-    );
-    assert!(
-        d4.starts_with("did not move: ") && d4.contains("503"),
-        "{d4}"
-    );
+    let why = said_half_moved(&c, &v4_agent, &v6_agent).await;
     assert!(
         why.contains(&format!("half moved: {v6_agent} moved here and stays here"))
             && why.contains("until the next start moves the rest"),
